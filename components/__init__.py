@@ -1,0 +1,1 @@
+"""Custom TFX components: image ingestion, the validation gate and the atomic pusher."""

@@ -1,0 +1,13 @@
+"""Errors that stop a run with a message written for the person running it."""
+
+
+class CnnpipeError(Exception):
+    """A problem the user can fix; its message says what and how."""
+
+
+class IngestionError(CnnpipeError):
+    """An input file cannot be read as the data the run expects."""
+
+
+class DataValidationError(CnnpipeError):
+    """The examples do not match the schema."""

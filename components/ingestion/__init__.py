@@ -1,0 +1,1 @@
+"""Image ingestion: IDX files, class-per-folder PNG/JPEG trees and TFRecords into tf.Examples."""

@@ -1,0 +1,210 @@
+"""Readers for the three input formats; each yields serialized tf.Examples, one per image.
+
+Every error names the file (and record index) at fault and how to fix it.
+"""
+
+import gzip
+import io
+import os
+import struct
+from typing import BinaryIO, Iterator, Sequence
+
+import tensorflow as tf
+from PIL import Image
+
+from cnnpipe.components.errors import IngestionError
+from cnnpipe.models import features
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+IMAGE_FORMATS = ("PNG", "JPEG")
+_IDX_UNSIGNED_BYTE = 0x08
+
+
+def make_example(image: bytes, label: int, class_name: str, source: str, height: int, width: int) -> bytes:
+    """The serialized tf.Example every later stage relies on."""
+
+    def ints(value: int) -> tf.train.Feature:
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+    def strings(value: bytes) -> tf.train.Feature:
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    example = tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                features.IMAGE: strings(image),
+                features.LABEL: ints(label),
+                features.CLASS_NAME: strings(class_name.encode()),
+                features.SOURCE: strings(source.encode()),
+                features.HEIGHT: ints(height),
+                features.WIDTH: ints(width),
+            }
+        )
+    )
+    return example.SerializeToString(deterministic=True)
+
+
+def image_size(data: bytes, source: str) -> tuple[int, int]:
+    """(height, width) of an encoded PNG or JPEG, decoding it fully to catch truncation."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            if image.format not in IMAGE_FORMATS:
+                raise IngestionError(
+                    f"{source}: is a {image.format} image; only PNG and JPEG are read. "
+                    "Convert it to PNG or remove it."
+                )
+            return image.height, image.width
+    except (OSError, SyntaxError, ValueError) as error:
+        raise IngestionError(
+            f"{source}: not a readable PNG or JPEG image ({error}). Replace the file or remove it."
+        ) from None
+
+
+def class_name_of(label: int, class_names: Sequence[str]) -> str:
+    """The name of a class id; an id outside the classes keeps its number (validation flags it)."""
+    return class_names[label] if 0 <= label < len(class_names) else str(label)
+
+
+# --- MNIST-style IDX files -------------------------------------------------------------------
+
+
+def idx_labels_path(images_path: str) -> str:
+    """`X-labels-idx1-ubyte[.gz]` beside `X-images-idx3-ubyte[.gz]`."""
+    directory, name = os.path.split(images_path)
+    if "-images-idx3-ubyte" not in name:
+        raise IngestionError(
+            f"{images_path}: IDX image files must be named '<split>-images-idx3-ubyte[.gz]' "
+            "with '<split>-labels-idx1-ubyte[.gz]' beside them."
+        )
+    return os.path.join(directory, name.replace("-images-idx3-ubyte", "-labels-idx1-ubyte"))
+
+
+def _open_idx(path: str) -> BinaryIO:
+    if not tf.io.gfile.exists(path):
+        raise IngestionError(f"{path}: file not found; IDX images need their labels file beside them.")
+    raw = tf.io.gfile.GFile(path, "rb")
+    return gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
+
+
+def _read_idx_header(stream: BinaryIO, path: str, dimensions: int) -> tuple[int, ...]:
+    """Checks the magic number (unsigned bytes, `dimensions` dims) and returns the sizes."""
+    try:
+        magic = stream.read(4)
+    except (OSError, EOFError) as error:
+        raise IngestionError(f"{path}: cannot be read ({error}).") from None
+    expected = bytes([0, 0, _IDX_UNSIGNED_BYTE, dimensions])
+    if magic != expected:
+        raise IngestionError(
+            f"{path}: wrong IDX magic number {magic.hex() or '(empty file)'}; expected {expected.hex()} "
+            f"(unsigned bytes, {dimensions} dimension{'s' if dimensions > 1 else ''}). "
+            "Is this the right file, and is it gzipped only when named .gz?"
+        )
+    sizes = stream.read(4 * dimensions)
+    if len(sizes) != 4 * dimensions:
+        raise IngestionError(f"{path}: the IDX header is cut short.")
+    return struct.unpack(f">{dimensions}I", sizes)
+
+
+def _encode_png(pixels: bytes, rows: int, columns: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.frombytes("L", (columns, rows), pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def read_idx(images_path: str, class_names: Sequence[str]) -> Iterator[bytes]:
+    """Streams an IDX image file and its labels file as examples with lossless PNG images."""
+    labels_path = idx_labels_path(images_path)
+    with _open_idx(images_path) as images, _open_idx(labels_path) as labels:
+        count, rows, columns = _read_idx_header(images, images_path, 3)
+        (label_count,) = _read_idx_header(labels, labels_path, 1)
+        if count != label_count:
+            raise IngestionError(
+                f"{images_path} holds {count} images but {labels_path} holds {label_count} labels; "
+                "they must come in pairs."
+            )
+        all_labels = labels.read(count)
+        if len(all_labels) != count:
+            raise IngestionError(f"{labels_path}: truncated, {len(all_labels)} of {count} labels.")
+        name = os.path.basename(images_path)
+        size = rows * columns
+        for index, label in enumerate(all_labels):
+            pixels = images.read(size)
+            if len(pixels) != size:
+                raise IngestionError(f"{images_path}: truncated at image {index} of {count}.")
+            png = _encode_png(pixels, rows, columns)
+            yield make_example(png, label, class_name_of(label, class_names), f"{name}:{index}", rows, columns)
+
+
+def idx_label_count(images_path: str) -> int:
+    """1 + the largest label in the labels file beside `images_path` (for unnamed classes)."""
+    labels_path = idx_labels_path(images_path)
+    with _open_idx(labels_path) as labels:
+        (count,) = _read_idx_header(labels, labels_path, 1)
+        return max(labels.read(count), default=0) + 1
+
+
+# --- class-per-folder trees of PNG/JPEG ------------------------------------------------------
+
+
+def is_image_file(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def class_folders(root: str) -> list[str]:
+    """Sorted class folder names under `root`; an error names a folder without images."""
+    if not tf.io.gfile.isdir(root):
+        raise IngestionError(f"{root}: not a directory of class folders.")
+    names = sorted(
+        name.rstrip("/")
+        for name in tf.io.gfile.listdir(root)
+        if not name.startswith(".") and tf.io.gfile.isdir(os.path.join(root, name))
+    )
+    if not names:
+        raise IngestionError(f"{root}: has no class folders; put each class's images in a folder named after it.")
+    for name in names:
+        folder = os.path.join(root, name)
+        if not any(is_image_file(entry) for entry in tf.io.gfile.listdir(folder)):
+            raise IngestionError(
+                f"{folder}: class folder holds no PNG or JPEG images. Add images or remove the folder."
+            )
+    return names
+
+
+def read_image_file(path: str, data: bytes, class_names: Sequence[str]) -> bytes:
+    """One image of a class-per-folder tree as an example; its class is its folder's name."""
+    class_name = os.path.basename(os.path.dirname(path))
+    if class_name not in class_names:
+        raise IngestionError(
+            f"{path}: its folder '{class_name}' is not one of the classes {list(class_names)}; "
+            "every split must have the same class folders."
+        )
+    height, width = image_size(data, path)
+    return make_example(data, class_names.index(class_name), class_name, path, height, width)
+
+
+# --- TFRecords of tf.Example -----------------------------------------------------------------
+
+
+def read_tfrecord(path: str, class_names: Sequence[str]) -> Iterator[bytes]:
+    """Examples of a TFRecord file, checked and completed with class_name, source and size."""
+    compression = "GZIP" if path.endswith(".gz") else ""
+    name = os.path.basename(path)
+    records = tf.data.TFRecordDataset(path, compression_type=compression).as_numpy_iterator()
+    for index, record in enumerate(records):
+        source = f"{name}:{index}"
+        try:
+            feature = tf.train.Example.FromString(record).features.feature
+        except Exception:  # noqa: BLE001 - protobuf raises its own DecodeError type
+            raise IngestionError(f"{source}: not a serialized tf.Example.") from None
+        image = feature[features.IMAGE].bytes_list.value if features.IMAGE in feature else []
+        label = feature[features.LABEL].int64_list.value if features.LABEL in feature else []
+        if len(image) != 1 or len(label) != 1:
+            raise IngestionError(
+                f"{source}: needs one '{features.IMAGE}' bytes value (encoded PNG/JPEG) and one "
+                f"'{features.LABEL}' int64 value."
+            )
+        if features.SOURCE in feature and feature[features.SOURCE].bytes_list.value:
+            source = feature[features.SOURCE].bytes_list.value[0].decode()
+        height, width = image_size(image[0], source)
+        yield make_example(image[0], label[0], class_name_of(label[0], class_names), source, height, width)

@@ -1,0 +1,114 @@
+"""Finds out what a data directory holds: its format, its splits and its class names."""
+
+import dataclasses
+import os
+from typing import Optional, Sequence
+
+import tensorflow as tf
+
+from cnnpipe.components.errors import IngestionError
+from cnnpipe.components.ingestion import formats
+
+FORMATS = ("idx", "folder", "tfrecord")
+TRAIN, EVAL = "train", "eval"
+# Directory or file-name prefixes that mark a data set's own evaluation split.
+EVAL_PREFIXES = ("t10k", "test", "eval", "val", "validation")
+CLASS_NAMES_FILE = "class_names.txt"
+_IDX_IMAGES = "-images-idx3-ubyte*"
+_TFRECORD_PATTERNS = ("*.tfrecord", "*.tfrecord.gz", "*.tfrecords", "*.tfrecords.gz")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    """The images of a run: where they are, how they are stored and split, what the classes are.
+
+    `split_patterns` maps split names to globs relative to `input_base`. A single pattern
+    under the name `"all"` means the data has no split of its own and is hash-split.
+    """
+
+    format: str
+    input_base: str
+    split_patterns: dict[str, str]
+    class_names: tuple[str, ...]
+
+    @property
+    def has_own_split(self) -> bool:
+        return set(self.split_patterns) == {TRAIN, EVAL}
+
+
+def detect(path: str, data_format: Optional[str] = None, class_names: Optional[Sequence[str]] = None) -> DataSource:
+    """Describes the data at `path`, detecting the format unless `data_format` is given."""
+    path = path.rstrip("/")
+    if not tf.io.gfile.exists(path):
+        raise IngestionError(f"{path}: no such file or directory.")
+    if not tf.io.gfile.isdir(path):  # a single file: its directory is the input base
+        directory, name = os.path.split(path)
+        data_format = data_format or ("idx" if "-images-idx3-ubyte" in name else "tfrecord")
+        return DataSource(data_format, directory, {"all": name}, _class_names(directory, data_format, [name], class_names))
+    data_format = data_format or _detect_format(path)
+    if data_format not in FORMATS:
+        raise IngestionError(f"unknown data format '{data_format}'; choose one of {', '.join(FORMATS)}.")
+    patterns = _split_patterns(path, data_format)
+    return DataSource(data_format, path, patterns, _class_names(path, data_format, list(patterns.values()), class_names))
+
+
+def _detect_format(path: str) -> str:
+    if tf.io.gfile.glob(os.path.join(path, "*" + _IDX_IMAGES)):
+        return "idx"
+    if any(tf.io.gfile.glob(os.path.join(path, pattern)) for pattern in _TFRECORD_PATTERNS):
+        return "tfrecord"
+    if any(tf.io.gfile.isdir(os.path.join(path, name)) for name in tf.io.gfile.listdir(path)):
+        return "folder"
+    raise IngestionError(
+        f"{path}: found no IDX files (*-images-idx3-ubyte[.gz]), no TFRecords (*.tfrecord[.gz]) and no "
+        "class folders. Point --data at one of those, or name the format with --format."
+    )
+
+
+def _split_patterns(path: str, data_format: str) -> dict[str, str]:
+    """The data's own train/eval split when its names show one, else one pattern for all of it."""
+    if data_format == "folder":
+        subdirs = {name.rstrip("/") for name in tf.io.gfile.listdir(path)}
+        eval_dir = next((name for name in EVAL_PREFIXES if name in subdirs), None)
+        if TRAIN in subdirs and eval_dir:
+            return {TRAIN: f"{TRAIN}/*/*", EVAL: f"{eval_dir}/*/*"}
+        return {"all": "*/*"}
+    suffixes = [_IDX_IMAGES] if data_format == "idx" else [pattern[1:] for pattern in _TFRECORD_PATTERNS]
+    names = [os.path.basename(f) for suffix in suffixes for f in tf.io.gfile.glob(os.path.join(path, "*" + suffix))]
+    if not names:
+        raise IngestionError(f"{path}: holds no {data_format} files.")
+    train = sorted(n for n in names if n.startswith(TRAIN))
+    evals = sorted(n for n in names if n.startswith(EVAL_PREFIXES))
+    if train and evals:
+        prefix = next(p for p in EVAL_PREFIXES if evals[0].startswith(p))
+        return {TRAIN: f"{TRAIN}*", EVAL: f"{prefix}*"} if data_format == "tfrecord" else {
+            TRAIN: TRAIN + _IDX_IMAGES,
+            EVAL: prefix + _IDX_IMAGES,
+        }
+    return {"all": "*" + _IDX_IMAGES} if data_format == "idx" else {"all": "*.tfrecord*"}
+
+
+def _class_names(
+    path: str, data_format: str, patterns: list[str], given: Optional[Sequence[str]]
+) -> tuple[str, ...]:
+    """Class names: given, else `class_names.txt`, else folder names, else numbers from IDX labels."""
+    if given:
+        return tuple(given)
+    names_file = os.path.join(path, CLASS_NAMES_FILE)
+    if tf.io.gfile.exists(names_file):
+        with tf.io.gfile.GFile(names_file) as f:
+            return tuple(line.strip() for line in f if line.strip())
+    if data_format == "folder":
+        names = formats.class_folders(os.path.join(path, os.path.dirname(os.path.dirname(patterns[0]))))
+        for pattern in patterns[1:]:  # the other splits must not bring new classes
+            extra = set(formats.class_folders(os.path.join(path, pattern.split("/")[0]))) - set(names)
+            if extra:
+                raise IngestionError(f"{path}/{pattern.split('/')[0]}: classes {sorted(extra)} are not in the training split.")
+        return tuple(names)
+    if data_format == "idx":
+        images = tf.io.gfile.glob(os.path.join(path, patterns[0]))
+        return tuple(str(i) for i in range(max(formats.idx_label_count(f) for f in images)))
+    raise IngestionError(
+        f"{path}: TFRecords do not name their classes. Write them one per line to "
+        f"{names_file} or pass --class-names."
+    )

@@ -1,0 +1,119 @@
+"""run_fn: the TFX Trainer's entry point. Reads transformed examples, trains, exports.
+
+The Trainer's custom_config (a dict, see `TrainingConfig`) chooses the model, its input shape,
+the class names, the epochs, the batch size and the tf.distribute strategy.
+"""
+
+import dataclasses
+import math
+import os
+from typing import Any, Optional
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from tfx import v1 as tfx
+
+from cnnpipe.models import features, registry, signatures
+
+STRATEGIES = ("mirrored", "multi_worker", "one_device")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """What the Trainer trains; travels as the Trainer component's custom_config."""
+
+    model: str
+    input_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+    epochs: int = 15
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    strategy: str = "mirrored"
+    shuffle_buffer: int = 60_000  # examples; the whole Fashion-MNIST training split
+    model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_custom_config(cls, custom_config: dict[str, Any]) -> "TrainingConfig":
+        config = dict(custom_config)
+        config["input_shape"] = tuple(config["input_shape"])
+        config["class_names"] = tuple(config["class_names"])
+        return cls(**config)
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """`mirrored` (all local devices), `multi_worker` (workers from TF_CONFIG) or `one_device`."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy("/cpu:0")
+    raise ValueError(f"unknown strategy '{name}'; choose one of {', '.join(STRATEGIES)}")
+
+
+def input_fn(
+    file_patterns: list[str],
+    tft_output: tft.TFTransformOutput,
+    batch_size: int,
+    shuffle_buffer: Optional[int] = None,
+) -> tf.data.Dataset:
+    """Transformed examples as ({image_xf}, label) batches: parsed in bulk, cached, shuffled, prefetched.
+
+    `shuffle_buffer=None` keeps the file order (for evaluation).
+    """
+    files = [path for pattern in file_patterns for path in tf.io.gfile.glob(pattern)]
+    spec = tft_output.transformed_feature_spec()
+    dataset = (
+        tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
+        .batch(1024)
+        .map(lambda records: tf.io.parse_example(records, spec), num_parallel_calls=tf.data.AUTOTUNE)
+        .unbatch()
+        .map(lambda example: ({features.IMAGE_XF: example[features.IMAGE_XF]}, example[features.LABEL_XF]))
+        .cache()
+    )
+    if shuffle_buffer:
+        dataset = dataset.shuffle(shuffle_buffer, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def cosine_schedule(learning_rate: float, epochs: int) -> keras.callbacks.LearningRateScheduler:
+    """Cosine decay of the learning rate from `learning_rate` towards 0 over the epochs."""
+    return keras.callbacks.LearningRateScheduler(
+        lambda epoch: learning_rate * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    )
+
+
+def build_compiled_model(config: TrainingConfig) -> keras.Model:
+    model = registry.build(config.model, config.input_shape, len(config.class_names), **config.model_options)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    """Trains the configured model on the transformed examples and exports it for serving."""
+    config = TrainingConfig.from_custom_config(fn_args.custom_config)
+    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    strategy = make_strategy(config.strategy)
+    batch_size = config.batch_size * strategy.num_replicas_in_sync
+    train = input_fn(fn_args.train_files, tft_output, batch_size, config.shuffle_buffer)
+    evaluation = input_fn(fn_args.eval_files, tft_output, batch_size)
+    with strategy.scope():
+        model = build_compiled_model(config)
+    print(f"Training {config.model} ({model.count_params():,} parameters) for {config.epochs} epochs, "
+          f"batch {batch_size}, strategy {config.strategy} ({strategy.num_replicas_in_sync} replica(s))", flush=True)
+    model.fit(
+        train,
+        epochs=config.epochs,
+        validation_data=evaluation,
+        callbacks=[
+            cosine_schedule(config.learning_rate, config.epochs),
+            keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir, "logs")),
+        ],
+        verbose=2,
+    )
+    signatures.export(model, tft_output, config.class_names, fn_args.serving_model_dir)

@@ -1,0 +1,119 @@
+"""The `cnnpipe` command line."""
+
+import argparse
+import os
+import re
+import sys
+import time
+import warnings
+from typing import Optional, Sequence
+
+# Keep TensorFlow's C++ start-up chatter out of the output; set before anything imports TensorFlow.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+EXIT_NOT_PUSHED = 2
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    parts = [int(part) for part in text.split(",")]
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError("expected H,W,C, e.g. 28,28,1")
+    return tuple(parts)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cnnpipe.pipeline.config import PipelineConfig  # noqa: PLC0415 - keeps --help fast
+
+    d = PipelineConfig()
+    parser = argparse.ArgumentParser(prog="cnnpipe", description="TFX pipeline: labelled images in, a served CNN out.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the pipeline locally (LocalDagRunner, Beam DirectRunner)")
+    data = run.add_argument_group("data")
+    data.add_argument("--data", default=d.data, help=f"a known data set's name or a path to images (default {d.data})")
+    data.add_argument("--format", dest="data_format", choices=("idx", "folder", "tfrecord"), help="default: detected")
+    data.add_argument("--class-names", type=_names, help="comma-separated, in label order (default: from the data)")
+    data.add_argument("--schema", help="curated schema name in schemas/ or a path (default: the data set's; "
+                      "inferred by SchemaGen for other data)")
+    data.add_argument("--eval-percent", type=int, default=d.eval_percent,
+                      help=f"eval share when the data has no split of its own (default {d.eval_percent})")
+    model = run.add_argument_group("model and training")
+    model.add_argument("--model", default=d.model, help=f"model from the registry (default {d.model})")
+    model.add_argument("--input-shape", type=_shape, help="H,W,C images are resized to (default: the model's)")
+    model.add_argument("--normalization", default=d.normalization, choices=("scale", "standardize"),
+                       help="scale pixels to [-1, 1], or standardize by the training split's mean/std")
+    model.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    model.add_argument("--batch-size", type=int, default=d.batch_size, help=f"per replica (default {d.batch_size})")
+    model.add_argument("--learning-rate", type=float, default=d.learning_rate, help=f"default {d.learning_rate}")
+    model.add_argument("--strategy", default=d.strategy, choices=("mirrored", "multi_worker", "one_device"),
+                       help=f"tf.distribute strategy (default {d.strategy})")
+    blessing = run.add_argument_group("blessing")
+    blessing.add_argument("--min-accuracy", type=float, default=d.min_accuracy,
+                          help=f"lowest overall eval accuracy to bless (default {d.min_accuracy})")
+    blessing.add_argument("--max-accuracy-drop", type=float, default=d.max_accuracy_drop,
+                          help="how far below the last blessed model's accuracy a model may be and still be blessed "
+                          f"(default {d.max_accuracy_drop})")
+    where = run.add_argument_group("outputs")
+    where.add_argument("--output", dest="output_dir", default=d.output_dir,
+                       help=f"pipeline root, metadata and logs (default ./{d.output_dir})")
+    where.add_argument("--serving-dir", help="TF Serving base directory (default OUTPUT/serving)")
+    where.add_argument("--model-name", help="served model name (default: the data set's name)")
+    where.add_argument("--beam-arg", dest="beam_args", action="append",
+                       help=f"Beam pipeline option, repeatable (default {' '.join(d.beam_args)})")
+    run.set_defaults(func=_run)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cnnpipe.pipeline import local_runner, summary  # noqa: PLC0415
+    from cnnpipe.pipeline.config import PipelineConfig  # noqa: PLC0415
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "func") and v is not None}
+    config = PipelineConfig(**{**options, "beam_args": tuple(args.beam_args or PipelineConfig().beam_args)})
+    started = time.monotonic()
+    seconds = local_runner.run(config)
+    total = time.monotonic() - started
+    print("\nComponent wall times: " + ", ".join(f"{name} {s:.1f}s" for name, s in seconds.items()))
+    print(f"Total {total / 60:.1f} min\n")
+    result = summary.summarize(local_runner.metadata_path(config.output_dir), config.name)
+    print(result.format())
+    return 0 if result.pushed_to else EXIT_NOT_PUSHED
+
+
+def user_error(error: BaseException) -> Optional[BaseException]:
+    """The CnnpipeError behind `error` (Beam and TFX wrap them), if there is one."""
+    from cnnpipe.components.errors import CnnpipeError  # noqa: PLC0415
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, CnnpipeError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    warnings.simplefilter("ignore", FutureWarning)  # libraries' notices about their own future
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("\ncnnpipe: interrupted; run the same command again to resume (finished components are cached).",
+              file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the one place errors become messages
+        cause = user_error(error)
+        if cause is None:
+            print(f"cnnpipe: the run failed: {type(error).__name__}: {error}\n"
+                  "The full log named above has the traceback.", file=sys.stderr)
+        else:  # Beam appends the step it ran; the message itself says what to do
+            print("cnnpipe: " + re.sub(r" \[while running '[^']*'\]", "", str(cause)), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

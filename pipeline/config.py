@@ -1,0 +1,89 @@
+"""PipelineConfig: everything one run needs, filled from the CLI's flags (or by tests)."""
+
+import dataclasses
+import os
+import re
+from typing import Optional
+
+from cnnpipe.components.errors import CnnpipeError
+from cnnpipe.components.ingestion import source as data_source
+from cnnpipe.models import registry
+from cnnpipe.models.trainer import TrainingConfig
+from cnnpipe.pipeline import datasets
+from cnnpipe.schemas import schema_path
+
+DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    """A run's settings. `data` is a known data set's name or a path to images."""
+
+    data: str = datasets.FASHION_MNIST.name
+    data_format: Optional[str] = None  # detected when None
+    class_names: Optional[tuple[str, ...]] = None  # from the data when None
+    schema: Optional[str] = None  # curated schema name or path; None: the data set's, else inferred
+    eval_percent: int = 10  # hash split, for data without a train/eval split of its own
+    model: str = "lenet5"
+    input_shape: Optional[tuple[int, int, int]] = None  # the model's default when None
+    normalization: str = "scale"
+    epochs: int = 15
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    strategy: str = "mirrored"
+    min_accuracy: float = 0.85  # lower bound on overall eval accuracy for the blessing
+    max_accuracy_drop: float = 0.0  # how much worse than the last blessed model may be blessed
+    output_dir: str = "cnnpipe-output"
+    serving_dir: Optional[str] = None  # <output_dir>/serving when None
+    model_name: Optional[str] = None  # the served model's name; the data set's name when None
+    beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
+
+    @property
+    def known_dataset(self) -> Optional[datasets.Dataset]:
+        return datasets.DATASETS.get(self.data)
+
+    @property
+    def data_path(self) -> str:
+        return self.known_dataset.path if self.known_dataset else self.data
+
+    def data_source(self) -> data_source.DataSource:
+        """Inspects the data; errors name what is missing and how to get it."""
+        known = self.known_dataset
+        if known and not os.path.isdir(known.path):
+            raise CnnpipeError(f"{known.name} is not installed at {known.path}; install it with: {known.install_hint}")
+        class_names = self.class_names or (known.class_names if known else None)
+        return data_source.detect(self.data_path, self.data_format, class_names)
+
+    def schema_file(self) -> Optional[str]:
+        """The curated schema to validate against, or None to infer one with SchemaGen."""
+        schema = self.schema or (self.known_dataset.schema if self.known_dataset else None)
+        if schema is None or os.path.isfile(schema):
+            return schema
+        try:
+            return schema_path(schema)
+        except FileNotFoundError as error:
+            raise CnnpipeError(f"--schema {schema}: {error}") from None
+
+    @property
+    def name(self) -> str:
+        """The served model's name, also the TFX pipeline's name."""
+        if self.model_name:
+            return self.model_name
+        base = self.known_dataset.name if self.known_dataset else os.path.basename(os.path.normpath(self.data))
+        return re.sub(r"[^A-Za-z0-9_]+", "_", base).strip("_") or "images"
+
+    @property
+    def serving_base(self) -> str:
+        """TF Serving's model base path: versions go to <serving_dir>/<name>/<version>/."""
+        return os.path.join(self.serving_dir or os.path.join(self.output_dir, "serving"), self.name)
+
+    def training_config(self, class_names: tuple[str, ...]) -> TrainingConfig:
+        return TrainingConfig(
+            model=self.model,
+            input_shape=tuple(self.input_shape or registry.get(self.model).input_shape),
+            class_names=class_names,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            strategy=self.strategy,
+        )

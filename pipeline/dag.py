@@ -1,0 +1,99 @@
+"""create_pipeline: the one place the TFX DAG is wired, from ingestion to push.
+
+Runners (local, Kubeflow) call it; changing where the pipeline runs never touches the DAG.
+"""
+
+import dataclasses
+import os
+from typing import Optional
+
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+
+from cnnpipe.components.ingestion.component import ImageExampleGen
+from cnnpipe.components.ingestion.source import DataSource
+from cnnpipe.components.pusher import AtomicPusher
+from cnnpipe.components.validation_gate import ValidationGate
+from cnnpipe.models.trainer import TrainingConfig
+from cnnpipe.pipeline.evaluation import eval_config
+
+PREPROCESSING_FN = "cnnpipe.models.preprocessing.preprocessing_fn"
+RUN_FN = "cnnpipe.models.trainer.run_fn"
+
+
+def create_pipeline(
+    name: str,
+    pipeline_root: str,
+    source: DataSource,
+    schema_file: Optional[str],
+    training: TrainingConfig,
+    serving_base: str,
+    *,
+    normalization: str = "scale",
+    eval_percent: int = 10,
+    min_accuracy: float = 0.85,
+    max_accuracy_drop: float = 0.0,
+    metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+    beam_pipeline_args: tuple[str, ...] = (),
+) -> tfx.dsl.Pipeline:
+    """The TFX pipeline: ingest, validate, transform, train, evaluate, push."""
+    example_gen = ImageExampleGen(source, eval_percent=eval_percent)
+    examples = example_gen.outputs["examples"]
+    statistics_gen = tfx.components.StatisticsGen(examples=examples)
+    if schema_file:
+        schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
+    else:
+        schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+    schema = schema_gen.outputs["schema"]
+    example_validator = tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"], schema=schema)
+    validation_gate = ValidationGate(
+        examples=examples,
+        schema=schema,
+        anomalies=example_validator.outputs["anomalies"],
+        schema_source=schema_file or "inferred by SchemaGen",
+    )
+    transform = tfx.components.Transform(
+        examples=examples,
+        schema=schema,
+        preprocessing_fn=PREPROCESSING_FN,
+        custom_config={"input_shape": list(training.input_shape), "normalization": normalization},
+    )
+    transform.add_upstream_node(validation_gate)  # bad data never reaches Transform
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema,
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config=dataclasses.asdict(training),
+    )
+    baseline_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=examples,
+        model=trainer.outputs["model"],
+        baseline_model=baseline_resolver.outputs["model"],
+        eval_config=eval_config(min_accuracy, max_accuracy_drop),
+    )
+    pusher = AtomicPusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_base)
+        ),
+    )
+    return tfx.dsl.Pipeline(
+        pipeline_name=name,
+        pipeline_root=os.path.join(pipeline_root),
+        components=[
+            example_gen, statistics_gen, schema_gen, example_validator, validation_gate,
+            transform, trainer, baseline_resolver, evaluator, pusher,
+        ],
+        enable_cache=True,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(beam_pipeline_args),
+    )

@@ -1,0 +1,45 @@
+"""Shared fixtures: real Fashion-MNIST slices written in each input format."""
+
+import gzip
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from cnnpipe.pipeline.datasets import FASHION_MNIST
+
+
+def read_idx(path: str) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    dimensions = data[3]
+    shape = struct.unpack(f">{dimensions}I", data[4 : 4 + 4 * dimensions])
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * dimensions).reshape(shape)
+
+
+def fashion_mnist(split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `count` real images and labels of a Fashion-MNIST split ("train" or "t10k")."""
+    if not os.path.isdir(FASHION_MNIST.path):
+        pytest.skip(f"Fashion-MNIST is not installed: {FASHION_MNIST.install_hint}")
+    images = read_idx(os.path.join(FASHION_MNIST.path, f"{split}-images-idx3-ubyte.gz"))[:count]
+    labels = read_idx(os.path.join(FASHION_MNIST.path, f"{split}-labels-idx1-ubyte.gz"))[:count]
+    return images, labels
+
+
+def write_idx(directory: str, split: str, images: np.ndarray, labels: np.ndarray) -> str:
+    """Writes an IDX pair `<split>-images-idx3-ubyte.gz` / `<split>-labels-idx1-ubyte.gz`."""
+    os.makedirs(directory, exist_ok=True)
+    images_path = os.path.join(directory, f"{split}-images-idx3-ubyte.gz")
+    with gzip.open(images_path, "wb") as f:
+        f.write(struct.pack(">4B3I", 0, 0, 8, 3, *images.shape) + images.astype(np.uint8).tobytes())
+    with gzip.open(os.path.join(directory, f"{split}-labels-idx1-ubyte.gz"), "wb") as f:
+        f.write(struct.pack(">4BI", 0, 0, 8, 1, len(labels)) + labels.astype(np.uint8).tobytes())
+    return images_path
+
+
+def write_fashion_mnist_slice(directory: str, train: int, test: int) -> str:
+    """A real Fashion-MNIST slice as IDX files with the data set's own train/t10k split."""
+    write_idx(directory, "train", *fashion_mnist("train", train))
+    write_idx(directory, "t10k", *fashion_mnist("t10k", test))
+    return directory
