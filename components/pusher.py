@@ -33,8 +33,26 @@ def next_version(base_dir: str) -> int:
     return max([int(time.time())] + [version + 1 for version in existing_versions(base_dir)])
 
 
+def _fingerprint(model_dir: str) -> bytes:
+    """The SavedModel's fingerprint.pb (checksums of its graph, signatures and weights)."""
+    path = os.path.join(model_dir, "fingerprint.pb")
+    return tf.io.gfile.GFile(path, "rb").read() if tf.io.gfile.exists(path) else b""
+
+
 def publish(model_dir: str, base_dir: str) -> str:
-    """Copies `model_dir` to `<base_dir>/<next version>` atomically; returns the version's path."""
+    """Copies `model_dir` to `<base_dir>/<next version>` atomically; returns the version's path.
+
+    When the newest version already is this model (same SavedModel fingerprint), nothing is
+    copied and that version's path is returned.
+    """
+    if not tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
+        raise FileNotFoundError(f"{model_dir}: no saved_model.pb, so there is no model to push")
+    versions = existing_versions(base_dir)
+    if versions:
+        newest = os.path.join(base_dir, str(versions[-1]))
+        fingerprint = _fingerprint(model_dir)
+        if fingerprint and fingerprint == _fingerprint(newest):
+            return newest
     tf.io.gfile.makedirs(base_dir)
     staging = os.path.join(base_dir, f"{STAGING_PREFIX}{uuid.uuid4().hex}")
     try:

@@ -54,14 +54,12 @@ def _newest_run(store: metadata_store.MetadataStore, pipeline_name: str) -> meta
 
 
 def run_outputs(metadata_file: str, pipeline_name: str) -> tuple[str, dict[str, metadata_store_pb2.Artifact]]:
-    """The newest run's id and its output artifacts by type name (one per type)."""
+    """The newest run's id and its output artifacts by output key ("examples", "model", ...)."""
     store = _store(metadata_file)
     run = _newest_run(store, pipeline_name)
     executions = [e.id for e in store.get_executions_by_context(run.id)]
-    events = [e for e in store.get_events_by_execution_ids(executions) if e.type == _OUTPUT]
-    artifacts = store.get_artifacts_by_id([e.artifact_id for e in events])
-    types = {t.id: t.name for t in store.get_artifact_types()}
-    return run.name, {types[a.type_id]: a for a in artifacts}
+    keys = {e.artifact_id: e.path.steps[0].key for e in store.get_events_by_execution_ids(executions) if e.type == _OUTPUT}
+    return run.name, {keys[a.id]: a for a in store.get_artifacts_by_id(list(keys))}
 
 
 def _accuracy_by_slice(evaluation_uri: str) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
@@ -80,20 +78,28 @@ def _accuracy_by_slice(evaluation_uri: str) -> tuple[dict[str, dict[str, float]]
     return candidate, baseline
 
 
+def _failure(failure) -> str:
+    """One failed threshold in words."""
+    key, threshold = failure.metric_key, failure.metric_threshold
+    value = failure.metric_value.double_value.value
+    if key.is_diff:
+        allowed = -threshold.change_threshold.absolute.value
+        return f"{key.name} is {-value:.4f} below the last blessed model's (allowed: {max(allowed, 0):.4f})."
+    if threshold.value_threshold.HasField("lower_bound"):
+        return f"{key.name} {value:.4f} is below the lower bound {threshold.value_threshold.lower_bound.value:.4f}."
+    return f"{key.name} {value:.4f} failed its threshold. {failure.message}".strip()
+
+
 def _failures(evaluation_uri: str) -> list[str]:
     result = tfma.load_validation_result(evaluation_uri)
-    return [
-        f"{failure.metric_key.name} = {failure.metric_value.double_value.value:.4f} failed: {failure.message}"
-        for per_slice in result.metric_validations_per_slice
-        for failure in per_slice.failures
-    ]
+    return [_failure(failure) for per_slice in result.metric_validations_per_slice for failure in per_slice.failures]
 
 
 def summarize(metadata_file: str, pipeline_name: str) -> RunSummary:
     """The summary of the newest run of `pipeline_name`."""
     run_id, outputs = run_outputs(metadata_file, pipeline_name)
     summary = RunSummary(run_id)
-    evaluation = outputs.get("ModelEvaluation")
+    evaluation = outputs.get("evaluation")
     if evaluation is None:
         return summary
     candidate, baseline = _accuracy_by_slice(evaluation.uri)
@@ -101,10 +107,10 @@ def summarize(metadata_file: str, pipeline_name: str) -> RunSummary:
     summary.accuracy, summary.loss = overall.get(ACCURACY), overall.get(LOSS)
     summary.per_class_accuracy = {name: values[ACCURACY] for name, values in sorted(candidate.items())}
     summary.baseline_accuracy = baseline.get(ACCURACY)
-    blessing = outputs.get("ModelBlessing")
+    blessing = outputs.get("blessing")
     summary.blessed = bool(blessing and blessing.custom_properties["blessed"].int_value)
     summary.failures = _failures(evaluation.uri)
-    pushed = outputs.get("PushedModel")
+    pushed = outputs.get("pushed_model")
     if pushed is not None and pushed.custom_properties["pushed"].int_value:
         summary.pushed_to = pushed.custom_properties["pushed_destination"].string_value
     return summary

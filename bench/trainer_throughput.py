@@ -1,0 +1,78 @@
+"""Images/s of the Trainer's training loop vs bare tf-keras on the same images in memory.
+
+Uses the Transform output of a finished pipeline run (default: ./cnnpipe-output). Both sides
+train the same model with the same batch size; the first epoch (tracing, cache fill) is not
+timed. Run: .venv/bin/python bench/trainer_throughput.py [--output DIR] [--epochs 3]
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from cnnpipe.models import features, trainer  # noqa: E402
+from cnnpipe.pipeline import local_runner, summary  # noqa: E402
+from cnnpipe.pipeline.config import PipelineConfig  # noqa: E402
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def timed_fit(model: keras.Model, epochs: int, **fit_args) -> float:
+    """Seconds per epoch, the first epoch excluded."""
+    timer = EpochTimer()
+    model.fit(epochs=epochs, callbacks=[timer], verbose=0, **fit_args)
+    return float(np.mean(timer.seconds[1:]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default=PipelineConfig().output_dir, help="output dir of a finished run")
+    parser.add_argument("--name", default=PipelineConfig().name, help="pipeline name")
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+
+    _, outputs = summary.run_outputs(local_runner.metadata_path(args.output), args.name)
+    transform_graph = outputs["transform_graph"].uri
+    train_files = [os.path.join(outputs["transformed_examples"].uri, "Split-train", "*")]
+    tft_output = tft.TFTransformOutput(transform_graph)
+    config = trainer.TrainingConfig(model="lenet5", input_shape=(28, 28, 1), class_names=tuple(map(str, range(10))))
+
+    dataset = trainer.input_fn(train_files, tft_output, config.batch_size, config.shuffle_buffer)
+    images, labels = [], []
+    for batch, label in dataset:
+        images.append(batch[features.IMAGE_XF].numpy())
+        labels.append(label.numpy())
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    count = len(labels)
+    print(f"{count} transformed training images from {transform_graph}")
+
+    strategy = trainer.make_strategy(config.strategy)
+    with strategy.scope():
+        pipeline_model = trainer.build_compiled_model(config)
+    pipeline_seconds = timed_fit(pipeline_model, args.epochs, x=dataset)
+    bare_model = trainer.build_compiled_model(config)
+    bare_seconds = timed_fit(bare_model, args.epochs, x=images, y=labels, batch_size=config.batch_size, shuffle=True)
+
+    pipeline_rate, bare_rate = count / pipeline_seconds, count / bare_seconds
+    print(f"Trainer loop (tf.data from TFRecords, {config.strategy} strategy): {pipeline_rate:8.0f} images/s")
+    print(f"bare tf-keras (NumPy arrays in memory, no strategy):      {bare_rate:8.0f} images/s")
+    print(f"ratio Trainer / bare: {pipeline_rate / bare_rate:.2f}  (target >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""The cnnpipe command: bad input ends in one readable message and a non-zero exit."""
+
+import gzip
+import subprocess
+import sys
+
+from conftest import fashion_mnist, write_idx
+
+
+def cnnpipe(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cnnpipe.pipeline.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_missing_data_directory(tmp_path):
+    result = cnnpipe("run", "--data", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"cnnpipe: {tmp_path / 'nowhere'}: no such file or directory."
+
+
+def test_wrong_idx_magic_names_the_file_without_a_traceback(tmp_path):
+    data = tmp_path / "data"
+    write_idx(str(data), "train", *fashion_mnist("train", 50))
+    write_idx(str(data), "t10k", *fashion_mnist("t10k", 20))
+    broken = data / "t10k-images-idx3-ubyte.gz"
+    pixels = gzip.decompress(broken.read_bytes())
+    broken.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + pixels[4:]))  # a labels file's magic number
+    result = cnnpipe("run", "--data", str(data), "--output", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert str(broken) in result.stderr and "wrong IDX magic number 00000801" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_the_options(tmp_path):
+    result = cnnpipe("run", "--help", cwd=tmp_path)
+    for option in ("--data", "--format", "--model", "--epochs", "--batch-size", "--output", "--serving-dir",
+                   "--min-accuracy", "--max-accuracy-drop", "--strategy", "--normalization"):
+        assert option in result.stdout
