@@ -1,11 +1,12 @@
 """The model registry: a name picks a Keras model builder. Add a model by adding an entry."""
 
 import dataclasses
+import functools
 from typing import Callable
 
 import tf_keras as keras
 
-from cnnpipe.models import lenet
+from cnnpipe.models import alexnet, lenet, resnet
 
 Builder = Callable[..., keras.Model]  # (input_shape, num_classes, **options) -> keras.Model
 
@@ -19,6 +20,22 @@ class ModelEntry:
 
 MODELS: dict[str, ModelEntry] = {
     "lenet5": ModelEntry(lenet.lenet5, (28, 28, 1), "LeNet-5: 2 conv + 3 FC layers, ReLU, max pooling"),
+    "alexnet": ModelEntry(
+        alexnet.alexnet, (227, 227, 3), "AlexNet: 5 conv (11x11/4 stem, LRN) + 3 FC layers of 4096, dropout"
+    ),
+    "alexnet_small": ModelEntry(
+        functools.partial(alexnet.alexnet, width=0.25, stem="small", normalization="batchnorm"),
+        (28, 28, 1),
+        "AlexNet at 1/4 width for small images: 5x5/1 stem, batch norm instead of LRN",
+    ),
+    "resnet": ModelEntry(
+        resnet.resnet, (28, 28, 1), "ResNet for small images: 3x3 stem, 3 stages of 2 bottleneck blocks, width 16"
+    ),
+    "resnet50": ModelEntry(
+        functools.partial(resnet.resnet, stages=(3, 4, 6, 3), width=64, stem="imagenet"),
+        (224, 224, 3),
+        "ResNet-50: 7x7/2 stem, 16 bottleneck blocks in 4 stages (3, 4, 6, 3)",
+    ),
 }
 
 

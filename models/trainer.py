@@ -7,6 +7,7 @@ the class names, the epochs, the batch size and the tf.distribute strategy.
 import dataclasses
 import math
 import os
+import tempfile
 from typing import Any, Optional
 
 import tensorflow as tf
@@ -30,6 +31,9 @@ class TrainingConfig:
     batch_size: int = 128
     learning_rate: float = 2e-3
     strategy: str = "mirrored"
+    seed: int = 0
+    translate: float = 0.0  # random shifts of up to this fraction of height and width (augmentation)
+    flip: bool = False  # random horizontal flips (augmentation)
     shuffle_buffer: int = 60_000  # examples; the whole Fashion-MNIST training split
     model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -52,15 +56,38 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise ValueError(f"unknown strategy '{name}'; choose one of {', '.join(STRATEGIES)}")
 
 
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the outputs: always, unless it is a non-chief multi-worker task."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def augmentation(translate: float, flip: bool) -> Optional[keras.Sequential]:
+    """Random shifts and horizontal flips for training batches; None when both are off.
+
+    They run in the Trainer's input pipeline, not in Transform, so serving never sees them.
+    """
+    steps = []
+    if translate:
+        steps.append(keras.layers.RandomTranslation(translate, translate, fill_mode="nearest"))
+    if flip:
+        steps.append(keras.layers.RandomFlip("horizontal"))
+    return keras.Sequential(steps, name="augmentation") if steps else None
+
+
 def input_fn(
     file_patterns: list[str],
     tft_output: tft.TFTransformOutput,
     batch_size: int,
     shuffle_buffer: Optional[int] = None,
+    augment: Optional[keras.Sequential] = None,
 ) -> tf.data.Dataset:
     """Transformed examples as ({image_xf}, label) batches: parsed in bulk, cached, shuffled, prefetched.
 
-    `shuffle_buffer=None` keeps the file order (for evaluation).
+    `shuffle_buffer=None` keeps the file order (for evaluation); `augment` transforms each batch.
     """
     files = [path for pattern in file_patterns for path in tf.io.gfile.glob(pattern)]
     spec = tft_output.transformed_feature_spec()
@@ -72,9 +99,18 @@ def input_fn(
         .map(lambda example: ({features.IMAGE_XF: example[features.IMAGE_XF]}, example[features.LABEL_XF]))
         .cache()
     )
+    options = tf.data.Options()  # multi-worker: each worker takes its share of the examples, not of the files
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dataset = dataset.with_options(options)
     if shuffle_buffer:
         dataset = dataset.shuffle(shuffle_buffer, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size)
+    if augment is not None:
+        dataset = dataset.map(
+            lambda x, y: ({features.IMAGE_XF: augment(x[features.IMAGE_XF], training=True)}, y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def cosine_schedule(learning_rate: float, epochs: int) -> keras.callbacks.LearningRateScheduler:
@@ -97,23 +133,29 @@ def build_compiled_model(config: TrainingConfig) -> keras.Model:
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Trains the configured model on the transformed examples and exports it for serving."""
     config = TrainingConfig.from_custom_config(fn_args.custom_config)
+    keras.utils.set_random_seed(config.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     strategy = make_strategy(config.strategy)
     batch_size = config.batch_size * strategy.num_replicas_in_sync
-    train = input_fn(fn_args.train_files, tft_output, batch_size, config.shuffle_buffer)
+    augment = augmentation(config.translate, config.flip)
+    train = input_fn(fn_args.train_files, tft_output, batch_size, config.shuffle_buffer, augment)
     evaluation = input_fn(fn_args.eval_files, tft_output, batch_size)
     with strategy.scope():
         model = build_compiled_model(config)
     print(f"Training {config.model} ({model.count_params():,} parameters) for {config.epochs} epochs, "
           f"batch {batch_size}, strategy {config.strategy} ({strategy.num_replicas_in_sync} replica(s))", flush=True)
-    model.fit(
-        train,
-        epochs=config.epochs,
-        validation_data=evaluation,
-        callbacks=[
-            cosine_schedule(config.learning_rate, config.epochs),
-            keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir, "logs")),
-        ],
-        verbose=2,
-    )
-    signatures.export(model, tft_output, config.class_names, fn_args.serving_model_dir)
+    # Every worker trains and saves (saving is collective); only the chief's files are kept.
+    with tempfile.TemporaryDirectory() as scratch:
+        chief = is_chief(strategy)
+        model.fit(
+            train,
+            epochs=config.epochs,
+            validation_data=evaluation,
+            callbacks=[
+                cosine_schedule(config.learning_rate, config.epochs),
+                keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir if chief else scratch, "logs")),
+            ],
+            verbose=2 if chief else 0,
+        )
+        export_dir = fn_args.serving_model_dir if chief else os.path.join(scratch, "model")
+        signatures.export(model, tft_output, config.class_names, export_dir)

@@ -1,6 +1,7 @@
 """The `cnnpipe` command line."""
 
 import argparse
+import ast
 import os
 import re
 import sys
@@ -25,6 +26,17 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
+def _option(text: str) -> tuple[str, object]:
+    """KEY=VALUE with VALUE a Python literal (number, string, tuple); bare words stay strings."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError("expected KEY=VALUE, e.g. width=32")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cnnpipe.pipeline.config import PipelineConfig  # noqa: PLC0415 - keeps --help fast
 
@@ -42,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"eval share when the data has no split of its own (default {d.eval_percent})")
     model = run.add_argument_group("model and training")
     model.add_argument("--model", default=d.model, help=f"model from the registry (default {d.model})")
+    model.add_argument("--model-option", dest="model_options", type=_option, action="append",
+                       metavar="KEY=VALUE", help="a keyword of the model's builder, repeatable (e.g. width=32)")
     model.add_argument("--input-shape", type=_shape, help="H,W,C images are resized to (default: the model's)")
     model.add_argument("--normalization", default=d.normalization, choices=("scale", "standardize"),
                        help="scale pixels to [-1, 1], or standardize by the training split's mean/std")
@@ -50,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--learning-rate", type=float, default=d.learning_rate, help=f"default {d.learning_rate}")
     model.add_argument("--strategy", default=d.strategy, choices=("mirrored", "multi_worker", "one_device"),
                        help=f"tf.distribute strategy (default {d.strategy})")
+    model.add_argument("--translate", type=float, default=d.translate, metavar="FRACTION",
+                       help="augment: random shifts up to this fraction of the image size (default off)")
+    model.add_argument("--flip", action="store_true", help="augment: random horizontal flips")
+    model.add_argument("--seed", type=int, default=d.seed,
+                       help=f"random seed for initialization and shuffling (default {d.seed})")
     blessing = run.add_argument_group("blessing")
     blessing.add_argument("--min-accuracy", type=float, default=d.min_accuracy,
                           help=f"lowest overall eval accuracy to bless (default {d.min_accuracy})")
@@ -64,7 +83,35 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--beam-arg", dest="beam_args", action="append",
                        help=f"Beam pipeline option, repeatable (default {' '.join(d.beam_args)})")
     run.set_defaults(func=_run)
+
+    models = commands.add_parser("models", help="list the model registry: input size, parameters, layers")
+    models.add_argument("--input-shape", type=_shape, help="H,W,C to build the models for (default: each one's own)")
+    models.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
+    models.add_argument("--layers", metavar="NAME", help="print one model's layers: output shape and parameters")
+    models.set_defaults(func=_models)
     return parser
+
+
+def _models(args: argparse.Namespace) -> int:
+    from cnnpipe.models import registry  # noqa: PLC0415
+
+    if args.layers:
+        model = registry.build(args.layers, args.input_shape or registry.get(args.layers).input_shape, args.classes)
+        print(f"{'layer':28} {'type':26} {'output shape':22} {'parameters':>12}")
+        for layer in model.layers:
+            shape = str(tuple(layer.output.shape[1:]))
+            print(f"{layer.name:28} {type(layer).__name__:26} {shape:22} {layer.count_params():>12,}")
+        print(f"{'total':78} {model.count_params():>12,}")
+        return 0
+    print(f"{'model':14} {'input':13} {'parameters':>12}  description")
+    for name, entry in registry.MODELS.items():
+        shape = args.input_shape or entry.input_shape
+        try:
+            parameters = f"{registry.build(name, shape, args.classes).count_params():,}"
+        except ValueError:  # the input shrinks to nothing before the last pooling layer
+            parameters = "too small"
+        print(f"{name:14} {'x'.join(map(str, shape)):13} {parameters:>12}  {entry.description}")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -72,7 +119,11 @@ def _run(args: argparse.Namespace) -> int:
     from cnnpipe.pipeline.config import PipelineConfig  # noqa: PLC0415
 
     options = {k: v for k, v in vars(args).items() if k not in ("command", "func") and v is not None}
-    config = PipelineConfig(**{**options, "beam_args": tuple(args.beam_args or PipelineConfig().beam_args)})
+    config = PipelineConfig(**{
+        **options,
+        "model_options": dict(args.model_options or ()),
+        "beam_args": tuple(args.beam_args or PipelineConfig().beam_args),
+    })
     started = time.monotonic()
     seconds = local_runner.run(config)
     total = time.monotonic() - started
@@ -108,8 +159,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as error:  # noqa: BLE001 - the one place errors become messages
         cause = user_error(error)
         if cause is None:
-            print(f"cnnpipe: the run failed: {type(error).__name__}: {error}\n"
-                  "The full log named above has the traceback.", file=sys.stderr)
+            where = "\nThe full log named above has the traceback." if args.command == "run" else ""
+            print(f"cnnpipe: {args.command} failed: {type(error).__name__}: {error}{where}", file=sys.stderr)
         else:  # Beam appends the step it ran; the message itself says what to do
             print("cnnpipe: " + re.sub(r" \[while running '[^']*'\]", "", str(cause)), file=sys.stderr)
         return 1

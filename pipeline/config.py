@@ -31,6 +31,10 @@ class PipelineConfig:
     batch_size: int = 128
     learning_rate: float = 2e-3
     strategy: str = "mirrored"
+    model_options: dict = dataclasses.field(default_factory=dict)  # the model builder's keyword arguments
+    translate: float = 0.0  # augmentation: random shifts, a fraction of the image size
+    flip: bool = False  # augmentation: random horizontal flips
+    seed: int = 0  # weights' initialization and shuffling; the same seed and data train the same model
     min_accuracy: float = 0.85  # lower bound on overall eval accuracy for the blessing
     max_accuracy_drop: float = 0.0  # how much worse than the last blessed model may be blessed
     output_dir: str = "cnnpipe-output"
@@ -86,4 +90,8 @@ class PipelineConfig:
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
             strategy=self.strategy,
+            seed=self.seed,
+            translate=self.translate,
+            flip=self.flip,
+            model_options=dict(self.model_options),
         )

@@ -1,11 +1,13 @@
 """Shared fixtures: real Fashion-MNIST slices written in each input format."""
 
 import gzip
+import io
 import os
 import struct
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 
@@ -43,3 +45,13 @@ def write_fashion_mnist_slice(directory: str, train: int, test: int) -> str:
     write_idx(directory, "train", *fashion_mnist("train", train))
     write_idx(directory, "t10k", *fashion_mnist("t10k", test))
     return directory
+
+
+def encode(pixels: np.ndarray, mode: str = "L", size=None, image_format: str = "PNG") -> bytes:
+    """Real pixels as an encoded image in a colour `mode`, resized to `size` (width, height)."""
+    image = Image.fromarray(pixels).convert(mode)
+    if size:
+        image = image.resize(size)
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format)
+    return buffer.getvalue()

@@ -1,9 +1,13 @@
-"""The model registry and LeNet-5."""
+"""The model registry: the lecture's parameter counts, forward passes, and real training that learns."""
 
 import numpy as np
 import pytest
+import tf_keras as keras
 
+from conftest import fashion_mnist
 from cnnpipe.models import registry
+
+SMALL = (28, 28, 1)
 
 
 def test_lenet5_parameter_count_matches_the_hand_count():
@@ -12,15 +16,53 @@ def test_lenet5_parameter_count_matches_the_hand_count():
     fc1 = 5 * 5 * 16 * 120 + 120  # conv1 pads by 2, so pool2 leaves 5x5x16 as in the 32x32 original
     fc2 = 120 * 84 + 84
     fc3 = 84 * 10 + 10
-    model = registry.build("lenet5", (28, 28, 1), 10)
+    model = registry.build("lenet5", SMALL, 10)
     assert model.count_params() == conv1 + conv2 + fc1 + fc2 + fc3 == 61_706
 
 
-def test_lenet5_outputs_class_probabilities():
-    model = registry.build("lenet5", (28, 28, 1), 7)
-    probabilities = model.predict(np.random.default_rng(0).uniform(-1, 1, (3, 28, 28, 1)), verbose=0)
-    assert probabilities.shape == (3, 7)
+def test_alexnet_at_227_with_1000_classes_has_62_378_344_parameters():
+    model = registry.build("alexnet", (227, 227, 3), 1000)
+    assert model.count_params() == 62_378_344
+    conv1, conv2 = model.get_layer("conv1_conv"), model.get_layer("conv2_conv")
+    assert conv1.kernel.shape.num_elements() == 11 * 11 * 3 * 96 == 34_848
+    assert conv1.output.shape[1:] == (55, 55, 96)
+    assert conv2.kernel.shape.num_elements() == 5 * 5 * 96 * 256 == 614_400
+    assert conv2.output.shape[1:] == (27, 27, 256)
+
+
+def test_resnet50_matches_the_keras_applications_parameter_count():
+    model = registry.build("resnet50", (224, 224, 3), 1000)
+    assert model.count_params() == keras.applications.ResNet50(weights=None).count_params() == 25_636_712
+
+
+def test_resnet_bottleneck_reduces_then_expands_with_projection_where_shapes_change():
+    model = registry.build("resnet50", (224, 224, 3), 1000)
+    channels = [model.get_layer(f"conv3_block1_{i}_conv").output.shape[-1] for i in (1, 2, 3)]
+    assert channels == [128, 128, 512]
+    assert model.get_layer("conv3_block1_0_conv").strides == (2, 2)  # projection shortcut, halves the size
+    layer_names = {layer.name for layer in model.layers}
+    assert "conv3_block2_0_conv" not in layer_names  # identity shortcut inside a stage
+
+
+@pytest.mark.parametrize("name", sorted(registry.MODELS))
+def test_every_model_maps_images_to_class_probabilities(name):
+    shape = registry.get(name).input_shape
+    model = registry.build(name, shape, 7)
+    images = np.random.default_rng(0).uniform(-1, 1, (2, *shape)).astype("float32")
+    probabilities = model.predict(images, verbose=0)
+    assert probabilities.shape == (2, 7)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lenet5", "alexnet_small", "resnet"])
+def test_small_models_learn_from_real_fashion_mnist(name):
+    images, labels = fashion_mnist("train", 512)
+    images = images[..., None].astype("float32") / 127.5 - 1
+    keras.utils.set_random_seed(0)
+    model = registry.build(name, SMALL, 10)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    history = model.fit(images, labels, batch_size=64, epochs=3, verbose=0).history["loss"]
+    assert history[-1] < 0.7 * history[0]
 
 
 def test_unknown_model_names_the_known_ones():

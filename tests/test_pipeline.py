@@ -1,19 +1,24 @@
-"""End to end: the whole TFX pipeline on a real Fashion-MNIST slice (2,000 train, 500 test, 1 epoch)."""
+"""End to end: the whole TFX pipeline on a real Fashion-MNIST slice (2,000 train, 500 test, 1 epoch of batches of 32)."""
 
+import dataclasses
 import gzip
 import io
+import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+import tensorflow_model_analysis as tfma
 
-from conftest import fashion_mnist, write_fashion_mnist_slice
+from conftest import encode, fashion_mnist, write_fashion_mnist_slice
 from cnnpipe.components.errors import DataValidationError
 from cnnpipe.components.ingestion.formats import make_example
-from cnnpipe.pipeline import local_runner, summary
+from cnnpipe.pipeline import evaluation, local_runner, summary
 from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 
@@ -28,6 +33,7 @@ def first_run(tmp_path_factory):
         schema="fashion_mnist",
         class_names=FASHION_MNIST.class_names,
         epochs=1,
+        batch_size=32,
         min_accuracy=0.5,
         output_dir=str(root / "out"),
     )
@@ -35,12 +41,18 @@ def first_run(tmp_path_factory):
     return config
 
 
+@pytest.fixture(scope="module")
+def first_outputs(first_run):
+    """The first run's artifacts by output key (before later tests add runs)."""
+    return summary.run_outputs(local_runner.metadata_path(first_run.output_dir), first_run.name)[1]
+
+
 def served_versions(config: PipelineConfig) -> list[str]:
     return sorted(os.listdir(config.serving_base))
 
 
-def test_every_component_recorded_its_outputs_in_mlmd(first_run):
-    _, outputs = summary.run_outputs(local_runner.metadata_path(first_run.output_dir), first_run.name)
+def test_every_component_recorded_its_outputs_in_mlmd(first_outputs):
+    outputs = first_outputs
     expected = {
         "examples", "statistics", "schema", "anomalies", "transform_graph", "transformed_examples",
         "model", "model_run", "evaluation", "blessing", "pushed_model",
@@ -57,9 +69,7 @@ def test_pushed_model_classifies_the_real_test_slice(first_run):
     images, labels = fashion_mnist("t10k", TEST)
     examples = []
     for index, (pixels, label) in enumerate(zip(images, labels)):
-        png = io.BytesIO()
-        Image.fromarray(pixels).save(png, format="PNG")
-        examples.append(make_example(png.getvalue(), int(label), "", f"client:{index}", 28, 28))
+        examples.append(make_example(encode(pixels), int(label), "", f"client:{index}", 28, 28))
     outputs = model.signatures["serving_default"](examples=tf.constant(examples))
     class_ids = outputs["class_ids"].numpy()
     assert outputs["probabilities"].shape == (TEST, 10)
@@ -75,6 +85,62 @@ def test_summary_reports_accuracy_blessing_and_push(first_run):
     assert set(result.per_class_accuracy) == set(FASHION_MNIST.class_names)
     assert result.pushed_to == os.path.join(first_run.serving_base, served_versions(first_run)[0])
     assert "Blessed: yes" in result.format() and result.pushed_to in result.format()
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_two_workers_train_one_model_that_the_evaluator_blesses(first_run, first_outputs, tmp_path):
+    examples = first_outputs["transformed_examples"].uri
+    training = dataclasses.replace(first_run.training_config(FASHION_MNIST.class_names), strategy="multi_worker")
+    fn_args = tmp_path / "fn_args.json"
+    fn_args.write_text(json.dumps({
+        "train_files": [os.path.join(examples, "Split-train", "*")],
+        "eval_files": [os.path.join(examples, "Split-eval", "*")],
+        "transform_output": first_outputs["transform_graph"].uri,
+        "serving_model_dir": str(tmp_path / "model"),
+        "model_run_dir": str(tmp_path / "run"),
+        "custom_config": dataclasses.asdict(training),
+    }))
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cnnpipe.models.worker", str(fn_args)],
+            env={**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for i in range(2)
+    ]
+    logs = [worker.communicate(timeout=900)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert "2 replica(s)" in logs[0]
+    assert (tmp_path / "model" / "saved_model.pb").exists()
+
+    # As the Evaluator does: the first run's blessed model is the baseline.
+    config = tfma.utils.update_eval_config_with_defaults(
+        evaluation.eval_config(min_accuracy=0.5, max_accuracy_drop=0.2), has_baseline=True
+    )
+    candidate, baseline = (
+        tfma.default_eval_shared_model(path, model_name=name, eval_config=config)
+        for name, path in [
+            (tfma.CANDIDATE_KEY, str(tmp_path / "model")),
+            (tfma.BASELINE_KEY, os.path.join(first_outputs["model"].uri, "Format-Serving")),
+        ]
+    )
+    tfma.run_model_analysis(
+        eval_shared_model=[candidate, baseline],
+        eval_config=config,
+        data_location=os.path.join(first_outputs["examples"].uri, "Split-eval", "*"),
+        output_path=str(tmp_path / "evaluation"),
+    )
+    assert tfma.load_validation_result(str(tmp_path / "evaluation")).validation_ok
 
 
 def test_second_run_with_the_same_inputs_reuses_the_cache_and_pushes_nothing_new(first_run):

@@ -1,28 +1,16 @@
 """preprocessing_fn under TFT on real Fashion-MNIST images: shape, range, statistics."""
 
-import io
-
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
-from PIL import Image
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from conftest import fashion_mnist
+from conftest import encode, fashion_mnist
 from cnnpipe.models import features
 from cnnpipe.models.preprocessing import preprocessing_fn
 
 RAW_SPEC = {features.IMAGE: tf.io.FixedLenFeature([], tf.string), features.LABEL: tf.io.FixedLenFeature([], tf.int64)}
-
-
-def encode(pixels: np.ndarray, mode: str = "L", size=None, image_format: str = "PNG") -> bytes:
-    image = Image.fromarray(pixels).convert(mode)
-    if size:
-        image = image.resize(size)
-    buffer = io.BytesIO()
-    image.save(buffer, format=image_format)
-    return buffer.getvalue()
 
 
 def transform(records: list[dict], tmp_path, input_shape=(28, 28, 1), normalization="scale") -> list[dict]:

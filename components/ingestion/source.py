@@ -14,8 +14,7 @@ TRAIN, EVAL = "train", "eval"
 # Directory or file-name prefixes that mark a data set's own evaluation split.
 EVAL_PREFIXES = ("t10k", "test", "eval", "val", "validation")
 CLASS_NAMES_FILE = "class_names.txt"
-_IDX_IMAGES = "-images-idx3-ubyte*"
-_TFRECORD_PATTERNS = ("*.tfrecord", "*.tfrecord.gz", "*.tfrecords", "*.tfrecords.gz")
+_FILE_SUFFIXES = {"idx": "-images-idx3-ubyte*", "tfrecord": ".tfrecord*"}  # .tfrecord[s][.gz]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,10 +52,9 @@ def detect(path: str, data_format: Optional[str] = None, class_names: Optional[S
 
 
 def _detect_format(path: str) -> str:
-    if tf.io.gfile.glob(os.path.join(path, "*" + _IDX_IMAGES)):
-        return "idx"
-    if any(tf.io.gfile.glob(os.path.join(path, pattern)) for pattern in _TFRECORD_PATTERNS):
-        return "tfrecord"
+    for data_format, suffix in _FILE_SUFFIXES.items():
+        if tf.io.gfile.glob(os.path.join(path, "*" + suffix)):
+            return data_format
     if any(tf.io.gfile.isdir(os.path.join(path, name)) for name in tf.io.gfile.listdir(path)):
         return "folder"
     raise IngestionError(
@@ -68,24 +66,19 @@ def _detect_format(path: str) -> str:
 def _split_patterns(path: str, data_format: str) -> dict[str, str]:
     """The data's own train/eval split when its names show one, else one pattern for all of it."""
     if data_format == "folder":
-        subdirs = {name.rstrip("/") for name in tf.io.gfile.listdir(path)}
-        eval_dir = next((name for name in EVAL_PREFIXES if name in subdirs), None)
-        if TRAIN in subdirs and eval_dir:
-            return {TRAIN: f"{TRAIN}/*/*", EVAL: f"{eval_dir}/*/*"}
+        names = {name.rstrip("/") for name in tf.io.gfile.listdir(path)}
+        eval_name = next((name for name in EVAL_PREFIXES if name in names), None)
+        if TRAIN in names and eval_name:
+            return {TRAIN: f"{TRAIN}/*/*", EVAL: f"{eval_name}/*/*"}
         return {"all": "*/*"}
-    suffixes = [_IDX_IMAGES] if data_format == "idx" else [pattern[1:] for pattern in _TFRECORD_PATTERNS]
-    names = [os.path.basename(f) for suffix in suffixes for f in tf.io.gfile.glob(os.path.join(path, "*" + suffix))]
+    suffix = _FILE_SUFFIXES[data_format]
+    names = [os.path.basename(f) for f in tf.io.gfile.glob(os.path.join(path, "*" + suffix))]
     if not names:
-        raise IngestionError(f"{path}: holds no {data_format} files.")
-    train = sorted(n for n in names if n.startswith(TRAIN))
-    evals = sorted(n for n in names if n.startswith(EVAL_PREFIXES))
-    if train and evals:
-        prefix = next(p for p in EVAL_PREFIXES if evals[0].startswith(p))
-        return {TRAIN: f"{TRAIN}*", EVAL: f"{prefix}*"} if data_format == "tfrecord" else {
-            TRAIN: TRAIN + _IDX_IMAGES,
-            EVAL: prefix + _IDX_IMAGES,
-        }
-    return {"all": "*" + _IDX_IMAGES} if data_format == "idx" else {"all": "*.tfrecord*"}
+        raise IngestionError(f"{path}: holds no {data_format} files (*{suffix}).")
+    eval_prefix = next((p for p in EVAL_PREFIXES if any(n.startswith(p) for n in names)), None)
+    if eval_prefix and any(n.startswith(TRAIN) for n in names):
+        return {TRAIN: f"{TRAIN}*{suffix}", EVAL: f"{eval_prefix}*{suffix}"}
+    return {"all": "*" + suffix}
 
 
 def _class_names(

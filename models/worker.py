@@ -1,0 +1,27 @@
+"""One worker of a multi-worker Trainer: `python -m cnnpipe.models.worker FN_ARGS_JSON`.
+
+Each worker process runs the same `run_fn` with `TF_CONFIG` naming the cluster and its own
+task, and the `multi_worker` strategy in the Trainer's custom_config; the chief (worker 0)
+writes the model. FN_ARGS_JSON holds the keyword arguments of `tfx.components.FnArgs`
+(train_files, eval_files, transform_output, serving_model_dir, model_run_dir, custom_config).
+"""
+
+import json
+import sys
+
+from tfx import v1 as tfx
+
+from cnnpipe.models.trainer import run_fn
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    with open(argv[1]) as f:
+        run_fn(tfx.components.FnArgs(**json.load(f)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,258 @@
+"""Ingestion on real Fashion-MNIST images: the three readers, format detection, the Beam transform."""
+
+import gzip
+import io
+import os
+import re
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+from google.protobuf import json_format
+from PIL import Image
+
+from conftest import encode, fashion_mnist, write_idx
+from cnnpipe.components.errors import IngestionError
+from cnnpipe.components.ingestion import executor, formats, source
+from cnnpipe.pipeline.datasets import FASHION_MNIST
+
+NAMES = FASHION_MNIST.class_names
+
+
+def parse(record: bytes) -> dict:
+    feature = tf.train.Example.FromString(record).features.feature
+    return {key: (value.int64_list.value or value.bytes_list.value)[0] for key, value in feature.items()}
+
+
+def pixels(encoded: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(encoded)))
+
+
+def write_folders(root, count_per_class: int = 3, classes=("Bag", "Sandal", "Trouser")) -> list[str]:
+    """A class-per-folder tree of real images in mixed formats, sizes and colour modes."""
+    images, labels = fashion_mnist("train", 300)
+    variants = [("PNG", "L", None, "png"), ("JPEG", "RGB", (40, 32), "jpg"), ("PNG", "RGBA", (20, 20), "png")]
+    paths = []
+    for name in classes:
+        os.makedirs(root / name, exist_ok=True)
+        chosen = images[labels == NAMES.index(name)][:count_per_class]
+        for index, (array, (image_format, mode, size, ext)) in enumerate(zip(chosen, variants * count_per_class)):
+            path = root / name / f"{index}.{ext}"
+            path.write_bytes(encode(array, mode, size, image_format))
+            paths.append(str(path))
+    return paths
+
+
+# --- IDX ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_idx_round_trip_keeps_every_pixel_and_label(tmp_path, compressed):
+    images, labels = fashion_mnist("t10k", 12)
+    path = write_idx(str(tmp_path), "t10k", images, labels)
+    if not compressed:
+        for name in os.listdir(tmp_path):
+            plain = (tmp_path / name).read_bytes()
+            (tmp_path / name[: -len(".gz")]).write_bytes(gzip.decompress(plain))
+            os.remove(tmp_path / name)
+        path = path[: -len(".gz")]
+    records = [parse(r) for r in formats.read_idx(path, NAMES)]
+    assert len(records) == 12
+    for index, record in enumerate(records):
+        np.testing.assert_array_equal(pixels(record["image"]), images[index])
+        assert record["label"] == labels[index]
+        assert record["class_name"].decode() == NAMES[labels[index]]
+        assert record["source"].decode() == f"{os.path.basename(path)}:{index}"
+        assert (record["height"], record["width"]) == (28, 28)
+
+
+def corrupt(path: str, edit) -> None:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    with gzip.open(path, "wb") as f:
+        f.write(edit(data))
+
+
+@pytest.mark.parametrize("target, edit, message", [
+    ("images", lambda d: b"\x00\x00\x08\x01" + d[4:], "wrong IDX magic number 00000801"),
+    ("images", lambda d: d[:-100], "truncated at image 9 of 10"),
+    ("labels", lambda d: d[:7] + b"\x09" + d[8:17], "holds 10 images but"),
+])
+def test_idx_errors_name_the_file(tmp_path, target, edit, message):
+    path = write_idx(str(tmp_path), "train", *fashion_mnist("train", 10))
+    broken = path if target == "images" else formats.idx_labels_path(path)
+    corrupt(broken, edit)
+    with pytest.raises(IngestionError, match=message) as error:
+        list(formats.read_idx(path, NAMES))
+    assert os.path.basename(path) in str(error.value)
+
+
+def test_idx_without_its_labels_file(tmp_path):
+    path = write_idx(str(tmp_path), "train", *fashion_mnist("train", 5))
+    os.remove(formats.idx_labels_path(path))
+    with pytest.raises(IngestionError, match="train-labels-idx1-ubyte.gz: file not found"):
+        list(formats.read_idx(path, NAMES))
+
+
+# --- class folders --------------------------------------------------------------------------
+
+
+def test_folder_images_of_mixed_formats_sizes_and_modes(tmp_path):
+    paths = write_folders(tmp_path)
+    assert formats.class_folders(str(tmp_path)) == ["Bag", "Sandal", "Trouser"]
+    classes = ("Bag", "Sandal", "Trouser")
+    for path in paths:
+        with open(path, "rb") as f:
+            record = parse(formats.read_image_file(path, f.read(), classes))
+        class_name = os.path.basename(os.path.dirname(path))
+        assert record["class_name"].decode() == class_name and record["label"] == classes.index(class_name)
+        assert record["source"].decode() == path
+        assert (record["height"], record["width"]) == pixels(record["image"]).shape[:2]
+    assert len({pixels(open(path, "rb").read()).shape for path in paths}) == 3  # sizes and modes vary
+
+
+def test_empty_class_folder_is_named(tmp_path):
+    write_folders(tmp_path)
+    os.makedirs(tmp_path / "Shirt")
+    (tmp_path / "Shirt" / "notes.txt").write_text("no images here")
+    with pytest.raises(IngestionError, match=f"{tmp_path / 'Shirt'}: class folder holds no PNG or JPEG"):
+        formats.class_folders(str(tmp_path))
+
+
+@pytest.mark.parametrize("data, message", [
+    (lambda png: png[: len(png) // 2], "not a readable PNG or JPEG"),
+    (lambda png: encode(pixels(png), image_format="GIF"), "is a GIF image; only PNG and JPEG"),
+])
+def test_unreadable_images_are_named(tmp_path, data, message):
+    path = write_folders(tmp_path)[0]
+    with open(path, "rb") as f:
+        broken = data(f.read())
+    with pytest.raises(IngestionError, match=message) as error:
+        formats.read_image_file(path, broken, ("Bag", "Sandal", "Trouser"))
+    assert path in str(error.value)
+
+
+def test_image_of_an_unknown_class(tmp_path):
+    path = write_folders(tmp_path)[0]
+    with pytest.raises(IngestionError, match="'Bag' is not one of the classes"):
+        formats.read_image_file(path, open(path, "rb").read(), ("Sandal", "Trouser"))
+
+
+# --- TFRecords ------------------------------------------------------------------------------
+
+
+def write_tfrecord(path, examples: list[dict]) -> str:
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for values in examples:
+            feature = {
+                key: tf.train.Feature(int64_list=tf.train.Int64List(value=[value])) if isinstance(value, int)
+                else tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+                for key, value in values.items()
+            }
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    return str(path)
+
+
+def test_tfrecord_examples_are_completed_with_class_source_and_size(tmp_path):
+    images, labels = fashion_mnist("train", 4)
+    path = write_tfrecord(tmp_path / "train.tfrecord", [{"image": encode(i), "label": int(l)} for i, l in zip(images, labels)])
+    records = [parse(r) for r in formats.read_tfrecord(path, NAMES)]
+    assert [r["label"] for r in records] == list(labels)
+    assert [r["class_name"].decode() for r in records] == [NAMES[l] for l in labels]
+    assert [r["source"].decode() for r in records] == [f"train.tfrecord:{i}" for i in range(4)]
+    assert all((r["height"], r["width"]) == (28, 28) for r in records)
+
+
+def test_tfrecord_record_without_a_label_is_named(tmp_path):
+    images, _ = fashion_mnist("train", 3)
+    path = write_tfrecord(tmp_path / "x.tfrecord", [{"image": encode(images[0]), "label": 1}, {"image": encode(images[1])}])
+    with pytest.raises(IngestionError, match=r"x.tfrecord:1: needs one 'image' bytes value .* one 'label'"):
+        list(formats.read_tfrecord(path, NAMES))
+
+
+# --- detection ------------------------------------------------------------------------------
+
+
+def globbed(data: source.DataSource, split: str) -> list[str]:
+    return sorted(os.path.basename(p) for p in tf.io.gfile.glob(os.path.join(data.input_base, data.split_patterns[split])))
+
+
+def test_detects_idx_with_its_own_train_and_test_split(tmp_path):
+    write_idx(str(tmp_path), "train", *fashion_mnist("train", 5))
+    write_idx(str(tmp_path), "t10k", *fashion_mnist("t10k", 5))
+    data = source.detect(str(tmp_path))
+    assert data.format == "idx" and data.has_own_split
+    assert globbed(data, "train") == ["train-images-idx3-ubyte.gz"]
+    assert globbed(data, "eval") == ["t10k-images-idx3-ubyte.gz"]
+    assert data.class_names == tuple(str(i) for i in range(max(fashion_mnist("train", 5)[1]) + 1))
+
+
+def test_detects_class_folders_without_a_split(tmp_path):
+    paths = write_folders(tmp_path)
+    data = source.detect(str(tmp_path))
+    assert data.format == "folder" and not data.has_own_split
+    assert data.class_names == ("Bag", "Sandal", "Trouser")
+    assert sorted(tf.io.gfile.glob(os.path.join(data.input_base, data.split_patterns["all"]))) == sorted(paths)
+
+
+def test_class_folders_split_into_train_and_test(tmp_path):
+    write_folders(tmp_path / "train")
+    write_folders(tmp_path / "test", 1)
+    data = source.detect(str(tmp_path))
+    assert data.has_own_split and data.class_names == ("Bag", "Sandal", "Trouser")
+    assert len(globbed(data, "train")) == 9 and len(globbed(data, "eval")) == 3
+    write_folders(tmp_path / "test", 1, classes=("Shirt",))
+    with pytest.raises(IngestionError, match=r"classes \['Shirt'\] are not in the training split"):
+        source.detect(str(tmp_path))
+
+
+def test_tfrecords_need_class_names(tmp_path):
+    images, labels = fashion_mnist("train", 2)
+    write_tfrecord(tmp_path / "data.tfrecord", [{"image": encode(i), "label": int(l)} for i, l in zip(images, labels)])
+    with pytest.raises(IngestionError, match="class_names.txt or pass --class-names"):
+        source.detect(str(tmp_path))
+    (tmp_path / "class_names.txt").write_text("\n".join(NAMES) + "\n")
+    data = source.detect(str(tmp_path))
+    assert data.format == "tfrecord" and data.class_names == NAMES and globbed(data, "all") == ["data.tfrecord"]
+
+
+def test_detection_errors_name_the_path_and_the_fix(tmp_path):
+    with pytest.raises(IngestionError, match=f"{tmp_path / 'missing'}: no such file or directory"):
+        source.detect(str(tmp_path / "missing"))
+    with pytest.raises(IngestionError, match="--format"):
+        source.detect(str(tmp_path))
+    write_idx(str(tmp_path), "train", *fashion_mnist("train", 2))
+    with pytest.raises(IngestionError, match="unknown data format 'csv'"):
+        source.detect(str(tmp_path), "csv")
+    with pytest.raises(IngestionError, match=r"holds no tfrecord files"):
+        source.detect(str(tmp_path), "tfrecord", NAMES)
+
+
+# --- the Beam transform ---------------------------------------------------------------------
+
+
+def folder_properties(root, classes=("Bag", "Sandal", "Trouser")) -> dict:
+    """The exec_properties ImageExampleGen hands its executor for a folder tree."""
+    return {
+        "input_base": str(root),
+        "custom_config": json_format.MessageToJson(executor.custom_config("folder", classes)),
+    }
+
+
+def test_read_images_turns_a_folder_tree_into_examples(tmp_path):
+    write_folders(tmp_path)
+    with test_pipeline.TestPipeline() as pipeline:
+        labels = pipeline | executor.ReadImages(folder_properties(tmp_path), "*/*") | beam.Map(lambda r: parse(r)["label"])
+        assert_that(labels, equal_to([0, 0, 0, 1, 1, 1, 2, 2, 2]))
+
+
+def test_read_images_stops_at_a_corrupt_png_and_names_it(tmp_path):
+    path = write_folders(tmp_path)[3]
+    with open(path, "r+b") as f:
+        f.truncate(40)
+    with pytest.raises(Exception, match=re.escape(path)):
+        with test_pipeline.TestPipeline() as pipeline:
+            _ = pipeline | executor.ReadImages(folder_properties(tmp_path), "*/*")
