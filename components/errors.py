@@ -11,3 +11,7 @@ class IngestionError(CnnpipeError):
 
 class DataValidationError(CnnpipeError):
     """The examples do not match the schema."""
+
+
+class TrainingError(CnnpipeError):
+    """The Trainer's settings or inputs would train a broken model."""

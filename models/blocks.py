@@ -7,6 +7,7 @@ import tf_keras as keras
 from tf_keras import layers
 
 NORMALIZATIONS = ("batchnorm", "lrn", "none")
+HEAD = "probabilities"  # the softmax layer every model ends with; warm starts replace it when classes differ
 BN_EPSILON = 1.001e-5  # as in tf_keras.applications, so parameter counts and numerics match
 
 
@@ -65,4 +66,4 @@ def bottleneck(x: tf.Tensor, filters: int, name: str, strides: int = 1, expansio
 
 def classifier(x: tf.Tensor, num_classes: int) -> tf.Tensor:
     """The softmax output layer every model ends with (the name the serving signature relies on)."""
-    return layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return layers.Dense(num_classes, activation="softmax", name=HEAD)(x)

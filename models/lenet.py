@@ -7,23 +7,28 @@ from cnnpipe.models import blocks, features
 
 
 def lenet5(
-    input_shape: tuple[int, int, int], num_classes: int, dropout: float = 0.0, l2: float = 5e-4
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    dropout: float = 0.0,
+    l2: float = 5e-4,
+    use_bias: bool = True,
 ) -> keras.Model:
     """conv 5x5x6, pool, conv 5x5x16, pool, FC 120, FC 84, FC classes.
 
     conv1 pads by 2 pixels ("same"), so a 28x28 image behaves as LeNet-5's 32x32 frame:
     61,706 parameters for 28x28x1 inputs and 10 classes. `l2` penalizes the hidden layers'
-    weights (it lifts Fashion-MNIST test accuracy from about 90.9% to 91.2%; 0 turns it off).
+    weights (0 turns it off); `use_bias=False` drops the hidden layers' biases (a pitfall the
+    lecture asks about; see docs/pitfalls.md).
     """
-    reg = keras.regularizers.L2(l2) if l2 else None
+    hidden = {"activation": "relu", "use_bias": use_bias, "kernel_regularizer": keras.regularizers.L2(l2) if l2 else None}
     inputs = keras.Input(shape=input_shape, name=features.IMAGE_XF)
-    x = layers.Conv2D(6, 5, padding="same", activation="relu", kernel_regularizer=reg, name="conv1")(inputs)
+    x = layers.Conv2D(6, 5, padding="same", name="conv1", **hidden)(inputs)
     x = layers.MaxPooling2D(2, name="pool1")(x)
-    x = layers.Conv2D(16, 5, activation="relu", kernel_regularizer=reg, name="conv2")(x)
+    x = layers.Conv2D(16, 5, name="conv2", **hidden)(x)
     x = layers.MaxPooling2D(2, name="pool2")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(120, activation="relu", kernel_regularizer=reg, name="fc1")(x)
+    x = layers.Dense(120, name="fc1", **hidden)(x)
     x = layers.Dropout(dropout, name="dropout1")(x)
-    x = layers.Dense(84, activation="relu", kernel_regularizer=reg, name="fc2")(x)
+    x = layers.Dense(84, name="fc2", **hidden)(x)
     x = layers.Dropout(dropout, name="dropout2")(x)
     return keras.Model(inputs, blocks.classifier(x, num_classes), name="lenet5")

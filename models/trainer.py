@@ -15,9 +15,11 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from tfx import v1 as tfx
 
-from cnnpipe.models import features, registry, signatures
+from cnnpipe.components.errors import TrainingError
+from cnnpipe.models import features, registry, signatures, warm_start
 
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
+WARM_START_LATEST = "latest"  # warm start from the last blessed model of this pipeline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,15 +29,33 @@ class TrainingConfig:
     model: str
     input_shape: tuple[int, int, int]
     class_names: tuple[str, ...]
-    epochs: int = 15
+    epochs: int = 20
     batch_size: int = 128
     learning_rate: float = 2e-3
     strategy: str = "mirrored"
     seed: int = 0
     translate: float = 0.0  # random shifts of up to this fraction of height and width (augmentation)
     flip: bool = False  # random horizontal flips (augmentation)
+    warm_start: Optional[str] = None  # a pushed model's path, or "latest" for the last blessed model
+    freeze_features: bool = False  # with warm_start: train only the classification head
     shuffle_buffer: int = 60_000  # examples; the whole Fashion-MNIST training split
     model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuses settings that cannot train a working model (the lecture's pitfalls)."""
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise TrainingError(
+                f"epochs ({self.epochs}), batch size ({self.batch_size}) and learning rate ({self.learning_rate}) "
+                "must be positive."
+            )
+        if self.shuffle_buffer < self.batch_size * 8:
+            raise TrainingError(
+                f"shuffle buffer {self.shuffle_buffer} is too small for batches of {self.batch_size}: data stored "
+                "by class would reach the model one class at a time. Use a buffer of at least 8 batches, "
+                "ideally the whole training split."
+            )
+        if self.strategy not in STRATEGIES:
+            raise TrainingError(f"unknown strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}.")
 
     @classmethod
     def from_custom_config(cls, custom_config: dict[str, Any]) -> "TrainingConfig":
@@ -78,6 +98,24 @@ def augmentation(translate: float, flip: bool) -> Optional[keras.Sequential]:
     return keras.Sequential(steps, name="augmentation") if steps else None
 
 
+MAX_NORMALIZED_PIXEL = 10.0  # normalized pixels lie in [-1, 1] or within a few standard deviations
+NOT_NORMALIZED = (
+    "Trainer inputs are not normalized (pixels beyond ±10, e.g. raw 0-255): training on them diverges or stalls. "
+    "Normalize in preprocessing_fn (--normalization scale or standardize)."
+)
+
+
+def require_normalized(images: tf.Tensor) -> tf.Tensor:
+    """`images`, once checked to be normalized; raw [0, 255] pixels stop training (a lecture pitfall)."""
+    check = tf.debugging.assert_less_equal(
+        tf.reduce_max(tf.abs(images)),
+        MAX_NORMALIZED_PIXEL,
+        message=NOT_NORMALIZED,
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(images)
+
+
 def input_fn(
     file_patterns: list[str],
     tft_output: tft.TFTransformOutput,
@@ -104,13 +142,15 @@ def input_fn(
     dataset = dataset.with_options(options)
     if shuffle_buffer:
         dataset = dataset.shuffle(shuffle_buffer, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    if augment is not None:
-        dataset = dataset.map(
-            lambda x, y: ({features.IMAGE_XF: augment(x[features.IMAGE_XF], training=True)}, y),
+    augment = augment or (lambda images, training: images)
+    return (
+        dataset.batch(batch_size)
+        .map(
+            lambda x, y: ({features.IMAGE_XF: augment(require_normalized(x[features.IMAGE_XF]), training=True)}, y),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def cosine_schedule(learning_rate: float, epochs: int) -> keras.callbacks.LearningRateScheduler:
@@ -120,8 +160,11 @@ def cosine_schedule(learning_rate: float, epochs: int) -> keras.callbacks.Learni
     )
 
 
-def build_compiled_model(config: TrainingConfig) -> keras.Model:
+def build_compiled_model(config: TrainingConfig, base_model: Optional[str] = None) -> keras.Model:
+    """The registry's model, initialized from `base_model` when given, compiled with Adam."""
     model = registry.build(config.model, config.input_shape, len(config.class_names), **config.model_options)
+    if base_model:
+        print(warm_start.initialize(model, base_model, config.freeze_features), flush=True)
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -140,22 +183,28 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     augment = augmentation(config.translate, config.flip)
     train = input_fn(fn_args.train_files, tft_output, batch_size, config.shuffle_buffer, augment)
     evaluation = input_fn(fn_args.eval_files, tft_output, batch_size)
+    base_model = fn_args.base_model if config.warm_start == WARM_START_LATEST else config.warm_start
+    if config.warm_start == WARM_START_LATEST and not base_model:
+        print("warm start: no blessed model yet, training from scratch", flush=True)
     with strategy.scope():
-        model = build_compiled_model(config)
+        model = build_compiled_model(config, base_model)
     print(f"Training {config.model} ({model.count_params():,} parameters) for {config.epochs} epochs, "
           f"batch {batch_size}, strategy {config.strategy} ({strategy.num_replicas_in_sync} replica(s))", flush=True)
     # Every worker trains and saves (saving is collective); only the chief's files are kept.
     with tempfile.TemporaryDirectory() as scratch:
         chief = is_chief(strategy)
-        model.fit(
-            train,
-            epochs=config.epochs,
-            validation_data=evaluation,
-            callbacks=[
-                cosine_schedule(config.learning_rate, config.epochs),
-                keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir if chief else scratch, "logs")),
-            ],
-            verbose=2 if chief else 0,
-        )
+        log_dir = os.path.join(fn_args.model_run_dir if chief else scratch, "logs")
+        try:
+            model.fit(
+                train,
+                epochs=config.epochs,
+                validation_data=evaluation,
+                callbacks=[cosine_schedule(config.learning_rate, config.epochs), keras.callbacks.TensorBoard(log_dir)],
+                verbose=2 if chief else 0,
+            )
+        except tf.errors.InvalidArgumentError as error:
+            if NOT_NORMALIZED not in error.message:
+                raise
+            raise TrainingError(NOT_NORMALIZED) from None
         export_dir = fn_args.serving_model_dir if chief else os.path.join(scratch, "model")
         signatures.export(model, tft_output, config.class_names, export_dir)

@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--translate", type=float, default=d.translate, metavar="FRACTION",
                        help="augment: random shifts up to this fraction of the image size (default off)")
     model.add_argument("--flip", action="store_true", help="augment: random horizontal flips")
+    model.add_argument("--warm-start", metavar="PATH|latest",
+                       help="initialize from a pushed model (its directory or model base path) or from the last "
+                       "blessed one ('latest'); the head is replaced when the class count differs")
+    model.add_argument("--freeze-features", action="store_true",
+                       help="with --warm-start: train only the classification head")
     model.add_argument("--seed", type=int, default=d.seed,
                        help=f"random seed for initialization and shuffling (default {d.seed})")
     blessing = run.add_argument_group("blessing")

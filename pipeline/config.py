@@ -27,13 +27,15 @@ class PipelineConfig:
     model: str = "lenet5"
     input_shape: Optional[tuple[int, int, int]] = None  # the model's default when None
     normalization: str = "scale"
-    epochs: int = 15
+    epochs: int = 20
     batch_size: int = 128
     learning_rate: float = 2e-3
     strategy: str = "mirrored"
     model_options: dict = dataclasses.field(default_factory=dict)  # the model builder's keyword arguments
     translate: float = 0.0  # augmentation: random shifts, a fraction of the image size
     flip: bool = False  # augmentation: random horizontal flips
+    warm_start: Optional[str] = None  # a pushed model's path, or "latest": the last blessed model
+    freeze_features: bool = False  # with warm_start: train only the classification head
     seed: int = 0  # weights' initialization and shuffling; the same seed and data train the same model
     min_accuracy: float = 0.85  # lower bound on overall eval accuracy for the blessing
     max_accuracy_drop: float = 0.0  # how much worse than the last blessed model may be blessed
@@ -94,4 +96,6 @@ class PipelineConfig:
             translate=self.translate,
             flip=self.flip,
             model_options=dict(self.model_options),
+            warm_start=self.warm_start,
+            freeze_features=self.freeze_features,
         )

@@ -14,7 +14,7 @@ from cnnpipe.components.ingestion.component import ImageExampleGen
 from cnnpipe.components.ingestion.source import DataSource
 from cnnpipe.components.pusher import AtomicPusher
 from cnnpipe.components.validation_gate import ValidationGate
-from cnnpipe.models.trainer import TrainingConfig
+from cnnpipe.models.trainer import WARM_START_LATEST, TrainingConfig
 from cnnpipe.pipeline.evaluation import eval_config
 
 PREPROCESSING_FN = "cnnpipe.models.preprocessing.preprocessing_fn"
@@ -59,6 +59,11 @@ def create_pipeline(
         custom_config={"input_shape": list(training.input_shape), "normalization": normalization},
     )
     transform.add_upstream_node(validation_gate)  # bad data never reaches Transform
+    baseline_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
@@ -67,12 +72,9 @@ def create_pipeline(
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config=dataclasses.asdict(training),
+        # fn_args.base_model: the last blessed model, for --warm-start latest
+        base_model=baseline_resolver.outputs["model"] if training.warm_start == WARM_START_LATEST else None,
     )
-    baseline_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
     evaluator = tfx.components.Evaluator(
         examples=examples,
         model=trainer.outputs["model"],
@@ -91,7 +93,7 @@ def create_pipeline(
         pipeline_root=os.path.join(pipeline_root),
         components=[
             example_gen, statistics_gen, schema_gen, example_validator, validation_gate,
-            transform, trainer, baseline_resolver, evaluator, pusher,
+            transform, baseline_resolver, trainer, evaluator, pusher,
         ],
         enable_cache=True,
         metadata_connection_config=metadata_connection_config,

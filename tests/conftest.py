@@ -9,24 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnpipe.pipeline.datasets import FASHION_MNIST
-
-
-def read_idx(path: str) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    dimensions = data[3]
-    shape = struct.unpack(f">{dimensions}I", data[4 : 4 + 4 * dimensions])
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * dimensions).reshape(shape)
+from cnnpipe.pipeline.datasets import FASHION_MNIST, fashion_mnist_arrays
 
 
 def fashion_mnist(split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
     """The first `count` real images and labels of a Fashion-MNIST split ("train" or "t10k")."""
     if not os.path.isdir(FASHION_MNIST.path):
         pytest.skip(f"Fashion-MNIST is not installed: {FASHION_MNIST.install_hint}")
-    images = read_idx(os.path.join(FASHION_MNIST.path, f"{split}-images-idx3-ubyte.gz"))[:count]
-    labels = read_idx(os.path.join(FASHION_MNIST.path, f"{split}-labels-idx1-ubyte.gz"))[:count]
-    return images, labels
+    return fashion_mnist_arrays(split, count)
 
 
 def write_idx(directory: str, split: str, images: np.ndarray, labels: np.ndarray) -> str:

@@ -153,6 +153,15 @@ def test_second_run_with_the_same_inputs_reuses_the_cache_and_pushes_nothing_new
     assert served_versions(first_run) == before
 
 
+def test_warm_start_from_the_last_blessed_model(first_run, first_outputs, capfd):
+    before = served_versions(first_run)
+    config = dataclasses.replace(first_run, warm_start="latest", max_accuracy_drop=1.0)
+    local_runner.run(config, out=io.StringIO())
+    blessed = os.path.join(first_outputs["model"].uri, "Format-Serving")
+    assert f"warm start from {blessed}: 5 layers copied" in capfd.readouterr().out
+    assert len(served_versions(first_run)) == len(before) + 1
+
+
 def test_label_outside_the_schema_stops_the_run_before_transform(first_run, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(first_run.data, bad)

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import fashion_mnist
+from cnnpipe.components.errors import TrainingError
 from cnnpipe.models import trainer
 
 
@@ -39,3 +40,21 @@ def test_translation_moves_images_within_their_pixel_range():
 def test_unknown_strategy_names_the_choices():
     with pytest.raises(ValueError, match="mirrored, multi_worker, one_device"):
         trainer.make_strategy("tpu")
+
+
+def test_raw_pixels_stop_training_and_normalized_ones_pass():
+    images, _ = fashion_mnist("train", 32)
+    raw = tf.constant(images[..., None].astype("float32"))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not normalized"):
+        trainer.require_normalized(raw)
+    np.testing.assert_array_equal(trainer.require_normalized(raw / 127.5 - 1), raw / 127.5 - 1)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"shuffle_buffer": 256}, "shuffle buffer 256 is too small"),
+    ({"batch_size": 0}, "must be positive"),
+    ({"strategy": "tpu"}, "unknown strategy 'tpu'"),
+])
+def test_training_settings_that_break_a_cnn_are_refused(settings, message):
+    with pytest.raises(TrainingError, match=message):
+        trainer.TrainingConfig(model="lenet5", input_shape=(28, 28, 1), class_names=("a", "b"), **settings)
