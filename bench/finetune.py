@@ -22,9 +22,9 @@ from PIL import Image  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
+import report  # noqa: E402 - bench/report.py, beside this script
 from cnnpipe.models import preprocessing, registry, warm_start  # noqa: E402
 
-DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "finetune.md")
 SHAPE = (28, 28, 1)
 WAYS = ("scratch", "fine-tuned", "frozen features")
 
@@ -90,14 +90,7 @@ def main() -> None:
         "|---|---|---|---|---|",
         *rows,
     ])
-    print("\n" + table)
-    if args.write:
-        with open(DOC) as f:
-            head = f.read().split("<!-- table -->")[0]
-        with open(DOC, "w") as f:
-            f.write(head + "<!-- table -->\n" + table + "\n")
-        print(f"\nwrote {os.path.normpath(DOC)}")
-
+    report.publish(table, "finetune.md", args.write)
 
 if __name__ == "__main__":
     main()

@@ -19,10 +19,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+import report  # noqa: E402 - bench/report.py, beside this script
 from cnnpipe.models import registry  # noqa: E402
 from cnnpipe.pipeline.datasets import fashion_mnist_arrays  # noqa: E402
 
-DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "pitfalls.md")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,14 +113,7 @@ def main() -> None:
         "|---|---|---|---|---|---|",
         *rows,
     ])
-    print("\n" + table)
-    if args.write:
-        with open(DOC) as f:
-            head = f.read().split("<!-- table -->")[0]
-        with open(DOC, "w") as f:
-            f.write(head + "<!-- table -->\n" + table + "\n")
-        print(f"\nwrote {os.path.normpath(DOC)}")
-
+    report.publish(table, "pitfalls.md", args.write)
 
 if __name__ == "__main__":
     main()

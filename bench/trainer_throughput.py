@@ -43,15 +43,21 @@ def main() -> None:
     parser.add_argument("--output", default=PipelineConfig().output_dir, help="output dir of a finished run")
     parser.add_argument("--name", default=PipelineConfig().name, help="pipeline name")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--model", action="append", help="registry model(s) for 28x28x1 images, repeatable "
+                        "(default lenet5)")
     args = parser.parse_args()
 
     _, outputs = summary.run_outputs(local_runner.metadata_path(args.output), args.name)
     transform_graph = outputs["transform_graph"].uri
     train_files = [os.path.join(outputs["transformed_examples"].uri, "Split-train", "*")]
     tft_output = tft.TFTransformOutput(transform_graph)
-    config = trainer.TrainingConfig(model="lenet5", input_shape=(28, 28, 1), class_names=tuple(map(str, range(10))))
+    configs = [
+        trainer.TrainingConfig(model=name, input_shape=(28, 28, 1), class_names=tuple(map(str, range(10))))
+        for name in args.model or ["lenet5"]
+    ]
+    batch_size, strategy_name = configs[0].batch_size, configs[0].strategy  # the Trainer's defaults
 
-    dataset = trainer.input_fn(train_files, tft_output, config.batch_size, config.shuffle_buffer)
+    dataset = trainer.input_fn(train_files, tft_output, batch_size, configs[0].shuffle_buffer)
     images, labels = [], []
     for batch, label in dataset:
         images.append(batch[features.IMAGE_XF].numpy())
@@ -60,18 +66,18 @@ def main() -> None:
     count = len(labels)
     print(f"{count} transformed training images from {transform_graph}")
 
-    strategy = trainer.make_strategy(config.strategy)
-    with strategy.scope():
-        pipeline_model = trainer.build_compiled_model(config)
-    pipeline_seconds = timed_fit(pipeline_model, args.epochs, x=dataset)
-    bare_model = trainer.build_compiled_model(config)
-    bare_seconds = timed_fit(bare_model, args.epochs, x=images, y=labels, batch_size=config.batch_size, shuffle=True)
-
-    pipeline_rate, bare_rate = count / pipeline_seconds, count / bare_seconds
-    print(f"Trainer loop (tf.data from TFRecords, {config.strategy} strategy): {pipeline_rate:8.0f} images/s")
-    print(f"bare tf-keras (NumPy arrays in memory, no strategy):      {bare_rate:8.0f} images/s")
-    print(f"ratio Trainer / bare: {pipeline_rate / bare_rate:.2f}  (target >= 0.9)")
-
+    strategy = trainer.make_strategy(strategy_name)
+    for config in configs:
+        with strategy.scope():
+            pipeline_model = trainer.build_compiled_model(config)
+        pipeline_seconds = timed_fit(pipeline_model, args.epochs, x=dataset)
+        bare_model = trainer.build_compiled_model(config)
+        bare_seconds = timed_fit(bare_model, args.epochs, x=images, y=labels, batch_size=batch_size, shuffle=True)
+        pipeline_rate, bare_rate = count / pipeline_seconds, count / bare_seconds
+        print(f"{config.model} ({pipeline_model.count_params():,} parameters), batch {batch_size}:")
+        print(f"  Trainer loop (tf.data from TFRecords, {strategy_name} strategy): {pipeline_rate:8.0f} images/s")
+        print(f"  bare tf-keras (NumPy arrays in memory, no strategy):      {bare_rate:8.0f} images/s")
+        print(f"  ratio Trainer / bare: {pipeline_rate / bare_rate:.2f}  (target >= 0.9)", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -100,8 +100,8 @@ def augmentation(translate: float, flip: bool) -> Optional[keras.Sequential]:
 
 MAX_NORMALIZED_PIXEL = 10.0  # normalized pixels lie in [-1, 1] or within a few standard deviations
 NOT_NORMALIZED = (
-    "Trainer inputs are not normalized (pixels beyond ±10, e.g. raw 0-255): training on them diverges or stalls. "
-    "Normalize in preprocessing_fn (--normalization scale or standardize)."
+    "Trainer inputs are not normalized (pixels beyond ±10, e.g. raw 0-255); the models and their learning rates "
+    "expect normalized pixels. Normalize in preprocessing_fn (--normalization scale or standardize)."
 )
 
 
