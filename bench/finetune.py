@@ -81,16 +81,15 @@ def main() -> None:
                   for way in WAYS}
         label = f"{count} per class" if count else f"all ({len(train[1])})"
         print(f"{label:>18}: " + ", ".join(f"{way} {100 * score:.1f}%" for way, score in scores.items()), flush=True)
-        rows.append(f"| {label} | {len(train[1])} | " + " | ".join(f"{100 * scores[w]:.1f}%" for w in WAYS) + " |")
-    table = "\n".join([
+        rows.append([label, str(len(train[1]))] + [f"{100 * scores[way]:.1f}%" for way in WAYS])
+    table = report.markdown_table(
         f"scikit-learn digits, {len(test[1])} test images; LeNet-5, Adam 1e-3, batch 32, {args.epochs} epochs, "
         f"mean of {args.seeds} seeds; base model `{base}` (`bench/finetune.py`).",
-        "",
-        "| training images | count | from scratch | fine-tuned (all layers) | fine-tuned (frozen features) |",
-        "|---|---|---|---|---|",
-        *rows,
-    ])
+        ["training images", "count", "from scratch", "fine-tuned (all layers)", "fine-tuned (frozen features)"],
+        rows,
+    )
     report.publish(table, "finetune.md", args.write)
+
 
 if __name__ == "__main__":
     main()

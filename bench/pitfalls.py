@@ -101,19 +101,18 @@ def main() -> None:
         result = run_case(case, train, test, args.epochs)
         standard = standard if standard is not None else result["accuracy"]
         losses = result["losses"]
-        rows.append(
-            f"| {case.name} | {case.why} | {result['updates']:,} | {losses[0]:.3g} → {losses[-1]:.3g} "
-            f"| {100 * result['accuracy']:.1f}% | {verdict(result['accuracy'], standard)} |"
-        )
-    table = "\n".join([
+        rows.append([
+            case.name, case.why, f"{result['updates']:,}", f"{losses[0]:.3g} → {losses[-1]:.3g}",
+            f"{100 * result['accuracy']:.1f}%", verdict(result["accuracy"], standard),
+        ])
+    table = report.markdown_table(
         f"LeNet-5, Adam 1e-3, {args.epochs} epochs for every case, {args.train:,} training and {args.test:,} test "
         "images of Fashion-MNIST (`bench/pitfalls.py`).",
-        "",
-        "| case | what goes wrong | updates | training loss, first → last epoch | test accuracy | verdict |",
-        "|---|---|---|---|---|---|",
-        *rows,
-    ])
+        ["case", "what goes wrong", "updates", "training loss, first → last epoch", "test accuracy", "verdict"],
+        rows,
+    )
     report.publish(table, "pitfalls.md", args.write)
+
 
 if __name__ == "__main__":
     main()

@@ -6,6 +6,12 @@ MARKER = "<!-- table -->"
 DOCS = os.path.join(os.path.dirname(__file__), "..", "docs")
 
 
+def markdown_table(caption: str, columns: list[str], rows: list[list[str]]) -> str:
+    """`caption`, a blank line, then a Markdown table."""
+    lines = [caption, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def publish(table: str, doc_name: str, write: bool) -> None:
     """Prints `table`; with `write`, replaces what follows the marker in docs/`doc_name`."""
     print("\n" + table)

@@ -1,12 +1,13 @@
 """Data sets cnnpipe knows by name: where they are installed, their classes, their curated schema."""
 
 import dataclasses
-import gzip
+import functools
 import os
-import struct
 from typing import Optional
 
 import numpy as np
+
+from cnnpipe.components.ingestion import formats
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,17 +33,14 @@ FASHION_MNIST = Dataset(
 DATASETS = {dataset.name: dataset for dataset in (FASHION_MNIST,)}
 
 
-def read_idx_array(path: str) -> np.ndarray:
-    """A whole gzipped IDX file of unsigned bytes as an array of the shape its header gives."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    dimensions = data[3]
-    shape = struct.unpack(f">{dimensions}I", data[4 : 4 + 4 * dimensions])
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * dimensions).reshape(shape)
+@functools.lru_cache(maxsize=None)
+def _fashion_mnist_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    images = formats.read_idx_array(os.path.join(FASHION_MNIST.path, f"{split}-images-idx3-ubyte.gz"), 3)
+    labels = formats.read_idx_array(os.path.join(FASHION_MNIST.path, f"{split}-labels-idx1-ubyte.gz"), 1)
+    return images, labels
 
 
 def fashion_mnist_arrays(split: str, count: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
     """Images (uint8 [N, 28, 28]) and labels of Fashion-MNIST's "train" or "t10k" split, the first `count`."""
-    images = read_idx_array(os.path.join(FASHION_MNIST.path, f"{split}-images-idx3-ubyte.gz"))
-    labels = read_idx_array(os.path.join(FASHION_MNIST.path, f"{split}-labels-idx1-ubyte.gz"))
+    images, labels = _fashion_mnist_split(split)  # read once per process, read-only
     return images[:count], labels[:count]

@@ -90,6 +90,18 @@ def test_idx_errors_name_the_file(tmp_path, target, edit, message):
     assert os.path.basename(path) in str(error.value)
 
 
+def test_idx_cut_inside_its_gzip_stream_is_named(tmp_path):
+    path = write_idx(str(tmp_path), "train", *fashion_mnist("train", 20))
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+    with pytest.raises(IngestionError, match=f"{re.escape(path)}: cannot be read .* cut short"):
+        list(formats.read_idx(path, NAMES))
+    with pytest.raises(IngestionError, match=re.escape(path)):
+        formats.read_idx_array(path, 3)
+
+
 def test_idx_without_its_labels_file(tmp_path):
     path = write_idx(str(tmp_path), "train", *fashion_mnist("train", 5))
     os.remove(formats.idx_labels_path(path))
@@ -173,6 +185,21 @@ def test_tfrecord_record_without_a_label_is_named(tmp_path):
         list(formats.read_tfrecord(path, NAMES))
 
 
+def test_tfrecord_cut_short_is_named(tmp_path):
+    images, labels = fashion_mnist("train", 5)
+    path = write_tfrecord(tmp_path / "x.tfrecord", [{"image": encode(i), "label": int(l)} for i, l in zip(images, labels)])
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 30)
+    with pytest.raises(IngestionError, match=f"{re.escape(path)}: damaged or cut short at record 4"):
+        list(formats.read_tfrecord(path, NAMES))
+
+
+def test_tfrecord_errors_name_file_and_index_not_the_records_own_source(tmp_path):
+    path = write_tfrecord(tmp_path / "x.tfrecord", [{"image": b"not an image", "label": 1, "source": b"camera-7.png"}])
+    with pytest.raises(IngestionError, match=r"x.tfrecord:0: not a readable PNG or JPEG"):
+        list(formats.read_tfrecord(path, NAMES))
+
+
 # --- detection ------------------------------------------------------------------------------
 
 
@@ -231,6 +258,16 @@ def test_detection_errors_name_the_path_and_the_fix(tmp_path):
         source.detect(str(tmp_path), "tfrecord", NAMES)
 
 
+def test_a_single_file_needs_a_known_format(tmp_path):
+    path = write_idx(str(tmp_path), "train", *fashion_mnist("train", 2))
+    with pytest.raises(IngestionError, match=f"{re.escape(path)}: unknown data format 'folder'"):
+        source.detect(path, "folder")
+    (tmp_path / "notes.csv").write_text("a,b\n")
+    with pytest.raises(IngestionError, match=r"notes.csv: not an IDX image file .* --format"):
+        source.detect(str(tmp_path / "notes.csv"))
+    assert source.detect(path).format == "idx"
+
+
 # --- the Beam transform ---------------------------------------------------------------------
 
 
@@ -244,6 +281,17 @@ def folder_properties(root, classes=("Bag", "Sandal", "Trouser")) -> dict:
 
 def test_read_images_turns_a_folder_tree_into_examples(tmp_path):
     write_folders(tmp_path)
+    with test_pipeline.TestPipeline() as pipeline:
+        labels = pipeline | executor.ReadImages(folder_properties(tmp_path), "*/*") | beam.Map(lambda r: parse(r)["label"])
+        assert_that(labels, equal_to([0, 0, 0, 1, 1, 1, 2, 2, 2]))
+
+
+def test_read_images_skips_hidden_folders_as_detection_does(tmp_path):
+    bag = write_folders(tmp_path)[0]
+    os.makedirs(tmp_path / ".ipynb_checkpoints")  # an editor's copy of an image is no class
+    with open(bag, "rb") as f:
+        (tmp_path / ".ipynb_checkpoints" / "0.png").write_bytes(f.read())
+    assert source.detect(str(tmp_path)).class_names == ("Bag", "Sandal", "Trouser")
     with test_pipeline.TestPipeline() as pipeline:
         labels = pipeline | executor.ReadImages(folder_properties(tmp_path), "*/*") | beam.Map(lambda r: parse(r)["label"])
         assert_that(labels, equal_to([0, 0, 0, 1, 1, 1, 2, 2, 2]))

@@ -45,7 +45,7 @@ def ReadImages(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_p
     if data_format == "folder":
         return (
             files
-            | "ImagesOnly" >> beam.Filter(lambda match: formats.is_image_file(os.path.basename(match.path)))
+            | "ImagesOnly" >> beam.Filter(lambda match: formats.is_class_image(match.path))
             | "ReadMatches" >> fileio.ReadMatches()
             | "ToExample" >> beam.Map(lambda f: formats.read_image_file(f.metadata.path, f.read(), class_names))
         )

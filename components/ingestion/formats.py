@@ -9,6 +9,7 @@ import os
 import struct
 from typing import BinaryIO, Iterator, Sequence
 
+import numpy as np
 import tensorflow as tf
 from PIL import Image
 
@@ -87,12 +88,20 @@ def _open_idx(path: str) -> BinaryIO:
     return gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
 
 
+def _read(stream: BinaryIO, path: str, size: int = -1) -> bytes:
+    """Up to `size` bytes (all with -1); a damaged or cut gzip stream is an error naming `path`."""
+    try:
+        return stream.read(size)
+    except (OSError, EOFError) as error:
+        raise IngestionError(
+            f"{path}: cannot be read ({error}): it is damaged, cut short, or named .gz without being "
+            "gzipped. Copy it again, or fix its name."
+        ) from None
+
+
 def _read_idx_header(stream: BinaryIO, path: str, dimensions: int) -> tuple[int, ...]:
     """Checks the magic number (unsigned bytes, `dimensions` dims) and returns the sizes."""
-    try:
-        magic = stream.read(4)
-    except (OSError, EOFError) as error:
-        raise IngestionError(f"{path}: cannot be read ({error}).") from None
+    magic = _read(stream, path, 4)
     expected = bytes([0, 0, _IDX_UNSIGNED_BYTE, dimensions])
     if magic != expected:
         raise IngestionError(
@@ -100,7 +109,7 @@ def _read_idx_header(stream: BinaryIO, path: str, dimensions: int) -> tuple[int,
             f"(unsigned bytes, {dimensions} dimension{'s' if dimensions > 1 else ''}). "
             "Is this the right file, and is it gzipped only when named .gz?"
         )
-    sizes = stream.read(4 * dimensions)
+    sizes = _read(stream, path, 4 * dimensions)
     if len(sizes) != 4 * dimensions:
         raise IngestionError(f"{path}: the IDX header is cut short.")
     return struct.unpack(f">{dimensions}I", sizes)
@@ -123,17 +132,27 @@ def read_idx(images_path: str, class_names: Sequence[str]) -> Iterator[bytes]:
                 f"{images_path} holds {count} images but {labels_path} holds {label_count} labels; "
                 "they must come in pairs."
             )
-        all_labels = labels.read(count)
+        all_labels = _read(labels, labels_path, count)
         if len(all_labels) != count:
             raise IngestionError(f"{labels_path}: truncated, {len(all_labels)} of {count} labels.")
         name = os.path.basename(images_path)
         size = rows * columns
         for index, label in enumerate(all_labels):
-            pixels = images.read(size)
+            pixels = _read(images, images_path, size)
             if len(pixels) != size:
                 raise IngestionError(f"{images_path}: truncated at image {index} of {count}.")
             png = _encode_png(pixels, rows, columns)
             yield make_example(png, label, class_name_of(label, class_names), f"{name}:{index}", rows, columns)
+
+
+def read_idx_array(path: str, dimensions: int) -> np.ndarray:
+    """A whole IDX file of unsigned bytes as an array of the shape its (checked) header gives."""
+    with _open_idx(path) as stream:
+        shape = _read_idx_header(stream, path, dimensions)
+        data = _read(stream, path)
+    if len(data) != np.prod(shape):
+        raise IngestionError(f"{path}: holds {len(data)} bytes of data where its header promises {np.prod(shape)}.")
+    return np.frombuffer(data, np.uint8).reshape(shape)
 
 
 def idx_label_count(images_path: str) -> int:
@@ -141,7 +160,7 @@ def idx_label_count(images_path: str) -> int:
     labels_path = idx_labels_path(images_path)
     with _open_idx(labels_path) as labels:
         (count,) = _read_idx_header(labels, labels_path, 1)
-        return max(labels.read(count), default=0) + 1
+        return max(_read(labels, labels_path, count), default=0) + 1
 
 
 # --- class-per-folder trees of PNG/JPEG ------------------------------------------------------
@@ -149,6 +168,11 @@ def idx_label_count(images_path: str) -> int:
 
 def is_image_file(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def is_class_image(path: str) -> bool:
+    """An image file in a class folder; hidden folders (e.g. .ipynb_checkpoints) are no classes."""
+    return is_image_file(os.path.basename(path)) and not os.path.basename(os.path.dirname(path)).startswith(".")
 
 
 def class_folders(root: str) -> list[str]:
@@ -187,24 +211,38 @@ def read_image_file(path: str, data: bytes, class_names: Sequence[str]) -> bytes
 
 
 def read_tfrecord(path: str, class_names: Sequence[str]) -> Iterator[bytes]:
-    """Examples of a TFRecord file, checked and completed with class_name, source and size."""
+    """Examples of a TFRecord file, checked and completed with class_name, source and size.
+
+    Errors name the record as `file:index`; a record's own `source` feature is kept in the example.
+    """
     compression = "GZIP" if path.endswith(".gz") else ""
     name = os.path.basename(path)
     records = tf.data.TFRecordDataset(path, compression_type=compression).as_numpy_iterator()
-    for index, record in enumerate(records):
-        source = f"{name}:{index}"
+    index = 0
+    while True:
+        record_id = f"{name}:{index}"
+        try:
+            record = next(records)
+        except StopIteration:
+            return
+        except tf.errors.DataLossError:
+            raise IngestionError(
+                f"{path}: damaged or cut short at record {index} (is it gzipped only when named .gz?). "
+                "Write the file again."
+            ) from None
         try:
             feature = tf.train.Example.FromString(record).features.feature
         except Exception:  # noqa: BLE001 - protobuf raises its own DecodeError type
-            raise IngestionError(f"{source}: not a serialized tf.Example.") from None
+            raise IngestionError(f"{record_id}: not a serialized tf.Example.") from None
         image = feature[features.IMAGE].bytes_list.value if features.IMAGE in feature else []
         label = feature[features.LABEL].int64_list.value if features.LABEL in feature else []
         if len(image) != 1 or len(label) != 1:
             raise IngestionError(
-                f"{source}: needs one '{features.IMAGE}' bytes value (encoded PNG/JPEG) and one "
+                f"{record_id}: needs one '{features.IMAGE}' bytes value (encoded PNG/JPEG) and one "
                 f"'{features.LABEL}' int64 value."
             )
-        if features.SOURCE in feature and feature[features.SOURCE].bytes_list.value:
-            source = feature[features.SOURCE].bytes_list.value[0].decode()
-        height, width = image_size(image[0], source)
+        own_source = feature[features.SOURCE].bytes_list.value if features.SOURCE in feature else []
+        source = own_source[0].decode() if own_source else record_id
+        height, width = image_size(image[0], record_id)
         yield make_example(image[0], label[0], class_name_of(label[0], class_names), source, height, width)
+        index += 1

@@ -42,13 +42,30 @@ def detect(path: str, data_format: Optional[str] = None, class_names: Optional[S
         raise IngestionError(f"{path}: no such file or directory.")
     if not tf.io.gfile.isdir(path):  # a single file: its directory is the input base
         directory, name = os.path.split(path)
-        data_format = data_format or ("idx" if "-images-idx3-ubyte" in name else "tfrecord")
+        data_format = _check_format(data_format or _file_format(path), path, ("idx", "tfrecord"))
         return DataSource(data_format, directory, {"all": name}, _class_names(directory, data_format, [name], class_names))
-    data_format = data_format or _detect_format(path)
-    if data_format not in FORMATS:
-        raise IngestionError(f"unknown data format '{data_format}'; choose one of {', '.join(FORMATS)}.")
+    data_format = _check_format(data_format or _detect_format(path), path, FORMATS)
     patterns = _split_patterns(path, data_format)
     return DataSource(data_format, path, patterns, _class_names(path, data_format, list(patterns.values()), class_names))
+
+
+def _check_format(data_format: str, path: str, choices: Sequence[str]) -> str:
+    if data_format not in choices:
+        raise IngestionError(f"{path}: unknown data format '{data_format}'; choose one of {', '.join(choices)}.")
+    return data_format
+
+
+def _file_format(path: str) -> str:
+    """The format of a single data file, from its name."""
+    name = os.path.basename(path)
+    if "-images-idx3-ubyte" in name:
+        return "idx"
+    if ".tfrecord" in name:
+        return "tfrecord"
+    raise IngestionError(
+        f"{path}: not an IDX image file (*-images-idx3-ubyte[.gz]) or a TFRecord file (*.tfrecord[.gz]). "
+        "Rename it, or name the format with --format."
+    )
 
 
 def _detect_format(path: str) -> str:
