@@ -7,7 +7,7 @@ constraints.txt pins the whole resolved set; these are the direct dependencies.
 
 from setuptools import setup
 
-SUBPACKAGES = ["pipeline", "components", "components.ingestion", "models", "schemas"]
+SUBPACKAGES = ["pipeline", "components", "components.ingestion", "models", "schemas", "serving", "robustness"]
 
 setup(
     name="cnnpipe",
@@ -34,6 +34,7 @@ setup(
         "protobuf==4.25.5",
         "pillow==13.0.0",
     ],
-    extras_require={"test": ["pytest==9.2.0"]},
+    # kfp 2.13 is the newest kfp that installs beside TensorFlow 2.16's protobuf (< 5); cnnpipe compile/submit/schedule.
+    extras_require={"test": ["pytest==9.2.0", "kfp==2.13.0", "adversarial-robustness-toolbox==1.20.1"], "kubeflow": ["kfp==2.13.0"]},
     entry_points={"console_scripts": ["cnnpipe=cnnpipe.pipeline.cli:main"]},
 )

@@ -1,1 +1,1 @@
-"""Custom TFX components: image ingestion, the validation gate and the atomic pusher."""
+"""Custom TFX components: image ingestion, the validation gate, the atomic pusher and the adversarial examples."""

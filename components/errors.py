@@ -15,3 +15,7 @@ class DataValidationError(CnnpipeError):
 
 class TrainingError(CnnpipeError):
     """The Trainer's settings or inputs would train a broken model."""
+
+
+class RobustnessError(CnnpipeError):
+    """The adversarial evaluation's settings, model or examples cannot be used."""

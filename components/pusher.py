@@ -1,31 +1,36 @@
 """AtomicPusher: TFX's Pusher, but a new version appears in the serving directory all at once.
 
-The model is copied to a hidden staging directory beside the versions and renamed to its
-integer version when complete (TF Serving ignores names that are not integers), so a server
-polling `<base>/<model>/` never loads a half-written version. Versions only increase.
+The model is copied to a hidden staging directory beside the versions, checked there in a
+separate process against the Evaluator (`push_check`), and renamed to its integer version when
+complete (TF Serving ignores names that are not integers), so a server polling `<base>/<model>/`
+never loads a half-written or broken version. Versions only increase. After a push the Pusher
+keeps only the newest `keep_versions` versions (all by default) and rewrites
+`<serving_dir>/models.config` listing the served models.
 """
 
+import functools
 import os
 import time
 import uuid
+from typing import Callable, Optional
 
 import tensorflow as tf
+from absl import logging
 from tfx import types
 from tfx.components.pusher import executor as pusher_executor
-from tfx.components.pusher.component import Pusher
-from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.base import base_component, executor_spec
 from tfx.proto import pusher_pb2
-from tfx.types import artifact_utils, standard_component_specs
+from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils, proto_utils
 
+from cnnpipe.components import push_check
+from cnnpipe.pipeline import summary
+from cnnpipe.serving import model_config
+from cnnpipe.serving.model_config import versions as existing_versions
+
 STAGING_PREFIX = ".staging-"
-
-
-def existing_versions(base_dir: str) -> list[int]:
-    """Integer version directories under `base_dir`, ascending."""
-    if not tf.io.gfile.isdir(base_dir):
-        return []
-    return sorted(int(name.rstrip("/")) for name in tf.io.gfile.listdir(base_dir) if name.rstrip("/").isdigit())
+KEEP_VERSIONS_KEY = "keep_versions"
 
 
 def next_version(base_dir: str) -> int:
@@ -39,11 +44,12 @@ def _fingerprint(model_dir: str) -> bytes:
     return tf.io.gfile.GFile(path, "rb").read() if tf.io.gfile.exists(path) else b""
 
 
-def publish(model_dir: str, base_dir: str) -> str:
+def publish(model_dir: str, base_dir: str, check: Optional[Callable[[str], object]] = None) -> str:
     """Copies `model_dir` to `<base_dir>/<next version>` atomically; returns the version's path.
 
-    When the newest version already is this model (same SavedModel fingerprint), nothing is
-    copied and that version's path is returned.
+    `check` is called with the complete staged copy before it is renamed; when it raises, nothing
+    is published. When the newest version already is this model (same SavedModel fingerprint),
+    nothing is copied and that version's path is returned.
     """
     if not tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
         raise FileNotFoundError(f"{model_dir}: no saved_model.pb, so there is no model to push")
@@ -57,6 +63,8 @@ def publish(model_dir: str, base_dir: str) -> str:
     staging = os.path.join(base_dir, f"{STAGING_PREFIX}{uuid.uuid4().hex}")
     try:
         io_utils.copy_dir(model_dir, staging)
+        if check:
+            check(staging)
         destination = os.path.join(base_dir, str(next_version(base_dir)))
         tf.io.gfile.rename(staging, destination)
     finally:
@@ -65,8 +73,43 @@ def publish(model_dir: str, base_dir: str) -> str:
     return destination
 
 
+def prune(base_dir: str, keep: int) -> list[str]:
+    """Deletes all but the newest `keep` versions under `base_dir`; returns the deleted paths."""
+    if keep < 1:
+        raise ValueError(f"keep_versions must be at least 1, not {keep}")
+    old = [os.path.join(base_dir, str(version)) for version in existing_versions(base_dir)[:-keep]]
+    for path in old:
+        tf.io.gfile.rmtree(path)
+    return old
+
+
+class AtomicPusherSpec(standard_component_specs.PusherSpec):
+    """The Pusher's spec, plus the eval examples and evaluation the push check compares with."""
+
+    PARAMETERS = {
+        **standard_component_specs.PusherSpec.PARAMETERS,
+        KEEP_VERSIONS_KEY: ExecutionParameter(type=int, optional=True),
+    }
+    INPUTS = {
+        **standard_component_specs.PusherSpec.INPUTS,
+        standard_component_specs.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples, optional=True),
+        standard_component_specs.EVALUATION_KEY: ChannelParameter(
+            type=standard_artifacts.ModelEvaluation, optional=True
+        ),
+    }
+
+
+def _eval_files(input_dict: dict[str, list[types.Artifact]]) -> Optional[str]:
+    """The glob of the eval split's records, when the Pusher was given the examples."""
+    examples = input_dict.get(standard_component_specs.EXAMPLES_KEY)
+    if not examples:
+        return None
+    uri = artifact_utils.get_split_uri(examples, "eval")
+    return os.path.join(uri, "*")
+
+
 class Executor(pusher_executor.Executor):
-    """Pushes a blessed model to a filesystem destination with `publish`."""
+    """Pushes a blessed model to a filesystem destination with `publish`, after `push_check`."""
 
     def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict) -> None:
@@ -77,12 +120,46 @@ class Executor(pusher_executor.Executor):
         model_dir = self.GetModelPath(input_dict)
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
-        serving_path = publish(model_dir, destination.filesystem.base_directory)
+        base_dir = destination.filesystem.base_directory
+        eval_files = _eval_files(input_dict)
+        check = None
+        if eval_files:
+            evaluation = input_dict.get(standard_component_specs.EVALUATION_KEY)
+            accuracy = summary.candidate_accuracy(artifact_utils.get_single_uri(evaluation)) if evaluation else None
+            check = functools.partial(push_check.check, eval_files=eval_files, evaluator_accuracy=accuracy)
+        serving_path = publish(model_dir, base_dir, check)
+        keep = exec_properties.get(KEEP_VERSIONS_KEY)
+        if keep:
+            for path in prune(base_dir, keep):
+                logging.info("Removed old version %s (keeping the newest %d)", path, keep)
+        model_config.write(os.path.dirname(base_dir.rstrip("/")))
         io_utils.copy_dir(model_dir, model_push.uri)
         self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=os.path.basename(serving_path))
 
 
-class AtomicPusher(Pusher):
-    """Pusher whose versions become visible only when fully written."""
+class AtomicPusher(base_component.BaseComponent):
+    """Pusher whose versions become visible only when fully written and checked."""
 
+    SPEC_CLASS = AtomicPusherSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(
+        self,
+        model: types.BaseChannel,
+        model_blessing: types.BaseChannel,
+        push_destination: pusher_pb2.PushDestination,
+        examples: Optional[types.BaseChannel] = None,
+        evaluation: Optional[types.BaseChannel] = None,
+        keep_versions: Optional[int] = None,
+    ):
+        """`examples` and `evaluation` (ExampleGen's and the Evaluator's outputs) turn the push check on;
+        `keep_versions` keeps only the newest versions (None keeps all)."""
+        super().__init__(spec=AtomicPusherSpec(
+            model=model,
+            model_blessing=model_blessing,
+            push_destination=push_destination,
+            examples=examples,
+            evaluation=evaluation,
+            keep_versions=keep_versions,
+            pushed_model=types.Channel(type=standard_artifacts.PushedModel),
+        ))

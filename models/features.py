@@ -11,5 +11,14 @@ WIDTH = "width"
 IMAGE_XF = "image_xf"  # float32 [height, width, channels], normalized
 LABEL_XF = "label_xf"
 
+# Added to the adversarial copies of the eval examples (robustness/adversarial_examples.py).
+ATTACK = "attack"  # "none" (the clean copy), "fgsm" or "pgd"
+EPSILON = "epsilon"  # float, the L-inf bound on the [0, 1] pixel scale; 0 for the clean copy
+ATTACKED_MODEL = "attacked_model"  # "none" (clean), "candidate" or "baseline": whose gradients made the copy
+# Example weights: each model counts the clean copies and its own adversarial copies only (TFMA
+# ModelSpec.example_weight_key), so both are evaluated white box in one Evaluator.
+WEIGHT_CANDIDATE = "weight_candidate"
+WEIGHT_BASELINE = "weight_baseline"
+
 # Features a client does not send (the Trainer and Evaluator read them from the examples).
 NOT_SENT_BY_CLIENTS = (LABEL, CLASS_NAME, SOURCE, HEIGHT, WIDTH)

@@ -30,6 +30,18 @@ def decode_images(encoded: tf.Tensor, input_shape: tuple[int, int, int]) -> tf.T
     )
 
 
+def encode_images(pixels: tf.Tensor) -> tf.Tensor:
+    """float32 [batch, H, W, C] pixels in [0, 255] (C of 1-4) to PNG bytes [batch], rounded to 8 bits.
+
+    Serving sends raw pixels through the same decode, resize and normalization as training.
+    """
+    return tf.map_fn(
+        lambda image: tf.io.encode_png(tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)),
+        pixels,
+        fn_output_signature=tf.TensorSpec([], tf.string),
+    )
+
+
 def normalize(pixels: tf.Tensor, normalization: str) -> tf.Tensor:
     """[0, 255] pixels to [-1, 1] ("scale") or to zero mean, unit variance ("standardize").
 

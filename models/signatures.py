@@ -1,40 +1,99 @@
 """Serving signatures of the exported model: the transform graph, the model and the class names.
 
-`serving_default` takes serialized tf.Examples carrying the encoded `image` (the same records
-ingestion writes), applies the Transform graph and the model, and returns
-`probabilities` [N, classes], `class_ids` [N] and `class_names` [N].
+Every signature runs the Transform graph (the training preprocessing) and the model:
+
+- `serving_default`: serialized tf.Examples carrying the encoded `image` (the records ingestion
+  writes; TFMA evaluates through it).
+- `predict_image`: encoded PNG/JPEG bytes of any size and colour mode (`images`).
+- `predict_pixels`: float32 [N, H, W, C] pixels in [0, 255] (`pixels`), any size, 1-4 channels.
+- `embed`: encoded images to the penultimate layer's features (`embeddings` [N, D]).
+
+The three predict signatures return `probabilities` [N, classes], `class_ids` [N], `class_names`
+[N] and `all_class_names` [N, classes] (the name of each probability column, so a remote client
+can name the top classes). The class names are also the asset `assets/class_names.txt`.
 """
 
-from typing import Sequence
+import os
+import tempfile
+from typing import Callable, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from cnnpipe.models import features
+from cnnpipe.models import blocks, features, preprocessing
 
 SERVING_DEFAULT = "serving_default"
+PREDICT_IMAGE = "predict_image"
+PREDICT_PIXELS = "predict_pixels"
+EMBED = "embed"
+CLASS_NAMES_ASSET = "class_names.txt"
+
+# Input names of each signature (what a client sends).
+INPUTS = {SERVING_DEFAULT: "examples", PREDICT_IMAGE: "images", PREDICT_PIXELS: "pixels", EMBED: "images"}
+PREDICTION_OUTPUTS = ("probabilities", "class_ids", "class_names", "all_class_names")
+EMBEDDINGS = "embeddings"
 
 
-def _predictions(model: keras.Model, transformed: dict[str, tf.Tensor], class_names: tf.Tensor) -> dict[str, tf.Tensor]:
-    probabilities = model({features.IMAGE_XF: transformed[features.IMAGE_XF]})
+def _predictions(probabilities: tf.Tensor, class_names: tf.Tensor) -> dict[str, tf.Tensor]:
     class_ids = tf.argmax(probabilities, axis=-1)
     return {
         "probabilities": probabilities,
         "class_ids": class_ids,
         "class_names": tf.gather(class_names, class_ids),
+        "all_class_names": tf.tile(class_names[tf.newaxis], [tf.shape(probabilities)[0], 1]),
     }
 
 
-def export(model: keras.Model, tft_output: tft.TFTransformOutput, class_names: Sequence[str], export_dir: str) -> None:
-    """Saves `model` as a SavedModel with the Transform graph and the serving signatures."""
-    model.tft_layer = tft_output.transform_features_layer()  # tracked, so the graph is saved
-    model.class_names = tf.Variable(list(class_names), trainable=False, name="class_names")
-    image_spec = {features.IMAGE: tft_output.raw_feature_spec()[features.IMAGE]}
+def embedding_model(model: keras.Model) -> keras.Model:
+    """The model up to the input of its softmax head: the penultimate layer's features."""
+    return keras.Model(model.inputs, model.get_layer(blocks.HEAD).input, name=f"{model.name}_embedding")
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+
+def _signatures(model: keras.Model, image_spec: dict) -> dict[str, Callable]:
+    """The serving functions; they read the Transform layer, embedder and class names tracked on `model`."""
+
+    image_shape = [-1, *image_spec[features.IMAGE].shape]  # as tf.io.parse_example gives it, e.g. [N, 1]
+
+    def model_input(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        transformed = model.tft_layer({features.IMAGE: tf.reshape(images, image_shape)})
+        return {features.IMAGE_XF: transformed[features.IMAGE_XF]}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUTS[SERVING_DEFAULT])])
     def serve_examples(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         raw = tf.io.parse_example(serialized, image_spec)
-        return _predictions(model, model.tft_layer(raw), model.class_names)
+        return _predictions(model(model_input(raw[features.IMAGE])), model.class_names)
 
-    model.save(export_dir, save_format="tf", signatures={SERVING_DEFAULT: serve_examples})
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUTS[PREDICT_IMAGE])])
+    def predict_image(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return _predictions(model(model_input(images)), model.class_names)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32, name=INPUTS[PREDICT_PIXELS])])
+    def predict_pixels(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        return _predictions(model(model_input(preprocessing.encode_images(pixels))), model.class_names)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUTS[EMBED])])
+    def embed(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {EMBEDDINGS: model.embedder(model_input(images))}
+
+    return {SERVING_DEFAULT: serve_examples, PREDICT_IMAGE: predict_image, PREDICT_PIXELS: predict_pixels, EMBED: embed}
+
+
+def export(model: keras.Model, tft_output: tft.TFTransformOutput, class_names: Sequence[str], export_dir: str) -> None:
+    """Saves `model` as a SavedModel with the Transform graph, the serving signatures and the class names."""
+    model.tft_layer = tft_output.transform_features_layer()  # tracked, so the graph is saved
+    model.class_names = tf.Variable(list(class_names), trainable=False, name="class_names")
+    model.embedder = embedding_model(model)
+    image_spec = {features.IMAGE: tft_output.raw_feature_spec()[features.IMAGE]}
+    with tempfile.TemporaryDirectory() as scratch:
+        names_file = os.path.join(scratch, CLASS_NAMES_ASSET)
+        with open(names_file, "w", encoding="utf-8") as f:
+            f.write("".join(f"{name}\n" for name in class_names))
+        model.class_names_file = tf.saved_model.Asset(names_file)  # copied to <export_dir>/assets/
+        model.save(export_dir, save_format="tf", signatures=_signatures(model, image_spec))
+
+
+def read_class_names(model_dir: str) -> list[str]:
+    """The class names a SavedModel carries, in class-id order (from its assets)."""
+    with tf.io.gfile.GFile(os.path.join(model_dir, "assets", CLASS_NAMES_ASSET)) as f:
+        return f.read().splitlines()

@@ -2,12 +2,16 @@
 
 import argparse
 import ast
+import dataclasses
 import os
 import re
 import sys
 import time
 import warnings
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
+
+if TYPE_CHECKING:
+    from cnnpipe.pipeline.config import PipelineConfig
 
 # Keep TensorFlow's C++ start-up chatter out of the output; set before anything imports TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -37,14 +41,9 @@ def _option(text: str) -> tuple[str, object]:
         return key, value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from cnnpipe.pipeline.config import PipelineConfig  # noqa: PLC0415 - keeps --help fast
-
-    d = PipelineConfig()
-    parser = argparse.ArgumentParser(prog="cnnpipe", description="TFX pipeline: labelled images in, a served CNN out.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run the pipeline locally (LocalDagRunner, Beam DirectRunner)")
-    data = run.add_argument_group("data")
+def add_pipeline_options(command: argparse.ArgumentParser, d: "PipelineConfig") -> None:
+    """The data, model, training and blessing options of `run` and `compile`; `d` holds the defaults."""
+    data = command.add_argument_group("data")
     data.add_argument("--data", default=d.data, help=f"a known data set's name or a path to images (default {d.data})")
     data.add_argument("--format", dest="data_format", choices=("idx", "folder", "tfrecord"), help="default: detected")
     data.add_argument("--class-names", type=_names, help="comma-separated, in label order (default: from the data)")
@@ -52,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "inferred by SchemaGen for other data)")
     data.add_argument("--eval-percent", type=int, default=d.eval_percent,
                       help=f"eval share when the data has no split of its own (default {d.eval_percent})")
-    model = run.add_argument_group("model and training")
+    data.add_argument("--span-window", type=int, default=d.span_window, metavar="K",
+                      help="data in DATA/span-N/ directories: ingest the newest span, train on the newest K "
+                      f"(default {d.span_window})")
+    model = command.add_argument_group("model and training")
     model.add_argument("--model", default=d.model, help=f"model from the registry (default {d.model})")
     model.add_argument("--model-option", dest="model_options", type=_option, action="append",
                        metavar="KEY=VALUE", help="a keyword of the model's builder, repeatable (e.g. width=32)")
@@ -74,20 +76,88 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --warm-start: train only the classification head")
     model.add_argument("--seed", type=int, default=d.seed,
                        help=f"random seed for initialization and shuffling (default {d.seed})")
-    blessing = run.add_argument_group("blessing")
+    blessing = command.add_argument_group("blessing")
     blessing.add_argument("--min-accuracy", type=float, default=d.min_accuracy,
                           help=f"lowest overall eval accuracy to bless (default {d.min_accuracy})")
     blessing.add_argument("--max-accuracy-drop", type=float, default=d.max_accuracy_drop,
                           help="how far below the last blessed model's accuracy a model may be and still be blessed "
                           f"(default {d.max_accuracy_drop})")
-    where = run.add_argument_group("outputs")
+
+
+def add_kubeflow_target(command: argparse.ArgumentParser, default_package: str, default_experiment: str) -> None:
+    """Where `submit` and `schedule` send the compiled pipeline."""
+    command.add_argument("--host", required=True,
+                         help="the Kubeflow Pipelines API, e.g. http://localhost:8080 (a port-forwarded ml-pipeline-ui)")
+    command.add_argument("--package", default=default_package,
+                         help=f"the pipeline spec `cnnpipe compile` wrote (default {default_package})")
+    command.add_argument("--experiment", default=default_experiment,
+                         help=f"KFP experiment, created when missing (default {default_experiment})")
+
+
+def add_local_outputs(command: argparse.ArgumentParser, d: "PipelineConfig") -> None:
+    """Where `run` and `retrain` write: output directory, serving directory, Beam options."""
+    where = command.add_argument_group("outputs")
     where.add_argument("--output", dest="output_dir", default=d.output_dir,
                        help=f"pipeline root, metadata and logs (default ./{d.output_dir})")
     where.add_argument("--serving-dir", help="TF Serving base directory (default OUTPUT/serving)")
     where.add_argument("--model-name", help="served model name (default: the data set's name)")
+    where.add_argument("--keep-versions", type=int, metavar="K",
+                       help="keep only the newest K pushed versions (default: keep all)")
     where.add_argument("--beam-arg", dest="beam_args", action="append",
                        help=f"Beam pipeline option, repeatable (default {' '.join(d.beam_args)})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cnnpipe.pipeline import kubeflow_runner  # noqa: PLC0415
+    from cnnpipe.pipeline.config import PipelineConfig  # noqa: PLC0415 - keeps --help fast
+    from cnnpipe.serving import commands as serving_commands  # noqa: PLC0415
+
+    d = PipelineConfig()
+    parser = argparse.ArgumentParser(prog="cnnpipe", description="TFX pipeline: labelled images in, a served CNN out.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the pipeline locally (LocalDagRunner, Beam DirectRunner)")
+    add_pipeline_options(run, d)
+    add_local_outputs(run, d)
     run.set_defaults(func=_run)
+
+    retrain = commands.add_parser(
+        "retrain", help="run locally on the newest span (DATA/span-N/) unless it was trained already, warm-started "
+        "from the last blessed model; push only when blessed against it (safe from cron)")
+    add_pipeline_options(retrain, d)
+    add_local_outputs(retrain, d)
+    retrain.set_defaults(func=_retrain)
+
+    compile_ = commands.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines (a KFP v2 pipeline spec)")
+    add_pipeline_options(compile_, d)
+    kubeflow = compile_.add_argument_group("Kubeflow")
+    kubeflow.add_argument("--pipeline-root", required=True, metavar="URI",
+                          help="where the steps write their artifacts, a URI the pods can write (gs://…)")
+    kubeflow.add_argument("--image", required=True, help="the image every step runs in, built from kubeflow/Dockerfile")
+    kubeflow.add_argument("--serving-dir", metavar="URI", help="TF Serving base directory (default PIPELINE_ROOT/serving)")
+    kubeflow.add_argument("--model-name", help="served model name (default: the data set's name)")
+    kubeflow.add_argument("--keep-versions", type=int, metavar="K",
+                          help="keep only the newest K pushed versions (default: keep all)")
+    kubeflow.add_argument("--beam-arg", dest="beam_args", action="append", metavar="OPTION",
+                          help=f"Beam pipeline option, repeatable, e.g. --beam-arg=--runner=DataflowRunner "
+                          f"(default {' '.join(kubeflow_runner.DEFAULT_BEAM_ARGS)}; kubeflow/README.md has the "
+                          "options of Dataflow, Flink and Spark)")
+    kubeflow.add_argument("-o", "--package", default=kubeflow_runner.DEFAULT_PACKAGE,
+                          help=f"the pipeline spec file to write (default {kubeflow_runner.DEFAULT_PACKAGE})")
+    compile_.set_defaults(func=_compile)
+
+    submit = commands.add_parser("submit", help="run the compiled pipeline once on Kubeflow Pipelines")
+    add_kubeflow_target(submit, kubeflow_runner.DEFAULT_PACKAGE, kubeflow_runner.DEFAULT_EXPERIMENT)
+    submit.add_argument("--run-name", help="the run's name (default: the package's name and the time)")
+    submit.set_defaults(func=_submit)
+
+    schedule = commands.add_parser("schedule", help="run the compiled pipeline on Kubeflow Pipelines on a schedule")
+    add_kubeflow_target(schedule, kubeflow_runner.DEFAULT_PACKAGE, kubeflow_runner.DEFAULT_EXPERIMENT)
+    schedule.add_argument("--cron", required=True,
+                          help="six fields, seconds first: '0 0 3 * * *' is 03:00 every day")
+    schedule.add_argument("--name", help="the recurring run's name (default: the package's name and the cron)")
+    schedule.set_defaults(func=_schedule)
+
+    serving_commands.add_commands(commands)  # serve, predict
 
     models = commands.add_parser("models", help="list the model registry: input size, parameters, layers")
     models.add_argument("--input-shape", type=_shape, help="H,W,C to build the models for (default: each one's own)")
@@ -119,24 +189,73 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def pipeline_config(args: argparse.Namespace, default_beam_args: Sequence[str]) -> "PipelineConfig":
+    """The PipelineConfig of the parsed options; options not given keep PipelineConfig's defaults."""
+    from cnnpipe.pipeline.config import PipelineConfig  # noqa: PLC0415
+
+    fields = {field.name for field in dataclasses.fields(PipelineConfig)}
+    options = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    return PipelineConfig(**{
+        **options,
+        "model_options": dict(args.model_options or ()),
+        "beam_args": tuple(args.beam_args or default_beam_args),
+    })
+
+
 def _run(args: argparse.Namespace) -> int:
     from cnnpipe.pipeline import local_runner, summary  # noqa: PLC0415
     from cnnpipe.pipeline.config import PipelineConfig  # noqa: PLC0415
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "func") and v is not None}
-    config = PipelineConfig(**{
-        **options,
-        "model_options": dict(args.model_options or ()),
-        "beam_args": tuple(args.beam_args or PipelineConfig().beam_args),
-    })
+    config = pipeline_config(args, PipelineConfig().beam_args)
     started = time.monotonic()
-    seconds = local_runner.run(config)
+    with local_runner.output_lock(config.output_dir):
+        seconds = local_runner.run(config)
     total = time.monotonic() - started
     print("\nComponent wall times: " + ", ".join(f"{name} {s:.1f}s" for name, s in seconds.items()))
     print(f"Total {total / 60:.1f} min\n")
     result = summary.summarize(local_runner.metadata_path(config.output_dir), config.name)
     print(result.format())
     return 0 if result.pushed_to else EXIT_NOT_PUSHED
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from cnnpipe.pipeline import retrain  # noqa: PLC0415
+    from cnnpipe.pipeline.config import PipelineConfig  # noqa: PLC0415
+
+    result = retrain.retrain(pipeline_config(args, PipelineConfig().beam_args))
+    if result.run is None:
+        return 0
+    print("\n" + result.run.format())
+    return 0 if result.run.pushed_to else EXIT_NOT_PUSHED
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from cnnpipe.pipeline import kubeflow_runner  # noqa: PLC0415
+
+    config = pipeline_config(args, kubeflow_runner.DEFAULT_BEAM_ARGS)
+    spec = kubeflow_runner.compile_pipeline(config, args.pipeline_root, args.image, args.package)
+    serving = kubeflow_runner.for_kubeflow(config, args.pipeline_root).serving_base
+    print(f"cnnpipe: pipeline '{spec.pipeline_info.name}', {len(spec.root.dag.tasks)} steps, written to {args.package}")
+    print(f"  image {args.image}\n  pipeline root {spec.default_pipeline_root}\n  serving {serving}")
+    print(f"  Beam args {' '.join(config.beam_args)}")
+    print(f"Run it with: cnnpipe submit --host URL --package {args.package}")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from cnnpipe.pipeline import kubeflow_runner  # noqa: PLC0415
+
+    run_id = kubeflow_runner.submit(args.host, args.package, args.experiment, args.run_name)
+    print(f"cnnpipe: run {run_id} of {args.package} created at {args.host}, experiment '{args.experiment}'")
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from cnnpipe.pipeline import kubeflow_runner  # noqa: PLC0415
+
+    recurring_run_id = kubeflow_runner.schedule(args.host, args.cron, args.package, args.experiment, args.name)
+    print(f"cnnpipe: recurring run {recurring_run_id} of {args.package} created at {args.host} on '{args.cron}'")
+    return 0
 
 
 def user_error(error: BaseException) -> Optional[BaseException]:

@@ -42,6 +42,8 @@ class PipelineConfig:
     output_dir: str = "cnnpipe-output"
     serving_dir: Optional[str] = None  # <output_dir>/serving when None
     model_name: Optional[str] = None  # the served model's name; the data set's name when None
+    keep_versions: Optional[int] = None  # the Pusher keeps only the newest K versions; None keeps all
+    span_window: int = 1  # with data in span-N/ directories: train on the newest K spans
     beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
 
     @property

@@ -9,12 +9,14 @@ from typing import Optional
 
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
+from tfx.proto import range_config_pb2
 
 from cnnpipe.components.ingestion.component import ImageExampleGen
 from cnnpipe.components.ingestion.source import DataSource
 from cnnpipe.components.pusher import AtomicPusher
 from cnnpipe.components.validation_gate import ValidationGate
 from cnnpipe.models.trainer import WARM_START_LATEST, TrainingConfig
+from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.evaluation import eval_config
 
 PREPROCESSING_FN = "cnnpipe.models.preprocessing.preprocessing_fn"
@@ -33,12 +35,28 @@ def create_pipeline(
     eval_percent: int = 10,
     min_accuracy: float = 0.85,
     max_accuracy_drop: float = 0.0,
+    keep_versions: Optional[int] = None,
+    span_window: int = 1,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: tuple[str, ...] = (),
 ) -> tfx.dsl.Pipeline:
-    """The TFX pipeline: ingest, validate, transform, train, evaluate, push."""
+    """The TFX pipeline: ingest, validate, transform, train, evaluate, push.
+
+    With data in spans, ExampleGen ingests the newest span, which is validated and evaluated on;
+    Transform and the Trainer see the newest `span_window` spans.
+    """
     example_gen = ImageExampleGen(source, eval_percent=eval_percent)
     examples = example_gen.outputs["examples"]
+    span_resolvers = []  # the newest `span_window` spans' examples, this run's included
+    if source.has_spans and span_window > 1:
+        span_resolvers.append(tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.SpanRangeStrategy,
+            config={"range_config": range_config_pb2.RangeConfig(
+                rolling_range=range_config_pb2.RollingRange(num_spans=span_window))},
+            examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples, producer_component_id=example_gen.id),
+        ).with_id("span_window_resolver"))
+        span_resolvers[0].add_upstream_node(example_gen)
+    training_examples = span_resolvers[0].outputs["examples"] if span_resolvers else examples
     statistics_gen = tfx.components.StatisticsGen(examples=examples)
     if schema_file:
         schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
@@ -53,7 +71,7 @@ def create_pipeline(
         schema_source=schema_file or "inferred by SchemaGen",
     )
     transform = tfx.components.Transform(
-        examples=examples,
+        examples=training_examples,
         schema=schema,
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"input_shape": list(training.input_shape), "normalization": normalization},
@@ -87,15 +105,45 @@ def create_pipeline(
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_base)
         ),
+        examples=examples,  # the push check queries the candidate with the eval split
+        evaluation=evaluator.outputs["evaluation"],
+        keep_versions=keep_versions,
     )
     return tfx.dsl.Pipeline(
         pipeline_name=name,
         pipeline_root=os.path.join(pipeline_root),
         components=[
             example_gen, statistics_gen, schema_gen, example_validator, validation_gate,
-            transform, baseline_resolver, trainer, evaluator, pusher,
+            *span_resolvers, transform, baseline_resolver, trainer, evaluator, pusher,
         ],
         enable_cache=True,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args),
+    )
+
+
+def pipeline_for(
+    config: PipelineConfig,
+    name: str,
+    pipeline_root: str,
+    schema_file: Optional[str],
+    metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+) -> tfx.dsl.Pipeline:
+    """`create_pipeline` with `config`'s settings; the runner chooses the name, root, schema path and metadata."""
+    source = config.data_source()
+    return create_pipeline(
+        name=name,
+        pipeline_root=pipeline_root,
+        source=source,
+        schema_file=schema_file,
+        training=config.training_config(source.class_names),
+        serving_base=config.serving_base,
+        normalization=config.normalization,
+        eval_percent=config.eval_percent,
+        min_accuracy=config.min_accuracy,
+        max_accuracy_drop=config.max_accuracy_drop,
+        keep_versions=config.keep_versions,
+        span_window=config.span_window,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=config.beam_args,
     )

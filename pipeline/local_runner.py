@@ -6,6 +6,7 @@ Everything of a run lives under the output directory: `metadata.sqlite`, the art
 
 import contextlib
 import datetime
+import fcntl
 import logging
 import os
 import sys
@@ -15,33 +16,44 @@ from typing import Iterator, TextIO
 from absl import logging as absl_logging
 from tfx import v1 as tfx
 
+from cnnpipe.components.errors import CnnpipeError
 from cnnpipe.pipeline import dag
 from cnnpipe.pipeline.config import PipelineConfig
+
+
+LOCK_FILE = ".cnnpipe.lock"
 
 
 def metadata_path(output_dir: str) -> str:
     return os.path.join(output_dir, "metadata.sqlite")
 
 
+@contextlib.contextmanager
+def output_lock(output_dir: str) -> Iterator[None]:
+    """Holds an exclusive lock on `output_dir`; refuses at once when another run holds it."""
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, LOCK_FILE), "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise CnnpipeError(
+                f"{output_dir}: another cnnpipe run (pid {lock.read().strip() or '?'}) is using this output "
+                "directory and its metadata store; wait for it to finish, or use another --output."
+            ) from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def build_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     """The pipeline for `config`, with its state under `config.output_dir`."""
-    source = config.data_source()
-    return dag.create_pipeline(
-        name=config.name,
-        pipeline_root=os.path.join(config.output_dir, "pipeline"),
-        source=source,
-        schema_file=config.schema_file(),
-        training=config.training_config(source.class_names),
-        serving_base=config.serving_base,
-        normalization=config.normalization,
-        eval_percent=config.eval_percent,
-        min_accuracy=config.min_accuracy,
-        max_accuracy_drop=config.max_accuracy_drop,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            metadata_path(config.output_dir)
-        ),
-        beam_pipeline_args=config.beam_args,
-    )
+    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path(config.output_dir))
+    return dag.pipeline_for(config, config.name, os.path.join(config.output_dir, "pipeline"), config.schema_file(), metadata)
 
 
 class ComponentProgress(logging.Handler):

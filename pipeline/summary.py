@@ -41,25 +41,26 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def _store(metadata_file: str) -> metadata_store.MetadataStore:
+def store(metadata_file: str) -> metadata_store.MetadataStore:
+    """The ML Metadata store of a local run (sqlite)."""
     return metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_file))
 
 
-def _newest_run(store: metadata_store.MetadataStore, pipeline_name: str) -> metadata_store_pb2.Context:
-    pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
+def _newest_run(mlmd: metadata_store.MetadataStore, pipeline_name: str) -> metadata_store_pb2.Context:
+    pipeline = mlmd.get_context_by_type_and_name("pipeline", pipeline_name)
     if pipeline is None:
         raise ValueError(f"no run of pipeline '{pipeline_name}' in this metadata store")
-    newest = max(store.get_executions_by_context(pipeline.id), key=lambda execution: execution.id)
-    return next(c for c in store.get_contexts_by_execution(newest.id) if c.type == "pipeline_run")
+    newest = max(mlmd.get_executions_by_context(pipeline.id), key=lambda execution: execution.id)
+    return next(c for c in mlmd.get_contexts_by_execution(newest.id) if c.type == "pipeline_run")
 
 
 def run_outputs(metadata_file: str, pipeline_name: str) -> tuple[str, dict[str, metadata_store_pb2.Artifact]]:
     """The newest run's id and its output artifacts by output key ("examples", "model", ...)."""
-    store = _store(metadata_file)
-    run = _newest_run(store, pipeline_name)
-    executions = [e.id for e in store.get_executions_by_context(run.id)]
-    keys = {e.artifact_id: e.path.steps[0].key for e in store.get_events_by_execution_ids(executions) if e.type == _OUTPUT}
-    return run.name, {keys[a.id]: a for a in store.get_artifacts_by_id(list(keys))}
+    mlmd = store(metadata_file)
+    run = _newest_run(mlmd, pipeline_name)
+    executions = [e.id for e in mlmd.get_executions_by_context(run.id)]
+    keys = {e.artifact_id: e.path.steps[0].key for e in mlmd.get_events_by_execution_ids(executions) if e.type == _OUTPUT}
+    return run.name, {keys[a.id]: a for a in mlmd.get_artifacts_by_id(list(keys))}
 
 
 def _accuracy_by_slice(evaluation_uri: str) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
@@ -76,6 +77,11 @@ def _accuracy_by_slice(evaluation_uri: str) -> tuple[dict[str, dict[str, float]]
             if entry.key.model_name != "baseline" or not slice_name:
                 target[entry.key.name] = entry.value.double_value.value
     return candidate, baseline
+
+
+def candidate_accuracy(evaluation_uri: str) -> Optional[float]:
+    """The evaluated model's overall accuracy, as the Evaluator measured it."""
+    return _accuracy_by_slice(evaluation_uri)[0].get("", {}).get(ACCURACY)
 
 
 def _failure(failure) -> str:

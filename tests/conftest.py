@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.datasets import FASHION_MNIST, fashion_mnist_arrays
 
 
@@ -45,3 +46,50 @@ def encode(pixels: np.ndarray, mode: str = "L", size=None, image_format: str = "
     buffer = io.BytesIO()
     image.save(buffer, format=image_format)
     return buffer.getvalue()
+
+
+def train_and_export(directory: str, images: np.ndarray, labels: np.ndarray, normalization: str = "scale",
+                     epochs: int = 1, seed: int = 0) -> str:
+    """A LeNet-5 trained briefly on real images as the pipeline trains it (preprocessing_fn analyzed and
+    applied by TFT), exported with the Transform graph by `signatures.export`; returns the model's path,
+    `directory`/Format-Serving as in a Trainer's Model artifact (so `directory` can be imported as one)."""
+    import apache_beam as beam  # noqa: PLC0415 - heavy; only the tests that train import them
+    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow_transform as tft  # noqa: PLC0415
+    import tensorflow_transform.beam as tft_beam  # noqa: PLC0415
+    import tf_keras as keras  # noqa: PLC0415
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils  # noqa: PLC0415
+    from tfx.utils import path_utils  # noqa: PLC0415
+
+    from cnnpipe.models import features, signatures, trainer  # noqa: PLC0415
+    from cnnpipe.models.preprocessing import preprocessing_fn  # noqa: PLC0415
+
+    raw_spec = {features.IMAGE: tf.io.FixedLenFeature([1], tf.string), features.LABEL: tf.io.FixedLenFeature([1], tf.int64)}
+    records = [{features.IMAGE: [encode(p)], features.LABEL: [int(label)]} for p, label in zip(images, labels)]
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
+    config = {"input_shape": [*images.shape[1:3], 1], "normalization": normalization}
+    transform_dir = os.path.join(directory, "transform")
+    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=os.path.join(directory, "tmp"), force_tf_compat_v1=False):
+        transform_fn = (pipeline | beam.Create(records), metadata) | tft_beam.AnalyzeDataset(
+            lambda inputs: preprocessing_fn(inputs, config)
+        )
+        _ = transform_fn | tft_beam.WriteTransformFn(transform_dir)
+    metadata_io.write_metadata(metadata, os.path.join(transform_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
+    tft_output = tft.TFTransformOutput(transform_dir)
+    training = trainer.TrainingConfig(model="lenet5", input_shape=tuple(config["input_shape"]),
+                                      class_names=FASHION_MNIST.class_names, batch_size=32, shuffle_buffer=len(labels))
+    keras.utils.set_random_seed(seed)
+    model = trainer.build_compiled_model(training)
+    encoded = tf.constant([[record[features.IMAGE][0]] for record in records])
+    x = tft_output.transform_raw_features({features.IMAGE: encoded})[features.IMAGE_XF]
+    model.fit(x, labels, batch_size=32, epochs=epochs, verbose=0)
+    export_dir = path_utils.serving_model_dir(directory)
+    signatures.export(model, tft_output, FASHION_MNIST.class_names, export_dir)
+    return export_dir
+
+
+def small_run_config(data: str, output_dir: str, **settings) -> PipelineConfig:
+    """The pipeline's settings for a real Fashion-MNIST slice at `data`: one quick epoch, a low bar to bless."""
+    defaults = dict(schema="fashion_mnist", class_names=FASHION_MNIST.class_names, epochs=1, batch_size=32,
+                    min_accuracy=0.5)
+    return PipelineConfig(data=data, output_dir=output_dir, **{**defaults, **settings})

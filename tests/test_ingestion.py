@@ -258,6 +258,18 @@ def test_detection_errors_name_the_path_and_the_fix(tmp_path):
         source.detect(str(tmp_path), "tfrecord", NAMES)
 
 
+def test_spans_take_their_layout_from_the_newest_span(tmp_path):
+    for span, count in ((1, 4), (2, 6)):
+        write_idx(str(tmp_path / f"span-{span}"), "train", *fashion_mnist("train", count))
+        write_idx(str(tmp_path / f"span-{span}"), "t10k", *fashion_mnist("t10k", 2))
+    (tmp_path / "class_names.txt").write_text("\n".join(NAMES))
+    data = source.detect(str(tmp_path))
+    assert source.spans(str(tmp_path)) == [1, 2] and data.has_spans
+    assert data.split_patterns == {"train": "span-{SPAN}/train*-images-idx3-ubyte*", "eval": "span-{SPAN}/t10k*-images-idx3-ubyte*"}
+    assert data.format == "idx" and data.class_names == NAMES
+    assert not source.detect(str(tmp_path / "span-1")).has_spans
+
+
 def test_a_single_file_needs_a_known_format(tmp_path):
     path = write_idx(str(tmp_path), "train", *fashion_mnist("train", 2))
     with pytest.raises(IngestionError, match=f"{re.escape(path)}: unknown data format 'folder'"):

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
-from conftest import encode, fashion_mnist, write_fashion_mnist_slice
+from conftest import encode, fashion_mnist, small_run_config, write_fashion_mnist_slice
 from cnnpipe.components.errors import DataValidationError
 from cnnpipe.components.ingestion.formats import make_example
 from cnnpipe.pipeline import evaluation, local_runner, summary
@@ -28,15 +28,7 @@ TRAIN, TEST = 2000, 500
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    config = PipelineConfig(
-        data=write_fashion_mnist_slice(str(root / "fashion"), TRAIN, TEST),
-        schema="fashion_mnist",
-        class_names=FASHION_MNIST.class_names,
-        epochs=1,
-        batch_size=32,
-        min_accuracy=0.5,
-        output_dir=str(root / "out"),
-    )
+    config = small_run_config(write_fashion_mnist_slice(str(root / "fashion"), TRAIN, TEST), str(root / "out"))
     local_runner.run(config, out=io.StringIO())
     return config
 

@@ -5,7 +5,8 @@ import os
 import pytest
 from tfx.dsl.io.filesystem import NotFoundError
 
-from cnnpipe.components.pusher import STAGING_PREFIX, existing_versions, publish
+from cnnpipe.components.pusher import STAGING_PREFIX, existing_versions, prune, publish
+from cnnpipe.serving import model_config
 
 
 def make_model_dir(path, content: str) -> str:
@@ -52,3 +53,51 @@ def test_the_model_already_served_is_not_pushed_again(tmp_path):
     first = publish(model, base)
     assert publish(model, base) == first
     assert existing_versions(base) == [int(os.path.basename(first))]
+
+
+def test_a_failed_check_of_the_staged_copy_publishes_nothing(tmp_path):
+    base = tmp_path / "serving" / "fashion"
+    first = publish(make_model_dir(tmp_path / "a", "first"), str(base))
+    staged = []
+
+    def refuse(path: str) -> None:
+        staged.append(path)
+        assert os.path.exists(os.path.join(path, "variables", "variables.index"))  # the whole copy, before the rename
+        raise RuntimeError("disagrees with the Evaluator")
+
+    with pytest.raises(RuntimeError, match="disagrees"):
+        publish(make_model_dir(tmp_path / "b", "second"), str(base), check=refuse)
+    assert os.path.basename(staged[0]).startswith(STAGING_PREFIX)
+    assert os.listdir(base) == [os.path.basename(first)]
+
+
+def test_prune_keeps_the_newest_versions(tmp_path):
+    base = str(tmp_path / "serving" / "fashion")
+    paths = [publish(make_model_dir(tmp_path / str(i), f"model {i}"), base) for i in range(4)]
+    assert prune(base, 2) == paths[:2]
+    assert existing_versions(base) == [int(os.path.basename(path)) for path in paths[2:]]
+    with pytest.raises(ValueError, match="at least 1"):
+        prune(base, 0)
+
+
+def test_models_config_lists_every_served_model_in_tf_serving_format(tmp_path):
+    serving = tmp_path / "serving"
+    publish(make_model_dir(tmp_path / "a", "a"), str(serving / "fashion"))
+    publish(make_model_dir(tmp_path / "b", "b"), str(serving / "digits"))
+    (serving / "empty").mkdir()  # no versions: not a model yet
+    path = model_config.write(str(serving))
+    text = open(path).read()
+    assert text.startswith("model_config_list {")
+    config = model_config.read(path)
+    assert [(c.name, c.base_path, c.model_platform) for c in config.model_config_list.config] == [
+        ("digits", str(serving / "digits"), "tensorflow"),
+        ("fashion", str(serving / "fashion"), "tensorflow"),
+    ]
+    assert sorted(os.listdir(serving)) == ["digits", "empty", "fashion", "models.config"]  # no temporary file left
+
+
+def test_a_damaged_models_config_is_named(tmp_path):
+    path = tmp_path / "models.config"
+    path.write_text("model_config_list { config { nam: 'x' } }")
+    with pytest.raises(ValueError, match="models.config: not a TF Serving model config"):
+        model_config.read(str(path))

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 from typing import Optional, Sequence
 
 import tensorflow as tf
@@ -14,6 +15,8 @@ TRAIN, EVAL = "train", "eval"
 # Directory or file-name prefixes that mark a data set's own evaluation split.
 EVAL_PREFIXES = ("t10k", "test", "eval", "val", "validation")
 CLASS_NAMES_FILE = "class_names.txt"
+SPAN_DIRECTORY = "span-{SPAN}"  # TFX's span placeholder: data/span-1/, data/span-2/, ...
+_SPAN_NAME = re.compile(r"span-(\d+)$")
 _FILE_SUFFIXES = {"idx": "-images-idx3-ubyte*", "tfrecord": ".tfrecord*"}  # .tfrecord[s][.gz]
 
 
@@ -34,6 +37,17 @@ class DataSource:
     def has_own_split(self) -> bool:
         return set(self.split_patterns) == {TRAIN, EVAL}
 
+    @property
+    def has_spans(self) -> bool:
+        """Whether the data arrives in spans; ExampleGen then ingests the newest one."""
+        return any(SPAN_DIRECTORY in pattern for pattern in self.split_patterns.values())
+
+
+def spans(path: str) -> list[int]:
+    """The span numbers of `path`'s `span-N` subdirectories, ascending."""
+    names = [name.rstrip("/") for name in tf.io.gfile.listdir(path)] if tf.io.gfile.isdir(path) else []
+    return sorted(int(match.group(1)) for match in map(_SPAN_NAME.match, names) if match)
+
 
 def detect(path: str, data_format: Optional[str] = None, class_names: Optional[Sequence[str]] = None) -> DataSource:
     """Describes the data at `path`, detecting the format unless `data_format` is given."""
@@ -44,6 +58,12 @@ def detect(path: str, data_format: Optional[str] = None, class_names: Optional[S
         directory, name = os.path.split(path)
         data_format = _check_format(data_format or _file_format(path), path, ("idx", "tfrecord"))
         return DataSource(data_format, directory, {"all": name}, _class_names(directory, data_format, [name], class_names))
+    span_numbers = spans(path)
+    if span_numbers:  # every span is laid out like the newest one
+        class_names = class_names or _names_file(path)
+        newest = detect(os.path.join(path, f"span-{span_numbers[-1]}"), data_format, class_names)
+        patterns = {split: f"{SPAN_DIRECTORY}/{pattern}" for split, pattern in newest.split_patterns.items()}
+        return DataSource(newest.format, path, patterns, newest.class_names)
     data_format = _check_format(data_format or _detect_format(path), path, FORMATS)
     patterns = _split_patterns(path, data_format)
     return DataSource(data_format, path, patterns, _class_names(path, data_format, list(patterns.values()), class_names))
@@ -102,12 +122,9 @@ def _class_names(
     path: str, data_format: str, patterns: list[str], given: Optional[Sequence[str]]
 ) -> tuple[str, ...]:
     """Class names: given, else `class_names.txt`, else folder names, else numbers from IDX labels."""
+    given = given or _names_file(path)
     if given:
         return tuple(given)
-    names_file = os.path.join(path, CLASS_NAMES_FILE)
-    if tf.io.gfile.exists(names_file):
-        with tf.io.gfile.GFile(names_file) as f:
-            return tuple(line.strip() for line in f if line.strip())
     if data_format == "folder":
         names = formats.class_folders(os.path.join(path, os.path.dirname(os.path.dirname(patterns[0]))))
         for pattern in patterns[1:]:  # the other splits must not bring new classes
@@ -120,5 +137,14 @@ def _class_names(
         return tuple(str(i) for i in range(max(formats.idx_label_count(f) for f in images)))
     raise IngestionError(
         f"{path}: TFRecords do not name their classes. Write them one per line to "
-        f"{names_file} or pass --class-names."
+        f"{os.path.join(path, CLASS_NAMES_FILE)} or pass --class-names."
     )
+
+
+def _names_file(path: str) -> Optional[tuple[str, ...]]:
+    """The class names in `path`/class_names.txt, one per line, if the file is there."""
+    names_file = os.path.join(path, CLASS_NAMES_FILE)
+    if not tf.io.gfile.exists(names_file):
+        return None
+    with tf.io.gfile.GFile(names_file) as f:
+        return tuple(line.strip() for line in f if line.strip())

@@ -1,0 +1,89 @@
+"""AdversarialExamples: the eval examples' FGSM and PGD copies, for the Evaluator to slice on.
+
+Placed after the Trainer. Each model is attacked white box, through the whole exported SavedModel
+(Transform graph included) from raw pixels: see cnnpipe.robustness.
+"""
+
+from typing import List
+
+from tfx import v1 as tfx
+from tfx.components.util import examples_utils
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.utils import io_utils, path_utils
+
+from cnnpipe.components.errors import RobustnessError
+from cnnpipe.robustness.adversarial_examples import BASELINE, CANDIDATE, AttackSettings, write
+from cnnpipe.robustness.pixel_model import PixelModel
+
+
+def serving_model_dir(model: standard_artifacts.Model) -> str:
+    """The SavedModel directory of a Trainer's Model artifact (its Format-Serving)."""
+    return path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
+
+
+@tfx.dsl.components.component
+def AdversarialExamples(
+    examples: tfx.dsl.components.InputArtifact[standard_artifacts.Examples],
+    model: tfx.dsl.components.InputArtifact[standard_artifacts.Model],
+    adversarial_examples: tfx.dsl.components.OutputArtifact[standard_artifacts.Examples],
+    baseline_model: tfx.dsl.components.InputArtifact[standard_artifacts.Model] = None,
+    split: tfx.dsl.components.Parameter[str] = "eval",
+    attacks: tfx.dsl.components.Parameter[List[str]] = None,
+    epsilons: tfx.dsl.components.Parameter[List[float]] = None,
+    pgd_steps: tfx.dsl.components.Parameter[int] = AttackSettings.pgd_steps,
+    pgd_step_fraction: tfx.dsl.components.Parameter[float] = AttackSettings.pgd_step_fraction,
+    max_examples: tfx.dsl.components.Parameter[int] = AttackSettings.max_examples,
+    batch_size: tfx.dsl.components.Parameter[int] = AttackSettings.batch_size,
+    seed: tfx.dsl.components.Parameter[int] = AttackSettings.seed,
+) -> None:
+    """Writes the clean copy and the FGSM and PGD copies of the examples' `split`.
+
+    Inputs:
+      examples: ExampleGen's Examples (tf.Examples with an encoded `image` and an int64 `label`).
+      model: the candidate, the Trainer's Model.
+      baseline_model: optional, the latest blessed Model (the resolver's output); attacked with its own
+        gradients.
+      No transform graph: each exported model carries its own and is attacked through it.
+    Parameters:
+      split: the split to attack and write (default "eval").
+      attacks: "fgsm" and/or "pgd" (default both).
+      epsilons: L-inf bounds on the [0, 1] pixel scale, each in (0, 1] (default 0.05, 0.1, 0.2, 0.3);
+        the clean copy (ε 0) is always written. Each is applied as round(255 ε) 8-bit levels.
+      pgd_steps: PGD's iterations (default 10); pgd_step_fraction: its step size as a fraction of ε
+        (default 0.25); PGD starts from a uniform random point of the ε-ball, drawn from `seed`.
+      max_examples: attack the first N examples only (default 0: all); batch_size: images per batch.
+    Output adversarial_examples: Examples with the one split `split`, gzipped TFRecords of
+      tf.Example as ExampleGen writes them. Per source example: one clean copy (attack "none",
+      epsilon 0, attacked_model "none"), then per attacked model ("candidate", "baseline"), attack and
+      ε one copy (PNG, at the model's input size) with the source's other features and `attack`,
+      `epsilon`, `attacked_model`, `weight_candidate` and `weight_baseline` (see
+      cnnpipe.robustness.adversarial_examples: the Evaluator's ModelSpecs use the weights as
+      `example_weight_key` so each model is measured on its own attacks). Custom properties:
+      `source_examples` and `attacked_models`.
+    """
+    settings = AttackSettings(
+        attacks=tuple(attacks or AttackSettings.attacks),
+        epsilons=tuple(epsilons or AttackSettings.epsilons),
+        pgd_steps=pgd_steps,
+        pgd_step_fraction=pgd_step_fraction,
+        max_examples=max_examples,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    available = artifact_utils.decode_split_names(examples.split_names)
+    if split not in available:
+        raise RobustnessError(f"{examples.uri} has no split '{split}'; set `split` to one of {', '.join(available)}.")
+    models = {CANDIDATE: PixelModel(serving_model_dir(model))}
+    if baseline_model is not None:
+        models[BASELINE] = PixelModel(serving_model_dir(baseline_model))
+    adversarial_examples.split_names = artifact_utils.encode_split_names([split])
+    sources = write(
+        io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], split)),
+        artifact_utils.get_split_uri([adversarial_examples], split),
+        models,
+        settings,
+    )
+    examples_utils.set_payload_format(adversarial_examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
+    adversarial_examples.set_int_custom_property("source_examples", sources)
+    adversarial_examples.set_string_custom_property("attacked_models", ",".join(models))

@@ -1,0 +1,114 @@
+"""The Pusher's check before a push: the candidate, loaded in a separate process, answers every
+signature on the real eval examples as the Evaluator measured it.
+
+`check(model_dir, eval_files, evaluator_accuracy)` starts `python -m cnnpipe.components.push_check`,
+which loads the SavedModel afresh (as a server would), runs `serving_default` over every eval
+example and compares its accuracy with the Evaluator's, and sends a sample through
+`predict_image`, `predict_pixels` and `embed`, comparing them with `serving_default`. A model that
+fails to load or disagrees raises PushCheckError, and is not pushed.
+"""
+
+import json
+import logging
+import subprocess
+import sys
+from typing import Optional
+
+import numpy as np
+
+from cnnpipe.components.errors import CnnpipeError
+
+SAMPLE = 32  # eval examples sent through every signature
+BATCH = 256
+TIMEOUT_SECONDS = 1800
+PROBABILITY_TOLERANCE = 1e-5
+
+
+class PushCheckError(CnnpipeError):
+    """The candidate model fails to load in a fresh process or answers differently from the Evaluator."""
+
+
+def check(model_dir: str, eval_files: str, evaluator_accuracy: Optional[float]) -> str:
+    """Checks the candidate at `model_dir` in a separate process; returns a one-line report.
+
+    `eval_files` is a glob of the eval split's GZIP TFRecords of tf.Examples (ExampleGen's output).
+    """
+    process = subprocess.run(
+        [sys.executable, "-m", "cnnpipe.components.push_check", model_dir, eval_files],
+        capture_output=True, text=True, timeout=TIMEOUT_SECONDS, check=False,
+    )
+    if process.returncode != 0:
+        last_lines = "\n".join(process.stderr.strip().splitlines()[-5:])
+        raise PushCheckError(
+            f"not pushed: the model at {model_dir} fails to load or to answer in a fresh process, so a server "
+            f"could not serve it:\n{last_lines}\nRetrain it (a cut or damaged export), or check the disk it was "
+            "written to."
+        )
+    result = json.loads(process.stdout.strip().splitlines()[-1])
+    if result["problems"]:
+        raise PushCheckError(f"not pushed: the model at {model_dir} disagrees with itself across signatures on "
+                             f"real eval examples: {'; '.join(result['problems'])}.")
+    count, accuracy = result["count"], result["accuracy"]
+    if evaluator_accuracy is not None and abs(accuracy - evaluator_accuracy) > 1 / count + 1e-9:
+        raise PushCheckError(
+            f"not pushed: loaded in a fresh process, the model at {model_dir} classifies {accuracy:.4%} of the "
+            f"{count} eval examples ({eval_files}) correctly, but the Evaluator measured {evaluator_accuracy:.4%}. "
+            "The exported model is not the one evaluated (or not deterministic); run the pipeline again."
+        )
+    report = f"push check: {', '.join(result['signatures'])} answered on {count} eval examples, accuracy {accuracy:.4%}"
+    logging.info("%s (%s)", report, model_dir)
+    return report
+
+
+def _compare(name: str, outputs: dict, expected: dict, class_names: list[str]) -> list[str]:
+    """What differs between a signature's predictions and serving_default's on the same images."""
+    problems = []
+    if not np.allclose(outputs["probabilities"], expected["probabilities"], atol=PROBABILITY_TOLERANCE):
+        worst = np.abs(outputs["probabilities"] - expected["probabilities"]).max()
+        problems.append(f"{name}'s probabilities differ from serving_default's by up to {worst:.2g}")
+    if [n.decode() for n in outputs["class_names"]] != [class_names[i] for i in expected["class_ids"]]:
+        problems.append(f"{name}'s class names differ from serving_default's")
+    return problems
+
+
+def _run_checks(model_dir: str, eval_files: str) -> dict:
+    """Loads the model and queries every signature; what `check` reads from this process's last line."""
+    import tensorflow as tf  # noqa: PLC0415 - only the child process needs TensorFlow
+
+    from cnnpipe.models import features, signatures  # noqa: PLC0415
+
+    served = tf.saved_model.load(model_dir).signatures
+    missing = sorted(set(signatures.INPUTS) - set(served))
+    if missing:
+        return {"problems": [f"signatures {', '.join(missing)} are missing"], "count": 0, "accuracy": 0.0,
+                "signatures": sorted(served)}
+    class_names = signatures.read_class_names(model_dir)
+    spec = {features.IMAGE: tf.io.FixedLenFeature([], tf.string), features.LABEL: tf.io.FixedLenFeature([], tf.int64)}
+    records = tf.data.TFRecordDataset(tf.io.gfile.glob(eval_files), compression_type="GZIP").batch(BATCH)
+    correct = count = 0
+    sample = None
+    for batch in records:
+        outputs = {k: v.numpy() for k, v in served[signatures.SERVING_DEFAULT](examples=batch).items()}
+        labels = tf.io.parse_example(batch, spec)[features.LABEL].numpy()
+        correct += int(np.sum(outputs["class_ids"] == labels))
+        count += len(labels)
+        if sample is None:
+            images = tf.io.parse_example(batch[:SAMPLE], spec)[features.IMAGE]
+            sample = images, {k: v[:SAMPLE] for k, v in outputs.items()}
+    if sample is None:
+        return {"problems": [f"no eval examples in {eval_files}"], "count": 0, "accuracy": 0.0, "signatures": []}
+    images, expected = sample
+    by_image = {k: v.numpy() for k, v in served[signatures.PREDICT_IMAGE](images=images).items()}
+    by_pixels = [served[signatures.PREDICT_PIXELS](pixels=tf.cast(tf.io.decode_image(image)[tf.newaxis], tf.float32))
+                 for image in images]
+    by_pixels = {key: np.concatenate([p[key].numpy() for p in by_pixels]) for key in ("probabilities", "class_names")}
+    problems = _compare(signatures.PREDICT_IMAGE, by_image, expected, class_names)
+    problems += _compare(signatures.PREDICT_PIXELS, by_pixels, expected, class_names)
+    embeddings = served[signatures.EMBED](images=images)[signatures.EMBEDDINGS].numpy()
+    if embeddings.ndim != 2 or len(embeddings) != len(images) or not np.isfinite(embeddings).all():
+        problems.append(f"embed returned {embeddings.shape} features, not one finite vector per image")
+    return {"problems": problems, "count": count, "accuracy": correct / count, "signatures": sorted(served)}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_run_checks(*sys.argv[1:3])))

@@ -1,0 +1,184 @@
+"""Runs the pipeline on Kubeflow Pipelines: compiles it to a KFP v2 pipeline spec, submits or schedules it.
+
+The DAG is `dag.create_pipeline`'s, as for the local runner; TFX's KubeflowV2DagRunner compiles it, and
+every step runs in the image that `kubeflow/Dockerfile` builds (this project installed at
+IMAGE_PROJECT_DIR, Fashion-MNIST at its Debian path). Artifacts go under the pipeline root, a URI
+the pods can write (gs:// with the image's libraries); ML Metadata is the cluster's, so no sqlite here.
+"""
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Optional
+
+from google.protobuf import json_format
+from tfx import v1 as tfx
+
+from cnnpipe.components.errors import CnnpipeError
+from cnnpipe.pipeline import dag
+from cnnpipe.pipeline.config import PipelineConfig
+from cnnpipe.schemas import SCHEMA_DIR
+
+if TYPE_CHECKING:
+    import kfp
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+# Every core of the step's pod, one Beam worker process each.
+DEFAULT_BEAM_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
+DEFAULT_PACKAGE = "kubeflow/pipeline.yaml"
+DEFAULT_EXPERIMENT = "cnnpipe"
+IMAGE_PROJECT_DIR = "/opt/cnnpipe"  # where kubeflow/Dockerfile puts this project
+INSTALL_HINT = "pip install --ignore-requires-python -c constraints.txt -e '.[kubeflow]' (in cnnpipe's directory)"
+DESCRIPTION = "cnnpipe: labelled images to a CNN served by TensorFlow Serving (compiled by `cnnpipe compile`)."
+
+
+def require_kfp() -> None:
+    """Raises CnnpipeError saying how to install the Kubeflow Pipelines SDK when it is missing."""
+    try:
+        import kfp  # noqa: F401, PLC0415
+    except ImportError:
+        raise CnnpipeError(f"Kubeflow support needs the Kubeflow Pipelines SDK (kfp); install it with: {INSTALL_HINT}") from None
+
+
+def pipeline_name(name: str) -> str:
+    """`name` as KFP allows a pipeline name: lower-case letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:128] or "cnnpipe"
+
+
+def schema_in_image(schema_file: Optional[str]) -> Optional[str]:
+    """A curated schema's path inside the image; any other schema path is left as given (it must be a URI)."""
+    if schema_file and Path(schema_file).parent == SCHEMA_DIR:
+        return f"{IMAGE_PROJECT_DIR}/schemas/{Path(schema_file).name}"
+    return schema_file
+
+
+def for_kubeflow(config: PipelineConfig, pipeline_root: str) -> PipelineConfig:
+    """`config` with its pushed models under `<pipeline_root>/serving` unless its serving_dir says otherwise."""
+    return dataclasses.replace(config, serving_dir=config.serving_dir or f"{pipeline_root.rstrip('/')}/serving")
+
+
+def build_pipeline(config: PipelineConfig, pipeline_root: str) -> tfx.dsl.Pipeline:
+    """The pipeline for `config` with its artifacts under `pipeline_root` (no metadata config: the cluster's)."""
+    config = for_kubeflow(config, pipeline_root)
+    return dag.pipeline_for(config, pipeline_name(config.name), pipeline_root, schema_in_image(config.schema_file()))
+
+
+def compile_pipeline(
+    config: PipelineConfig, pipeline_root: str, image: str, package_path: str = DEFAULT_PACKAGE
+) -> "pipeline_spec_pb2.PipelineSpec":
+    """Writes the KFP v2 pipeline spec (YAML) of `config` to `package_path`; returns the PipelineSpec proto."""
+    require_kfp()
+    from kfp.compiler import pipeline_spec_builder  # noqa: PLC0415
+    from kfp.pipeline_spec import pipeline_spec_pb2  # noqa: PLC0415
+
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image)
+    )
+    try:
+        job = runner.run(build_pipeline(config, pipeline_root), write_out=False)  # a PipelineJob, as a dict
+    except TypeError as error:  # TFX compiles the latest-artifact and latest-blessed-model resolvers only
+        if "resolver policy" not in str(error):
+            raise
+        raise CnnpipeError(
+            f"cannot compile for Kubeflow: {error} With data in spans, compile with --span-window 1 (the newest span)."
+        ) from None
+    spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
+    spec.default_pipeline_root = pipeline_root  # a PipelineJob's runtime config holds it; a spec file, here
+    os.makedirs(os.path.dirname(os.path.abspath(package_path)), exist_ok=True)
+    pipeline_spec_builder.write_pipeline_spec_to_file(spec, DESCRIPTION, pipeline_spec_pb2.PlatformSpec(), package_path)
+    return spec
+
+
+def _require_package(package_path: str) -> None:
+    if not os.path.isfile(package_path):
+        raise CnnpipeError(f"{package_path}: no such pipeline spec; write it with `cnnpipe compile` (or pass --package).")
+
+
+def _server_message(body: Optional[str]) -> str:
+    """The `message` of a KFP API error body (JSON), else the body itself, on one line."""
+    try:
+        text = json.loads(body or "").get("message", body)
+    except (ValueError, AttributeError):
+        text = body
+    return " ".join(str(text or "").split())
+
+
+@contextlib.contextmanager
+def _kubeflow_at(host: str) -> Iterator[None]:
+    """Turns the SDK's connection and API errors into one-line CnnpipeErrors naming `host`."""
+    from kfp_server_api.exceptions import ApiException  # noqa: PLC0415
+    from urllib3.exceptions import HTTPError  # noqa: PLC0415
+
+    retries = logging.getLogger("urllib3.connectionpool")  # warns at each retry; the error below says it once
+    saved_level = retries.level
+    retries.setLevel(logging.ERROR)
+    try:
+        yield
+    except HTTPError as error:  # no answer: refused, unresolvable, timed out
+        reason = str(getattr(error, "reason", None) or error).rsplit(": ", 1)[-1]
+        raise CnnpipeError(
+            f"cannot reach Kubeflow Pipelines at {host} ({reason}); check --host, e.g. http://localhost:8080 "
+            "after `kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`."
+        ) from None
+    except ApiException as error:
+        raise CnnpipeError(
+            f"Kubeflow Pipelines at {host} refused the request: {error.status} {error.reason}: {_server_message(error.body)}"
+        ) from None
+    except TimeoutError as error:  # the SDK's health check gave up
+        raise CnnpipeError(f"Kubeflow Pipelines at {host} did not answer: {error}") from None
+    finally:
+        retries.setLevel(saved_level)
+
+
+def _client(host: str) -> "kfp.Client":
+    import kfp  # noqa: PLC0415
+
+    return kfp.Client(host=host)
+
+
+def submit(host: str, package_path: str = DEFAULT_PACKAGE, experiment: str = DEFAULT_EXPERIMENT,
+           run_name: Optional[str] = None) -> str:
+    """Creates a run of the compiled pipeline at the KFP API `host`; returns the run's id."""
+    _require_package(package_path)
+    require_kfp()
+    with _kubeflow_at(host):
+        result = _client(host).create_run_from_pipeline_package(
+            package_path, run_name=run_name, experiment_name=experiment
+        )
+    return result.run_id
+
+
+def check_cron(cron: str) -> None:
+    """Refuses what is not KFP's cron format: six fields, seconds first."""
+    if len(cron.split()) != 6:
+        raise CnnpipeError(
+            f"--cron '{cron}': Kubeflow Pipelines wants six fields (second minute hour day-of-month month "
+            "day-of-week), e.g. '0 0 3 * * *' for 03:00 every day."
+        )
+
+
+def schedule(host: str, cron: str, package_path: str = DEFAULT_PACKAGE, experiment: str = DEFAULT_EXPERIMENT,
+             name: Optional[str] = None) -> str:
+    """Creates a recurring run of the compiled pipeline at `host` on `cron`; returns its id.
+
+    At most one run at a time, and no catching up on the times missed while the schedule was paused.
+    """
+    _require_package(package_path)
+    check_cron(cron)
+    require_kfp()
+    with _kubeflow_at(host):
+        client = _client(host)
+        experiment_id = client.create_experiment(name=experiment).experiment_id
+        recurring_run = client.create_recurring_run(
+            experiment_id=experiment_id,
+            job_name=name or f"{Path(package_path).stem} {cron}",
+            cron_expression=cron,
+            pipeline_package_path=package_path,
+            max_concurrency=1,
+            no_catchup=True,
+        )
+    return recurring_run.recurring_run_id

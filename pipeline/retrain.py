@@ -1,0 +1,72 @@
+"""Scheduled retraining: run the pipeline on a new span, warm-started from the last blessed model.
+
+`retrain` is safe to run from cron: with no span newer than the newest one already ingested
+it does nothing, and `local_runner.output_lock` keeps two runs from sharing one metadata store.
+"""
+
+import dataclasses
+import os
+import sys
+from typing import Optional, TextIO
+
+from ml_metadata.proto import metadata_store_pb2
+
+from cnnpipe.components.errors import CnnpipeError
+from cnnpipe.components.ingestion import source as data_source
+from cnnpipe.models.trainer import WARM_START_LATEST
+from cnnpipe.pipeline import local_runner, summary
+from cnnpipe.pipeline.config import PipelineConfig
+
+EXAMPLE_GEN = "ImageExampleGen"
+
+
+def ingested_spans(metadata_file: str, pipeline_name: str) -> list[int]:
+    """The spans ImageExampleGen has ingested for `pipeline_name`, ascending."""
+    if not os.path.exists(metadata_file):
+        return []
+    mlmd = summary.store(metadata_file)
+    pipeline = mlmd.get_context_by_type_and_name("pipeline", pipeline_name)
+    if pipeline is None:
+        return []
+    executions = [
+        e.id for e in mlmd.get_executions_by_context(pipeline.id)
+        if mlmd.get_execution_types_by_id([e.type_id])[0].name.endswith(EXAMPLE_GEN)
+        and e.last_known_state in (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
+    ]
+    outputs = {
+        event.artifact_id for event in mlmd.get_events_by_execution_ids(executions)
+        if event.type == metadata_store_pb2.Event.OUTPUT
+    }
+    return sorted({artifact.custom_properties["span"].int_value for artifact in mlmd.get_artifacts_by_id(list(outputs))})
+
+
+@dataclasses.dataclass
+class RetrainResult:
+    """What `retrain` did: the newest span, and its run's summary (None when there was nothing new)."""
+
+    span: int
+    run: Optional[summary.RunSummary] = None
+
+
+def retrain(config: PipelineConfig, out: TextIO = sys.stdout) -> RetrainResult:
+    """Runs the pipeline on the newest span unless it was ingested already.
+
+    The Trainer warm-starts from the last blessed model (from MLMD), the Evaluator compares
+    with it, and the Pusher pushes only a model that is blessed.
+    """
+    spans = data_source.spans(config.data_path)
+    if not spans:
+        raise CnnpipeError(
+            f"{config.data_path}: retraining needs data in span directories ({data_source.SPAN_DIRECTORY.replace('{SPAN}', 'N')}"
+            "/ for N = 1, 2, ...); put each new batch of images in the next span."
+        )
+    metadata_file = local_runner.metadata_path(config.output_dir)
+    with local_runner.output_lock(config.output_dir):
+        done = ingested_spans(metadata_file, config.name)
+        if done and spans[-1] <= done[-1]:
+            print(f"cnnpipe retrain: no new span in {config.data_path} (span {done[-1]} is already trained); "
+                  "nothing to do.", file=out, flush=True)
+            return RetrainResult(spans[-1])
+        print(f"cnnpipe retrain: span {spans[-1]} is new; training from the last blessed model.", file=out, flush=True)
+        local_runner.run(dataclasses.replace(config, warm_start=WARM_START_LATEST), out)
+    return RetrainResult(spans[-1], summary.summarize(metadata_file, config.name))

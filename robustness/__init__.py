@@ -1,0 +1,1 @@
+"""Robustness evaluation: FGSM and PGD attacks on exported models, and the adversarial eval examples."""

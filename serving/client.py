@@ -1,0 +1,112 @@
+"""`cnnpipe predict`: the top classes of image files, from a server over REST or gRPC, or in-process
+from the newest pushed version. All three call the `predict_image` signature.
+"""
+
+import base64
+import json
+import os
+import urllib.error
+import urllib.request
+from typing import Optional
+
+import numpy as np
+
+from cnnpipe.components.errors import CnnpipeError
+from cnnpipe.serving import model_config
+
+SIGNATURE = "predict_image"
+TIMEOUT_SECONDS = 60
+
+Outputs = dict[str, np.ndarray]  # probabilities [N, classes] and all_class_names [N, classes]
+
+
+def read_images(paths: list[str]) -> list[bytes]:
+    images = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                images.append(f.read())
+        except OSError as error:
+            raise CnnpipeError(f"{path}: cannot read the image ({error.strerror}); check the path.") from None
+    return images
+
+
+def _model_path(name: str, version: Optional[int]) -> str:
+    return f"/v1/models/{name}" + (f"/versions/{version}" if version is not None else "")
+
+
+def predict_rest(server: str, name: str, version: Optional[int], images: list[bytes]) -> Outputs:
+    """TF Serving's REST predict, row format, images as {"b64": ...}."""
+    body = json.dumps({"signature_name": SIGNATURE,
+                       "instances": [{"b64": base64.b64encode(image).decode()} for image in images]}).encode()
+    url = f"http://{server}{_model_path(name, version)}:predict"
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+            predictions = json.load(response)["predictions"]
+    except urllib.error.HTTPError as error:
+        message = json.loads(error.read() or b"{}").get("error", error.reason)
+        raise CnnpipeError(f"{url} answered {error.code}: {message}") from None
+    except urllib.error.URLError as error:
+        raise CnnpipeError(f"cannot reach {url}: {error.reason}; is `cnnpipe serve` (or TF Serving) running there?") \
+            from None
+    return {key: np.array([row[key] for row in predictions]) for key in ("probabilities", "all_class_names")}
+
+
+def predict_grpc(server: str, name: str, version: Optional[int], images: list[bytes]) -> Outputs:
+    """TF Serving's gRPC PredictionService.Predict."""
+    import grpc  # noqa: PLC0415 - only this path needs gRPC and TensorFlow's protos
+    import tensorflow as tf  # noqa: PLC0415
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: PLC0415
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = name, SIGNATURE
+    if version is not None:
+        request.model_spec.version.value = version
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(images, dtype=tf.string))
+    request.output_filter.extend(["probabilities", "all_class_names"])
+    with grpc.insecure_channel(server) as channel:
+        try:
+            response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=TIMEOUT_SECONDS)
+        except grpc.RpcError as error:
+            raise CnnpipeError(f"gRPC {server} answered {error.code().name}: {error.details()}") from None
+    return {key: tf.make_ndarray(response.outputs[key]) for key in ("probabilities", "all_class_names")}
+
+
+def local_model_dir(serving_dir: str, name: str, version: Optional[int] = None) -> str:
+    """The directory of a pushed version of model `name`: `version`, or the newest."""
+    base_path = os.path.join(serving_dir, name)
+    versions = model_config.versions(base_path)
+    if not versions:
+        models = [config.name for config in model_config.scan(serving_dir).model_config_list.config]
+        raise CnnpipeError(f"{base_path}: no pushed version of model '{name}' (models in {serving_dir}: "
+                           f"{', '.join(models) or 'none'}). Run the pipeline, or pass --model or --serving-dir.")
+    if version is not None and version not in versions:
+        raise CnnpipeError(f"{base_path}: no version {version}; pushed versions: {', '.join(map(str, versions))}.")
+    return os.path.join(base_path, str(versions[-1] if version is None else version))
+
+
+def predict_local(model_dir: str, images: list[bytes]) -> Outputs:
+    """The SavedModel at `model_dir`, called in this process."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    outputs = tf.saved_model.load(model_dir).signatures[SIGNATURE](images=tf.constant(images))
+    return {key: outputs[key].numpy() for key in ("probabilities", "all_class_names")}
+
+
+def top_classes(outputs: Outputs, k: int) -> list[list[tuple[str, float]]]:
+    """For each image, its `k` most probable classes with their probabilities, most probable first."""
+    tops = []
+    for probabilities, names in zip(outputs["probabilities"], outputs["all_class_names"]):
+        order = np.argsort(-probabilities, kind="stable")[:k]
+        tops.append([(names[i].decode() if isinstance(names[i], bytes) else str(names[i]), float(probabilities[i]))
+                     for i in order])
+    return tops
+
+
+def format_top_classes(paths: list[str], tops: list[list[tuple[str, float]]]) -> str:
+    lines = []
+    for path, top in zip(paths, tops):
+        lines.append(path)
+        lines += [f"  {name:<16} {probability:7.2%}" for name, probability in top]
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""The `serve` and `predict` subcommands of the `cnnpipe` command line."""
+
+import argparse
+
+DEFAULT_SERVING_DIR = "cnnpipe-output/serving"
+DEFAULT_MODEL = "fashion_mnist"
+
+
+def _host_port(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError("expected HOST:PORT, e.g. localhost:8501")
+    return text
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Adds `serve` and `predict` to the CLI's subcommands."""
+    from cnnpipe.serving.batching import BatchingOptions  # noqa: PLC0415 - keeps --help fast
+    from cnnpipe.serving.server import MAX_REQUEST_BYTES, ServerOptions  # noqa: PLC0415
+
+    d, b = ServerOptions(), BatchingOptions()
+    serve = commands.add_parser("serve", help="serve pushed models over TF Serving's REST and gRPC APIs")
+    serve.add_argument("--serving-dir", default=DEFAULT_SERVING_DIR,
+                       help=f"each subdirectory is a model named after it (default {DEFAULT_SERVING_DIR})")
+    serve.add_argument("--model-config", dest="model_config_file", metavar="FILE",
+                       help="a TF Serving models.config (model_config_list) to serve instead of --serving-dir")
+    serve.add_argument("--rest-port", type=int, default=d.rest_port, help=f"default {d.rest_port}")
+    serve.add_argument("--grpc-port", type=int, default=d.grpc_port, help=f"default {d.grpc_port}")
+    serve.add_argument("--host", default=d.host, help=f"address to listen on (default {d.host})")
+    serve.add_argument("--poll-seconds", type=float, default=d.poll_seconds,
+                       help=f"how often to look for new versions (default {d.poll_seconds})")
+    serve.add_argument("--max-request-bytes", type=int, default=MAX_REQUEST_BYTES,
+                       help=f"larger request bodies are refused (default {MAX_REQUEST_BYTES})")
+    batching = serve.add_argument_group("batching (as TF Serving's --enable_batching)")
+    batching.add_argument("--enable-batching", action="store_true", help="stack concurrent requests into one call")
+    batching.add_argument("--max-batch-size", type=int, default=b.max_batch_size, help=f"default {b.max_batch_size}")
+    batching.add_argument("--batch-timeout-micros", type=int, default=b.batch_timeout_micros,
+                          help=f"default {b.batch_timeout_micros}")
+    batching.add_argument("--num-batch-threads", type=int, default=b.num_batch_threads,
+                          help=f"default {b.num_batch_threads}")
+    serve.set_defaults(func=_serve)
+
+    predict = commands.add_parser("predict", help="the top classes of image files, from a server or in-process")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files of any size and colour mode")
+    predict.add_argument("--server", type=_host_port, metavar="HOST:PORT",
+                         help="a TF Serving compatible server; without it the newest pushed version runs in-process")
+    protocol = predict.add_mutually_exclusive_group()
+    protocol.add_argument("--grpc", dest="protocol", action="store_const", const="grpc", help="call the server by gRPC")
+    protocol.add_argument("--rest", dest="protocol", action="store_const", const="rest",
+                          help="call the server by REST (the default)")
+    predict.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})")
+    predict.add_argument("--version", type=int, help="model version (default: the newest)")
+    predict.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
+    predict.add_argument("--serving-dir", default=DEFAULT_SERVING_DIR,
+                         help=f"where pushed models are, without --server (default {DEFAULT_SERVING_DIR})")
+    predict.set_defaults(func=_predict)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cnnpipe.serving.batching import BatchingOptions  # noqa: PLC0415
+    from cnnpipe.serving.server import ServerOptions, serve  # noqa: PLC0415
+
+    batching = BatchingOptions(args.max_batch_size, args.batch_timeout_micros, args.num_batch_threads) \
+        if args.enable_batching else None
+    serve(ServerOptions(
+        serving_dir=args.serving_dir, model_config_file=args.model_config_file, rest_port=args.rest_port,
+        grpc_port=args.grpc_port, host=args.host, poll_seconds=args.poll_seconds, batching=batching,
+        max_request_bytes=args.max_request_bytes,
+    ))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from cnnpipe.components.errors import CnnpipeError  # noqa: PLC0415
+    from cnnpipe.serving import client  # noqa: PLC0415
+
+    if args.protocol and not args.server:
+        raise CnnpipeError(f"--{args.protocol} calls a server: add --server HOST:PORT, or drop it to predict in-process.")
+    images = client.read_images(args.images)
+    if args.server and args.protocol == "grpc":
+        outputs = client.predict_grpc(args.server, args.model, args.version, images)
+    elif args.server:
+        outputs = client.predict_rest(args.server, args.model, args.version, images)
+    else:
+        outputs = client.predict_local(client.local_model_dir(args.serving_dir, args.model, args.version), images)
+    print(client.format_top_classes(args.images, client.top_classes(outputs, args.top_k)))
+    return 0

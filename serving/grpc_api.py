@@ -1,0 +1,99 @@
+"""TF Serving's gRPC API: PredictionService (Predict, GetModelMetadata) and ModelService
+(GetModelStatus), with the stubs of tensorflow-serving-api. Errors abort with TF Serving's codes.
+"""
+
+import functools
+import logging
+from concurrent import futures
+from typing import Callable, Optional
+
+import grpc
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from cnnpipe.serving import api, tensors
+from cnnpipe.serving.errors import ServingError, invalid
+from cnnpipe.serving.manager import ModelManager
+
+log = logging.getLogger("cnnpipe.serving")
+
+
+def _answers_errors(method: Callable) -> Callable:
+    """Turns a ServingError into the call's status code; any other failure into INTERNAL."""
+
+    @functools.wraps(method)
+    def wrapper(self, request, context: grpc.ServicerContext):
+        try:
+            return method(self, request, context)
+        except ServingError as error:
+            context.abort(error.code, error.message)
+        except Exception as error:  # noqa: BLE001 - a bug fails this call only
+            log.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+
+    return wrapper
+
+
+def _version(spec) -> tuple[Optional[int], str]:
+    return (spec.version.value if spec.HasField("version") else None), spec.version_label
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, manager: ModelManager):
+        self.manager = manager
+
+    @_answers_errors
+    def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:  # noqa: N802
+        servable = self.manager.servable(request.model_spec.name, *_version(request.model_spec))
+        key, signature = servable.signature(request.model_spec.signature_name)
+        if set(request.inputs) != set(signature.inputs):
+            raise invalid(f"the request names inputs {sorted(request.inputs)}, but signature '{key}' takes "
+                          f"{sorted(signature.inputs)}")
+        inputs = {name: tensors.from_proto(request.inputs[name], spec, name) for name, spec in signature.inputs.items()}
+        _, outputs = api.predict(servable, key, inputs, tuple(request.output_filter))
+        response = predict_pb2.PredictResponse(model_spec=api.model_spec(servable, key))
+        for name, value in outputs.items():
+            response.outputs[name].CopyFrom(tensors.to_proto(value))
+        return response
+
+    @_answers_errors
+    def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,  # noqa: N802
+                         context) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        unknown = set(request.metadata_field) - {api.SIGNATURE_DEF}
+        if unknown or not request.metadata_field:
+            raise invalid(f"metadata_field must be ['{api.SIGNATURE_DEF}'], not {list(request.metadata_field)}")
+        servable = self.manager.servable(request.model_spec.name, *_version(request.model_spec))
+        response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=api.model_spec(servable))
+        response.metadata[api.SIGNATURE_DEF].Pack(api.signature_def_map(servable))
+        return response
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, manager: ModelManager):
+        self.manager = manager
+
+    @_answers_errors
+    def GetModelStatus(self, request, context):  # noqa: N802
+        version, label = _version(request.model_spec)
+        if label:
+            version = self.manager.servable(request.model_spec.name, None, label).version
+        return api.model_status(self.manager, request.model_spec.name, version)
+
+
+def grpc_server(manager: ModelManager, address: str, max_request_bytes: int, threads: int = 16) -> grpc.Server:
+    """A started gRPC server with both services on `address` (host:port)."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
+        options=[("grpc.max_receive_message_length", max_request_bytes),
+                 ("grpc.max_send_message_length", -1)],
+    )
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
+    if not server.add_insecure_port(address):
+        raise OSError(f"cannot listen for gRPC on {address}")
+    server.start()
+    return server

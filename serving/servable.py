@@ -1,0 +1,95 @@
+"""One loaded model version: its signatures, their input and output specs, and its SignatureDefs."""
+
+import dataclasses
+import os
+from typing import Callable, Optional
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+from cnnpipe.serving.batching import Batcher, BatchingOptions
+from cnnpipe.serving.errors import ServingError, invalid
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    function: Callable
+    inputs: dict[str, tf.TensorSpec]
+    outputs: dict[str, tf.TensorSpec]
+
+    @property
+    def batchable(self) -> bool:
+        """Whether requests can be stacked: every input and output has a leading batch dimension."""
+        specs = list(self.inputs.values()) + list(self.outputs.values())
+        return all(spec.shape.rank and spec.shape[0] is None for spec in specs)
+
+
+def _signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
+    saved_model = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    return dict(saved_model.meta_graphs[0].signature_def)
+
+
+def _status_code(error: tf.errors.OpError) -> grpc.StatusCode:
+    """TensorFlow's error codes are gRPC's."""
+    return next((code for code in grpc.StatusCode if code.value[0] == error.error_code), grpc.StatusCode.UNKNOWN)
+
+
+NOT_THE_CAUSE = ("Graph execution error", "Detected at node", "<stack traces", "[[", "File ")
+
+
+def _cause(message: str) -> str:
+    """The line of a TensorFlow error message that says what went wrong (not where in the graph)."""
+    lines = [line.strip() for line in message.split("\n")]
+    causes = [line for line in lines if line and not line.startswith(NOT_THE_CAUSE)]
+    return causes[-1] if causes else lines[0]
+
+
+class Servable:
+    """A SavedModel version loaded for serving; `run` calls a signature (through the batcher when on)."""
+
+    def __init__(self, name: str, version: int, path: str, batching: Optional[BatchingOptions] = None):
+        self.name, self.version, self.path = name, version, path
+        self._loaded = tf.saved_model.load(path)
+        self.signature_defs = _signature_defs(path)
+        self.signatures = {
+            key: Signature(function, function.structured_input_signature[1], function.structured_outputs)
+            for key, function in self._loaded.signatures.items()
+        }
+        self._batcher = Batcher(self._call, batching) if batching else None
+
+    def signature(self, signature_name: str) -> tuple[str, Signature]:
+        key = signature_name or DEFAULT_SIGNATURE
+        if key not in self.signatures:
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"Serving signature name: \"{key}\" not found in signature def of {self.name} version "
+                               f"{self.version}; it has: {', '.join(sorted(self.signatures))}")
+        return key, self.signatures[key]
+
+    def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The signature's outputs for `inputs` (already checked against its input specs)."""
+        key, signature = self.signature(signature_name)
+        if self._batcher and signature.batchable:
+            return self._batcher.submit(key, inputs)
+        return self._call(key, inputs)
+
+    def _call(self, key: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        signature = self.signatures[key]
+        try:
+            tensors = {name: tf.constant(value, dtype=signature.inputs[name].dtype) for name, value in inputs.items()}
+            return {name: value.numpy() for name, value in signature.function(**tensors).items()}
+        except tf.errors.OpError as error:
+            raise ServingError(_status_code(error), f"signature '{key}' of {self.name} version {self.version} "
+                               f"failed on this request: {_cause(error.message)}") from None
+        except (TypeError, ValueError) as error:
+            raise invalid(f"signature '{key}' of {self.name} version {self.version} cannot take this request: "
+                          f"{_cause(str(error))}") from None
+
+    def close(self) -> None:
+        if self._batcher:
+            self._batcher.close()

@@ -1,0 +1,180 @@
+"""Request and response tensors: TF Serving's REST JSON (row and columnar, {"b64": ...}) and gRPC
+TensorProtos, to and from NumPy arrays checked against a signature's inputs.
+"""
+
+import base64
+import binascii
+from typing import Any, Mapping
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+
+from cnnpipe.serving.errors import invalid
+
+Specs = Mapping[str, tf.TensorSpec]
+BYTES_SUFFIX = "_bytes"  # TF Serving's REST API sends string outputs with this suffix as {"b64": ...}
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and list(value) == ["b64"]
+
+
+def _nested_shape(value: Any, name: str) -> tuple[tuple[int, ...], list]:
+    """The shape of nested JSON lists and their leaves in row-major order; ragged lists are refused."""
+    if not isinstance(value, list):
+        return (), [value]
+    if not value:
+        return (0,), []
+    parts = [_nested_shape(item, name) for item in value]
+    shapes = {shape for shape, _ in parts}
+    if len(shapes) > 1:
+        raise invalid(f"input '{name}': the nested lists are ragged (inner shapes {sorted(shapes)}); "
+                      "a tensor needs lists of equal length at each level")
+    return (len(value),) + parts[0][0], [leaf for _, leaves in parts for leaf in leaves]
+
+
+def _string_leaf(leaf: Any, name: str) -> bytes:
+    if isinstance(leaf, str):
+        return leaf.encode("utf-8")
+    if _is_b64(leaf) and isinstance(leaf["b64"], str):
+        try:
+            return base64.b64decode(leaf["b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid(f"input '{name}': {{\"b64\": ...}} holds no valid base64 text") from None
+    raise invalid(f"input '{name}' takes strings: send text, or binary data such as an image as {{\"b64\": \"...\"}}, "
+                  f"not {type(leaf).__name__} {str(leaf)[:40]}")
+
+
+def _numeric_leaves(leaves: list, dtype: tf.DType, name: str) -> np.ndarray:
+    wanted = dtype.as_numpy_dtype
+    for leaf in leaves:
+        is_number = isinstance(leaf, (int, float)) and not isinstance(leaf, bool)
+        ok = isinstance(leaf, bool) if dtype == tf.bool else (
+            is_number and (dtype.is_floating or isinstance(leaf, int))
+        )
+        if not ok:
+            raise invalid(f"input '{name}' takes {dtype.name} values, but {str(leaf)[:40]!r} "
+                          f"({type(leaf).__name__}) was sent")
+    return np.array(leaves, dtype=wanted)
+
+
+def check_shape(array: np.ndarray, spec: tf.TensorSpec, name: str) -> np.ndarray:
+    """`array`, when its shape fits the signature's; an INVALID_ARGUMENT error names both otherwise."""
+    expected = spec.shape
+    fits = expected.rank is None or (
+        array.ndim == expected.rank and all(d is None or d == n for d, n in zip(expected.as_list(), array.shape))
+    )
+    if not fits:
+        wanted = [-1 if d is None else d for d in expected.as_list()]
+        raise invalid(f"input '{name}' has shape {list(array.shape)}, but the signature takes {wanted} (-1: any size)")
+    return array
+
+
+def from_json(value: Any, spec: tf.TensorSpec, name: str) -> np.ndarray:
+    """One input's JSON value (nested lists; strings or {"b64": ...} for string inputs) as an array."""
+    shape, leaves = _nested_shape(value, name)
+    if spec.dtype == tf.string:
+        array = np.empty(len(leaves), dtype=object)
+        array[:] = [_string_leaf(leaf, name) for leaf in leaves]
+    else:
+        array = _numeric_leaves(leaves, spec.dtype, name)
+    return check_shape(array.reshape(shape), spec, name)
+
+
+def _named(value: Any) -> bool:
+    """Whether a JSON object names the signature's inputs (and is not a value of the only input)."""
+    return isinstance(value, dict) and not _is_b64(value)
+
+
+def _check_names(names: set, specs: Specs, where: str) -> None:
+    if names != set(specs):
+        raise invalid(f"{where} names inputs {sorted(names)}, but the signature takes {sorted(specs)}")
+
+
+def from_rest(body: Any, specs: Specs) -> tuple[dict[str, np.ndarray], bool]:
+    """The inputs of a REST predict request body, and whether it is in row format ("instances")."""
+    if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
+        raise invalid('the request body must be a JSON object with either "instances" (row format) or "inputs" '
+                      '(columnar format)')
+    if "inputs" in body:
+        columns = body["inputs"]
+        if not _named(columns):
+            if len(specs) != 1:
+                raise invalid(f'"inputs" must be an object naming each input: {sorted(specs)}')
+            columns = {next(iter(specs)): columns}
+        _check_names(set(columns), specs, '"inputs"')
+        return {name: from_json(columns[name], specs[name], name) for name in specs}, False
+    instances = body["instances"]
+    if not isinstance(instances, list) or not instances:
+        raise invalid('"instances" must be a non-empty list, one entry per example')
+    if all(_named(instance) for instance in instances):
+        for index, instance in enumerate(instances):
+            _check_names(set(instance), specs, f'"instances"[{index}]')
+        columns = {name: [instance[name] for instance in instances] for name in specs}
+    elif len(specs) == 1:
+        columns = {next(iter(specs)): instances}
+    else:
+        raise invalid(f'each of "instances" must be an object naming each input: {sorted(specs)}')
+    return {name: from_json(column, specs[name], name) for name, column in columns.items()}, True
+
+
+def _json_value(array: np.ndarray, name: str) -> Any:
+    if array.dtype != object:
+        return array.tolist()
+
+    def text(item: bytes) -> Any:
+        if name.endswith(BYTES_SUFFIX) or not _is_utf8(item):
+            return {"b64": base64.b64encode(item).decode()}
+        return item.decode("utf-8")
+
+    return np.frompyfunc(text, 1, 1)(array).tolist() if array.ndim else text(array.item())
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def to_rest(outputs: dict[str, np.ndarray], row_format: bool) -> dict:
+    """The REST response: {"predictions": [...]} for row format, {"outputs": ...} for columnar."""
+    if not row_format:
+        if len(outputs) == 1:
+            (name, value), = outputs.items()
+            return {"outputs": _json_value(value, name)}
+        return {"outputs": {name: _json_value(value, name) for name, value in outputs.items()}}
+    rows = {len(value) if value.ndim else None for value in outputs.values()}
+    if len(rows) != 1 or None in rows:
+        raise invalid('the signature\'s outputs do not share a batch size, so they cannot be answered in row format; '
+                      'send "inputs" (columnar format) instead')
+    columns = {name: _json_value(value, name) for name, value in outputs.items()}
+    if len(columns) == 1:
+        return {"predictions": next(iter(columns.values()))}
+    return {"predictions": [dict(zip(columns, row)) for row in zip(*columns.values())]}
+
+
+def from_proto(proto: tensor_pb2.TensorProto, spec: tf.TensorSpec, name: str) -> np.ndarray:
+    """A gRPC request's TensorProto as an array, checked against the signature's dtype and shape."""
+    if proto.dtype != spec.dtype.as_datatype_enum:
+        sent = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "no dtype"
+        raise invalid(f"input '{name}' takes {spec.dtype.name} values, but {sent} was sent")
+    try:
+        array = tf.make_ndarray(proto)
+    except (TypeError, ValueError) as error:
+        raise invalid(f"input '{name}': the TensorProto cannot be read: {error}") from None
+    return check_shape(array, spec, name)
+
+
+def to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
+    """An output array as a TensorProto (what tf.make_tensor_proto gives, without its per-call checks)."""
+    is_string = array.dtype == object
+    proto = tensor_pb2.TensorProto(dtype=(tf.string if is_string else tf.as_dtype(array.dtype)).as_datatype_enum)
+    proto.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in array.shape)
+    if is_string:
+        proto.string_val.extend(array.reshape(-1).tolist())
+    else:
+        proto.tensor_content = np.ascontiguousarray(array).tobytes()
+    return proto

@@ -1,0 +1,268 @@
+"""The Kubeflow runner: the compiled KFP v2 spec, the image's pins, and submit's errors (no cluster is reachable)."""
+
+import dataclasses
+import importlib
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import kfp
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from conftest import write_fashion_mnist_slice
+from cnnpipe.components.errors import CnnpipeError
+from cnnpipe.pipeline import cli, kubeflow_runner, local_runner
+from cnnpipe.pipeline.config import PipelineConfig
+from cnnpipe.pipeline.datasets import FASHION_MNIST
+
+REPO = Path(__file__).resolve().parent.parent
+COMMITTED_SPEC = REPO / "kubeflow" / "pipeline.yaml"
+DOCKERFILE = REPO / "kubeflow" / "Dockerfile"
+# The arguments kubeflow/pipeline.yaml was compiled with (kubeflow/README.md: placeholders to replace).
+PIPELINE_ROOT = "gs://BUCKET/cnnpipe"
+IMAGE = "REGISTRY/cnnpipe:0.1.0"
+RESOLVER = "latest_blessed_model_resolver"
+COMPONENTS = {
+    "ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "ValidationGate", "Transform",
+    "Trainer", "Evaluator", "AtomicPusher",
+}
+TFX_EXECUTOR_COMMAND = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
+
+
+def cnnpipe(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cnnpipe.pipeline.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> Path:
+    """The default pipeline (all of Fashion-MNIST), compiled by the CLI as kubeflow/pipeline.yaml was."""
+    if not Path(FASHION_MNIST.path).is_dir():
+        pytest.skip(f"Fashion-MNIST is not installed: {FASHION_MNIST.install_hint}")
+    directory = tmp_path_factory.mktemp("kubeflow")
+    result = cnnpipe("compile", "--pipeline-root", PIPELINE_ROOT, "--image", IMAGE, "-o", "pipeline.yaml", cwd=directory)
+    assert result.returncode == 0, result.stderr
+    assert "11 steps, written to pipeline.yaml" in result.stdout
+    return directory / "pipeline.yaml"
+
+
+@pytest.fixture(scope="module")
+def spec(compiled) -> pipeline_spec_pb2.PipelineSpec:
+    return json_format.ParseDict(yaml.safe_load(compiled.read_text()), pipeline_spec_pb2.PipelineSpec())
+
+
+def executors(spec: pipeline_spec_pb2.PipelineSpec) -> dict:
+    return json_format.MessageToDict(spec.deployment_spec)["executors"]
+
+
+def container(spec: pipeline_spec_pb2.PipelineSpec, task: str) -> dict:
+    label = spec.components[spec.root.dag.tasks[task].component_ref.name].executor_label
+    return executors(spec)[label]["container"]
+
+
+def constant(spec: pipeline_spec_pb2.PipelineSpec, task: str, parameter: str) -> str:
+    return spec.root.dag.tasks[task].inputs.parameters[parameter].runtime_value.constant_value.string_value
+
+
+def test_every_component_is_a_step_and_the_resolver_queries_mlmd(spec):
+    tasks = set(spec.root.dag.tasks)
+    assert tasks == COMPONENTS | {f"{RESOLVER}-model-blessing-resolver", f"{RESOLVER}-model-resolver"}
+    assert spec.pipeline_info.name == "fashion-mnist"
+    resolver = executors(spec)[f"{RESOLVER}-model-blessing-resolver_executor"]["resolver"]
+    blessing_query = resolver["outputArtifactQueries"]
+    assert "metadata.blessed.number_value=1" in blessing_query["model_blessing"]["filter"]
+
+
+def test_the_dag_edges_follow_the_artifacts(spec):
+    tasks = spec.root.dag.tasks
+    assert set(tasks["StatisticsGen"].dependent_tasks) == {"ImageExampleGen"}
+    assert set(tasks["ValidationGate"].dependent_tasks) == {"ExampleValidator", "ImageExampleGen", "ImportSchemaGen"}
+    assert "ValidationGate" in tasks["Transform"].dependent_tasks  # bad data never reaches Transform
+    assert "Transform" in tasks["Trainer"].dependent_tasks
+    assert {"ImageExampleGen", "Trainer", f"{RESOLVER}-model-resolver"} <= set(tasks["Evaluator"].dependent_tasks)
+    assert {"Evaluator", "Trainer"} <= set(tasks["AtomicPusher"].dependent_tasks)
+
+    def source(task: str, key: str) -> tuple[str, str]:
+        artifact = tasks[task].inputs.artifacts[key].task_output_artifact
+        return artifact.producer_task, artifact.output_artifact_key
+
+    assert source("Trainer", "examples") == ("Transform", "transformed_examples")
+    assert source("Trainer", "transform_graph") == ("Transform", "transform_graph")
+    assert source("Evaluator", "model") == ("Trainer", "model")
+    assert source("Evaluator", "baseline_model") == (f"{RESOLVER}-model-resolver", "model")
+    assert source("AtomicPusher", "model_blessing") == ("Evaluator", "blessing")
+
+
+def test_every_step_runs_the_image_with_the_beam_args_and_importable_executors(spec):
+    containers = {task: container(spec, task) for task in COMPONENTS}
+    for task, step in containers.items():
+        args = step["args"]
+        assert step["image"] == IMAGE, task
+        assert step["command"] == TFX_EXECUTOR_COMMAND, task
+        assert args[-2:] == list(kubeflow_runner.DEFAULT_BEAM_ARGS), task
+        module, _, name = args[args.index("--executor_class_path") + 1].rpartition(".")
+        assert callable(getattr(importlib.import_module(module), name)), task
+    class_path = {task: step["args"][1] for task, step in containers.items()}
+    assert class_path["ImageExampleGen"] == "cnnpipe.components.ingestion.executor.Executor"
+    assert class_path["AtomicPusher"].startswith("cnnpipe.components.pusher.")
+    assert class_path["ValidationGate"].startswith("cnnpipe.components.validation_gate.")
+
+
+def test_pipeline_root_data_schema_and_serving_are_where_the_pods_find_them(spec):
+    assert spec.default_pipeline_root == PIPELINE_ROOT
+    assert constant(spec, "ImageExampleGen", "input_base") == FASHION_MNIST.path  # installed in the image
+    schema = constant(spec, "ImportSchemaGen", "schema_file")
+    assert schema == f"{kubeflow_runner.IMAGE_PROJECT_DIR}/schemas/fashion_mnist.pbtxt"
+    assert (REPO / Path(schema).relative_to(kubeflow_runner.IMAGE_PROJECT_DIR)).is_file()
+    assert f'"base_directory": "{PIPELINE_ROOT}/serving/fashion_mnist"' in constant(spec, "AtomicPusher", "push_destination")
+    assert constant(spec, "Trainer", "run_fn") == "cnnpipe.models.trainer.run_fn"
+    assert constant(spec, "Transform", "preprocessing_fn") == "cnnpipe.models.preprocessing.preprocessing_fn"
+
+
+def test_the_installed_kfp_loads_the_spec(compiled, spec):
+    component = kfp.components.load_component_from_file(str(compiled))
+    assert component.pipeline_spec == spec
+    assert component.name == "fashion-mnist"
+
+
+def test_the_committed_spec_is_the_current_compilation(compiled):
+    assert COMMITTED_SPEC.read_text() == compiled.read_text(), (
+        "kubeflow/pipeline.yaml is stale; recompile it from the repository's root with: "
+        f"cnnpipe compile --pipeline-root {PIPELINE_ROOT} --image {IMAGE}"
+    )
+
+
+def test_user_beam_args_a_data_uri_and_a_serving_dir_reach_every_step(tmp_path):
+    dataflow = ("--runner=DataflowRunner", "--project=cnnpipe-test", "--region=europe-west4",
+                "--temp_location=gs://cnnpipe-test/tmp", f"--sdk_container_image={IMAGE}")
+    config = PipelineConfig(data=write_fashion_mnist_slice(str(tmp_path / "data"), 60, 20),
+                            class_names=FASHION_MNIST.class_names, schema="fashion_mnist",
+                            serving_dir="gs://models/serving", model_name="Shoes v2", beam_args=dataflow)
+    spec = kubeflow_runner.compile_pipeline(config, "gs://cnnpipe-test/root", IMAGE, str(tmp_path / "spec.yaml"))
+    assert spec.pipeline_info.name == "shoes-v2"
+    for task in COMPONENTS:
+        assert container(spec, task)["args"][-len(dataflow):] == list(dataflow), task
+    assert constant(spec, "ImageExampleGen", "input_base") == str(tmp_path / "data")
+    assert '"base_directory": "gs://models/serving/Shoes v2"' in constant(spec, "AtomicPusher", "push_destination")
+
+
+def test_a_span_window_kubeflow_cannot_resolve_is_refused_by_name(tmp_path):
+    for span in (1, 2):
+        write_fashion_mnist_slice(str(tmp_path / "data" / f"span-{span}"), 30, 10)
+    config = PipelineConfig(data=str(tmp_path / "data"), class_names=FASHION_MNIST.class_names,
+                            schema="fashion_mnist", span_window=2)
+    with pytest.raises(CnnpipeError, match=r"SpanRangeStrategy.* compile with --span-window 1"):
+        kubeflow_runner.compile_pipeline(config, "gs://cnnpipe-test/root", IMAGE, str(tmp_path / "spec.yaml"))
+    assert not (tmp_path / "spec.yaml").exists()
+    spec = kubeflow_runner.compile_pipeline(dataclasses.replace(config, span_window=1), "gs://cnnpipe-test/root",
+                                            IMAGE, str(tmp_path / "spec.yaml"))
+    assert "span-{SPAN}/train" in constant(spec, "ImageExampleGen", "input_config")
+
+
+def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
+    """Only where the pipeline runs differs: same components, inputs and properties but the schema's path.
+
+    Every PipelineConfig field gets a value other than its default, so a setting that one runner passes to
+    `dag.create_pipeline` and the other forgets shows here.
+    """
+    settings = dict(
+        data=FASHION_MNIST.path, data_format="idx", class_names=tuple("abcdefghij"), schema="fashion_mnist",
+        eval_percent=20, model="resnet", input_shape=(32, 32, 1), normalization="standardize", epochs=3,
+        batch_size=16, learning_rate=1e-3, strategy="multi_worker", model_options={"width": 8}, translate=0.1,
+        flip=True, warm_start="latest", freeze_features=True, seed=7, min_accuracy=0.6, max_accuracy_drop=0.01,
+        output_dir=str(tmp_path / "out"), serving_dir=str(tmp_path / "serving"), model_name="shoes",
+        keep_versions=3, span_window=2, beam_args=("--direct_num_workers=2",),
+    )
+    fields = {field.name: field for field in dataclasses.fields(PipelineConfig)}
+    assert set(settings) == set(fields), f"give the new PipelineConfig fields {set(fields) - set(settings)} a value here"
+    config = PipelineConfig(**settings)
+    assert all(getattr(config, name) != getattr(PipelineConfig(), name) for name in fields)
+    local = local_runner.build_pipeline(config)
+    kubeflow = kubeflow_runner.build_pipeline(config, "gs://cnnpipe-test/root")
+
+    def wiring(pipeline) -> dict:
+        return {
+            component.id: (
+                {key: value for key, value in component.exec_properties.items() if key not in ("schema_file", "schema_source")},
+                {key: (channel.type_name, getattr(channel, "producer_component_id", None), getattr(channel, "output_key", None))
+                 for key, channel in component.inputs.items()},
+                sorted(node.id for node in component.upstream_nodes),
+            )
+            for component in pipeline.components
+        }
+
+    assert wiring(kubeflow) == wiring(local)
+    assert kubeflow.beam_pipeline_args == local.beam_pipeline_args
+    assert kubeflow.metadata_connection_config is None
+
+
+def pin(requirement: str) -> tuple[str, str]:
+    """("name", "version") of "Name==version", the name normalized as pip does (tf_keras is tf-keras)."""
+    name, version = requirement.split("==")
+    return re.sub(r"[-_.]+", "-", name).lower(), version
+
+
+def test_dockerfile_installs_the_pins_of_setup_py_and_constraints():
+    dockerfile = DOCKERFILE.read_text()
+    constraints = dict(pin(line) for line in (REPO / "constraints.txt").read_text().split())
+    setup_pins = [pin(found) for found in re.findall(r'"([A-Za-z0-9_.-]+==[^"]+)"', (REPO / "setup.py").read_text())]
+    assert ("kfp", constraints["kfp"]) in setup_pins
+    for name, version in setup_pins:
+        assert constraints.get(name) == version, f"setup.py pins {name}=={version}, constraints.txt {constraints.get(name)}"
+    setup_sh = (REPO / "scripts" / "setup.sh").read_text()
+    pip_pin = re.search(r"pip==([\d.]+)", setup_sh).group(1)
+    for name, version in map(pin, re.findall(r"\b[A-Za-z0-9_.-]+==[\w.]+", dockerfile)):
+        assert version == (pip_pin if name == "pip" else constraints.get(name)), f"Dockerfile pins {name}=={version}"
+    assert "pip install --no-cache-dir --ignore-requires-python -r constraints.txt" in dockerfile
+    python = re.search(r"sys.version_info\[:2\] != \((\d+), (\d+)\)", setup_sh).groups()
+    assert re.search(rf"^FROM python:{python[0]}\.{python[1]}[.-]", dockerfile, re.M)
+    beam = re.search(r"^FROM apache/beam_python(\d)\.(\d+)_sdk:([\d.]+)", dockerfile, re.M).groups()
+    assert beam == (*python, constraints["apache-beam"])
+    assert re.search(rf"^WORKDIR {kubeflow_runner.IMAGE_PROJECT_DIR}$", dockerfile, re.M)
+    debian_package = re.search(r"apt-get install (\S+)", FASHION_MNIST.install_hint).group(1)
+    assert re.search(rf"apt-get install .*\b{debian_package}\b", dockerfile)
+
+
+def test_submit_to_an_unreachable_host_fails_in_one_line(capsys):
+    host = f"http://127.0.0.1:{free_port()}"  # nothing listens: the connection is refused
+    assert cli.main(["submit", "--host", host, "--package", str(COMMITTED_SPEC)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"cnnpipe: cannot reach Kubeflow Pipelines at {host} ([Errno 111] Connection refused)")
+    assert error.count("\n") == 1
+
+
+def test_schedule_checks_the_cron_and_the_host(capsys):
+    assert cli.main(["schedule", "--host", "http://127.0.0.1:1", "--package", str(COMMITTED_SPEC),
+                     "--cron", "0 3 * * *"]) == 1
+    assert "--cron '0 3 * * *': Kubeflow Pipelines wants six fields" in capsys.readouterr().err
+    host = f"http://127.0.0.1:{free_port()}"
+    assert cli.main(["schedule", "--host", host, "--package", str(COMMITTED_SPEC), "--cron", "0 0 3 * * *"]) == 1
+    assert capsys.readouterr().err.startswith(f"cnnpipe: cannot reach Kubeflow Pipelines at {host}")
+
+
+def test_submit_without_a_compiled_spec_says_how_to_make_one(tmp_path, capsys):
+    missing = tmp_path / "pipeline.yaml"
+    assert cli.main(["submit", "--host", "http://127.0.0.1:1", "--package", str(missing)]) == 1
+    assert capsys.readouterr().err == (
+        f"cnnpipe: {missing}: no such pipeline spec; write it with `cnnpipe compile` (or pass --package).\n"
+    )
+
+
+def test_without_kfp_submit_says_how_to_install_it(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "kfp", None)  # `import kfp` raises ImportError, as without the package
+    assert cli.main(["submit", "--host", "http://127.0.0.1:1", "--package", str(COMMITTED_SPEC)]) == 1
+    assert capsys.readouterr().err == (
+        f"cnnpipe: Kubeflow support needs the Kubeflow Pipelines SDK (kfp); install it with: {kubeflow_runner.INSTALL_HINT}\n"
+    )

@@ -1,0 +1,518 @@
+"""`cnnpipe serve` and `cnnpipe predict` on a model the real pipeline pushed (a small real Fashion-MNIST
+slice): TF Serving's REST and gRPC requests as documented, hot swap, broken versions, bad requests,
+and the Pusher's check.
+"""
+
+import base64
+import contextlib
+import dataclasses
+import functools
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Iterator
+
+import grpc
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+from tfx import v1 as tfx
+
+from conftest import encode, fashion_mnist, small_run_config, write_fashion_mnist_slice
+from cnnpipe.components import push_check
+from cnnpipe.components.ingestion.formats import make_example
+from cnnpipe.components.pusher import existing_versions, publish
+from cnnpipe.models import trainer
+from cnnpipe.pipeline import cli, local_runner, summary
+from cnnpipe.pipeline.config import PipelineConfig
+from cnnpipe.pipeline.datasets import FASHION_MNIST
+from cnnpipe.serving import model_config
+from cnnpipe.serving.server import ServerOptions, model_server_command
+
+TRAIN, TEST = 2000, 300
+MAX_REQUEST_BYTES = 1_000_000
+SIGNATURES = ("serving_default", "predict_image", "predict_pixels", "embed")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> PipelineConfig:
+    """The real pipeline, run once on a small real slice: it pushes one checked version."""
+    root = tmp_path_factory.mktemp("serving")
+    config = small_run_config(write_fashion_mnist_slice(str(root / "fashion"), TRAIN, TEST), str(root / "out"))
+    local_runner.run(config, out=io.StringIO())
+    return config
+
+
+@pytest.fixture(scope="module")
+def outputs(pipeline):
+    return summary.run_outputs(local_runner.metadata_path(pipeline.output_dir), pipeline.name)[1]
+
+
+@pytest.fixture(scope="module")
+def first_version(pipeline) -> str:
+    versions = existing_versions(pipeline.serving_base)
+    assert len(versions) == 1
+    return os.path.join(pipeline.serving_base, str(versions[0]))
+
+
+@pytest.fixture(scope="module")
+def second_model(pipeline, outputs, tmp_path_factory) -> str:
+    """Another model (seed 1) trained and exported by the real Trainer's run_fn on the same examples."""
+    root = tmp_path_factory.mktemp("second")
+    examples = outputs["transformed_examples"].uri
+    training = dataclasses.replace(pipeline.training_config(FASHION_MNIST.class_names), seed=1)
+    trainer.run_fn(tfx.components.FnArgs(
+        train_files=[os.path.join(examples, "Split-train", "*")],
+        eval_files=[os.path.join(examples, "Split-eval", "*")],
+        transform_output=outputs["transform_graph"].uri,
+        serving_model_dir=str(root / "model"),
+        model_run_dir=str(root / "run"),
+        custom_config=dataclasses.asdict(training),
+    ))
+    return str(root / "model")
+
+
+@pytest.fixture(scope="module")
+def test_images() -> np.ndarray:
+    return fashion_mnist("t10k", 8)[0]
+
+
+def serialized_examples(images: np.ndarray) -> list[bytes]:
+    return [make_example(encode(p), 0, "", f"client:{i}", 28, 28) for i, p in enumerate(images)]
+
+
+def in_process(model_dir: str, signature: str, **inputs) -> dict[str, np.ndarray]:
+    outputs = tf.saved_model.load(model_dir).signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+    return {key: value.numpy() for key, value in outputs.items()}
+
+
+def assert_same(answer: dict, expected: dict) -> None:
+    """A server's answer (JSON lists or arrays) equals in-process outputs."""
+    np.testing.assert_allclose(np.array(answer["probabilities"], dtype=np.float32), expected["probabilities"],
+                               rtol=1e-5, atol=1e-7)
+    names = [n.decode() if isinstance(n, bytes) else n for n in np.array(answer["class_names"], dtype=object)]
+    assert names == [n.decode() for n in expected["class_names"]]
+
+
+def columns(predictions: list[dict]) -> dict[str, list]:
+    return {key: [row[key] for row in predictions] for key in predictions[0]}
+
+
+@dataclasses.dataclass
+class Server:
+    rest: str  # base URL
+    grpc: str  # host:port
+    process: subprocess.Popen
+
+    def predict_stub(self) -> prediction_service_pb2_grpc.PredictionServiceStub:
+        return prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(self.grpc))
+
+    def status(self, name: str) -> list[dict]:
+        return requests.get(f"{self.rest}/v1/models/{name}", timeout=30).json()["model_version_status"]
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@contextlib.contextmanager
+def running_server(serving_dir: str, *options: str) -> Iterator[Server]:
+    """`cnnpipe serve` in its own process on free loopback ports; ready once the REST API answers."""
+    rest_port, grpc_port = free_ports(2)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnnpipe.pipeline.cli", "serve", "--serving-dir", serving_dir, "--host", "127.0.0.1",
+         "--rest-port", str(rest_port), "--grpc-port", str(grpc_port), "--poll-seconds", "0.2", *options],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    server = Server(f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}", process)
+    try:
+        for _ in range(600):
+            if process.poll() is not None:
+                pytest.fail(f"cnnpipe serve exited with {process.returncode}:\n{process.stdout.read()[-3000:]}")
+            with contextlib.suppress(requests.ConnectionError):
+                requests.get(f"{server.rest}/v1/models/none", timeout=5)
+                break
+            time.sleep(0.2)
+        yield server
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(pipeline) -> Iterator[Server]:
+    """The pipeline's serving directory, served with batching and a 1 MB request limit."""
+    with running_server(os.path.dirname(pipeline.serving_base), "--enable-batching",
+                        "--max-request-bytes", str(MAX_REQUEST_BYTES)) as running:
+        yield running
+
+
+def rest_predict(server: Server, name: str, body, version=None) -> requests.Response:
+    path = f"/v1/models/{name}" + (f"/versions/{version}" if version else "") + ":predict"
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return requests.post(server.rest + path, data=data, timeout=60)
+
+
+def b64(data: bytes) -> dict:
+    return {"b64": base64.b64encode(data).decode()}
+
+
+def grpc_request(name: str, signature: str, **inputs) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = name, signature
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    return request
+
+
+# --- the pushed model and the Pusher's check ---------------------------------------------------
+
+
+def test_the_pusher_lists_the_pushed_model_in_models_config(pipeline, first_version):
+    config = model_config.read(os.path.join(os.path.dirname(pipeline.serving_base), "models.config"))
+    assert [(c.name, c.base_path) for c in config.model_config_list.config] == [
+        (pipeline.name, os.path.abspath(pipeline.serving_base))
+    ]
+    assert set(tf.saved_model.load(first_version).signatures) == set(SIGNATURES)
+
+
+def test_a_model_that_fails_to_load_is_not_pushed(pipeline, outputs, first_version, second_model, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(second_model, broken)
+    data = next((broken / "variables").glob("variables.data-*"))
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    eval_files = os.path.join(outputs["examples"].uri, "Split-eval", "*")
+    check = functools.partial(push_check.check, eval_files=eval_files, evaluator_accuracy=None)
+    with pytest.raises(push_check.PushCheckError, match="fails to load or to answer in a fresh process"):
+        publish(str(broken), pipeline.serving_base, check=check)
+    assert existing_versions(pipeline.serving_base) == [int(os.path.basename(first_version))]
+
+
+def test_a_model_that_disagrees_with_the_evaluator_is_refused(outputs, first_version, second_model):
+    eval_files = os.path.join(outputs["examples"].uri, "Split-eval", "*")
+    evaluated = summary.candidate_accuracy(outputs["evaluation"].uri)
+    assert push_check.check(first_version, eval_files, evaluated).startswith("push check: embed, predict_image")
+    with pytest.raises(push_check.PushCheckError, match=r"but the Evaluator measured"):
+        push_check.check(second_model, eval_files, evaluated)  # another model than the one evaluated
+
+
+# --- REST and gRPC as TF Serving documents them --------------------------------------------------
+
+
+def test_rest_tf_examples_as_b64_instances(server, pipeline, first_version, test_images):
+    examples = serialized_examples(test_images)
+    answer = rest_predict(server, pipeline.name, {"instances": [b64(e) for e in examples]})
+    assert answer.status_code == 200, answer.text
+    assert_same(columns(answer.json()["predictions"]), in_process(first_version, "serving_default", examples=examples))
+
+
+def test_rest_images_in_row_and_columnar_form(server, pipeline, first_version, test_images):
+    pngs = [encode(p) for p in test_images]
+    expected = in_process(first_version, "predict_image", images=pngs)
+    rows = rest_predict(server, pipeline.name, {"signature_name": "predict_image", "instances": [b64(p) for p in pngs]})
+    named_rows = rest_predict(server, pipeline.name,
+                              {"signature_name": "predict_image", "instances": [{"images": b64(p)} for p in pngs]})
+    columnar = rest_predict(server, pipeline.name,
+                            {"signature_name": "predict_image", "inputs": {"images": [b64(p) for p in pngs]}})
+    for answer in (rows, named_rows):
+        assert answer.status_code == 200, answer.text
+        predictions = answer.json()["predictions"]
+        assert predictions[0]["all_class_names"] == list(FASHION_MNIST.class_names)
+        assert_same(columns(predictions), expected)
+    assert columnar.status_code == 200, columnar.text
+    assert_same(columnar.json()["outputs"], expected)
+
+
+def test_rest_pixel_instances_and_columns(server, pipeline, first_version, test_images):
+    pixels = test_images[..., None].astype(np.float32)
+    expected = in_process(first_version, "predict_pixels", pixels=pixels)
+    rows = rest_predict(server, pipeline.name, {"signature_name": "predict_pixels", "instances": pixels.tolist()})
+    columnar = rest_predict(server, pipeline.name, {"signature_name": "predict_pixels", "inputs": pixels.tolist()})
+    assert rows.status_code == 200 and columnar.status_code == 200, rows.text + columnar.text
+    assert_same(columns(rows.json()["predictions"]), expected)
+    assert_same(columnar.json()["outputs"], expected)
+    np.testing.assert_allclose(expected["probabilities"],
+                               in_process(first_version, "predict_image", images=[encode(p) for p in test_images])[
+                                   "probabilities"], atol=1e-6)
+
+
+def test_grpc_predict_through_every_signature(server, pipeline, first_version, test_images):
+    stub = server.predict_stub()
+    pngs = [encode(p) for p in test_images]
+    pixels = test_images[..., None].astype(np.float32)
+    version = int(os.path.basename(first_version))
+    for signature, inputs in [("serving_default", {"examples": serialized_examples(test_images)}),
+                              ("predict_image", {"images": pngs}), ("predict_pixels", {"pixels": pixels})]:
+        response = stub.Predict(grpc_request(pipeline.name, signature, **inputs), timeout=60)
+        assert (response.model_spec.version.value, response.model_spec.signature_name) == (version, signature)
+        assert_same({k: tf.make_ndarray(v) for k, v in response.outputs.items()},
+                    in_process(first_version, signature, **inputs))
+    response = stub.Predict(grpc_request(pipeline.name, "embed", images=pngs), timeout=60)
+    embeddings = tf.make_ndarray(response.outputs["embeddings"])
+    assert embeddings.shape == (8, 84)
+    np.testing.assert_allclose(embeddings, in_process(first_version, "embed", images=pngs)["embeddings"], atol=1e-5)
+
+
+def test_status_and_metadata_over_rest_and_grpc(server, pipeline, first_version):
+    version = os.path.basename(first_version)
+    ok = {"version": version, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    assert server.status(pipeline.name) == [ok]
+    by_version = requests.get(f"{server.rest}/v1/models/{pipeline.name}/versions/{version}", timeout=30).json()
+    assert by_version == {"model_version_status": [ok]}
+    metadata = requests.get(f"{server.rest}/v1/models/{pipeline.name}/metadata", timeout=30).json()
+    assert metadata["model_spec"] == {"name": pipeline.name, "signature_name": "", "version": version}
+    signature_defs = metadata["metadata"]["signature_def"]["signature_def"]
+    assert set(SIGNATURES) <= set(signature_defs)
+    assert signature_defs["predict_pixels"]["inputs"]["pixels"]["dtype"] == "DT_FLOAT"
+    assert set(signature_defs["predict_image"]["outputs"]) == {"probabilities", "class_ids", "class_names",
+                                                               "all_class_names"}
+
+    channel = grpc.insecure_channel(server.grpc)
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = pipeline.name
+    response = prediction_service_pb2_grpc.PredictionServiceStub(channel).GetModelMetadata(request, timeout=30)
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(signature_map)
+    assert set(SIGNATURES) <= set(signature_map.signature_def)
+    status_request = get_model_status_pb2.GetModelStatusRequest()
+    status_request.model_spec.name = pipeline.name
+    status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status_request, timeout=30)
+    assert [(s.version, s.state) for s in status.model_version_status] == [
+        (int(version), get_model_status_pb2.ModelVersionStatus.AVAILABLE)
+    ]
+
+
+# --- bad requests ----------------------------------------------------------------------------------
+
+BAD_REST_REQUESTS = [
+    ("non-image bytes", {"signature_name": "predict_image", "instances": [b64(b"this is not an image")]}, None, 400,
+     "Unknown image file format"),
+    ("wrong shape", {"signature_name": "predict_pixels", "instances": [[1.0, 2.0]]}, None, 400,
+     "has shape [1, 2], but the signature takes [-1, -1, -1, -1]"),
+    ("wrong dtype", {"signature_name": "predict_pixels", "instances": [[[["dark"]]]]}, None, 400,
+     "takes float32 values, but 'dark' (str) was sent"),
+    ("string for bytes", {"signature_name": "predict_image", "instances": [17]}, None, 400,
+     'takes strings: send text, or binary data such as an image as {"b64"'),
+    ("unknown signature", {"signature_name": "predict_everything", "instances": [1]}, None, 400,
+     'signature name: "predict_everything" not found'),
+    ("unknown version", {"instances": [b64(b"x")]}, 1, 404, "Servable not found for request: Specific("),
+    ("malformed JSON", b'{"instances": [', None, 400, "JSON Parse error"),
+    ("oversized payload", b" " * (2 * MAX_REQUEST_BYTES), None, 413, "over this server's limit of 1000000 bytes"),
+]
+
+
+@pytest.mark.parametrize("what, body, version, status, message", BAD_REST_REQUESTS, ids=[r[0] for r in BAD_REST_REQUESTS])
+def test_bad_rest_requests_get_tf_serving_errors_and_the_server_goes_on(server, pipeline, test_images, what, body,
+                                                                        version, status, message):
+    answer = rest_predict(server, pipeline.name, body, version)
+    assert answer.status_code == status
+    assert message in answer.json()["error"]
+    good = rest_predict(server, pipeline.name, {"signature_name": "predict_image", "instances": [b64(encode(test_images[0]))]})
+    assert good.status_code == 200 and len(good.json()["predictions"]) == 1
+
+
+def test_unknown_model_is_404_over_rest_and_not_found_over_grpc(server, pipeline):
+    answer = rest_predict(server, "no_such_model", {"instances": [1]})
+    assert answer.status_code == 404
+    assert answer.json()["error"].startswith("Servable not found for request: Latest(no_such_model)")
+    assert pipeline.name in answer.json()["error"]  # names what is served
+    assert requests.get(f"{server.rest}/v1/models/no_such_model", timeout=30).status_code == 404
+    with pytest.raises(grpc.RpcError) as error:
+        server.predict_stub().Predict(grpc_request("no_such_model", "predict_image", images=[b"x"]), timeout=30)
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_bad_grpc_requests_get_status_codes_and_the_server_goes_on(server, pipeline, test_images):
+    stub = server.predict_stub()
+    bad = [
+        (grpc_request(pipeline.name, "predict_image", images=[b"not an image"]), grpc.StatusCode.INVALID_ARGUMENT,
+         "Unknown image file format"),
+        (grpc_request(pipeline.name, "predict_image", images=[1.0, 2.0]), grpc.StatusCode.INVALID_ARGUMENT,
+         "takes string values, but float32 was sent"),
+        (grpc_request(pipeline.name, "predict_pixels", pixels=np.zeros([2, 28], np.float32)),
+         grpc.StatusCode.INVALID_ARGUMENT, "has shape [2, 28]"),
+        (grpc_request(pipeline.name, "predict_image", pictures=[b"x"]), grpc.StatusCode.INVALID_ARGUMENT,
+         "names inputs ['pictures'], but signature 'predict_image' takes ['images']"),
+        (grpc_request(pipeline.name, "predict_image", images=[b"\0" * (2 * MAX_REQUEST_BYTES)]),
+         grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+    ]
+    for request, code, message in bad:
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Predict(request, timeout=60)
+        assert error.value.code() == code and message in error.value.details()
+        good = stub.Predict(grpc_request(pipeline.name, "predict_image", images=[encode(test_images[0])]), timeout=60)
+        assert tf.make_ndarray(good.outputs["probabilities"]).shape == (1, 10)
+    assert server.process.poll() is None
+
+
+def test_one_bad_image_in_a_batch_fails_only_its_own_request(server, pipeline, first_version, test_images):
+    """With batching on, concurrent good and bad requests are stacked; the bad one must not spoil the others."""
+    pngs = [encode(p) for p in test_images]
+    expected = in_process(first_version, "predict_image", images=pngs)
+    answers: dict[int, requests.Response] = {}
+
+    def send(index: int) -> None:
+        image = b"broken" if index == 3 else pngs[index]
+        answers[index] = rest_predict(server, pipeline.name,
+                                      {"signature_name": "predict_image", "instances": [b64(image)]})
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers[3].status_code == 400
+    for index in set(range(8)) - {3}:
+        assert answers[index].status_code == 200, answers[index].text
+        np.testing.assert_allclose(answers[index].json()["predictions"][0]["probabilities"],
+                                   expected["probabilities"][index], rtol=1e-5, atol=1e-7)
+
+
+# --- versions: hot swap and broken versions -----------------------------------------------------
+
+
+def test_hot_swap_answers_every_request_and_switches_to_the_new_version(pipeline, first_version, second_model,
+                                                                        test_images, tmp_path):
+    base = tmp_path / "serving" / pipeline.name
+    old = int(os.path.basename(publish(first_version, str(base))))
+    pngs = [encode(p) for p in test_images]
+    expected = {old: in_process(first_version, "predict_image", images=pngs)}
+    with running_server(str(tmp_path / "serving")) as server:
+        stop, answers, failures = threading.Event(), [], []
+
+        def grpc_client() -> None:
+            stub = server.predict_stub()
+            while not stop.is_set() and len(answers) < 100_000:
+                try:
+                    response = stub.Predict(grpc_request(pipeline.name, "predict_image", images=pngs), timeout=60)
+                    answers.append((response.model_spec.version.value, tf.make_ndarray(response.outputs["probabilities"])))
+                except grpc.RpcError as error:
+                    failures.append(f"gRPC {error.code()}: {error.details()}")
+
+        def rest_client() -> None:
+            while not stop.is_set() and len(answers) < 100_000:
+                answer = rest_predict(server, pipeline.name,
+                                      {"signature_name": "predict_image", "instances": [b64(p) for p in pngs]})
+                if answer.status_code != 200:
+                    failures.append(f"REST {answer.status_code}: {answer.text}")
+
+        clients = [threading.Thread(target=grpc_client), threading.Thread(target=rest_client)]
+        for client in clients:
+            client.start()
+        while len(answers) < 5 and not failures:
+            time.sleep(0.05)
+        new = int(os.path.basename(publish(second_model, str(base))))
+        expected[new] = in_process(second_model, "predict_image", images=pngs)
+        deadline = time.monotonic() + 120  # a bound against hanging, not a speed requirement
+        while not any(version == new for version, _ in answers[-20:]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        seen_new = len(answers)
+        while len(answers) < seen_new + 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        for client in clients:
+            client.join()
+        statuses = {s["version"]: s["state"] for s in server.status(pipeline.name)}
+
+    assert failures == []
+    versions = [version for version, _ in answers]
+    switch = versions.index(new)
+    assert set(versions[:switch]) == {old} and set(versions[switch:]) == {new}  # one switch, never back
+    for version, probabilities in answers:
+        np.testing.assert_allclose(probabilities, expected[version]["probabilities"], rtol=1e-5, atol=1e-7)
+    assert not np.allclose(expected[old]["probabilities"], expected[new]["probabilities"], atol=1e-3)
+    assert statuses == {str(new): "AVAILABLE", str(old): "END"}  # the old version was unloaded
+
+
+def test_a_broken_version_keeps_the_previous_one_serving(pipeline, first_version, second_model, test_images, tmp_path):
+    base = tmp_path / "serving" / pipeline.name
+    good = int(os.path.basename(publish(first_version, str(base))))
+    pngs = [encode(p) for p in test_images]
+    with running_server(str(tmp_path / "serving")) as server:
+        staging = tmp_path / "staging"
+        shutil.copytree(second_model, staging)
+        data = next((staging / "variables").glob("variables.data-*"))
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])  # truncated variables
+        os.rename(staging, base / str(good + 1))  # appears whole, as the Pusher publishes
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and [s["state"] for s in server.status(pipeline.name)] != ["END", "AVAILABLE"]:
+            time.sleep(0.1)  # newest first: the broken version has ended, the good one serves
+        statuses = {s["version"]: s for s in server.status(pipeline.name)}
+        response = server.predict_stub().Predict(grpc_request(pipeline.name, "predict_image", images=pngs), timeout=60)
+        latest = rest_predict(server, pipeline.name, {"signature_name": "predict_image", "instances": [b64(p) for p in pngs]})
+        broken_version = rest_predict(server, pipeline.name, {"instances": [b64(b"x")]}, version=good + 1)
+        assert server.process.poll() is None
+
+    assert statuses[str(good)]["state"] == "AVAILABLE"
+    broken = statuses[str(good + 1)]
+    assert broken["state"] == "END" and broken["status"]["error_code"] != "OK"
+    assert f"Failed to load {pipeline.name} version {good + 1} from {base / str(good + 1)}" in \
+        broken["status"]["error_message"]
+    assert response.model_spec.version.value == good
+    assert_same(columns(latest.json()["predictions"]), in_process(first_version, "predict_image", images=pngs))
+    assert broken_version.status_code == 404
+    assert f"Specific({pipeline.name}, {good + 1}); loaded versions: {good}" in broken_version.json()["error"]
+
+
+# --- cnnpipe predict ---------------------------------------------------------------------------------
+
+
+def test_predict_prints_the_top_classes_locally_and_from_the_server(server, pipeline, first_version, test_images,
+                                                                  tmp_path, capsys):
+    files = []
+    for index, pixels in enumerate(test_images[:3]):
+        files.append(str(tmp_path / f"image{index}.png"))
+        with open(files[-1], "wb") as f:
+            f.write(encode(pixels, "RGB", (56, 56)))  # another size and colour mode than the training images
+    serving_dir = os.path.dirname(pipeline.serving_base)
+    printed = {}
+    for mode, options in [("local", ["--serving-dir", serving_dir]),
+                          ("rest", ["--server", server.rest.removeprefix("http://")]),
+                          ("grpc", ["--server", server.grpc, "--grpc"])]:
+        assert cli.main(["predict", *files, "--model", pipeline.name, "--top-k", "2", *options]) == 0
+        printed[mode] = capsys.readouterr().out
+    assert printed["local"] == printed["rest"] == printed["grpc"]
+    expected = in_process(first_version, "predict_image", images=[open(f, "rb").read() for f in files])
+    lines = printed["local"].splitlines()
+    assert lines[0::3] == files
+    for index, line in enumerate(lines[1::3]):
+        name, percent = line.rsplit(maxsplit=1)
+        assert name.strip() == expected["class_names"][index].decode()
+        assert float(percent.rstrip("%")) == pytest.approx(100 * expected["probabilities"][index].max(), abs=0.006)
+
+
+def test_predict_names_a_missing_model_and_the_models_there(pipeline, tmp_path, capsys):
+    image = tmp_path / "x.png"
+    image.write_bytes(encode(fashion_mnist("t10k", 1)[0][0]))
+    assert cli.main(["predict", str(image), "--model", "nope", "--serving-dir", os.path.dirname(pipeline.serving_base)]) == 1
+    assert f"no pushed version of model 'nope' (models in {os.path.dirname(pipeline.serving_base)}: {pipeline.name})" \
+        in capsys.readouterr().err
+
+
+def test_with_tensorflow_model_server_the_same_models_and_options_are_passed():
+    options = ServerOptions(serving_dir="/srv/models", rest_port=9501, grpc_port=9500, poll_seconds=2)
+    assert model_server_command("/usr/bin/tensorflow_model_server", options, "/srv/models/models.config", "/tmp/b") == [
+        "/usr/bin/tensorflow_model_server", "--port=9500", "--rest_api_port=9501",
+        "--model_config_file=/srv/models/models.config", "--model_config_file_poll_wait_seconds=2",
+        "--file_system_poll_wait_seconds=2", "--enable_batching=true", "--batching_parameters_file=/tmp/b",
+    ]
