@@ -28,10 +28,10 @@ def ingested_spans(metadata_file: str, pipeline_name: str) -> list[int]:
     pipeline = mlmd.get_context_by_type_and_name("pipeline", pipeline_name)
     if pipeline is None:
         return []
+    example_gen_types = {t.id for t in mlmd.get_execution_types() if t.name.endswith(EXAMPLE_GEN)}
     executions = [
         e.id for e in mlmd.get_executions_by_context(pipeline.id)
-        if mlmd.get_execution_types_by_id([e.type_id])[0].name.endswith(EXAMPLE_GEN)
-        and e.last_known_state in (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
+        if e.type_id in example_gen_types and e.last_known_state in (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
     ]
     outputs = {
         event.artifact_id for event in mlmd.get_events_by_execution_ids(executions)
