@@ -82,6 +82,9 @@ def add_pipeline_options(command: argparse.ArgumentParser, d: "PipelineConfig") 
     blessing.add_argument("--max-accuracy-drop", type=float, default=d.max_accuracy_drop,
                           help="how far below the last blessed model's accuracy a model may be and still be blessed "
                           f"(default {d.max_accuracy_drop})")
+    blessing.add_argument("--no-baseline", dest="compare_with_baseline", action="store_false",
+                          help="do not compare with the last blessed model: bless on --min-accuracy alone, with no "
+                          "TFX resolver (open-source Kubeflow Pipelines cannot run one; kubeflow/README.md)")
 
 
 def add_kubeflow_target(command: argparse.ArgumentParser, default_package: str, default_experiment: str) -> None:

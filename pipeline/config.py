@@ -39,6 +39,7 @@ class PipelineConfig:
     seed: int = 0  # weights' initialization and shuffling; the same seed and data train the same model
     min_accuracy: float = 0.85  # lower bound on overall eval accuracy for the blessing
     max_accuracy_drop: float = 0.0  # how much worse than the last blessed model may be blessed
+    compare_with_baseline: bool = True  # False: no latest-blessed-model resolver (open-source KFP lacks one)
     output_dir: str = "cnnpipe-output"
     serving_dir: Optional[str] = None  # <output_dir>/serving when None
     model_name: Optional[str] = None  # the served model's name; the data set's name when None

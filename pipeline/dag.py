@@ -11,6 +11,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.proto import range_config_pb2
 
+from cnnpipe.components.errors import CnnpipeError
 from cnnpipe.components.ingestion.component import ImageExampleGen
 from cnnpipe.components.ingestion.source import DataSource
 from cnnpipe.components.pusher import AtomicPusher
@@ -35,6 +36,7 @@ def create_pipeline(
     eval_percent: int = 10,
     min_accuracy: float = 0.85,
     max_accuracy_drop: float = 0.0,
+    compare_with_baseline: bool = True,
     keep_versions: Optional[int] = None,
     span_window: int = 1,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
@@ -43,7 +45,8 @@ def create_pipeline(
     """The TFX pipeline: ingest, validate, transform, train, evaluate, push.
 
     With data in spans, ExampleGen ingests the newest span, which is validated and evaluated on;
-    Transform and the Trainer see the newest `span_window` spans.
+    Transform and the Trainer see the newest `span_window` spans. Without `compare_with_baseline`
+    there is no latest-blessed-model resolver: the blessing rests on `min_accuracy` alone.
     """
     example_gen = ImageExampleGen(source, eval_percent=eval_percent)
     examples = example_gen.outputs["examples"]
@@ -77,11 +80,14 @@ def create_pipeline(
         custom_config={"input_shape": list(training.input_shape), "normalization": normalization},
     )
     transform.add_upstream_node(validation_gate)  # bad data never reaches Transform
-    baseline_resolver = tfx.dsl.Resolver(
+    if training.warm_start == WARM_START_LATEST and not compare_with_baseline:
+        raise CnnpipeError("warm-starting from the last blessed model (--warm-start latest, or retrain) needs it resolved: drop --no-baseline.")
+    baseline_resolvers = [tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    ).with_id("latest_blessed_model_resolver")] if compare_with_baseline else []
+    baseline = baseline_resolvers[0].outputs["model"] if baseline_resolvers else None
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
@@ -91,13 +97,13 @@ def create_pipeline(
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config=dataclasses.asdict(training),
         # fn_args.base_model: the last blessed model, for --warm-start latest
-        base_model=baseline_resolver.outputs["model"] if training.warm_start == WARM_START_LATEST else None,
+        base_model=baseline if training.warm_start == WARM_START_LATEST else None,
     )
     evaluator = tfx.components.Evaluator(
         examples=examples,
         model=trainer.outputs["model"],
-        baseline_model=baseline_resolver.outputs["model"],
-        eval_config=eval_config(min_accuracy, max_accuracy_drop),
+        baseline_model=baseline,
+        eval_config=eval_config(min_accuracy, max_accuracy_drop if compare_with_baseline else None),
     )
     pusher = AtomicPusher(
         model=trainer.outputs["model"],
@@ -114,7 +120,7 @@ def create_pipeline(
         pipeline_root=os.path.join(pipeline_root),
         components=[
             example_gen, statistics_gen, schema_gen, example_validator, validation_gate,
-            *span_resolvers, transform, baseline_resolver, trainer, evaluator, pusher,
+            *span_resolvers, transform, *baseline_resolvers, trainer, evaluator, pusher,
         ],
         enable_cache=True,
         metadata_connection_config=metadata_connection_config,
@@ -142,6 +148,7 @@ def pipeline_for(
         eval_percent=config.eval_percent,
         min_accuracy=config.min_accuracy,
         max_accuracy_drop=config.max_accuracy_drop,
+        compare_with_baseline=config.compare_with_baseline,
         keep_versions=config.keep_versions,
         span_window=config.span_window,
         metadata_connection_config=metadata_connection_config,

@@ -2,6 +2,7 @@
 
 import dataclasses
 import importlib
+import json
 import re
 import socket
 import subprocess
@@ -171,6 +172,21 @@ def test_a_span_window_kubeflow_cannot_resolve_is_refused_by_name(tmp_path):
     assert "span-{SPAN}/train" in constant(spec, "ImageExampleGen", "input_config")
 
 
+def test_without_a_baseline_the_spec_has_no_resolver_and_blesses_on_the_lower_bound(tmp_path):
+    """What open-source Kubeflow Pipelines can run: no MLMD resolver step, no change threshold."""
+    config = PipelineConfig(data=write_fashion_mnist_slice(str(tmp_path / "data"), 30, 10),
+                            class_names=FASHION_MNIST.class_names, schema="fashion_mnist", compare_with_baseline=False)
+    spec = kubeflow_runner.compile_pipeline(config, "gs://cnnpipe-test/root", IMAGE, str(tmp_path / "spec.yaml"))
+    assert set(spec.root.dag.tasks) == COMPONENTS
+    assert not any("resolver" in executor for executor in executors(spec).values())
+    assert "baseline_model" not in spec.root.dag.tasks["Evaluator"].inputs.artifacts
+    thresholds = json.loads(constant(spec, "Evaluator", "eval_config"))["metrics_specs"][0]["metrics"][0]
+    threshold = thresholds["per_slice_thresholds"][0]["threshold"]
+    assert threshold["value_threshold"]["lower_bound"] == 0.85 and "change_threshold" not in threshold
+    with pytest.raises(CnnpipeError, match="drop --no-baseline"):
+        kubeflow_runner.build_pipeline(dataclasses.replace(config, warm_start="latest"), "gs://cnnpipe-test/root")
+
+
 def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
     """Only where the pipeline runs differs: same components, inputs and properties but the schema's path.
 
@@ -181,7 +197,8 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
         data=FASHION_MNIST.path, data_format="idx", class_names=tuple("abcdefghij"), schema="fashion_mnist",
         eval_percent=20, model="resnet", input_shape=(32, 32, 1), normalization="standardize", epochs=3,
         batch_size=16, learning_rate=1e-3, strategy="multi_worker", model_options={"width": 8}, translate=0.1,
-        flip=True, warm_start="latest", freeze_features=True, seed=7, min_accuracy=0.6, max_accuracy_drop=0.01,
+        flip=True, warm_start=str(tmp_path / "model"), freeze_features=True, seed=7, min_accuracy=0.6,
+        max_accuracy_drop=0.01, compare_with_baseline=False,
         output_dir=str(tmp_path / "out"), serving_dir=str(tmp_path / "serving"), model_name="shoes",
         keep_versions=3, span_window=2, beam_args=("--direct_num_workers=2",),
     )
