@@ -4,8 +4,11 @@ import os
 
 import pytest
 from tfx.dsl.io.filesystem import NotFoundError
+from tfx.proto import pusher_pb2
+from tfx.types import standard_artifacts, standard_component_specs
+from tfx.utils import proto_utils
 
-from cnnpipe.components.pusher import STAGING_PREFIX, existing_versions, prune, publish
+from cnnpipe.components.pusher import KEEP_VERSIONS_KEY, STAGING_PREFIX, Executor, existing_versions, prune, publish
 from cnnpipe.serving import model_config
 
 
@@ -101,3 +104,35 @@ def test_a_damaged_models_config_is_named(tmp_path):
     path.write_text("model_config_list { config { nam: 'x' } }")
     with pytest.raises(ValueError, match="models.config: not a TF Serving model config"):
         model_config.read(str(path))
+
+
+def test_the_executor_pushes_blessed_models_only_and_keeps_the_newest_versions(tmp_path):
+    """AtomicPusher's executor as the pipeline runs it, with keep_versions 2 and no push check."""
+    serving = tmp_path / "serving"
+    destination = pusher_pb2.PushDestination(filesystem=pusher_pb2.PushDestination.Filesystem(
+        base_directory=str(serving / "fashion")))
+    exec_properties = {standard_component_specs.PUSH_DESTINATION_KEY: proto_utils.proto_to_json(destination),
+                       KEEP_VERSIONS_KEY: 2}
+
+    def push(name: str, blessed: bool) -> standard_artifacts.PushedModel:
+        model = standard_artifacts.Model()
+        model.uri = str(tmp_path / "trainer" / name)
+        make_model_dir(tmp_path / "trainer" / name / "Format-Serving", name)
+        blessing = standard_artifacts.ModelBlessing()
+        blessing.uri = str(tmp_path / "evaluator" / name)
+        blessing.set_int_custom_property("blessed", int(blessed))
+        pushed = standard_artifacts.PushedModel()
+        pushed.uri = str(tmp_path / "pusher" / name)
+        Executor().Do({"model": [model], "model_blessing": [blessing]}, {"pushed_model": [pushed]}, exec_properties)
+        return pushed
+
+    pushes = [push(f"model-{i}", blessed=True) for i in range(3)]
+    assert [p.get_int_custom_property("pushed") for p in pushes] == [1, 1, 1]
+    versions = [p.get_string_custom_property("pushed_version") for p in pushes]
+    assert sorted(os.listdir(serving / "fashion")) == sorted(versions[1:])  # the oldest was pruned
+    assert (serving / "fashion" / versions[2] / "saved_model.pb").read_text() == "model-2"
+    rejected = push("model-3", blessed=False)
+    assert rejected.get_int_custom_property("pushed") == 0
+    assert sorted(os.listdir(serving / "fashion")) == sorted(versions[1:])
+    [config] = model_config.read(str(serving / "models.config")).model_config_list.config
+    assert (config.name, config.base_path) == ("fashion", str(serving / "fashion"))
