@@ -33,6 +33,7 @@ setup(
         "numpy==1.26.4",
         "protobuf==4.25.5",
         "pillow==13.0.0",
+        "matplotlib==3.9.2",  # the robustness report's curve
     ],
     # kfp 2.13 is the newest kfp that installs beside TensorFlow 2.16's protobuf (< 5); cnnpipe compile/submit/schedule.
     extras_require={"test": ["pytest==9.2.0", "kfp==2.13.0", "adversarial-robustness-toolbox==1.20.1"], "kubeflow": ["kfp==2.13.0"]},

@@ -16,7 +16,7 @@ import tf_keras as keras
 from tfx import v1 as tfx
 
 from cnnpipe.components.errors import TrainingError
-from cnnpipe.models import features, registry, signatures, warm_start
+from cnnpipe.models import adversarial_training, features, registry, signatures, warm_start
 
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
 WARM_START_LATEST = "latest"  # warm start from the last blessed model of this pipeline
@@ -39,6 +39,9 @@ class TrainingConfig:
     warm_start: Optional[str] = None  # a pushed model's path, or "latest" for the last blessed model
     freeze_features: bool = False  # with warm_start: train only the classification head
     shuffle_buffer: int = 60_000  # examples; the whole Fashion-MNIST training split
+    adversarial: Optional[str] = None  # "fgsm-rs" or "pgd": train on attacked batches (adversarial_training.py)
+    adversarial_epsilon: float = 0.1  # their L-inf budget on the [0, 1] pixel scale
+    adversarial_steps: int = 7  # PGD's steps
     model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -56,6 +59,12 @@ class TrainingConfig:
             )
         if self.strategy not in STRATEGIES:
             raise TrainingError(f"unknown strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}.")
+        if self.adversarial not in (None, *adversarial_training.METHODS):
+            raise TrainingError(f"unknown adversarial training '{self.adversarial}'; choose one of "
+                                f"{', '.join(adversarial_training.METHODS)}.")
+        if not 0 < self.adversarial_epsilon <= 1 or self.adversarial_steps < 1:
+            raise TrainingError(f"adversarial training needs ε in (0, 1] on the [0, 1] pixel scale (got "
+                                f"{self.adversarial_epsilon}) and at least one step (got {self.adversarial_steps}).")
 
     @classmethod
     def from_custom_config(cls, custom_config: dict[str, Any]) -> "TrainingConfig":
@@ -160,17 +169,27 @@ def cosine_schedule(learning_rate: float, epochs: int) -> keras.callbacks.Learni
     )
 
 
-def build_compiled_model(config: TrainingConfig, base_model: Optional[str] = None) -> keras.Model:
-    """The registry's model, initialized from `base_model` when given, compiled with Adam."""
-    model = registry.build(config.model, config.input_shape, len(config.class_names), **config.model_options)
-    if base_model:
-        print(warm_start.initialize(model, base_model, config.freeze_features), flush=True)
+def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
+    """`model` compiled with Adam, cross-entropy and accuracy."""
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     return model
+
+
+def build_model(config: TrainingConfig, base_model: Optional[str] = None) -> keras.Model:
+    """The registry's model, initialized from `base_model` when given."""
+    model = registry.build(config.model, config.input_shape, len(config.class_names), **config.model_options)
+    if base_model:
+        print(warm_start.initialize(model, base_model, config.freeze_features), flush=True)
+    return model
+
+
+def build_compiled_model(config: TrainingConfig, base_model: Optional[str] = None) -> keras.Model:
+    """`build_model`, compiled."""
+    return compile_model(build_model(config, base_model), config.learning_rate)
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
@@ -187,15 +206,22 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if config.warm_start == WARM_START_LATEST and not base_model:
         print("warm start: no blessed model yet, training from scratch", flush=True)
     with strategy.scope():
-        model = build_compiled_model(config, base_model)
+        model = build_model(config, base_model)
+        fitted = model
+        if config.adversarial:
+            fitted = adversarial_training.wrap(model, config.adversarial, config.adversarial_epsilon,
+                                               config.adversarial_steps, tft_output, config.input_shape)
+        compile_model(fitted, config.learning_rate)
+    adversarial = f", adversarial {config.adversarial} at ε {config.adversarial_epsilon}" if config.adversarial else ""
     print(f"Training {config.model} ({model.count_params():,} parameters) for {config.epochs} epochs, "
-          f"batch {batch_size}, strategy {config.strategy} ({strategy.num_replicas_in_sync} replica(s))", flush=True)
+          f"batch {batch_size}, strategy {config.strategy} ({strategy.num_replicas_in_sync} replica(s)){adversarial}",
+          flush=True)
     # Every worker trains and saves (saving is collective); only the chief's files are kept.
     with tempfile.TemporaryDirectory() as scratch:
         chief = is_chief(strategy)
         log_dir = os.path.join(fn_args.model_run_dir if chief else scratch, "logs")
         try:
-            model.fit(
+            fitted.fit(
                 train,
                 epochs=config.epochs,
                 validation_data=evaluation,

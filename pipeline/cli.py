@@ -3,6 +3,7 @@
 import argparse
 import ast
 import dataclasses
+import logging
 import os
 import re
 import sys
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 if TYPE_CHECKING:
     from cnnpipe.pipeline.config import PipelineConfig
+    from cnnpipe.pipeline.summary import RunSummary
 
 # Keep TensorFlow's C++ start-up chatter out of the output; set before anything imports TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -28,6 +30,17 @@ def _shape(text: str) -> tuple[int, int, int]:
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _attacks(text: str) -> tuple[str, ...]:
+    return () if text.strip() == "none" else _names(text)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in _names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected numbers separated by commas, e.g. 0.05,0.1") from None
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -76,15 +89,38 @@ def add_pipeline_options(command: argparse.ArgumentParser, d: "PipelineConfig") 
                        help="with --warm-start: train only the classification head")
     model.add_argument("--seed", type=int, default=d.seed,
                        help=f"random seed for initialization and shuffling (default {d.seed})")
+    model.add_argument("--adversarial", choices=("fgsm-rs", "pgd"),
+                       help="adversarial training: fit on FGSM-from-a-random-start or PGD copies of each batch")
+    model.add_argument("--adversarial-epsilon", type=float, default=d.adversarial_epsilon, metavar="E",
+                       help=f"their L-inf bound on the [0, 1] pixel scale (default {d.adversarial_epsilon})")
+    model.add_argument("--adversarial-steps", type=int, default=d.adversarial_steps,
+                       help=f"PGD's steps in training (default {d.adversarial_steps})")
     blessing = command.add_argument_group("blessing")
     blessing.add_argument("--min-accuracy", type=float, default=d.min_accuracy,
-                          help=f"lowest overall eval accuracy to bless (default {d.min_accuracy})")
+                          help=f"lowest clean eval accuracy to bless (default {d.min_accuracy})")
     blessing.add_argument("--max-accuracy-drop", type=float, default=d.max_accuracy_drop,
                           help="how far below the last blessed model's accuracy a model may be and still be blessed "
                           f"(default {d.max_accuracy_drop})")
     blessing.add_argument("--no-baseline", dest="compare_with_baseline", action="store_false",
                           help="do not compare with the last blessed model: bless on --min-accuracy alone, with no "
                           "TFX resolver (open-source Kubeflow Pipelines cannot run one; kubeflow/README.md)")
+    robustness = command.add_argument_group("robustness (the Evaluator's attacked slices)")
+    robustness.add_argument("--attacks", type=_attacks, default=d.attacks, metavar="fgsm,pgd|none",
+                            help=f"attacks on the eval images, each model with its own gradients (default "
+                            f"{','.join(d.attacks)}; none: clean images only)")
+    robustness.add_argument("--epsilons", type=_floats, default=d.epsilons, metavar="E,...",
+                            help="L-inf bounds on the [0, 1] pixel scale (default "
+                            f"{','.join(map(str, d.epsilons))}; the clean images are ε 0)")
+    robustness.add_argument("--pgd-steps", type=int, default=d.pgd_steps, help=f"default {d.pgd_steps}")
+    robustness.add_argument("--robust-epsilon", type=float, default=d.robust_epsilon,
+                            help=f"the ε whose attacked slices the bounds below gate (default {d.robust_epsilon})")
+    robustness.add_argument("--min-fgsm-accuracy", type=float, default=d.min_fgsm_accuracy,
+                            help=f"lowest accuracy under FGSM at --robust-epsilon to bless (default {d.min_fgsm_accuracy})")
+    robustness.add_argument("--min-pgd-accuracy", type=float, default=d.min_pgd_accuracy,
+                            help=f"lowest accuracy under PGD at --robust-epsilon to bless (default {d.min_pgd_accuracy})")
+    robustness.add_argument("--max-robust-accuracy-drop", type=float, metavar="DROP",
+                            help="how far below the last blessed model's accuracy under each attack at "
+                            "--robust-epsilon a model may be and still be blessed (default: not compared)")
 
 
 def add_kubeflow_target(command: argparse.ArgumentParser, default_package: str, default_experiment: str) -> None:
@@ -162,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     serving_commands.add_commands(commands)  # serve, predict
 
+    report = commands.add_parser("report", help="print a finished local run's summary and robustness table again, "
+                                 "and write its report (robustness.csv and .png under RUN_DIR/reports/RUN_ID/)")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="the run's --output directory (it holds metadata.sqlite)")
+    report.add_argument("--pipeline", help="the pipeline's (served model's) name, when RUN_DIR holds several")
+    report.add_argument("--run", dest="run_id", help="the run's id (default: the newest run)")
+    report.set_defaults(func=_report)
+
     models = commands.add_parser("models", help="list the model registry: input size, parameters, layers")
     models.add_argument("--input-shape", type=_shape, help="H,W,C to build the models for (default: each one's own)")
     models.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
@@ -217,19 +260,55 @@ def _run(args: argparse.Namespace) -> int:
     print("\nComponent wall times: " + ", ".join(f"{name} {s:.1f}s" for name, s in seconds.items()))
     print(f"Total {total / 60:.1f} min\n")
     result = summary.summarize(local_runner.metadata_path(config.output_dir), config.name)
-    print(result.format())
+    _print_summary(result, config.output_dir, config.name)
     return 0 if result.pushed_to else EXIT_NOT_PUSHED
+
+
+def _print_summary(result: "RunSummary", output_dir: str, pipeline_name: str) -> None:
+    """Prints a run's summary and, when it was evaluated under attack, writes its robustness report."""
+    from cnnpipe.pipeline import report  # noqa: PLC0415
+
+    print(result.format())
+    if result.robustness:
+        paths = report.write(result.robustness, report.report_dir(output_dir, result.run_id),
+                             f"{pipeline_name}, run {result.run_id}")
+        print("Robustness report: " + ", ".join(paths))
 
 
 def _retrain(args: argparse.Namespace) -> int:
     from cnnpipe.pipeline import retrain  # noqa: PLC0415
     from cnnpipe.pipeline.config import PipelineConfig  # noqa: PLC0415
 
-    result = retrain.retrain(pipeline_config(args, PipelineConfig().beam_args))
+    config = pipeline_config(args, PipelineConfig().beam_args)
+    result = retrain.retrain(config)
     if result.run is None:
         return 0
-    print("\n" + result.run.format())
+    print()
+    _print_summary(result.run, config.output_dir, config.name)
     return 0 if result.run.pushed_to else EXIT_NOT_PUSHED
+
+
+def _report(args: argparse.Namespace) -> int:
+    from cnnpipe.components.errors import CnnpipeError  # noqa: PLC0415
+    from cnnpipe.pipeline import local_runner, summary  # noqa: PLC0415
+
+    metadata = local_runner.metadata_path(args.run_dir)
+    if not os.path.isfile(metadata):
+        raise CnnpipeError(f"{args.run_dir}: no {os.path.basename(metadata)} here; give the --output directory of a "
+                           "`cnnpipe run` (default cnnpipe-output).")
+    names = summary.pipeline_names(metadata)
+    if args.pipeline is None and len(names) != 1:
+        raise CnnpipeError(f"{args.run_dir} holds runs of the pipelines {', '.join(names) or '(none)'}; "
+                           "choose one with --pipeline NAME.")
+    name = args.pipeline or names[0]
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # TFMA's readers warn of TensorFlow's deprecations
+    try:
+        result = summary.summarize(metadata, name, args.run_id)
+    except ValueError as error:
+        raise CnnpipeError(f"{args.run_dir}: {error}.") from None
+    print(f"Run {result.run_id} of {name}")
+    _print_summary(result, args.run_dir, name)
+    return 0
 
 
 def _compile(args: argparse.Namespace) -> int:

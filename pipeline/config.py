@@ -10,6 +10,8 @@ from cnnpipe.components.ingestion import source as data_source
 from cnnpipe.models import registry
 from cnnpipe.models.trainer import TrainingConfig
 from cnnpipe.pipeline import datasets
+from cnnpipe.pipeline.evaluation import Thresholds
+from cnnpipe.robustness.adversarial_examples import AttackSettings
 from cnnpipe.schemas import schema_path
 
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
@@ -37,9 +39,19 @@ class PipelineConfig:
     warm_start: Optional[str] = None  # a pushed model's path, or "latest": the last blessed model
     freeze_features: bool = False  # with warm_start: train only the classification head
     seed: int = 0  # weights' initialization and shuffling; the same seed and data train the same model
-    min_accuracy: float = 0.85  # lower bound on overall eval accuracy for the blessing
+    adversarial: Optional[str] = None  # "fgsm-rs" or "pgd": train on attacked batches
+    adversarial_epsilon: float = 0.1  # on the [0, 1] pixel scale
+    adversarial_steps: int = 7  # PGD's steps when training
+    min_accuracy: float = 0.85  # lower bound on clean eval accuracy for the blessing
     max_accuracy_drop: float = 0.0  # how much worse than the last blessed model may be blessed
     compare_with_baseline: bool = True  # False: no latest-blessed-model resolver (open-source KFP lacks one)
+    attacks: tuple[str, ...] = AttackSettings.attacks  # evaluated on attacked eval images too; () for none
+    epsilons: tuple[float, ...] = AttackSettings.epsilons  # on the [0, 1] pixel scale
+    pgd_steps: int = AttackSettings.pgd_steps
+    robust_epsilon: float = Thresholds.robust_epsilon  # the ε whose attacked slices the bounds below gate
+    min_fgsm_accuracy: float = Thresholds.min_fgsm_accuracy
+    min_pgd_accuracy: float = Thresholds.min_pgd_accuracy
+    max_robust_accuracy_drop: Optional[float] = Thresholds.max_robust_accuracy_drop
     output_dir: str = "cnnpipe-output"
     serving_dir: Optional[str] = None  # <output_dir>/serving when None
     model_name: Optional[str] = None  # the served model's name; the data set's name when None
@@ -86,6 +98,21 @@ class PipelineConfig:
         """TF Serving's model base path: versions go to <serving_dir>/<name>/<version>/."""
         return os.path.join(self.serving_dir or os.path.join(self.output_dir, "serving"), self.name)
 
+    def thresholds(self) -> Thresholds:
+        gated = self.min_fgsm_accuracy > 0 or self.min_pgd_accuracy > 0 or self.max_robust_accuracy_drop is not None
+        if gated and self.robust_epsilon not in self.epsilons:
+            raise CnnpipeError(f"--robust-epsilon {self.robust_epsilon} is not one of --epsilons "
+                               f"{','.join(map(str, self.epsilons))}: the bounds gate an ε that is attacked.")
+        return Thresholds(self.min_accuracy, self.max_accuracy_drop, self.robust_epsilon, self.min_fgsm_accuracy,
+                          self.min_pgd_accuracy, self.max_robust_accuracy_drop)
+
+    def attack_settings(self) -> Optional[AttackSettings]:
+        """The AdversarialExamples settings, or None when no attack is evaluated."""
+        if not self.attacks:
+            return None
+        return AttackSettings(attacks=tuple(self.attacks), epsilons=tuple(self.epsilons), pgd_steps=self.pgd_steps,
+                              seed=self.seed)
+
     def training_config(self, class_names: tuple[str, ...]) -> TrainingConfig:
         return TrainingConfig(
             model=self.model,
@@ -101,4 +128,7 @@ class PipelineConfig:
             model_options=dict(self.model_options),
             warm_start=self.warm_start,
             freeze_features=self.freeze_features,
+            adversarial=self.adversarial,
+            adversarial_epsilon=self.adversarial_epsilon,
+            adversarial_steps=self.adversarial_steps,
         )

@@ -11,6 +11,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.proto import range_config_pb2
 
+from cnnpipe.components.adversarial import AdversarialExamples
 from cnnpipe.components.errors import CnnpipeError
 from cnnpipe.components.ingestion.component import ImageExampleGen
 from cnnpipe.components.ingestion.source import DataSource
@@ -18,7 +19,8 @@ from cnnpipe.components.pusher import AtomicPusher
 from cnnpipe.components.validation_gate import ValidationGate
 from cnnpipe.models.trainer import WARM_START_LATEST, TrainingConfig
 from cnnpipe.pipeline.config import PipelineConfig
-from cnnpipe.pipeline.evaluation import eval_config
+from cnnpipe.pipeline.evaluation import Thresholds, eval_config
+from cnnpipe.robustness.adversarial_examples import AttackSettings
 
 PREPROCESSING_FN = "cnnpipe.models.preprocessing.preprocessing_fn"
 RUN_FN = "cnnpipe.models.trainer.run_fn"
@@ -34,19 +36,21 @@ def create_pipeline(
     *,
     normalization: str = "scale",
     eval_percent: int = 10,
-    min_accuracy: float = 0.85,
-    max_accuracy_drop: float = 0.0,
+    thresholds: Thresholds = Thresholds(),
+    attacks: Optional[AttackSettings] = AttackSettings(),
     compare_with_baseline: bool = True,
     keep_versions: Optional[int] = None,
     span_window: int = 1,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: tuple[str, ...] = (),
 ) -> tfx.dsl.Pipeline:
-    """The TFX pipeline: ingest, validate, transform, train, evaluate, push.
+    """The TFX pipeline: ingest, validate, transform, train, attack, evaluate, push.
 
     With data in spans, ExampleGen ingests the newest span, which is validated and evaluated on;
-    Transform and the Trainer see the newest `span_window` spans. Without `compare_with_baseline`
-    there is no latest-blessed-model resolver: the blessing rests on `min_accuracy` alone.
+    Transform and the Trainer see the newest `span_window` spans. With `attacks`, the Evaluator
+    measures the candidate and the last blessed model on the eval images attacked with each one's
+    own gradients too. Without `compare_with_baseline` there is no latest-blessed-model resolver:
+    the blessing rests on the thresholds' lower bounds alone.
     """
     example_gen = ImageExampleGen(source, eval_percent=eval_percent)
     examples = example_gen.outputs["examples"]
@@ -99,11 +103,22 @@ def create_pipeline(
         # fn_args.base_model: the last blessed model, for --warm-start latest
         base_model=baseline if training.warm_start == WARM_START_LATEST else None,
     )
-    evaluator = tfx.components.Evaluator(
+    adversarial = [AdversarialExamples(
         examples=examples,
         model=trainer.outputs["model"],
         baseline_model=baseline,
-        eval_config=eval_config(min_accuracy, max_accuracy_drop if compare_with_baseline else None),
+        attacks=list(attacks.attacks),
+        epsilons=list(attacks.epsilons),
+        pgd_steps=attacks.pgd_steps,
+        pgd_step_fraction=attacks.pgd_step_fraction,
+        seed=attacks.seed,
+    )] if attacks else []
+    evaluator = tfx.components.Evaluator(
+        examples=adversarial[0].outputs["adversarial_examples"] if adversarial else examples,
+        model=trainer.outputs["model"],
+        baseline_model=baseline,
+        eval_config=eval_config(thresholds if compare_with_baseline else thresholds.without_baseline(),
+                                attacks.attacks if attacks else ()),
     )
     pusher = AtomicPusher(
         model=trainer.outputs["model"],
@@ -120,7 +135,7 @@ def create_pipeline(
         pipeline_root=os.path.join(pipeline_root),
         components=[
             example_gen, statistics_gen, schema_gen, example_validator, validation_gate,
-            *span_resolvers, transform, *baseline_resolvers, trainer, evaluator, pusher,
+            *span_resolvers, transform, *baseline_resolvers, trainer, *adversarial, evaluator, pusher,
         ],
         enable_cache=True,
         metadata_connection_config=metadata_connection_config,
@@ -146,8 +161,8 @@ def pipeline_for(
         serving_base=config.serving_base,
         normalization=config.normalization,
         eval_percent=config.eval_percent,
-        min_accuracy=config.min_accuracy,
-        max_accuracy_drop=config.max_accuracy_drop,
+        thresholds=config.thresholds(),
+        attacks=config.attack_settings(),
         compare_with_baseline=config.compare_with_baseline,
         keep_versions=config.keep_versions,
         span_window=config.span_window,

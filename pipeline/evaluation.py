@@ -1,49 +1,95 @@
-"""The Evaluator's EvalConfig: accuracy and loss, overall and per class; the blessing thresholds."""
+"""The Evaluator's EvalConfig: accuracy on the clean and the attacked eval images; the blessing thresholds.
 
-from typing import Optional
+With attacks, the Evaluator reads AdversarialExamples' output: every eval image clean (attack
+"none") and, per model, attack and ε, attacked with that model's own gradients. Each model counts
+the clean copies and its own attacks only (example weights), in the slices: clean, clean per
+class, and attack × ε. Without attacks it reads ExampleGen's eval split: overall and per class.
+Every threshold is a per-slice threshold on its own slice, so a bound on clean accuracy never
+applies to an attacked slice, nor to a class.
+"""
 
+import dataclasses
+from typing import Optional, Sequence
+
+import numpy as np
 import tensorflow_model_analysis as tfma
 
 from cnnpipe.models import features
+from cnnpipe.robustness.adversarial_examples import BASELINE, CANDIDATE, NO_ATTACK, WEIGHT_KEYS
 
 ACCURACY = "SparseCategoricalAccuracy"
 LOSS = "SparseCategoricalCrossentropy"
 OVERALL = tfma.SlicingSpec()
 PER_CLASS = tfma.SlicingSpec(feature_keys=[features.CLASS_NAME])
+CLEAN = tfma.SlicingSpec(feature_values={features.ATTACK: NO_ATTACK})
+CLEAN_PER_CLASS = tfma.SlicingSpec(feature_keys=[features.CLASS_NAME], feature_values={features.ATTACK: NO_ATTACK})
+ATTACK_BY_EPSILON = tfma.SlicingSpec(feature_keys=[features.ATTACK, features.EPSILON])
 
 
-def eval_config(min_accuracy: float, max_accuracy_drop: Optional[float]) -> tfma.EvalConfig:
-    """Blesses a model whose overall accuracy is ≥ `min_accuracy` and at most `max_accuracy_drop`
-    below the last blessed model's (None: no comparison, for an Evaluator without a baseline).
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    """What a candidate must reach to be blessed. Drops are in accuracy (0.01 is one point) below the
+    last blessed model's on the same slice; None compares nothing."""
 
-    The thresholds are per-slice thresholds on the overall slice only: a threshold in a
-    MetricsSpec would apply to every class slice too.
-    """
-    accuracy_threshold = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_accuracy}))
-    if max_accuracy_drop is not None:
-        accuracy_threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-            absolute={"value": -max_accuracy_drop - 1e-10},
-        ))
+    min_accuracy: float = 0.85  # clean
+    max_accuracy_drop: Optional[float] = 0.0  # clean
+    robust_epsilon: float = 0.1  # the ε whose FGSM and PGD slices are gated
+    min_fgsm_accuracy: float = 0.0
+    min_pgd_accuracy: float = 0.0
+    max_robust_accuracy_drop: Optional[float] = None  # each attack's slice at robust_epsilon
+
+    def without_baseline(self) -> "Thresholds":
+        return dataclasses.replace(self, max_accuracy_drop=None, max_robust_accuracy_drop=None)
+
+
+def epsilon_value(epsilon: float) -> str:
+    """ε as a SlicingSpec must name it: the float32 a tf.Example holds, read as a double ("0.10000000149011612")."""
+    return repr(float(np.float32(epsilon)))
+
+
+def attack_slice(attack: str, epsilon: float) -> tfma.SlicingSpec:
+    return tfma.SlicingSpec(feature_values={features.ATTACK: attack, features.EPSILON: epsilon_value(epsilon)})
+
+
+def _threshold(lower_bound: float, max_drop: Optional[float]) -> tfma.MetricThreshold:
+    threshold = tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(lower_bound={"value": lower_bound}))
+    if max_drop is not None:
+        threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -max_drop - 1e-10}))
+    return threshold
+
+
+def _gates(thresholds: Thresholds, attacks: Sequence[str]) -> list[tfma.PerSliceMetricThreshold]:
+    """The clean bound on the clean slice; each attack's bound on its slice at `robust_epsilon`."""
+    gates = [(CLEAN if attacks else OVERALL, thresholds.min_accuracy, thresholds.max_accuracy_drop)]
+    bounds = {"fgsm": thresholds.min_fgsm_accuracy, "pgd": thresholds.min_pgd_accuracy}
+    for attack in attacks:
+        if bounds[attack] > 0 or thresholds.max_robust_accuracy_drop is not None:
+            gates.append((attack_slice(attack, thresholds.robust_epsilon), bounds[attack],
+                          thresholds.max_robust_accuracy_drop))
+    return [tfma.PerSliceMetricThreshold(slicing_specs=[spec], threshold=_threshold(lower, drop))
+            for spec, lower, drop in gates]
+
+
+def _model_specs(attacks: Sequence[str]) -> list[tfma.ModelSpec]:
+    """One spec, copied for the baseline by TFX; with attacks, one per model with its example weight."""
+    spec = tfma.ModelSpec(signature_name="serving_default", label_key=features.LABEL, prediction_key="probabilities")
+    if not attacks:
+        return [spec]
+    return [tfma.ModelSpec(name=name, is_baseline=name == BASELINE, example_weight_key=WEIGHT_KEYS[name],
+                           signature_name=spec.signature_name, label_key=spec.label_key,
+                           prediction_key=spec.prediction_key) for name in (CANDIDATE, BASELINE)]
+
+
+def eval_config(thresholds: Thresholds, attacks: Sequence[str] = ()) -> tfma.EvalConfig:
+    """The Evaluator's config for examples attacked by `attacks` (none: the plain eval split)."""
     return tfma.EvalConfig(
-        model_specs=[
-            tfma.ModelSpec(
-                signature_name="serving_default",
-                label_key=features.LABEL,
-                prediction_key="probabilities",
-            )
-        ],
-        slicing_specs=[OVERALL, PER_CLASS],
+        model_specs=_model_specs(attacks),
+        slicing_specs=[CLEAN, CLEAN_PER_CLASS, ATTACK_BY_EPSILON] if attacks else [OVERALL, PER_CLASS],
         metrics_specs=[
             tfma.MetricsSpec(
                 metrics=[
-                    tfma.MetricConfig(
-                        class_name=ACCURACY,
-                        per_slice_thresholds=[
-                            tfma.PerSliceMetricThreshold(slicing_specs=[OVERALL], threshold=accuracy_threshold)
-                        ],
-                    ),
+                    tfma.MetricConfig(class_name=ACCURACY, per_slice_thresholds=_gates(thresholds, attacks)),
                     tfma.MetricConfig(class_name=LOSS),
                     tfma.MetricConfig(class_name="ExampleCount"),
                 ]

@@ -8,9 +8,25 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from cnnpipe.models import features
+from cnnpipe.robustness.adversarial_examples import BASELINE, NO_ATTACK
+
 _OUTPUT = metadata_store_pb2.Event.OUTPUT
 ACCURACY = "sparse_categorical_accuracy"
 LOSS = "sparse_categorical_crossentropy"
+CLEAN = ((features.ATTACK, NO_ATTACK),)
+
+Slice = tuple[tuple[str, object], ...]  # ((column, value), ...) sorted by column; () is overall
+
+
+@dataclasses.dataclass(frozen=True)
+class RobustnessPoint:
+    """Accuracy under one attack at one ε (attack "none", ε 0: clean) of the candidate and the baseline."""
+
+    attack: str
+    epsilon: float
+    candidate: float
+    baseline: Optional[float] = None
 
 
 @dataclasses.dataclass
@@ -18,10 +34,11 @@ class RunSummary:
     """The newest run of a pipeline: its evaluation, blessing and push."""
 
     run_id: str
-    accuracy: Optional[float] = None
+    accuracy: Optional[float] = None  # on the clean eval images
     loss: Optional[float] = None
     per_class_accuracy: dict[str, float] = dataclasses.field(default_factory=dict)
     baseline_accuracy: Optional[float] = None
+    robustness: list[RobustnessPoint] = dataclasses.field(default_factory=list)
     blessed: Optional[bool] = None
     failures: list[str] = dataclasses.field(default_factory=list)
     pushed_to: Optional[str] = None
@@ -33,6 +50,9 @@ class RunSummary:
         if self.baseline_accuracy is not None:
             lines[0] += f"; last blessed model {self.baseline_accuracy:.2%}"
         lines += ["Per class:"] + [f"  {name:<14} {value:.2%}" for name, value in self.per_class_accuracy.items()]
+        if self.robustness:
+            lines += ["Robustness (accuracy on eval images attacked with each model's own gradients):",
+                      *("  " + line for line in robustness_table(self.robustness).splitlines())]
         if self.blessed:
             lines.append("Blessed: yes, it passed every threshold.")
         else:
@@ -41,78 +61,144 @@ class RunSummary:
         return "\n".join(lines)
 
 
+def robustness_table(points: list[RobustnessPoint]) -> str:
+    """attack, ε, candidate and (when there is one) last blessed model's accuracy, one row a point."""
+    with_baseline = any(point.baseline is not None for point in points)
+    rows = [f"{'attack':<7} {'ε':>5} {'candidate':>10}" + (f" {'last blessed':>13}" if with_baseline else "")]
+    for point in points:
+        row = f"{point.attack:<7} {point.epsilon:>5.3g} {point.candidate:>10.2%}"
+        if with_baseline:
+            row += f" {point.baseline:>13.2%}" if point.baseline is not None else f" {'-':>13}"
+        rows.append(row)
+    return "\n".join(rows)
+
+
 def store(metadata_file: str) -> metadata_store.MetadataStore:
     """The ML Metadata store of a local run (sqlite)."""
     return metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_file))
 
 
-def _newest_run(mlmd: metadata_store.MetadataStore, pipeline_name: str) -> metadata_store_pb2.Context:
+def pipeline_names(metadata_file: str) -> list[str]:
+    """The pipelines that ran with this metadata store."""
+    return sorted(context.name for context in store(metadata_file).get_contexts_by_type("pipeline"))
+
+
+def _run(mlmd: metadata_store.MetadataStore, pipeline_name: str, run_id: Optional[str]) -> metadata_store_pb2.Context:
+    """The run `run_id` of `pipeline_name`, or its newest run."""
     pipeline = mlmd.get_context_by_type_and_name("pipeline", pipeline_name)
     if pipeline is None:
         raise ValueError(f"no run of pipeline '{pipeline_name}' in this metadata store")
+    if run_id is not None:
+        run = mlmd.get_context_by_type_and_name("pipeline_run", run_id)
+        if run is None:
+            raise ValueError(f"no run '{run_id}' in this metadata store")
+        return run
     newest = max(mlmd.get_executions_by_context(pipeline.id), key=lambda execution: execution.id)
     return next(c for c in mlmd.get_contexts_by_execution(newest.id) if c.type == "pipeline_run")
 
 
-def run_outputs(metadata_file: str, pipeline_name: str) -> tuple[str, dict[str, metadata_store_pb2.Artifact]]:
-    """The newest run's id and its output artifacts by output key ("examples", "model", ...)."""
+def run_outputs(metadata_file: str, pipeline_name: str,
+                run_id: Optional[str] = None) -> tuple[str, dict[str, metadata_store_pb2.Artifact]]:
+    """A run's id (default: the newest run's) and its output artifacts by output key ("examples", "model", ...)."""
     mlmd = store(metadata_file)
-    run = _newest_run(mlmd, pipeline_name)
+    run = _run(mlmd, pipeline_name, run_id)
     executions = [e.id for e in mlmd.get_executions_by_context(run.id)]
     keys = {e.artifact_id: e.path.steps[0].key for e in mlmd.get_events_by_execution_ids(executions) if e.type == _OUTPUT}
     return run.name, {keys[a.id]: a for a in mlmd.get_artifacts_by_id(list(keys))}
 
 
-def _accuracy_by_slice(evaluation_uri: str) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Candidate metrics by slice ('' is overall) and the baseline's overall metrics."""
-    candidate: dict[str, dict[str, float]] = {}
-    baseline: dict[str, float] = {}
-    for metrics in tfma.load_metrics(evaluation_uri):
-        keys = metrics.slice_key.single_slice_keys
-        slice_name = keys[0].bytes_value.decode() if keys else ""
-        for entry in metrics.metric_keys_and_values:
-            if entry.key.is_diff:
-                continue
-            target = baseline if entry.key.model_name == "baseline" else candidate.setdefault(slice_name, {})
-            if entry.key.model_name != "baseline" or not slice_name:
-                target[entry.key.name] = entry.value.double_value.value
-    return candidate, baseline
+def _slice(slice_key) -> Slice:
+    """A TFMA slice key as ((column, value), ...): bytes as str, numbers as float."""
+    def value(key):
+        kind = key.WhichOneof("kind")
+        return getattr(key, kind).decode() if kind == "bytes_value" else float(getattr(key, kind))
+
+    return tuple(sorted((key.column, value(key)) for key in slice_key.single_slice_keys))
+
+
+def _metrics(evaluation_uri: str) -> dict[tuple[str, Slice], dict[str, float]]:
+    """Every model's metrics by (model name, slice); the diffs to the baseline left out."""
+    metrics: dict[tuple[str, Slice], dict[str, float]] = {}
+    for slice_metrics in tfma.load_metrics(evaluation_uri):
+        slice_ = _slice(slice_metrics.slice_key)
+        for entry in slice_metrics.metric_keys_and_values:
+            if not entry.key.is_diff:
+                model = BASELINE if entry.key.model_name == BASELINE else ""
+                metrics.setdefault((model, slice_), {})[entry.key.name] = entry.value.double_value.value
+    return metrics
+
+
+def _clean_slice(metrics: dict[tuple[str, Slice], dict[str, float]]) -> Slice:
+    """The clean images' slice: attack "none" when the Evaluator saw attacks, else overall."""
+    return CLEAN if ("", CLEAN) in metrics else ()
 
 
 def candidate_accuracy(evaluation_uri: str) -> Optional[float]:
-    """The evaluated model's overall accuracy, as the Evaluator measured it."""
-    return _accuracy_by_slice(evaluation_uri)[0].get("", {}).get(ACCURACY)
+    """The evaluated model's accuracy on the clean eval images, as the Evaluator measured it."""
+    metrics = _metrics(evaluation_uri)
+    return metrics.get(("", _clean_slice(metrics)), {}).get(ACCURACY)
 
 
-def _failure(failure) -> str:
-    """One failed threshold in words."""
+def robustness(metrics: dict[tuple[str, Slice], dict[str, float]]) -> list[RobustnessPoint]:
+    """The attack × ε slices' accuracies, clean first, then by attack and ε."""
+    points = []
+    for (model, slice_), values in metrics.items():
+        columns = dict(slice_)
+        if model == "" and set(columns) == {features.ATTACK, features.EPSILON}:
+            baseline = metrics.get((BASELINE, slice_), {}).get(ACCURACY)
+            points.append(RobustnessPoint(columns[features.ATTACK], round(columns[features.EPSILON], 6),
+                                          values[ACCURACY], baseline))
+    return sorted(points, key=lambda p: (p.attack != NO_ATTACK, p.attack, p.epsilon))
+
+
+def _slice_name(slice_key) -> str:
+    """A failed threshold's slice in words: "" (overall), "on the clean images", "under fgsm at ε 0.1"."""
+    columns = dict(_slice(slice_key))
+    attack = columns.get(features.ATTACK)
+    if attack is None:
+        return ""
+    if attack == NO_ATTACK:
+        return " on the clean images"
+    return f" under {attack} at ε {columns.get(features.EPSILON, 0):.3g}"
+
+
+def _failure(failure, slice_key) -> str:
+    """One failed threshold in words: which metric, on which slice, and by how much."""
     key, threshold = failure.metric_key, failure.metric_threshold
     value = failure.metric_value.double_value.value
+    where = _slice_name(slice_key)
     if key.is_diff:
-        allowed = -threshold.change_threshold.absolute.value
-        return f"{key.name} is {-value:.4f} below the last blessed model's (allowed: {max(allowed, 0):.4f})."
+        allowed = max(-threshold.change_threshold.absolute.value, 0)
+        return (f"{key.name}{where} is {-value:.4f} below the last blessed model's (allowed: {allowed:.4f}; "
+                f"over by {-value - allowed:.4f}).")
     if threshold.value_threshold.HasField("lower_bound"):
-        return f"{key.name} {value:.4f} is below the lower bound {threshold.value_threshold.lower_bound.value:.4f}."
-    return f"{key.name} {value:.4f} failed its threshold. {failure.message}".strip()
+        bound = threshold.value_threshold.lower_bound.value
+        return f"{key.name}{where} {value:.4f} is below the lower bound {bound:.4f} (by {bound - value:.4f})."
+    return f"{key.name}{where} {value:.4f} failed its threshold. {failure.message}".strip()
 
 
 def _failures(evaluation_uri: str) -> list[str]:
     result = tfma.load_validation_result(evaluation_uri)
-    return [_failure(failure) for per_slice in result.metric_validations_per_slice for failure in per_slice.failures]
+    return [_failure(failure, per_slice.slice_key)
+            for per_slice in result.metric_validations_per_slice for failure in per_slice.failures]
 
 
-def summarize(metadata_file: str, pipeline_name: str) -> RunSummary:
-    """The summary of the newest run of `pipeline_name`."""
-    run_id, outputs = run_outputs(metadata_file, pipeline_name)
+def summarize(metadata_file: str, pipeline_name: str, run_id: Optional[str] = None) -> RunSummary:
+    """The summary of run `run_id` of `pipeline_name` (default: its newest run)."""
+    run_id, outputs = run_outputs(metadata_file, pipeline_name, run_id)
     summary = RunSummary(run_id)
     evaluation = outputs.get("evaluation")
     if evaluation is None:
         return summary
-    candidate, baseline = _accuracy_by_slice(evaluation.uri)
-    overall = candidate.pop("", {})
-    summary.accuracy, summary.loss = overall.get(ACCURACY), overall.get(LOSS)
-    summary.per_class_accuracy = {name: values[ACCURACY] for name, values in sorted(candidate.items())}
-    summary.baseline_accuracy = baseline.get(ACCURACY)
+    metrics = _metrics(evaluation.uri)
+    clean = _clean_slice(metrics)
+    summary.accuracy, summary.loss = (metrics.get(("", clean), {}).get(name) for name in (ACCURACY, LOSS))
+    summary.baseline_accuracy = metrics.get((BASELINE, clean), {}).get(ACCURACY)
+    summary.per_class_accuracy = {
+        dict(slice_)[features.CLASS_NAME]: values[ACCURACY] for (model, slice_), values in sorted(metrics.items())
+        if model == "" and features.CLASS_NAME in dict(slice_)
+    }
+    summary.robustness = robustness(metrics)
     blessing = outputs.get("blessing")
     summary.blessed = bool(blessing and blessing.custom_properties["blessed"].int_value)
     summary.failures = _failures(evaluation.uri)
@@ -120,4 +206,3 @@ def summarize(metadata_file: str, pipeline_name: str) -> RunSummary:
     if pushed is not None and pushed.custom_properties["pushed"].int_value:
         summary.pushed_to = pushed.custom_properties["pushed_destination"].string_value
     return summary
-

@@ -28,6 +28,30 @@ def _first_input_spec(function) -> object:
     return function.concrete_functions[0].structured_input_signature[0][0]
 
 
+def transform_as_affine_map(tft_layer, input_shape: tuple[int, int, int], image_shape,
+                            where: str) -> tuple[tf.Tensor, tf.Tensor]:
+    """Each pixel's scale and offset in the Transform graph `tft_layer` (as transformed = scale * pixels +
+    offset for 8-bit images of `input_shape`), checked on a third, varied image; `where` names the graph."""
+
+    def transform(images: np.ndarray) -> np.ndarray:  # PNG-encoded, as a client sends them
+        encoded = tf.stack([tf.io.encode_png(image) for image in images])
+        return tft_layer({features.IMAGE: tf.reshape(encoded, [-1, *image_shape])})[features.IMAGE_XF].numpy()
+
+    size = int(np.prod(input_shape))
+    pattern = (np.arange(size) * 37 % 256).reshape(input_shape)  # every level, no smooth regions
+    probes = np.stack([np.zeros(input_shape), np.full(input_shape, 255), pattern]).astype(np.uint8)
+    black, white, transformed = transform(probes)
+    scale, offset = (white - black) / 255.0, black
+    error = np.max(np.abs(pattern * scale + offset - transformed))
+    if error > AFFINE_TOLERANCE * max(1.0, np.max(np.abs(transformed))):
+        raise RobustnessError(
+            f"{where}: its Transform graph is not an elementwise affine map of the pixels (off by "
+            f"{error:.3g} on a probe image), so attacks cannot take gradients through it. Gradient attacks "
+            "need preprocessing_fn to decode, resize and normalize only (models/preprocessing.py)."
+        )
+    return tf.constant(scale, tf.float32), tf.constant(offset, tf.float32)
+
+
 class PixelModel:
     """Loads an exported model; `probabilities` (a tf.function) maps float32 pixels [N, H, W, C] in
     [0, 255] to probabilities [N, classes]; `input_shape` is (H, W, C)."""
@@ -41,34 +65,12 @@ class PixelModel:
                 "exported. Attack a model written by cnnpipe's Trainer (its Format-Serving directory)."
             )
         self.input_shape: tuple[int, int, int] = tuple(_first_input_spec(self._saved.__call__).shape[1:])
-        self._image_shape = _first_input_spec(self._saved.tft_layer.__call__)[features.IMAGE].shape[1:]
-        self._scale, self._offset = self._transform_as_affine_map()
+        image_shape = _first_input_spec(self._saved.tft_layer.__call__)[features.IMAGE].shape[1:]
+        self._scale, self._offset = transform_as_affine_map(self._saved.tft_layer, self.input_shape, image_shape, model_dir)
         # One tf.function for the model's lifetime, so attacks trace it once.
         self.probabilities = tf.function(
             self._probabilities, input_signature=[tf.TensorSpec([None, *self.input_shape], tf.float32)]
         )
-
-    def _transform(self, images: np.ndarray) -> np.ndarray:
-        """The exported Transform graph on uint8 images [N, H, W, C], encoded as PNG as a client would."""
-        encoded = tf.stack([tf.io.encode_png(image) for image in images])
-        raw = {features.IMAGE: tf.reshape(encoded, [-1, *self._image_shape])}
-        return self._saved.tft_layer(raw)[features.IMAGE_XF].numpy()
-
-    def _transform_as_affine_map(self) -> tuple[tf.Tensor, tf.Tensor]:
-        """Each pixel's scale and offset in the Transform graph, checked on a third, varied image."""
-        size = int(np.prod(self.input_shape))
-        pattern = (np.arange(size) * 37 % 256).reshape(self.input_shape)  # every level, no smooth regions
-        probes = np.stack([np.zeros(self.input_shape), np.full(self.input_shape, 255), pattern]).astype(np.uint8)
-        black, white, transformed = self._transform(probes)
-        scale, offset = (white - black) / 255.0, black
-        error = np.max(np.abs(pattern * scale + offset - transformed))
-        if error > AFFINE_TOLERANCE * max(1.0, np.max(np.abs(transformed))):
-            raise RobustnessError(
-                f"{self.model_dir}: its Transform graph is not an elementwise affine map of the pixels (off by "
-                f"{error:.3g} on a probe image), so attacks cannot take gradients through it. Gradient attacks "
-                "need preprocessing_fn to decode, resize and normalize only (models/preprocessing.py)."
-            )
-        return tf.constant(scale, tf.float32), tf.constant(offset, tf.float32)
 
     def _probabilities(self, pixels: tf.Tensor) -> tf.Tensor:
         """Class probabilities of float32 pixels [N, H, W, C] in [0, 255], H, W, C the model's input shape."""

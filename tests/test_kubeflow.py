@@ -30,7 +30,7 @@ IMAGE = "REGISTRY/cnnpipe:0.1.0"
 RESOLVER = "latest_blessed_model_resolver"
 COMPONENTS = {
     "ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "ValidationGate", "Transform",
-    "Trainer", "Evaluator", "AtomicPusher",
+    "Trainer", "AdversarialExamples", "Evaluator", "AtomicPusher",
 }
 TFX_EXECUTOR_COMMAND = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 
@@ -55,7 +55,7 @@ def compiled(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("kubeflow")
     result = cnnpipe("compile", "--pipeline-root", PIPELINE_ROOT, "--image", IMAGE, "-o", "pipeline.yaml", cwd=directory)
     assert result.returncode == 0, result.stderr
-    assert "11 steps, written to pipeline.yaml" in result.stdout
+    assert "12 steps, written to pipeline.yaml" in result.stdout
     return directory / "pipeline.yaml"
 
 
@@ -92,7 +92,7 @@ def test_the_dag_edges_follow_the_artifacts(spec):
     assert set(tasks["ValidationGate"].dependent_tasks) == {"ExampleValidator", "ImageExampleGen", "ImportSchemaGen"}
     assert "ValidationGate" in tasks["Transform"].dependent_tasks  # bad data never reaches Transform
     assert "Transform" in tasks["Trainer"].dependent_tasks
-    assert {"ImageExampleGen", "Trainer", f"{RESOLVER}-model-resolver"} <= set(tasks["Evaluator"].dependent_tasks)
+    assert {"AdversarialExamples", "Trainer", f"{RESOLVER}-model-resolver"} <= set(tasks["Evaluator"].dependent_tasks)
     assert {"Evaluator", "Trainer"} <= set(tasks["AtomicPusher"].dependent_tasks)
 
     def source(task: str, key: str) -> tuple[str, str]:
@@ -103,6 +103,10 @@ def test_the_dag_edges_follow_the_artifacts(spec):
     assert source("Trainer", "transform_graph") == ("Transform", "transform_graph")
     assert source("Evaluator", "model") == ("Trainer", "model")
     assert source("Evaluator", "baseline_model") == (f"{RESOLVER}-model-resolver", "model")
+    assert source("AdversarialExamples", "examples") == ("ImageExampleGen", "examples")
+    assert source("AdversarialExamples", "model") == ("Trainer", "model")
+    assert source("AdversarialExamples", "baseline_model") == (f"{RESOLVER}-model-resolver", "model")
+    assert source("Evaluator", "examples") == ("AdversarialExamples", "adversarial_examples")
     assert source("AtomicPusher", "model_blessing") == ("Evaluator", "blessing")
 
 
@@ -198,7 +202,9 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
         eval_percent=20, model="resnet", input_shape=(32, 32, 1), normalization="standardize", epochs=3,
         batch_size=16, learning_rate=1e-3, strategy="multi_worker", model_options={"width": 8}, translate=0.1,
         flip=True, warm_start=str(tmp_path / "model"), freeze_features=True, seed=7, min_accuracy=0.6,
-        max_accuracy_drop=0.01, compare_with_baseline=False,
+        max_accuracy_drop=0.01, compare_with_baseline=False, attacks=("fgsm",), epsilons=(0.2, 0.3), pgd_steps=5,
+        robust_epsilon=0.2, min_fgsm_accuracy=0.1, min_pgd_accuracy=0.05, max_robust_accuracy_drop=0.02,
+        adversarial="pgd", adversarial_epsilon=0.2, adversarial_steps=3,
         output_dir=str(tmp_path / "out"), serving_dir=str(tmp_path / "serving"), model_name="shoes",
         keep_versions=3, span_window=2, beam_args=("--direct_num_workers=2",),
     )

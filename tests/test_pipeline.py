@@ -117,7 +117,7 @@ def test_two_workers_train_one_model_that_the_evaluator_blesses(first_run, first
 
     # As the Evaluator does: the first run's blessed model is the baseline.
     config = tfma.utils.update_eval_config_with_defaults(
-        evaluation.eval_config(min_accuracy=0.5, max_accuracy_drop=0.2), has_baseline=True
+        evaluation.eval_config(evaluation.Thresholds(min_accuracy=0.5, max_accuracy_drop=0.2)), has_baseline=True
     )
     candidate, baseline = (
         tfma.default_eval_shared_model(path, model_name=name, eval_config=config)

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from conftest import fashion_mnist
 from cnnpipe.components.errors import TrainingError
-from cnnpipe.models import trainer
+from cnnpipe.models import adversarial_training, features, trainer
 
 
 def real_batch(count: int = 64) -> tf.Tensor:
@@ -54,7 +54,30 @@ def test_raw_pixels_stop_training_and_normalized_ones_pass():
     ({"shuffle_buffer": 256}, "shuffle buffer 256 is too small"),
     ({"batch_size": 0}, "must be positive"),
     ({"strategy": "tpu"}, "unknown strategy 'tpu'"),
+    ({"adversarial": "fgsm"}, "unknown adversarial training 'fgsm'; choose one of fgsm-rs, pgd"),
+    ({"adversarial": "pgd", "adversarial_epsilon": 25.0}, r"ε in \(0, 1\] on the \[0, 1\] pixel scale \(got 25.0\)"),
 ])
 def test_training_settings_that_break_a_cnn_are_refused(settings, message):
     with pytest.raises(TrainingError, match=message):
         trainer.TrainingConfig(model="lenet5", input_shape=(28, 28, 1), class_names=("a", "b"), **settings)
+
+
+@pytest.mark.parametrize("method", ["fgsm-rs", "pgd"])
+def test_adversarial_batches_stay_within_epsilon_and_the_pixel_range_and_raise_the_loss(method):
+    images, labels = fashion_mnist("train", 1024)
+    x = tf.constant(images[..., None].astype("float32") / 127.5 - 1)  # --normalization scale
+    y = tf.constant(labels, tf.int64)
+    tf.keras.utils.set_random_seed(0)
+    config = trainer.TrainingConfig(model="lenet5", input_shape=(28, 28, 1), class_names=tuple("abcdefghij"))
+    model = trainer.compile_model(trainer.build_model(config), 2e-3)
+    model.fit({features.IMAGE_XF: x}, y, epochs=3, verbose=0)  # a model whose loss an attack can raise
+    wrapped = adversarial_training.AdversarialTraining(model, method, 0.1, 5, tf.constant(1 / 127.5), tf.constant(-1.0))
+    attacked = wrapped.attack(x, y)
+    assert float(tf.reduce_max(tf.abs(attacked - x))) <= 0.1 * 255 / 127.5 + 1e-6  # ε 0.1 of the [0, 1] scale
+    assert float(tf.reduce_min(attacked)) >= -1.0 and float(tf.reduce_max(attacked)) <= 1.0
+
+    def loss(batch: tf.Tensor) -> float:
+        return float(tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, model({features.IMAGE_XF: batch}))))
+
+    noise = tf.clip_by_value(x + tf.sign(tf.random.normal(tf.shape(x))) * 0.1 * 255 / 127.5, -1.0, 1.0)
+    assert loss(attacked) > 2 * loss(noise) > loss(x)  # the gradient's direction, not just any change of ε
