@@ -1,8 +1,9 @@
-"""Adversarial example generation on the 10,000 Fashion-MNIST test images: FGSM and PGD at every ε.
+"""Adversarial example generation and the Evaluator on the 10,000 Fashion-MNIST test images: FGSM and PGD at every ε.
 
 Times what the AdversarialExamples component does (robustness.adversarial_examples.write: read,
-decode, attack, PNG-encode, write), then each attack alone on the same images held in memory, with
-the accuracy it leaves, to show what the time goes to.
+decode, attack, PNG-encode, write) and what the Evaluator does with its output (TFMA with the
+pipeline's EvalConfig), then each attack alone on the same images held in memory, with the
+accuracy it leaves, to show what the time goes to.
 
 Run: .venv/bin/python bench/robustness.py [--model SAVED_MODEL_DIR] [--baseline SAVED_MODEL_DIR] [--pgd-steps 10]
 (default model: the newest version pushed by `make run`, under cnnpipe-output/serving/fashion_mnist)
@@ -16,8 +17,10 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tensorflow as tf  # noqa: E402
+import tensorflow_model_analysis as tfma  # noqa: E402
 
 from cnnpipe.components.ingestion.formats import make_example  # noqa: E402
+from cnnpipe.pipeline import evaluation  # noqa: E402
 from cnnpipe.pipeline.datasets import FASHION_MNIST, fashion_mnist_arrays  # noqa: E402
 from cnnpipe.robustness import attacks  # noqa: E402
 from cnnpipe.robustness.adversarial_examples import BASELINE, CANDIDATE, AttackSettings, write  # noqa: E402
@@ -69,6 +72,17 @@ def attack_breakdown(model: PixelModel, settings: AttackSettings) -> None:
         print(f"  PGD-{settings.pgd_steps} ε {epsilon}: {time.perf_counter() - start:5.1f}s; accuracy {accuracy(pgd):.1%}")
 
 
+def evaluate(models: dict[str, PixelModel], settings: AttackSettings, records: str, output: str) -> float:
+    """Seconds TFMA takes over `records` with the pipeline's EvalConfig (as the Evaluator runs it, DirectRunner)."""
+    config = tfma.utils.update_eval_config_with_defaults(
+        evaluation.eval_config(evaluation.Thresholds(), settings.attacks), has_baseline=BASELINE in models)
+    shared = [tfma.default_eval_shared_model(model.model_dir, model_name=name, eval_config=config)
+              for name, model in models.items()]
+    start = time.perf_counter()
+    tfma.run_model_analysis(eval_shared_model=shared, eval_config=config, data_location=records, output_path=output)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help=f"an exported model (default: the newest under {SERVED})")
@@ -87,11 +101,15 @@ def main() -> None:
         sources = write_test_split(os.path.join(scratch, "eval.gz"))
         start = time.perf_counter()
         write(os.path.join(scratch, "eval.gz"), os.path.join(scratch, "out"), models, settings)
-        seconds = time.perf_counter() - start
+        generation = time.perf_counter() - start
         size = sum(os.path.getsize(os.path.join(scratch, "out", f)) for f in os.listdir(os.path.join(scratch, "out")))
-    records = sources * (1 + len(models) * settings.copies_per_model)
-    print(f"attack generation: {sources:,} images, {len(models)} model(s), FGSM + PGD-{settings.pgd_steps} at ε "
-          f"{', '.join(map(str, settings.epsilons))}: {seconds:.1f}s, {records:,} records ({size / 1e6:.0f} MB)")
+        records = sources * (1 + len(models) * settings.copies_per_model)
+        print(f"attack generation: {sources:,} images, {len(models)} model(s), FGSM + PGD-{settings.pgd_steps} at ε "
+              f"{', '.join(map(str, settings.epsilons))}: {generation:.1f}s, {records:,} records ({size / 1e6:.0f} MB)")
+        evaluator = evaluate(models, settings, os.path.join(scratch, "out", "*"), os.path.join(scratch, "evaluation"))
+        print(f"Evaluator (TFMA as the pipeline configures it: clean, clean x class, attack x ε; {len(models)} "
+              f"model(s), each on all {records:,} records): {evaluator:.1f}s")
+        print(f"together: {generation + evaluator:.1f}s (target 180s)")
     for name, model in models.items():
         print(f"{name}, the attacks alone (no reading, decoding, encoding or writing):")
         attack_breakdown(model, settings)
