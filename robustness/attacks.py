@@ -70,6 +70,8 @@ def _pgd(probabilities: Probabilities, pixels: tf.Tensor, labels: tf.Tensor, bud
     active = tf.range(tf.shape(pixels)[0])  # the examples whose current image the model still classifies correctly
     for _ in tf.range(steps):
         tf.autograph.experimental.set_loop_options(shape_invariants=[(active, tf.TensorShape([None]))])
+        if tf.size(active) == 0:  # every image broken; an empty batch would also fail in oneDNN's convolutions
+            break
         source, current, current_labels = (tf.gather(t, active) for t in (pixels, adversarial, labels))
         gradient, correct = _gradient_and_correct(probabilities, current, current_labels)
         stepped = to_8bit(current + step * tf.sign(gradient), source, budget)

@@ -104,6 +104,13 @@ def test_pgd_is_reproducible_from_its_seed_and_stays_in_the_ball(candidate, test
         assert np.abs(x.numpy() - pixels.numpy()).max() == round(0.1 * 255)
 
 
+def test_pgd_stops_once_every_image_is_broken(models, candidate, test_set):
+    """At ε = 1 every image falls within a few steps; the steps left must not run the model on an empty batch."""
+    pixels, labels = test_set
+    (broken,) = attacks.pgd(candidate.probabilities, pixels, labels, [1.0], steps=20)
+    assert served_accuracy(models["candidate"], broken, labels) == 0.0
+
+
 @pytest.mark.filterwarnings("ignore:PyTorch not found")
 def test_fgsm_agrees_with_adversarial_robustness_toolbox(candidate, test_set):
     from art.attacks.evasion import FastGradientMethod  # noqa: PLC0415 - test-only dependency
