@@ -35,9 +35,20 @@ class _Task:
         self.rows = len(next(iter(inputs.values())))
         self.key = (signature,) + tuple((name, value.dtype.str, value.shape[1:]) for name, value in sorted(inputs.items()))
         self.enqueued = time.monotonic()
-        self.done = threading.Event()
-        self.outputs: dict[str, np.ndarray] = {}
-        self.error: Exception | None = None
+        self._outputs: dict[str, np.ndarray] = {}
+        self._error: Exception | None = None
+        self._unanswered = threading.Lock()  # held until `answer`: `wait` blocks on it (cheaper than an Event)
+        self._unanswered.acquire()
+
+    def answer(self, outputs: dict[str, np.ndarray] | None = None, error: Exception | None = None) -> None:
+        self._outputs, self._error = outputs or {}, error
+        self._unanswered.release()
+
+    def wait(self) -> dict[str, np.ndarray]:
+        self._unanswered.acquire()
+        if self._error:
+            raise self._error
+        return self._outputs
 
 
 class Batcher:
@@ -63,10 +74,7 @@ class Batcher:
                 return self._run(signature, inputs)
             self._queue.append(task)
             self._ready.notify()
-        task.done.wait()
-        if task.error:
-            raise task.error
-        return task.outputs
+        return task.wait()
 
     def close(self) -> None:
         """Answers what is queued, then stops the threads."""
@@ -115,17 +123,18 @@ class Batcher:
             try:
                 stacked = {name: np.concatenate([t.inputs[name] for t in batch]) for name in batch[0].inputs}
                 outputs = self._run(batch[0].signature, stacked)
-                ends = np.cumsum([t.rows for t in batch])[:-1]
-                parts = {name: np.split(value, ends) for name, value in outputs.items()}
-                for index, task in enumerate(batch):
-                    task.outputs = {name: split[index] for name, split in parts.items()}
-                    task.done.set()
-                return
             except Exception:  # noqa: BLE001 - one request spoiled the batch: answer each on its own below
                 pass
+            else:
+                start = 0
+                for task in batch:
+                    task.answer({name: value[start:start + task.rows] for name, value in outputs.items()})
+                    start += task.rows
+                return
         for task in batch:
             try:
-                task.outputs = self._run(task.signature, task.inputs)
+                outputs = self._run(task.signature, task.inputs)
             except Exception as error:  # noqa: BLE001 - handed to the request's own thread
-                task.error = error
-            task.done.set()
+                task.answer(error=error)
+            else:
+                task.answer(outputs)

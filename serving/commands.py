@@ -31,6 +31,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        help=f"how often to look for new versions (default {d.poll_seconds})")
     serve.add_argument("--max-request-bytes", type=int, default=MAX_REQUEST_BYTES,
                        help=f"larger request bodies are refused (default {MAX_REQUEST_BYTES})")
+    serve.add_argument("--tensorflow-intra-op-parallelism", dest="intra_op_parallelism", type=int, metavar="N",
+                       default=d.intra_op_parallelism, help="TensorFlow's threads within one op (default 0: TensorFlow "
+                       "chooses); 1 leaves the other cores to the request handling of a small model")
+    serve.add_argument("--tensorflow-inter-op-parallelism", dest="inter_op_parallelism", type=int, metavar="N",
+                       default=d.inter_op_parallelism, help="TensorFlow's threads running ops side by side "
+                       "(default 0: TensorFlow chooses)")
     batching = serve.add_argument_group("batching (as TF Serving's --enable_batching)")
     batching.add_argument("--enable-batching", action="store_true", help="stack concurrent requests into one call")
     batching.add_argument("--max-batch-size", type=int, default=b.max_batch_size, help=f"default {b.max_batch_size}")
@@ -65,7 +71,8 @@ def _serve(args: argparse.Namespace) -> int:
     serve(ServerOptions(
         serving_dir=args.serving_dir, model_config_file=args.model_config_file, rest_port=args.rest_port,
         grpc_port=args.grpc_port, host=args.host, poll_seconds=args.poll_seconds, batching=batching,
-        max_request_bytes=args.max_request_bytes,
+        max_request_bytes=args.max_request_bytes, intra_op_parallelism=args.intra_op_parallelism,
+        inter_op_parallelism=args.inter_op_parallelism,
     ))
     return 0
 

@@ -57,7 +57,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         _, outputs = api.predict(servable, key, inputs, tuple(request.output_filter))
         response = predict_pb2.PredictResponse(model_spec=api.model_spec(servable, key))
         for name, value in outputs.items():
-            response.outputs[name].CopyFrom(tensors.to_proto(value))
+            tensors.write_proto(value, response.outputs[name])
         return response
 
     @_answers_errors

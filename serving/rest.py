@@ -39,6 +39,7 @@ class RestServer(ThreadingHTTPServer):
 class RestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse their connection
     disable_nagle_algorithm = True  # small answers go out at once, not after the client's delayed ACK
+    wbufsize = -1  # headers and body leave in one send when the request is done
     server: RestServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's signature
@@ -68,7 +69,9 @@ class RestHandler(BaseHTTPRequestHandler):
         if self._too_large():
             self._refuse_oversized(sent=False)
             return False
-        return super().handle_expect_100()
+        super().handle_expect_100()
+        self.wfile.flush()  # the client sends the body only after this 100 Continue
+        return True
 
     def _too_large(self) -> bool:
         return int(self.headers.get("Content-Length") or 0) > self.server.max_request_bytes

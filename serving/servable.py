@@ -1,6 +1,7 @@
 """One loaded model version: its signatures, their input and output specs, and its SignatureDefs."""
 
 import dataclasses
+import functools
 import os
 from typing import Callable, Optional
 
@@ -21,7 +22,7 @@ class Signature:
     inputs: dict[str, tf.TensorSpec]
     outputs: dict[str, tf.TensorSpec]
 
-    @property
+    @functools.cached_property
     def batchable(self) -> bool:
         """Whether requests can be stacked: every input and output has a leading batch dimension."""
         specs = list(self.inputs.values()) + list(self.outputs.values())

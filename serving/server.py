@@ -13,6 +13,8 @@ import tempfile
 import threading
 from typing import Optional
 
+import tensorflow as tf
+
 from cnnpipe.serving import model_config
 from cnnpipe.serving.batching import BatchingOptions
 from cnnpipe.serving.grpc_api import grpc_server
@@ -35,12 +37,18 @@ class ServerOptions:
     poll_seconds: float = 1.0
     batching: Optional[BatchingOptions] = None
     max_request_bytes: int = MAX_REQUEST_BYTES
+    intra_op_parallelism: int = 0  # TensorFlow's threads within one op; 0: TensorFlow chooses (as TF Serving)
+    inter_op_parallelism: int = 0  # TensorFlow's threads running ops side by side; 0: TensorFlow chooses
 
 
 class RunningServer:
     """The REST and gRPC servers and the model manager of one `serve` call."""
 
     def __init__(self, options: ServerOptions):
+        if options.intra_op_parallelism:  # before the first model loads: TensorFlow fixes its threads then
+            tf.config.threading.set_intra_op_parallelism_threads(options.intra_op_parallelism)
+        if options.inter_op_parallelism:
+            tf.config.threading.set_inter_op_parallelism_threads(options.inter_op_parallelism)
         self.manager = ModelManager(options.serving_dir, options.model_config_file, options.batching)
         self.manager.start(options.poll_seconds)  # the first versions are loaded before the ports open
         self.grpc = grpc_server(self.manager, f"{options.host}:{options.grpc_port}", options.max_request_bytes)
@@ -66,6 +74,10 @@ def model_server_command(binary: str, options: ServerOptions, config_file: str,
         f"--model_config_file_poll_wait_seconds={max(1, round(options.poll_seconds))}",
         f"--file_system_poll_wait_seconds={max(1, round(options.poll_seconds))}",
     ]
+    if options.intra_op_parallelism:
+        command.append(f"--tensorflow_intra_op_parallelism={options.intra_op_parallelism}")
+    if options.inter_op_parallelism:
+        command.append(f"--tensorflow_inter_op_parallelism={options.inter_op_parallelism}")
     if batching_file:
         command += ["--enable_batching=true", f"--batching_parameters_file={batching_file}"]
     return command
