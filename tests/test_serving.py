@@ -510,9 +510,11 @@ def test_predict_names_a_missing_model_and_the_models_there(pipeline, tmp_path, 
 
 
 def test_with_tensorflow_model_server_the_same_models_and_options_are_passed():
-    options = ServerOptions(serving_dir="/srv/models", rest_port=9501, grpc_port=9500, poll_seconds=2)
+    options = ServerOptions(serving_dir="/srv/models", rest_port=9501, grpc_port=9500, poll_seconds=2,
+                            intra_op_parallelism=1)
     assert model_server_command("/usr/bin/tensorflow_model_server", options, "/srv/models/models.config", "/tmp/b") == [
         "/usr/bin/tensorflow_model_server", "--port=9500", "--rest_api_port=9501",
         "--model_config_file=/srv/models/models.config", "--model_config_file_poll_wait_seconds=2",
-        "--file_system_poll_wait_seconds=2", "--enable_batching=true", "--batching_parameters_file=/tmp/b",
+        "--file_system_poll_wait_seconds=2", "--tensorflow_intra_op_parallelism=1",
+        "--enable_batching=true", "--batching_parameters_file=/tmp/b",
     ]
