@@ -147,11 +147,10 @@ def add_local_outputs(command: argparse.ArgumentParser, d: "PipelineConfig") -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cnnpipe.pipeline import kubeflow_runner  # noqa: PLC0415
-    from cnnpipe.pipeline.config import PipelineConfig  # noqa: PLC0415 - keeps --help fast
+    from cnnpipe.pipeline import config  # noqa: PLC0415 - keeps --help fast
     from cnnpipe.serving import commands as serving_commands  # noqa: PLC0415
 
-    d = PipelineConfig()
+    d = config.PipelineConfig()
     parser = argparse.ArgumentParser(prog="cnnpipe", description="TFX pipeline: labelled images in, a served CNN out.")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the pipeline locally (LocalDagRunner, Beam DirectRunner)")
@@ -178,19 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
                           help="keep only the newest K pushed versions (default: keep all)")
     kubeflow.add_argument("--beam-arg", dest="beam_args", action="append", metavar="OPTION",
                           help=f"Beam pipeline option, repeatable, e.g. --beam-arg=--runner=DataflowRunner "
-                          f"(default {' '.join(kubeflow_runner.DEFAULT_BEAM_ARGS)}; kubeflow/README.md has the "
+                          f"(default {' '.join(config.KUBEFLOW_BEAM_ARGS)}; kubeflow/README.md has the "
                           "options of Dataflow, Flink and Spark)")
-    kubeflow.add_argument("-o", "--package", default=kubeflow_runner.DEFAULT_PACKAGE,
-                          help=f"the pipeline spec file to write (default {kubeflow_runner.DEFAULT_PACKAGE})")
+    kubeflow.add_argument("-o", "--package", default=config.KUBEFLOW_PACKAGE,
+                          help=f"the pipeline spec file to write (default {config.KUBEFLOW_PACKAGE})")
     compile_.set_defaults(func=_compile)
 
     submit = commands.add_parser("submit", help="run the compiled pipeline once on Kubeflow Pipelines")
-    add_kubeflow_target(submit, kubeflow_runner.DEFAULT_PACKAGE, kubeflow_runner.DEFAULT_EXPERIMENT)
+    add_kubeflow_target(submit, config.KUBEFLOW_PACKAGE, config.KUBEFLOW_EXPERIMENT)
     submit.add_argument("--run-name", help="the run's name (default: the package's name and the time)")
     submit.set_defaults(func=_submit)
 
     schedule = commands.add_parser("schedule", help="run the compiled pipeline on Kubeflow Pipelines on a schedule")
-    add_kubeflow_target(schedule, kubeflow_runner.DEFAULT_PACKAGE, kubeflow_runner.DEFAULT_EXPERIMENT)
+    add_kubeflow_target(schedule, config.KUBEFLOW_PACKAGE, config.KUBEFLOW_EXPERIMENT)
     schedule.add_argument("--cron", required=True,
                           help="six fields, seconds first: '0 0 3 * * *' is 03:00 every day")
     schedule.add_argument("--name", help="the recurring run's name (default: the package's name and the cron)")
@@ -313,8 +312,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def _compile(args: argparse.Namespace) -> int:
     from cnnpipe.pipeline import kubeflow_runner  # noqa: PLC0415
+    from cnnpipe.pipeline.config import KUBEFLOW_BEAM_ARGS  # noqa: PLC0415
 
-    config = pipeline_config(args, kubeflow_runner.DEFAULT_BEAM_ARGS)
+    config = pipeline_config(args, KUBEFLOW_BEAM_ARGS)
     spec = kubeflow_runner.compile_pipeline(config, args.pipeline_root, args.image, args.package)
     serving = kubeflow_runner.for_kubeflow(config, args.pipeline_root).serving_base
     print(f"cnnpipe: pipeline '{spec.pipeline_info.name}', {len(spec.root.dag.tasks)} steps, written to {args.package}")

@@ -15,6 +15,10 @@ from cnnpipe.robustness.adversarial_examples import AttackSettings
 from cnnpipe.schemas import schema_path
 
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+# Kubeflow (pipeline/kubeflow_runner.py): every core of the step's pod, one Beam worker process each.
+KUBEFLOW_BEAM_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
+KUBEFLOW_PACKAGE = "kubeflow/pipeline.yaml"
+KUBEFLOW_EXPERIMENT = "cnnpipe"
 
 
 @dataclasses.dataclass

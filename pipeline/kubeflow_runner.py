@@ -20,17 +20,13 @@ from tfx import v1 as tfx
 
 from cnnpipe.components.errors import CnnpipeError
 from cnnpipe.pipeline import dag
-from cnnpipe.pipeline.config import PipelineConfig
+from cnnpipe.pipeline.config import KUBEFLOW_EXPERIMENT, KUBEFLOW_PACKAGE, PipelineConfig
 from cnnpipe.schemas import SCHEMA_DIR
 
 if TYPE_CHECKING:
     import kfp
     from kfp.pipeline_spec import pipeline_spec_pb2
 
-# Every core of the step's pod, one Beam worker process each.
-DEFAULT_BEAM_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
-DEFAULT_PACKAGE = "kubeflow/pipeline.yaml"
-DEFAULT_EXPERIMENT = "cnnpipe"
 IMAGE_PROJECT_DIR = "/opt/cnnpipe"  # where kubeflow/Dockerfile puts this project
 INSTALL_HINT = "pip install --ignore-requires-python -c constraints.txt -e '.[kubeflow]' (in cnnpipe's directory)"
 DESCRIPTION = "cnnpipe: labelled images to a CNN served by TensorFlow Serving (compiled by `cnnpipe compile`)."
@@ -68,7 +64,7 @@ def build_pipeline(config: PipelineConfig, pipeline_root: str) -> tfx.dsl.Pipeli
 
 
 def compile_pipeline(
-    config: PipelineConfig, pipeline_root: str, image: str, package_path: str = DEFAULT_PACKAGE
+    config: PipelineConfig, pipeline_root: str, image: str, package_path: str = KUBEFLOW_PACKAGE
 ) -> "pipeline_spec_pb2.PipelineSpec":
     """Writes the KFP v2 pipeline spec (YAML) of `config` to `package_path`; returns the PipelineSpec proto."""
     require_kfp()
@@ -140,7 +136,7 @@ def _client(host: str) -> "kfp.Client":
     return kfp.Client(host=host)
 
 
-def submit(host: str, package_path: str = DEFAULT_PACKAGE, experiment: str = DEFAULT_EXPERIMENT,
+def submit(host: str, package_path: str = KUBEFLOW_PACKAGE, experiment: str = KUBEFLOW_EXPERIMENT,
            run_name: Optional[str] = None) -> str:
     """Creates a run of the compiled pipeline at the KFP API `host`; returns the run's id."""
     _require_package(package_path)
@@ -161,7 +157,7 @@ def check_cron(cron: str) -> None:
         )
 
 
-def schedule(host: str, cron: str, package_path: str = DEFAULT_PACKAGE, experiment: str = DEFAULT_EXPERIMENT,
+def schedule(host: str, cron: str, package_path: str = KUBEFLOW_PACKAGE, experiment: str = KUBEFLOW_EXPERIMENT,
              name: Optional[str] = None) -> str:
     """Creates a recurring run of the compiled pipeline at `host` on `cron`; returns its id.
 

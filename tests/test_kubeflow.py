@@ -18,7 +18,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from conftest import write_fashion_mnist_slice
 from cnnpipe.components.errors import CnnpipeError
 from cnnpipe.pipeline import cli, kubeflow_runner, local_runner
-from cnnpipe.pipeline.config import PipelineConfig
+from cnnpipe.pipeline.config import KUBEFLOW_BEAM_ARGS, PipelineConfig
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,7 +116,7 @@ def test_every_step_runs_the_image_with_the_beam_args_and_importable_executors(s
         args = step["args"]
         assert step["image"] == IMAGE, task
         assert step["command"] == TFX_EXECUTOR_COMMAND, task
-        assert args[-2:] == list(kubeflow_runner.DEFAULT_BEAM_ARGS), task
+        assert args[-2:] == list(KUBEFLOW_BEAM_ARGS), task
         module, _, name = args[args.index("--executor_class_path") + 1].rpartition(".")
         assert callable(getattr(importlib.import_module(module), name)), task
     class_path = {task: step["args"][1] for task, step in containers.items()}
