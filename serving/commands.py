@@ -33,7 +33,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        help=f"larger request bodies are refused (default {MAX_REQUEST_BYTES})")
     serve.add_argument("--tensorflow-intra-op-parallelism", dest="intra_op_parallelism", type=int, metavar="N",
                        default=d.intra_op_parallelism, help="TensorFlow's threads within one op (default 0: TensorFlow "
-                       "chooses); 1 leaves the other cores to the request handling of a small model")
+                       "chooses), as TF Serving's --tensorflow_intra_op_parallelism")
     serve.add_argument("--tensorflow-inter-op-parallelism", dest="inter_op_parallelism", type=int, metavar="N",
                        default=d.inter_op_parallelism, help="TensorFlow's threads running ops side by side "
                        "(default 0: TensorFlow chooses)")
