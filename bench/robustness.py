@@ -22,8 +22,10 @@ import tensorflow_model_analysis as tfma  # noqa: E402
 from cnnpipe.components.ingestion.formats import make_example  # noqa: E402
 from cnnpipe.pipeline import evaluation  # noqa: E402
 from cnnpipe.pipeline.datasets import FASHION_MNIST, fashion_mnist_arrays  # noqa: E402
+from cnnpipe.pipeline.thresholds import Thresholds  # noqa: E402
 from cnnpipe.robustness import attacks  # noqa: E402
-from cnnpipe.robustness.adversarial_examples import BASELINE, CANDIDATE, AttackSettings, write  # noqa: E402
+from cnnpipe.robustness.adversarial_examples import BASELINE, CANDIDATE, write  # noqa: E402
+from cnnpipe.robustness.settings import AttackSettings  # noqa: E402
 from cnnpipe.robustness.pixel_model import PixelModel  # noqa: E402
 
 SERVED = os.path.join("cnnpipe-output", "serving", FASHION_MNIST.name)
@@ -75,7 +77,7 @@ def attack_breakdown(model: PixelModel, settings: AttackSettings) -> None:
 def evaluate(models: dict[str, PixelModel], settings: AttackSettings, records: str, output: str) -> float:
     """Seconds TFMA takes over `records` with the pipeline's EvalConfig (as the Evaluator runs it, DirectRunner)."""
     config = tfma.utils.update_eval_config_with_defaults(
-        evaluation.eval_config(evaluation.Thresholds(), settings.attacks), has_baseline=BASELINE in models)
+        evaluation.eval_config(Thresholds(), settings.attacks), has_baseline=BASELINE in models)
     shared = [tfma.default_eval_shared_model(model.model_dir, model_name=name, eval_config=config)
               for name, model in models.items()]
     start = time.perf_counter()

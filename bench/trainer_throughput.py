@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from cnnpipe.models import features, trainer  # noqa: E402
+from cnnpipe.models import features, trainer, training_config  # noqa: E402
 from cnnpipe.pipeline import local_runner, summary  # noqa: E402
 from cnnpipe.pipeline.config import PipelineConfig  # noqa: E402
 
@@ -52,7 +52,7 @@ def main() -> None:
     train_files = [os.path.join(outputs["transformed_examples"].uri, "Split-train", "*")]
     tft_output = tft.TFTransformOutput(transform_graph)
     configs = [
-        trainer.TrainingConfig(model=name, input_shape=(28, 28, 1), class_names=tuple(map(str, range(10))))
+        training_config.TrainingConfig(model=name, input_shape=(28, 28, 1), class_names=tuple(map(str, range(10))))
         for name in args.model or ["lenet5"]
     ]
     batch_size, strategy_name = configs[0].batch_size, configs[0].strategy  # the Trainer's defaults

@@ -13,7 +13,8 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils, path_utils
 
 from cnnpipe.components.errors import RobustnessError
-from cnnpipe.robustness.adversarial_examples import BASELINE, CANDIDATE, AttackSettings, write
+from cnnpipe.robustness.adversarial_examples import BASELINE, CANDIDATE, write
+from cnnpipe.robustness.settings import AttackSettings
 from cnnpipe.robustness.pixel_model import PixelModel
 
 

@@ -12,11 +12,8 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from cnnpipe.models import features
+from cnnpipe.models.training_config import FGSM_RS
 from cnnpipe.robustness.pixel_model import transform_as_affine_map
-
-FGSM_RS = "fgsm-rs"
-PGD = "pgd"
-METHODS = (FGSM_RS, PGD)
 
 
 class AdversarialTraining(keras.Model):

@@ -11,6 +11,8 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from cnnpipe.models import training_config
+
 if TYPE_CHECKING:
     from cnnpipe.pipeline.config import PipelineConfig
     from cnnpipe.pipeline.summary import RunSummary
@@ -77,7 +79,7 @@ def add_pipeline_options(command: argparse.ArgumentParser, d: "PipelineConfig") 
     model.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
     model.add_argument("--batch-size", type=int, default=d.batch_size, help=f"per replica (default {d.batch_size})")
     model.add_argument("--learning-rate", type=float, default=d.learning_rate, help=f"default {d.learning_rate}")
-    model.add_argument("--strategy", default=d.strategy, choices=("mirrored", "multi_worker", "one_device"),
+    model.add_argument("--strategy", default=d.strategy, choices=training_config.STRATEGIES,
                        help=f"tf.distribute strategy (default {d.strategy})")
     model.add_argument("--translate", type=float, default=d.translate, metavar="FRACTION",
                        help="augment: random shifts up to this fraction of the image size (default off)")
@@ -89,7 +91,7 @@ def add_pipeline_options(command: argparse.ArgumentParser, d: "PipelineConfig") 
                        help="with --warm-start: train only the classification head")
     model.add_argument("--seed", type=int, default=d.seed,
                        help=f"random seed for initialization and shuffling (default {d.seed})")
-    model.add_argument("--adversarial", choices=("fgsm-rs", "pgd"),
+    model.add_argument("--adversarial", choices=training_config.ADVERSARIAL_METHODS,
                        help="adversarial training: fit on FGSM-from-a-random-start or PGD copies of each batch")
     model.add_argument("--adversarial-epsilon", type=float, default=d.adversarial_epsilon, metavar="E",
                        help=f"their L-inf bound on the [0, 1] pixel scale (default {d.adversarial_epsilon})")

@@ -1,18 +1,23 @@
-"""PipelineConfig: everything one run needs, filled from the CLI's flags (or by tests)."""
+"""PipelineConfig: everything one run needs, filled from the CLI's flags (or by tests).
+
+The CLI builds its options from these defaults, so this module imports no TensorFlow at load time;
+the methods that inspect data or build models import what they need.
+"""
 
 import dataclasses
 import os
 import re
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from cnnpipe.components.errors import CnnpipeError
-from cnnpipe.components.ingestion import source as data_source
-from cnnpipe.models import registry
-from cnnpipe.models.trainer import TrainingConfig
+from cnnpipe.models.training_config import TrainingConfig
 from cnnpipe.pipeline import datasets
-from cnnpipe.pipeline.evaluation import Thresholds
-from cnnpipe.robustness.adversarial_examples import AttackSettings
+from cnnpipe.pipeline.thresholds import Thresholds
+from cnnpipe.robustness.settings import AttackSettings
 from cnnpipe.schemas import schema_path
+
+if TYPE_CHECKING:
+    from cnnpipe.components.ingestion.source import DataSource
 
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 # Kubeflow (pipeline/kubeflow_runner.py): every core of the step's pod, one Beam worker process each.
@@ -71,13 +76,14 @@ class PipelineConfig:
     def data_path(self) -> str:
         return self.known_dataset.path if self.known_dataset else self.data
 
-    def data_source(self) -> data_source.DataSource:
+    def data_source(self) -> "DataSource":
         """Inspects the data; errors name what is missing and how to get it."""
+        from cnnpipe.components.ingestion import source  # noqa: PLC0415 - TensorFlow
         known = self.known_dataset
         if known and not os.path.isdir(known.path):
             raise CnnpipeError(f"{known.name} is not installed at {known.path}; install it with: {known.install_hint}")
         class_names = self.class_names or (known.class_names if known else None)
-        return data_source.detect(self.data_path, self.data_format, class_names)
+        return source.detect(self.data_path, self.data_format, class_names)
 
     def schema_file(self) -> Optional[str]:
         """The curated schema to validate against, or None to infer one with SchemaGen."""
@@ -118,6 +124,8 @@ class PipelineConfig:
                               seed=self.seed)
 
     def training_config(self, class_names: tuple[str, ...]) -> TrainingConfig:
+        from cnnpipe.models import registry  # noqa: PLC0415 - TensorFlow
+
         return TrainingConfig(
             model=self.model,
             input_shape=tuple(self.input_shape or registry.get(self.model).input_shape),

@@ -17,10 +17,11 @@ from cnnpipe.components.ingestion.component import ImageExampleGen
 from cnnpipe.components.ingestion.source import DataSource
 from cnnpipe.components.pusher import AtomicPusher
 from cnnpipe.components.validation_gate import ValidationGate
-from cnnpipe.models.trainer import WARM_START_LATEST, TrainingConfig
+from cnnpipe.models.training_config import WARM_START_LATEST, TrainingConfig
 from cnnpipe.pipeline.config import PipelineConfig
-from cnnpipe.pipeline.evaluation import Thresholds, eval_config
-from cnnpipe.robustness.adversarial_examples import AttackSettings
+from cnnpipe.pipeline.evaluation import eval_config
+from cnnpipe.pipeline.thresholds import Thresholds
+from cnnpipe.robustness.settings import AttackSettings
 
 PREPROCESSING_FN = "cnnpipe.models.preprocessing.preprocessing_fn"
 RUN_FN = "cnnpipe.models.trainer.run_fn"

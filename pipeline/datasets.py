@@ -7,8 +7,6 @@ from typing import Optional
 
 import numpy as np
 
-from cnnpipe.components.ingestion import formats
-
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
@@ -35,6 +33,8 @@ DATASETS = {dataset.name: dataset for dataset in (FASHION_MNIST,)}
 
 @functools.lru_cache(maxsize=None)
 def _fashion_mnist_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    from cnnpipe.components.ingestion import formats  # noqa: PLC0415 - TensorFlow, not needed to name data sets
+
     images = formats.read_idx_array(os.path.join(FASHION_MNIST.path, f"{split}-images-idx3-ubyte.gz"), 3)
     labels = formats.read_idx_array(os.path.join(FASHION_MNIST.path, f"{split}-labels-idx1-ubyte.gz"), 1)
     return images, labels

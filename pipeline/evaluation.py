@@ -8,13 +8,13 @@ Every threshold is a per-slice threshold on its own slice, so a bound on clean a
 applies to an attacked slice, nor to a class.
 """
 
-import dataclasses
 from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow_model_analysis as tfma
 
 from cnnpipe.models import features
+from cnnpipe.pipeline.thresholds import Thresholds
 from cnnpipe.robustness.adversarial_examples import BASELINE, CANDIDATE, NO_ATTACK, WEIGHT_KEYS
 
 ACCURACY = "SparseCategoricalAccuracy"
@@ -24,22 +24,6 @@ PER_CLASS = tfma.SlicingSpec(feature_keys=[features.CLASS_NAME])
 CLEAN = tfma.SlicingSpec(feature_values={features.ATTACK: NO_ATTACK})
 CLEAN_PER_CLASS = tfma.SlicingSpec(feature_keys=[features.CLASS_NAME], feature_values={features.ATTACK: NO_ATTACK})
 ATTACK_BY_EPSILON = tfma.SlicingSpec(feature_keys=[features.ATTACK, features.EPSILON])
-
-
-@dataclasses.dataclass(frozen=True)
-class Thresholds:
-    """What a candidate must reach to be blessed. Drops are in accuracy (0.01 is one point) below the
-    last blessed model's on the same slice; None compares nothing."""
-
-    min_accuracy: float = 0.85  # clean
-    max_accuracy_drop: Optional[float] = 0.0  # clean
-    robust_epsilon: float = 0.1  # the ε whose FGSM and PGD slices are gated
-    min_fgsm_accuracy: float = 0.0
-    min_pgd_accuracy: float = 0.0
-    max_robust_accuracy_drop: Optional[float] = None  # each attack's slice at robust_epsilon
-
-    def without_baseline(self) -> "Thresholds":
-        return dataclasses.replace(self, max_accuracy_drop=None, max_robust_accuracy_drop=None)
 
 
 def epsilon_value(epsilon: float) -> str:

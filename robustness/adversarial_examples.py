@@ -27,52 +27,16 @@ from cnnpipe.components.errors import RobustnessError
 from cnnpipe.models import features, preprocessing
 from cnnpipe.robustness import attacks
 from cnnpipe.robustness.pixel_model import PixelModel
+from cnnpipe.robustness.settings import FGSM, PGD, AttackSettings
 
 CANDIDATE = "candidate"  # the model names TFMA and TFX's Evaluator give the two models
 BASELINE = "baseline"
 WEIGHT_KEYS = {CANDIDATE: features.WEIGHT_CANDIDATE, BASELINE: features.WEIGHT_BASELINE}
 NO_ATTACK = "none"
-DEFAULT_EPSILONS = (0.05, 0.1, 0.2, 0.3)
 OUTPUT_FILE = "data_tfrecord-00000-of-00001.gz"  # named as ExampleGen names its files
 PROGRESS_SECONDS = 10.0
 
 _encode_png = tf.function(preprocessing.encode_images, reduce_retracing=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class AttackSettings:
-    """Which copies to make; `max_examples` 0 attacks every source example."""
-
-    attacks: tuple[str, ...] = attacks.ATTACKS
-    epsilons: tuple[float, ...] = DEFAULT_EPSILONS
-    pgd_steps: int = 10
-    pgd_step_fraction: float = 0.25  # PGD's step size, a fraction of ε
-    max_examples: int = 0
-    batch_size: int = 256
-    seed: int = 0  # PGD's random starts
-
-    def __post_init__(self) -> None:
-        unknown = [name for name in self.attacks if name not in attacks.ATTACKS]
-        if not self.attacks or unknown:
-            raise RobustnessError(f"attacks {list(self.attacks)}: choose one or more of {', '.join(attacks.ATTACKS)}.")
-        if not self.epsilons or any(not 0 < e <= 1 for e in self.epsilons) or len(set(self.epsilons)) < len(self.epsilons):
-            raise RobustnessError(
-                f"epsilons {list(self.epsilons)}: give distinct values in (0, 1], on the [0, 1] pixel scale "
-                "(e.g. 0.1 for 25.5 of 255 levels); the clean copy (ε = 0) is always written."
-            )
-        if self.pgd_steps < 1 or self.pgd_step_fraction <= 0:
-            raise RobustnessError(
-                f"PGD needs at least one step (got {self.pgd_steps}) and a positive step size (got "
-                f"{self.pgd_step_fraction} of ε; the default is 0.25)."
-            )
-        if self.max_examples < 0 or self.batch_size < 1:
-            raise RobustnessError(
-                f"max_examples ({self.max_examples}) must be 0 (all) or more, batch_size ({self.batch_size}) at least 1."
-            )
-
-    @property
-    def copies_per_model(self) -> int:
-        return len(self.attacks) * len(self.epsilons)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,13 +53,13 @@ def adversarial_batches(models: Mapping[str, PixelModel], pixels: Mapping[str, t
                         settings: AttackSettings, seed: tuple[int, int]) -> Iterator[Copy]:
     """Every model's attacks on one batch, each model with its own gradients and its own input size."""
     for name, model in models.items():
-        if attacks.FGSM in settings.attacks:
+        if FGSM in settings.attacks:
             made = attacks.fgsm(model.probabilities, pixels[name], labels, settings.epsilons)
-            yield from (Copy(name, attacks.FGSM, e, x) for e, x in zip(settings.epsilons, made))
-        if attacks.PGD in settings.attacks:
+            yield from (Copy(name, FGSM, e, x) for e, x in zip(settings.epsilons, made))
+        if PGD in settings.attacks:
             made = attacks.pgd(model.probabilities, pixels[name], labels, settings.epsilons, settings.pgd_steps,
                                settings.pgd_step_fraction, seed)
-            yield from (Copy(name, attacks.PGD, e, x) for e, x in zip(settings.epsilons, made))
+            yield from (Copy(name, PGD, e, x) for e, x in zip(settings.epsilons, made))
 
 
 def tagged(source: tf.train.Example, attack: str, epsilon: float, attacked_model: str,

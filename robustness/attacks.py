@@ -12,10 +12,6 @@ import tensorflow as tf
 
 Probabilities = Callable[[tf.Tensor], tf.Tensor]  # pixels [N, H, W, C] -> probabilities [N, classes]
 
-FGSM = "fgsm"
-PGD = "pgd"
-ATTACKS = (FGSM, PGD)
-
 
 def pixel_budget(epsilon: float) -> int:
     """ε on the [0, 1] scale as a whole number of 8-bit levels."""

@@ -16,7 +16,7 @@ def _host_port(text: str) -> str:
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Adds `serve` and `predict` to the CLI's subcommands."""
     from cnnpipe.serving.batching import BatchingOptions  # noqa: PLC0415 - keeps --help fast
-    from cnnpipe.serving.server import MAX_REQUEST_BYTES, ServerOptions  # noqa: PLC0415
+    from cnnpipe.serving.options import MAX_REQUEST_BYTES, ServerOptions  # noqa: PLC0415
 
     d, b = ServerOptions(), BatchingOptions()
     serve = commands.add_parser("serve", help="serve pushed models over TF Serving's REST and gRPC APIs")
@@ -64,7 +64,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from cnnpipe.serving.batching import BatchingOptions  # noqa: PLC0415
-    from cnnpipe.serving.server import ServerOptions, serve  # noqa: PLC0415
+    from cnnpipe.serving.options import ServerOptions  # noqa: PLC0415
+    from cnnpipe.serving.server import serve  # noqa: PLC0415
 
     batching = BatchingOptions(args.max_batch_size, args.batch_timeout_micros, args.num_batch_threads) \
         if args.enable_batching else None

@@ -4,7 +4,6 @@ When a `tensorflow_model_server` binary is on PATH it is launched with the same 
 otherwise the models are served by this package (`manager`, `rest`, `grpc_api`).
 """
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -19,26 +18,12 @@ from cnnpipe.serving import model_config
 from cnnpipe.serving.batching import BatchingOptions
 from cnnpipe.serving.grpc_api import grpc_server
 from cnnpipe.serving.manager import ModelManager
+from cnnpipe.serving.options import ServerOptions
 from cnnpipe.serving.rest import RestServer
 
 MODEL_SERVER = "tensorflow_model_server"
-MAX_REQUEST_BYTES = 64 << 20  # TF Serving's gRPC default limit is 4 MiB per message; images in JSON grow by 4/3
 
 log = logging.getLogger("cnnpipe.serving")
-
-
-@dataclasses.dataclass(frozen=True)
-class ServerOptions:
-    serving_dir: Optional[str] = None  # each subdirectory is a model named after it
-    model_config_file: Optional[str] = None  # a models.config; overrides serving_dir
-    rest_port: int = 8501
-    grpc_port: int = 8500
-    host: str = "0.0.0.0"  # as TF Serving: every interface (containers); tests use 127.0.0.1
-    poll_seconds: float = 1.0
-    batching: Optional[BatchingOptions] = None
-    max_request_bytes: int = MAX_REQUEST_BYTES
-    intra_op_parallelism: int = 0  # TensorFlow's threads within one op; 0: TensorFlow chooses (as TF Serving)
-    inter_op_parallelism: int = 0  # TensorFlow's threads running ops side by side; 0: TensorFlow chooses
 
 
 class RunningServer:

@@ -61,7 +61,7 @@ def train_and_export(directory: str, images: np.ndarray, labels: np.ndarray, nor
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils  # noqa: PLC0415
     from tfx.utils import path_utils  # noqa: PLC0415
 
-    from cnnpipe.models import features, signatures, trainer  # noqa: PLC0415
+    from cnnpipe.models import features, signatures, trainer, training_config  # noqa: PLC0415
     from cnnpipe.models.preprocessing import preprocessing_fn  # noqa: PLC0415
 
     raw_spec = {features.IMAGE: tf.io.FixedLenFeature([1], tf.string), features.LABEL: tf.io.FixedLenFeature([1], tf.int64)}
@@ -76,7 +76,7 @@ def train_and_export(directory: str, images: np.ndarray, labels: np.ndarray, nor
         _ = transform_fn | tft_beam.WriteTransformFn(transform_dir)
     metadata_io.write_metadata(metadata, os.path.join(transform_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
     tft_output = tft.TFTransformOutput(transform_dir)
-    training = trainer.TrainingConfig(model="lenet5", input_shape=tuple(config["input_shape"]),
+    training = training_config.TrainingConfig(model="lenet5", input_shape=tuple(config["input_shape"]),
                                       class_names=FASHION_MNIST.class_names, batch_size=32, shuffle_buffer=len(labels))
     keras.utils.set_random_seed(seed)
     model = trainer.build_compiled_model(training)

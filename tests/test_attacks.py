@@ -21,7 +21,8 @@ from cnnpipe.components.ingestion.formats import make_example
 from cnnpipe.models import features
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 from cnnpipe.robustness import attacks
-from cnnpipe.robustness.adversarial_examples import OUTPUT_FILE, WEIGHT_KEYS, AttackSettings, write
+from cnnpipe.robustness.adversarial_examples import OUTPUT_FILE, WEIGHT_KEYS, write
+from cnnpipe.robustness.settings import AttackSettings
 from cnnpipe.robustness.pixel_model import PixelModel
 
 TRAIN, TEST = 3000, 400

@@ -37,3 +37,13 @@ def test_help_lists_the_options(tmp_path):
     for option in ("--data", "--format", "--model", "--epochs", "--batch-size", "--output", "--serving-dir",
                    "--min-accuracy", "--max-accuracy-drop", "--strategy", "--normalization"):
         assert option in result.stdout
+
+
+def test_building_the_options_imports_no_tensorflow(tmp_path):
+    """Every subcommand's --help is instant: the parser's defaults come from modules without TensorFlow."""
+    check = ("import sys; from cnnpipe.pipeline import cli; cli.build_parser(); "
+             "heavy = sorted({name.split('.')[0] for name in sys.modules} & {'tensorflow', 'tfx', 'apache_beam'}); "
+             "print(heavy)")
+    result = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -21,6 +21,7 @@ from cnnpipe.components.ingestion.formats import make_example
 from cnnpipe.pipeline import evaluation, local_runner, summary
 from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.datasets import FASHION_MNIST
+from cnnpipe.pipeline.thresholds import Thresholds
 
 TRAIN, TEST = 2000, 500
 
@@ -117,7 +118,7 @@ def test_two_workers_train_one_model_that_the_evaluator_blesses(first_run, first
 
     # As the Evaluator does: the first run's blessed model is the baseline.
     config = tfma.utils.update_eval_config_with_defaults(
-        evaluation.eval_config(evaluation.Thresholds(min_accuracy=0.5, max_accuracy_drop=0.2)), has_baseline=True
+        evaluation.eval_config(Thresholds(min_accuracy=0.5, max_accuracy_drop=0.2)), has_baseline=True
     )
     candidate, baseline = (
         tfma.default_eval_shared_model(path, model_name=name, eval_config=config)

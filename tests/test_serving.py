@@ -41,7 +41,8 @@ from cnnpipe.pipeline import cli, local_runner, summary
 from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 from cnnpipe.serving import model_config
-from cnnpipe.serving.server import ServerOptions, model_server_command
+from cnnpipe.serving.options import ServerOptions
+from cnnpipe.serving.server import model_server_command
 
 TRAIN, TEST = 2000, 300
 MAX_REQUEST_BYTES = 1_000_000

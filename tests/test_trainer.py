@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from conftest import fashion_mnist
 from cnnpipe.components.errors import TrainingError
-from cnnpipe.models import adversarial_training, features, trainer
+from cnnpipe.models import adversarial_training, features, trainer, training_config
 
 
 def real_batch(count: int = 64) -> tf.Tensor:
@@ -59,7 +59,7 @@ def test_raw_pixels_stop_training_and_normalized_ones_pass():
 ])
 def test_training_settings_that_break_a_cnn_are_refused(settings, message):
     with pytest.raises(TrainingError, match=message):
-        trainer.TrainingConfig(model="lenet5", input_shape=(28, 28, 1), class_names=("a", "b"), **settings)
+        training_config.TrainingConfig(model="lenet5", input_shape=(28, 28, 1), class_names=("a", "b"), **settings)
 
 
 @pytest.mark.parametrize("method", ["fgsm-rs", "pgd"])
@@ -68,7 +68,7 @@ def test_adversarial_batches_stay_within_epsilon_and_the_pixel_range_and_raise_t
     x = tf.constant(images[..., None].astype("float32") / 127.5 - 1)  # --normalization scale
     y = tf.constant(labels, tf.int64)
     tf.keras.utils.set_random_seed(0)
-    config = trainer.TrainingConfig(model="lenet5", input_shape=(28, 28, 1), class_names=tuple("abcdefghij"))
+    config = training_config.TrainingConfig(model="lenet5", input_shape=(28, 28, 1), class_names=tuple("abcdefghij"))
     model = trainer.compile_model(trainer.build_model(config), 2e-3)
     model.fit({features.IMAGE_XF: x}, y, epochs=3, verbose=0)  # a model whose loss an attack can raise
     wrapped = adversarial_training.AdversarialTraining(model, method, 0.1, 5, tf.constant(1 / 127.5), tf.constant(-1.0))

@@ -1,0 +1,49 @@
+"""AttackSettings: which adversarial copies of the eval examples to make, checked before any work starts.
+
+No TensorFlow here: the CLI builds its options from these defaults and stays fast to start.
+"""
+
+import dataclasses
+
+from cnnpipe.components.errors import RobustnessError
+
+FGSM = "fgsm"  # the attacks of robustness/attacks.py
+PGD = "pgd"
+ATTACKS = (FGSM, PGD)
+DEFAULT_EPSILONS = (0.05, 0.1, 0.2, 0.3)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSettings:
+    """Which copies to make; `max_examples` 0 attacks every source example."""
+
+    attacks: tuple[str, ...] = ATTACKS
+    epsilons: tuple[float, ...] = DEFAULT_EPSILONS
+    pgd_steps: int = 10
+    pgd_step_fraction: float = 0.25  # PGD's step size, a fraction of ε
+    max_examples: int = 0
+    batch_size: int = 256
+    seed: int = 0  # PGD's random starts
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.attacks if name not in ATTACKS]
+        if not self.attacks or unknown:
+            raise RobustnessError(f"attacks {list(self.attacks)}: choose one or more of {', '.join(ATTACKS)}.")
+        if not self.epsilons or any(not 0 < e <= 1 for e in self.epsilons) or len(set(self.epsilons)) < len(self.epsilons):
+            raise RobustnessError(
+                f"epsilons {list(self.epsilons)}: give distinct values in (0, 1], on the [0, 1] pixel scale "
+                "(e.g. 0.1 for 25.5 of 255 levels); the clean copy (ε = 0) is always written."
+            )
+        if self.pgd_steps < 1 or self.pgd_step_fraction <= 0:
+            raise RobustnessError(
+                f"PGD needs at least one step (got {self.pgd_steps}) and a positive step size (got "
+                f"{self.pgd_step_fraction} of ε; the default is 0.25)."
+            )
+        if self.max_examples < 0 or self.batch_size < 1:
+            raise RobustnessError(
+                f"max_examples ({self.max_examples}) must be 0 (all) or more, batch_size ({self.batch_size}) at least 1."
+            )
+
+    @property
+    def copies_per_model(self) -> int:
+        return len(self.attacks) * len(self.epsilons)
