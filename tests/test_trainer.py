@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras as keras
 
 from conftest import fashion_mnist
 from cnnpipe.components.errors import TrainingError
@@ -81,3 +82,16 @@ def test_adversarial_batches_stay_within_epsilon_and_the_pixel_range_and_raise_t
 
     noise = tf.clip_by_value(x + tf.sign(tf.random.normal(tf.shape(x))) * 0.1 * 255 / 127.5, -1.0, 1.0)
     assert loss(attacked) > 2 * loss(noise) > loss(x)  # the gradient's direction, not just any change of ε
+
+
+@pytest.mark.parametrize("method", ["fgsm-rs", "pgd"])
+def test_adversarial_batches_move_pixels_at_the_edge_of_the_pixel_range(method):
+    """A model whose loss grows with every pixel's brightness: each black pixel is attacked to the full ε,
+    including those whose random start pointed below black."""
+    inputs = keras.Input((28, 28, 1), name=features.IMAGE_XF)
+    weights = keras.initializers.Constant(np.stack([np.zeros(784), np.full(784, 0.01)], axis=1))
+    model = keras.Model(inputs, keras.layers.Dense(2, "softmax", kernel_initializer=weights)(keras.layers.Flatten()(inputs)))
+    black = -tf.ones((8, 28, 28, 1))  # --normalization scale
+    wrapped = adversarial_training.AdversarialTraining(model, method, 0.1, 7, tf.constant(1 / 127.5), tf.constant(-1.0))
+    attacked = wrapped.attack(black, tf.zeros(8, tf.int64)).numpy()  # label 0: brighter is worse
+    np.testing.assert_allclose(attacked, -1 + 0.1 * 255 / 127.5, atol=1e-5)
