@@ -7,7 +7,7 @@ constraints.txt pins the whole resolved set; these are the direct dependencies.
 
 from setuptools import setup
 
-SUBPACKAGES = ["pipeline", "components", "components.ingestion", "models", "schemas", "serving", "robustness"]
+SUBPACKAGES = ["pipeline", "components", "components.ingestion", "core", "models", "schemas", "serving", "robustness"]
 
 setup(
     name="cnnpipe",

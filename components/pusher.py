@@ -10,6 +10,8 @@ keeps only the newest `keep_versions` versions (all by default) and rewrites
 
 import functools
 import os
+import re
+import socket
 import time
 import uuid
 from typing import Callable, Optional
@@ -19,18 +21,26 @@ from absl import logging
 from tfx import types
 from tfx.components.pusher import executor as pusher_executor
 from tfx.dsl.components.base import base_component, executor_spec
+from tfx.dsl.io import filesystem
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils, proto_utils
 
 from cnnpipe.components import push_check
+from cnnpipe.components.errors import CnnpipeError
 from cnnpipe.pipeline import summary
 from cnnpipe.serving import model_config
 from cnnpipe.serving.model_config import versions as existing_versions
 
 STAGING_PREFIX = ".staging-"
+DELETING_PREFIX = ".deleting-"
 KEEP_VERSIONS_KEY = "keep_versions"
+_STAGING = re.compile(re.escape(STAGING_PREFIX) + r"(?P<pid>\d+)@(?P<host>.+)-[0-9a-f]{32}$")
+
+
+class PushError(CnnpipeError):
+    """A version cannot be written to the serving directory; the versions already there are untouched."""
 
 
 def next_version(base_dir: str) -> int:
@@ -44,12 +54,55 @@ def _fingerprint(model_dir: str) -> bytes:
     return tf.io.gfile.GFile(path, "rb").read() if tf.io.gfile.exists(path) else b""
 
 
+def _staging_name() -> str:
+    """A staging directory's name: hidden from servers, and naming the process that writes it."""
+    return f"{STAGING_PREFIX}{os.getpid()}@{socket.gethostname()}-{uuid.uuid4().hex}"
+
+
+def _process_is_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def remove_abandoned_staging(base_dir: str) -> list[str]:
+    """Deletes the staging and half-deleted directories that pushes killed on this host left; returns them."""
+    abandoned = []
+    for name in tf.io.gfile.listdir(base_dir) if tf.io.gfile.isdir(base_dir) else []:
+        name = name.rstrip("/")
+        staging = _STAGING.match(name)
+        killed_push = staging and staging["host"] == socket.gethostname() and _process_is_gone(int(staging["pid"]))
+        if killed_push or name.startswith(DELETING_PREFIX):
+            tf.io.gfile.rmtree(os.path.join(base_dir, name))
+            abandoned.append(os.path.join(base_dir, name))
+    return abandoned
+
+
+def _copy(model_dir: str, staging: str, base_dir: str) -> None:
+    """Copies the model to its staging directory; a failure to write is a PushError naming the cause."""
+    try:
+        io_utils.copy_dir(model_dir, staging)
+    except (tf.errors.OpError, OSError, filesystem.NotFoundError) as error:
+        cause = "the disk is full" if isinstance(error, tf.errors.ResourceExhaustedError) else \
+            (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise PushError(
+            f"not pushed: the model cannot be written under {base_dir} ({cause}). Nothing was published and the "
+            "versions already served are untouched; free space or fix the directory (or choose another "
+            "--serving-dir), then run again."
+        ) from None
+
+
 def publish(model_dir: str, base_dir: str, check: Optional[Callable[[str], object]] = None) -> str:
     """Copies `model_dir` to `<base_dir>/<next version>` atomically; returns the version's path.
 
     `check` is called with the complete staged copy before it is renamed; when it raises, nothing
     is published. When the newest version already is this model (same SavedModel fingerprint),
-    nothing is copied and that version's path is returned.
+    nothing is copied and that version's path is returned. Staging directories that killed pushes
+    left behind are removed first.
     """
     if not tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
         raise FileNotFoundError(f"{model_dir}: no saved_model.pb, so there is no model to push")
@@ -60,9 +113,11 @@ def publish(model_dir: str, base_dir: str, check: Optional[Callable[[str], objec
         if fingerprint and fingerprint == _fingerprint(newest):
             return newest
     tf.io.gfile.makedirs(base_dir)
-    staging = os.path.join(base_dir, f"{STAGING_PREFIX}{uuid.uuid4().hex}")
+    for path in remove_abandoned_staging(base_dir):
+        logging.info("Removed %s, left by a push that was killed", path)
+    staging = os.path.join(base_dir, _staging_name())
     try:
-        io_utils.copy_dir(model_dir, staging)
+        _copy(model_dir, staging, base_dir)
         if check:
             check(staging)
         destination = os.path.join(base_dir, str(next_version(base_dir)))
@@ -74,12 +129,16 @@ def publish(model_dir: str, base_dir: str, check: Optional[Callable[[str], objec
 
 
 def prune(base_dir: str, keep: int) -> list[str]:
-    """Deletes all but the newest `keep` versions under `base_dir`; returns the deleted paths."""
+    """Deletes all but the newest `keep` versions under `base_dir`; returns the deleted paths.
+
+    Each is renamed to a hidden name first, so no server sees a half-deleted version."""
     if keep < 1:
         raise ValueError(f"keep_versions must be at least 1, not {keep}")
     old = [os.path.join(base_dir, str(version)) for version in existing_versions(base_dir)[:-keep]]
     for path in old:
-        tf.io.gfile.rmtree(path)
+        hidden = os.path.join(base_dir, f"{DELETING_PREFIX}{os.path.basename(path)}-{uuid.uuid4().hex}")
+        tf.io.gfile.rename(path, hidden)
+        tf.io.gfile.rmtree(hidden)
     return old
 
 

@@ -1,16 +1,20 @@
-"""ValidationGate: stops the run before Transform when ExampleValidator found anomalies.
+"""ValidationGate: stops the run before Transform when the data is not what the run can train on.
 
-ExampleValidator records anomalies but lets the pipeline go on; this component reads them,
-finds sample records that show each one (TFDV's per-example validation) and fails with a
-message that names the records and says how to fix the data or the schema.
+ExampleValidator records anomalies against the schema but lets the pipeline go on; this component
+reads them, adds what the run's class names imply whatever the schema (curated or inferred): labels
+are class ids in [0, classes), and every class has training images. It finds sample records that
+show each anomaly (TFDV's per-example validation) and fails with a message that names the records
+and says how to fix the data or the schema.
 """
 
 import os
+from typing import Optional
 
 import tensorflow_data_validation as tfdv
 from tensorflow_data_validation.utils import anomalies_util
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 from tfx import v1 as tfx
+from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
@@ -20,15 +24,55 @@ from cnnpipe.models import features
 SAMPLED_RECORDS = 3
 
 
-def split_anomalies(anomalies: standard_artifacts.ExampleAnomalies) -> dict[str, anomalies_pb2.Anomalies]:
-    """Each split's anomalies, for the splits that have any."""
+TRAIN = "train"
+
+
+def with_label_domain(schema: schema_pb2.Schema, num_classes: int) -> schema_pb2.Schema:
+    """A copy of `schema` whose label takes the class ids 0 .. num_classes - 1 only."""
+    constrained = schema_pb2.Schema()
+    constrained.CopyFrom(schema)
+    label = tfdv.get_feature(constrained, features.LABEL)
+    label.int_domain.min, label.int_domain.max = 0, num_classes - 1
+    return constrained
+
+
+def split_anomalies(anomalies: standard_artifacts.ExampleAnomalies, statistics: standard_artifacts.ExampleStatistics,
+                    schema: schema_pb2.Schema) -> dict[str, anomalies_pb2.Anomalies]:
+    """Each split's anomalies, for the splits that have any: ExampleValidator's, and those of the
+    statistics against `schema` (the label domain) where ExampleValidator found none for a feature."""
     found = {}
     for split in artifact_utils.decode_split_names(anomalies.split_names):
         path = os.path.join(artifact_utils.get_split_uri([anomalies], split), "SchemaDiff.pb")
         result = anomalies_util.load_anomalies_binary(path)
+        stats = stats_artifact_utils.load_statistics(statistics, split).proto()
+        for feature, info in tfdv.validate_statistics(stats, schema).anomaly_info.items():
+            if feature not in result.anomaly_info:
+                result.anomaly_info[feature].CopyFrom(info)
         if result.anomaly_info or result.HasField("dataset_anomaly_info"):
             found[split] = result
     return found
+
+
+def class_counts(statistics: standard_artifacts.ExampleStatistics, split: str) -> dict[str, int]:
+    """How many examples of each class a split holds, from the statistics of its `class_name` feature."""
+    view = stats_artifact_utils.load_statistics(statistics, split).get_default_slice()
+    feature = view.get_feature(tfdv.FeaturePath([features.CLASS_NAME])) if view else None
+    if feature is None:
+        return {}
+    buckets = feature.proto().string_stats.rank_histogram.buckets
+    return {bucket.label: int(bucket.sample_count) for bucket in buckets}
+
+
+def classes_without_training_images(statistics: standard_artifacts.ExampleStatistics,
+                                    class_names: list[str]) -> Optional[str]:
+    """An error message naming the classes that have no training examples, or None when all have some."""
+    counts = class_counts(statistics, TRAIN)
+    missing = [name for name in class_names if not counts.get(name)]
+    if not missing:
+        return None
+    return (f"Classes without training images: {', '.join(repr(name) for name in missing)}. A model trained so would "
+            "have an output that was never trained, so the run stopped before Transform. Add images of each (a class "
+            "folder that is empty, or whose images were not read), or drop the class from the data and its class names.")
 
 
 def bad_records(examples_dir: str, schema: schema_pb2.Schema) -> dict[str, list[str]]:
@@ -44,13 +88,15 @@ def bad_records(examples_dir: str, schema: schema_pb2.Schema) -> dict[str, list[
     }
 
 
-def describe(split: str, anomalies: anomalies_pb2.Anomalies, records: dict[str, list[str]], schema_source: str) -> str:
+def describe(split: str, anomalies: anomalies_pb2.Anomalies, records: dict[str, list[str]], schema_source: str,
+             num_classes: int) -> str:
     """One readable paragraph per split: each anomaly, the records that show it, the fix."""
     lines = [f"Data validation failed on the '{split}' split; the run stopped before Transform."]
     for feature, info in sorted(anomalies.anomaly_info.items()):
         sources = sorted({s for reason, found in records.items() if reason.startswith(f"{feature}_") for s in found})
         where = f" Records: {', '.join(sources)}." if sources else ""
-        lines.append(f"  - feature '{feature}': {info.description.strip()}{where}")
+        domain = f" Labels are class ids 0 to {num_classes - 1}, one per class name." if feature == features.LABEL else ""
+        lines.append(f"  - feature '{feature}': {info.description.strip()}{where}{domain}")
     if anomalies.HasField("dataset_anomaly_info"):
         lines.append(f"  - the data set: {anomalies.dataset_anomaly_info.description}")
     lines.append(
@@ -64,16 +110,20 @@ def describe(split: str, anomalies: anomalies_pb2.Anomalies, records: dict[str, 
 def ValidationGate(
     examples: tfx.dsl.components.InputArtifact[standard_artifacts.Examples],
     schema: tfx.dsl.components.InputArtifact[standard_artifacts.Schema],
+    statistics: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleStatistics],
     anomalies: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleAnomalies],
     schema_source: tfx.dsl.components.Parameter[str],
+    class_names: tfx.dsl.components.Parameter[list[str]],
 ) -> None:
-    """Raises DataValidationError, naming the bad records, when any split has anomalies."""
-    found = split_anomalies(anomalies)
-    if not found:
-        return
-    schema_proto = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri))
+    """Raises DataValidationError, naming the bad records, when any split has anomalies, a label is no
+    class id, or a class has no training examples."""
+    schema_proto = with_label_domain(io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri)),
+                                     len(class_names))
     reports = [
-        describe(split, result, bad_records(artifact_utils.get_split_uri([examples], split), schema_proto), schema_source)
-        for split, result in found.items()
+        describe(split, result, bad_records(artifact_utils.get_split_uri([examples], split), schema_proto), schema_source,
+                 len(class_names))
+        for split, result in split_anomalies(anomalies, statistics, schema_proto).items()
     ]
-    raise DataValidationError("\n\n".join(reports))
+    untrained = classes_without_training_images(statistics, class_names)
+    if reports or untrained:
+        raise DataValidationError("\n\n".join(reports + ([untrained] if untrained else [])))

@@ -250,12 +250,15 @@ def pipeline_config(args: argparse.Namespace, default_beam_args: Sequence[str]) 
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cnnpipe.pipeline import local_runner, summary  # noqa: PLC0415
     from cnnpipe.pipeline.config import PipelineConfig  # noqa: PLC0415
+    from cnnpipe.pipeline.output_dir import check_metadata, output_lock  # noqa: PLC0415
 
     config = pipeline_config(args, PipelineConfig().beam_args)
     started = time.monotonic()
-    with local_runner.output_lock(config.output_dir):
+    with output_lock(config.output_dir):  # before TFX loads: a second run is refused at once
+        check_metadata(config.output_dir)
+        from cnnpipe.pipeline import local_runner, summary  # noqa: PLC0415
+
         seconds = local_runner.run(config)
     total = time.monotonic() - started
     print("\nComponent wall times: " + ", ".join(f"{name} {s:.1f}s" for name, s in seconds.items()))
@@ -277,11 +280,15 @@ def _print_summary(result: "RunSummary", output_dir: str, pipeline_name: str) ->
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from cnnpipe.pipeline import retrain  # noqa: PLC0415
     from cnnpipe.pipeline.config import PipelineConfig  # noqa: PLC0415
+    from cnnpipe.pipeline.output_dir import check_metadata, output_lock  # noqa: PLC0415
 
     config = pipeline_config(args, PipelineConfig().beam_args)
-    result = retrain.retrain(config)
+    with output_lock(config.output_dir):  # before TFX loads: a second run is refused at once
+        check_metadata(config.output_dir)
+        from cnnpipe.pipeline import retrain  # noqa: PLC0415
+
+        result = retrain.retrain(config)
     if result.run is None:
         return 0
     print()
@@ -291,12 +298,14 @@ def _retrain(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from cnnpipe.components.errors import CnnpipeError  # noqa: PLC0415
-    from cnnpipe.pipeline import local_runner, summary  # noqa: PLC0415
+    from cnnpipe.pipeline.output_dir import check_metadata, metadata_path  # noqa: PLC0415
 
-    metadata = local_runner.metadata_path(args.run_dir)
+    metadata = metadata_path(args.run_dir)
     if not os.path.isfile(metadata):
         raise CnnpipeError(f"{args.run_dir}: no {os.path.basename(metadata)} here; give the --output directory of a "
                            "`cnnpipe run` (default cnnpipe-output).")
+    check_metadata(args.run_dir)
+    from cnnpipe.pipeline import summary  # noqa: PLC0415
     names = summary.pipeline_names(metadata)
     if args.pipeline is None and len(names) != 1:
         raise CnnpipeError(f"{args.run_dir} holds runs of the pipelines {', '.join(names) or '(none)'}; "

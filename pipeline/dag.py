@@ -75,8 +75,10 @@ def create_pipeline(
     validation_gate = ValidationGate(
         examples=examples,
         schema=schema,
+        statistics=statistics_gen.outputs["statistics"],
         anomalies=example_validator.outputs["anomalies"],
         schema_source=schema_file or "inferred by SchemaGen",
+        class_names=list(training.class_names),
     )
     transform = tfx.components.Transform(
         examples=training_examples,

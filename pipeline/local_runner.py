@@ -2,11 +2,11 @@
 
 Everything of a run lives under the output directory: `metadata.sqlite`, the artifacts under
 `pipeline/`, the full log under `logs/` and, by default, the pushed models under `serving/`.
+The caller holds `output_dir.output_lock` on the output directory while a run goes on.
 """
 
 import contextlib
 import datetime
-import fcntl
 import logging
 import os
 import sys
@@ -16,38 +16,9 @@ from typing import Iterator, TextIO
 from absl import logging as absl_logging
 from tfx import v1 as tfx
 
-from cnnpipe.components.errors import CnnpipeError
 from cnnpipe.pipeline import dag
 from cnnpipe.pipeline.config import PipelineConfig
-
-
-LOCK_FILE = ".cnnpipe.lock"
-
-
-def metadata_path(output_dir: str) -> str:
-    return os.path.join(output_dir, "metadata.sqlite")
-
-
-@contextlib.contextmanager
-def output_lock(output_dir: str) -> Iterator[None]:
-    """Holds an exclusive lock on `output_dir`; refuses at once when another run holds it."""
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, LOCK_FILE), "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            raise CnnpipeError(
-                f"{output_dir}: another cnnpipe run (pid {lock.read().strip() or '?'}) is using this output "
-                "directory and its metadata store; wait for it to finish, or use another --output."
-            ) from None
-        lock.truncate(0)
-        lock.write(str(os.getpid()))
-        lock.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+from cnnpipe.pipeline.output_dir import metadata_path
 
 
 def build_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:

@@ -1,7 +1,8 @@
 """Scheduled retraining: run the pipeline on a new span, warm-started from the last blessed model.
 
-`retrain` is safe to run from cron: with no span newer than the newest one already ingested
-it does nothing, and `local_runner.output_lock` keeps two runs from sharing one metadata store.
+`retrain` is safe to run from cron: with no span newer than the newest one a run has finished
+(through the Pusher, pushed or not) it does nothing, and a run that was killed or failed is run
+again (its finished components come from the cache). The caller holds `output_dir.output_lock` so that two runs never share one metadata store.
 """
 
 import dataclasses
@@ -17,27 +18,27 @@ from cnnpipe.models.training_config import WARM_START_LATEST
 from cnnpipe.pipeline import local_runner, summary
 from cnnpipe.pipeline.config import PipelineConfig
 
-EXAMPLE_GEN = "ImageExampleGen"
+PUSHER = "AtomicPusher"
+EXAMPLES = "examples"  # the Pusher's input: the examples (of the newest span) the run evaluated on
 
 
-def ingested_spans(metadata_file: str, pipeline_name: str) -> list[int]:
-    """The spans ImageExampleGen has ingested for `pipeline_name`, ascending."""
+def trained_spans(metadata_file: str, pipeline_name: str) -> list[int]:
+    """The spans whose run of `pipeline_name` finished, through the Pusher (pushed or not), ascending."""
     if not os.path.exists(metadata_file):
         return []
     mlmd = summary.store(metadata_file)
     pipeline = mlmd.get_context_by_type_and_name("pipeline", pipeline_name)
     if pipeline is None:
         return []
-    example_gen_types = {t.id for t in mlmd.get_execution_types() if t.name.endswith(EXAMPLE_GEN)}
-    executions = [
-        e.id for e in mlmd.get_executions_by_context(pipeline.id)
-        if e.type_id in example_gen_types and e.last_known_state in (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
-    ]
-    outputs = {
+    pusher_types = {t.id for t in mlmd.get_execution_types() if t.name.endswith(PUSHER)}
+    finished = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
+    executions = [e.id for e in mlmd.get_executions_by_context(pipeline.id)
+                  if e.type_id in pusher_types and e.last_known_state in finished]
+    examples = {
         event.artifact_id for event in mlmd.get_events_by_execution_ids(executions)
-        if event.type == metadata_store_pb2.Event.OUTPUT
+        if event.type == metadata_store_pb2.Event.INPUT and event.path.steps[0].key == EXAMPLES
     }
-    return sorted({artifact.custom_properties["span"].int_value for artifact in mlmd.get_artifacts_by_id(list(outputs))})
+    return sorted({artifact.custom_properties["span"].int_value for artifact in mlmd.get_artifacts_by_id(list(examples))})
 
 
 @dataclasses.dataclass
@@ -49,7 +50,7 @@ class RetrainResult:
 
 
 def retrain(config: PipelineConfig, out: TextIO = sys.stdout) -> RetrainResult:
-    """Runs the pipeline on the newest span unless it was ingested already.
+    """Runs the pipeline on the newest span unless a run on it has finished already.
 
     The Trainer warm-starts from the last blessed model (from MLMD), the Evaluator compares
     with it, and the Pusher pushes only a model that is blessed.
@@ -61,12 +62,12 @@ def retrain(config: PipelineConfig, out: TextIO = sys.stdout) -> RetrainResult:
             "/ for N = 1, 2, ...); put each new batch of images in the next span."
         )
     metadata_file = local_runner.metadata_path(config.output_dir)
-    with local_runner.output_lock(config.output_dir):
-        done = ingested_spans(metadata_file, config.name)
-        if done and spans[-1] <= done[-1]:
-            print(f"cnnpipe retrain: no new span in {config.data_path} (span {done[-1]} is already trained); "
-                  "nothing to do.", file=out, flush=True)
-            return RetrainResult(spans[-1])
-        print(f"cnnpipe retrain: span {spans[-1]} is new; training from the last blessed model.", file=out, flush=True)
-        local_runner.run(dataclasses.replace(config, warm_start=WARM_START_LATEST), out)
+    done = trained_spans(metadata_file, config.name)
+    if done and spans[-1] <= done[-1]:
+        print(f"cnnpipe retrain: no new span in {config.data_path} (span {done[-1]} is already trained); "
+              "nothing to do.", file=out, flush=True)
+        return RetrainResult(spans[-1])
+    print(f"cnnpipe retrain: span {spans[-1]} has no finished run; training from the last blessed model.", file=out,
+          flush=True)
+    local_runner.run(dataclasses.replace(config, warm_start=WARM_START_LATEST), out)
     return RetrainResult(spans[-1], summary.summarize(metadata_file, config.name))

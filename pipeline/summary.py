@@ -7,8 +7,11 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
+from tfx.types import standard_artifacts
+from tfx.utils import path_utils
 
-from cnnpipe.models import features
+from cnnpipe.components.validation_gate import class_counts
+from cnnpipe.models import features, signatures
 from cnnpipe.robustness.adversarial_examples import BASELINE, NO_ATTACK
 
 _OUTPUT = metadata_store_pb2.Event.OUTPUT
@@ -37,6 +40,7 @@ class RunSummary:
     accuracy: Optional[float] = None  # on the clean eval images
     loss: Optional[float] = None
     per_class_accuracy: dict[str, float] = dataclasses.field(default_factory=dict)
+    unevaluated_classes: list[str] = dataclasses.field(default_factory=list)  # no eval images: no accuracy
     baseline_accuracy: Optional[float] = None
     robustness: list[RobustnessPoint] = dataclasses.field(default_factory=list)
     blessed: Optional[bool] = None
@@ -50,6 +54,10 @@ class RunSummary:
         if self.baseline_accuracy is not None:
             lines[0] += f"; last blessed model {self.baseline_accuracy:.2%}"
         lines += ["Per class:"] + [f"  {name:<14} {value:.2%}" for name, value in self.per_class_accuracy.items()]
+        lines += [f"  {name:<14} not evaluated: the eval split has no images of it" for name in self.unevaluated_classes]
+        if self.unevaluated_classes:
+            lines.append(f"Warning: {len(self.unevaluated_classes)} class(es) were not evaluated; add eval images of "
+                         "them (or raise --eval-percent) so that their accuracy counts.")
         if self.robustness:
             lines += ["Robustness (accuracy on eval images attacked with each model's own gradients):",
                       *("  " + line for line in robustness_table(self.robustness).splitlines())]
@@ -183,6 +191,17 @@ def _failures(evaluation_uri: str) -> list[str]:
             for per_slice in result.metric_validations_per_slice for failure in per_slice.failures]
 
 
+def unevaluated_classes(outputs: dict[str, metadata_store_pb2.Artifact]) -> list[str]:
+    """The model's classes of which the eval split holds no example (from StatisticsGen's counts)."""
+    if "statistics" not in outputs or "model" not in outputs:
+        return []
+    statistics = standard_artifacts.ExampleStatistics()
+    statistics.set_mlmd_artifact(outputs["statistics"])
+    counts = class_counts(statistics, "eval")
+    names = signatures.read_class_names(path_utils.serving_model_path(outputs["model"].uri))
+    return [name for name in names if not counts.get(name)]
+
+
 def summarize(metadata_file: str, pipeline_name: str, run_id: Optional[str] = None) -> RunSummary:
     """The summary of run `run_id` of `pipeline_name` (default: its newest run)."""
     run_id, outputs = run_outputs(metadata_file, pipeline_name, run_id)
@@ -198,6 +217,7 @@ def summarize(metadata_file: str, pipeline_name: str, run_id: Optional[str] = No
         dict(slice_)[features.CLASS_NAME]: values[ACCURACY] for (model, slice_), values in sorted(metrics.items())
         if model == "" and features.CLASS_NAME in dict(slice_)
     }
+    summary.unevaluated_classes = unevaluated_classes(outputs)
     summary.robustness = robustness(metrics)
     blessing = outputs.get("blessing")
     summary.blessed = bool(blessing and blessing.custom_properties["blessed"].int_value)

@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 
 from cnnpipe.components.errors import CnnpipeError
+from cnnpipe.core import images as core_images
 from cnnpipe.serving import model_config
 
 SIGNATURE = "predict_image"
@@ -21,13 +22,17 @@ Outputs = dict[str, np.ndarray]  # probabilities [N, classes] and all_class_name
 
 
 def read_images(paths: list[str]) -> list[bytes]:
+    """The files' images as the model should get them: upright by their EXIF orientation (which TensorFlow's
+    decoders ignore), as ingestion stored them; an upright PNG or JPEG is sent as it is."""
     images = []
     for path in paths:
         try:
             with open(path, "rb") as f:
-                images.append(f.read())
+                images.append(core_images.upright_bytes(f.read()))
         except OSError as error:
             raise CnnpipeError(f"{path}: cannot read the image ({error.strerror}); check the path.") from None
+        except core_images.ImageReadError as error:
+            raise CnnpipeError(f"{path}: {error}; check the file.") from None
     return images
 
 

@@ -1,15 +1,25 @@
-"""Shared fixtures: real Fashion-MNIST slices written in each input format."""
+"""Shared fixtures: real Fashion-MNIST slices written in each input format, the `cnnpipe` command, a
+pipeline run shared by the tests that only read its outputs, and `cnnpipe serve` in its own process."""
 
+import contextlib
+import dataclasses
 import gzip
 import io
 import os
+import socket
 import struct
+import subprocess
+import sys
+import time
+from typing import Iterator
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 
 from cnnpipe.pipeline.config import PipelineConfig
+from fault_matrix import observed, pytest_configure, pytest_runtest_makereport, pytest_terminal_summary  # noqa: F401
 from cnnpipe.pipeline.datasets import FASHION_MNIST, fashion_mnist_arrays
 
 
@@ -94,3 +104,78 @@ def small_run_config(data: str, output_dir: str, **settings) -> PipelineConfig:
     defaults = dict(schema="fashion_mnist", class_names=FASHION_MNIST.class_names, epochs=1, batch_size=32,
                     min_accuracy=0.5, epsilons=(0.1,), pgd_steps=3)
     return PipelineConfig(data=data, output_dir=output_dir, **{**defaults, **settings})
+
+
+def cnnpipe(*args: str, cwd, timeout: float = 1200) -> subprocess.CompletedProcess:
+    """The `cnnpipe` command in a process of its own, its output captured."""
+    return subprocess.run([sys.executable, "-m", "cnnpipe.pipeline.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports that were free a moment ago."""
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+SHARED_TRAIN, SHARED_TEST = 2000, 300
+
+
+@pytest.fixture(scope="session")
+def pushed_run(tmp_path_factory) -> PipelineConfig:
+    """The real pipeline, run once for the whole session on a small real slice: one checked version pushed.
+
+    Tests only read it; a test that changes data, outputs or served versions works on a copy."""
+    from cnnpipe.pipeline import local_runner  # noqa: PLC0415 - TFX
+
+    root = tmp_path_factory.mktemp("pushed_run")
+    config = small_run_config(write_fashion_mnist_slice(str(root / "fashion"), SHARED_TRAIN, SHARED_TEST),
+                              str(root / "out"))
+    local_runner.run(config, out=io.StringIO())
+    return config
+
+
+@dataclasses.dataclass
+class Server:
+    rest: str  # base URL
+    grpc: str  # host:port
+    process: subprocess.Popen
+
+    def predict_stub(self):
+        import grpc  # noqa: PLC0415
+        from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: PLC0415
+
+        return prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(self.grpc))
+
+    def status(self, name: str) -> list[dict]:
+        return requests.get(f"{self.rest}/v1/models/{name}", timeout=30).json()["model_version_status"]
+
+
+@contextlib.contextmanager
+def running_server(serving_dir: str, *options: str) -> Iterator[Server]:
+    """`cnnpipe serve` in its own process on free loopback ports; ready once the REST API answers."""
+    rest_port, grpc_port = free_ports(2)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnnpipe.pipeline.cli", "serve", "--serving-dir", serving_dir, "--host", "127.0.0.1",
+         "--rest-port", str(rest_port), "--grpc-port", str(grpc_port), "--poll-seconds", "0.2", *options],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    server = Server(f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}", process)
+    try:
+        for _ in range(600):
+            if process.poll() is not None:
+                pytest.fail(f"cnnpipe serve exited with {process.returncode}:\n{process.stdout.read()[-3000:]}")
+            with contextlib.suppress(requests.ConnectionError):
+                requests.get(f"{server.rest}/v1/models/none", timeout=5)
+                break
+            time.sleep(0.2)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(timeout=60)

@@ -4,13 +4,8 @@ import gzip
 import subprocess
 import sys
 
-from conftest import fashion_mnist, write_idx
+from conftest import cnnpipe, fashion_mnist, write_idx
 
-
-def cnnpipe(*args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cnnpipe.pipeline.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
 
 
 def test_missing_data_directory(tmp_path):

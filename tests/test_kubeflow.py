@@ -4,8 +4,6 @@ import dataclasses
 import importlib
 import json
 import re
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from conftest import write_fashion_mnist_slice
+from conftest import cnnpipe, free_ports, write_fashion_mnist_slice
 from cnnpipe.components.errors import CnnpipeError
 from cnnpipe.pipeline import cli, kubeflow_runner, local_runner
 from cnnpipe.pipeline.config import KUBEFLOW_BEAM_ARGS, PipelineConfig
@@ -35,16 +33,6 @@ COMPONENTS = {
 TFX_EXECUTOR_COMMAND = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 
 
-def cnnpipe(*args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cnnpipe.pipeline.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +247,7 @@ def test_dockerfile_installs_the_pins_of_setup_py_and_constraints():
 
 
 def test_submit_to_an_unreachable_host_fails_in_one_line(capsys):
-    host = f"http://127.0.0.1:{free_port()}"  # nothing listens: the connection is refused
+    host = f"http://127.0.0.1:{free_ports(1)[0]}"  # nothing listens: the connection is refused
     assert cli.main(["submit", "--host", host, "--package", str(COMMITTED_SPEC)]) == 1
     error = capsys.readouterr().err
     assert error.startswith(f"cnnpipe: cannot reach Kubeflow Pipelines at {host} ([Errno 111] Connection refused)")
@@ -270,7 +258,7 @@ def test_schedule_checks_the_cron_and_the_host(capsys):
     assert cli.main(["schedule", "--host", "http://127.0.0.1:1", "--package", str(COMMITTED_SPEC),
                      "--cron", "0 3 * * *"]) == 1
     assert "--cron '0 3 * * *': Kubeflow Pipelines wants six fields" in capsys.readouterr().err
-    host = f"http://127.0.0.1:{free_port()}"
+    host = f"http://127.0.0.1:{free_ports(1)[0]}"
     assert cli.main(["schedule", "--host", host, "--package", str(COMMITTED_SPEC), "--cron", "0 0 3 * * *"]) == 1
     assert capsys.readouterr().err.startswith(f"cnnpipe: cannot reach Kubeflow Pipelines at {host}")
 

@@ -6,7 +6,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
-from conftest import encode, fashion_mnist, small_run_config, write_fashion_mnist_slice
+from conftest import encode, fashion_mnist, free_ports, small_run_config, write_fashion_mnist_slice
 from cnnpipe.components.errors import DataValidationError
 from cnnpipe.components.ingestion.formats import make_example
 from cnnpipe.pipeline import evaluation, local_runner, summary
@@ -79,15 +78,6 @@ def test_summary_reports_accuracy_blessing_and_push(first_run):
     assert result.pushed_to == os.path.join(first_run.serving_base, served_versions(first_run)[0])
     assert "Blessed: yes" in result.format() and result.pushed_to in result.format()
 
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("localhost", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def test_two_workers_train_one_model_that_the_evaluator_blesses(first_run, first_outputs, tmp_path):

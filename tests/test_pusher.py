@@ -3,12 +3,19 @@
 import os
 
 import pytest
-from tfx.dsl.io.filesystem import NotFoundError
 from tfx.proto import pusher_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import proto_utils
 
-from cnnpipe.components.pusher import KEEP_VERSIONS_KEY, STAGING_PREFIX, Executor, existing_versions, prune, publish
+from cnnpipe.components.pusher import (
+    KEEP_VERSIONS_KEY,
+    STAGING_PREFIX,
+    Executor,
+    PushError,
+    existing_versions,
+    prune,
+    publish,
+)
 from cnnpipe.serving import model_config
 
 
@@ -43,7 +50,7 @@ def test_a_failed_copy_leaves_no_version_and_no_staging(tmp_path):
     base = tmp_path / "serving" / "fashion"
     model = make_model_dir(tmp_path / "a", "first")
     os.symlink(tmp_path / "gone", os.path.join(model, "variables", "variables.data"))  # the copy fails midway
-    with pytest.raises(NotFoundError):
+    with pytest.raises(PushError, match=f"cannot be written under {base} .*Nothing was published"):
         publish(model, str(base))
     assert os.listdir(base) == []
 

@@ -5,15 +5,13 @@ import csv
 import glob
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import write_fashion_mnist_slice
+from conftest import cnnpipe, write_fashion_mnist_slice
 from cnnpipe.models import features
 from cnnpipe.pipeline import local_runner, summary
 from cnnpipe.pipeline.datasets import FASHION_MNIST
@@ -23,10 +21,6 @@ EPSILONS = (0.05, 0.1)
 EPOCHS = 3
 MIN_FGSM_ACCURACY = 0.5  # far above what a few epochs on 1,000 images withstand at ε 0.1
 
-
-def cnnpipe(*args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cnnpipe.pipeline.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=1200)
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,11 @@ and the Pusher's check.
 """
 
 import base64
-import contextlib
 import dataclasses
 import functools
-import io
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from typing import Iterator
@@ -32,7 +27,7 @@ from tensorflow_serving.apis import (
 )
 from tfx import v1 as tfx
 
-from conftest import encode, fashion_mnist, small_run_config, write_fashion_mnist_slice
+from conftest import Server, encode, fashion_mnist, running_server
 from cnnpipe.components import push_check
 from cnnpipe.components.ingestion.formats import make_example
 from cnnpipe.components.pusher import existing_versions, publish
@@ -44,18 +39,14 @@ from cnnpipe.serving import model_config
 from cnnpipe.serving.options import ServerOptions
 from cnnpipe.serving.server import model_server_command
 
-TRAIN, TEST = 2000, 300
 MAX_REQUEST_BYTES = 1_000_000
 SIGNATURES = ("serving_default", "predict_image", "predict_pixels", "embed")
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> PipelineConfig:
-    """The real pipeline, run once on a small real slice: it pushes one checked version."""
-    root = tmp_path_factory.mktemp("serving")
-    config = small_run_config(write_fashion_mnist_slice(str(root / "fashion"), TRAIN, TEST), str(root / "out"))
-    local_runner.run(config, out=io.StringIO())
-    return config
+def pipeline(pushed_run) -> PipelineConfig:
+    """The session's pipeline run: it pushed one checked version."""
+    return pushed_run
 
 
 @pytest.fixture(scope="module")
@@ -111,53 +102,6 @@ def assert_same(answer: dict, expected: dict) -> None:
 
 def columns(predictions: list[dict]) -> dict[str, list]:
     return {key: [row[key] for row in predictions] for key in predictions[0]}
-
-
-@dataclasses.dataclass
-class Server:
-    rest: str  # base URL
-    grpc: str  # host:port
-    process: subprocess.Popen
-
-    def predict_stub(self) -> prediction_service_pb2_grpc.PredictionServiceStub:
-        return prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(self.grpc))
-
-    def status(self, name: str) -> list[dict]:
-        return requests.get(f"{self.rest}/v1/models/{name}", timeout=30).json()["model_version_status"]
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
-@contextlib.contextmanager
-def running_server(serving_dir: str, *options: str) -> Iterator[Server]:
-    """`cnnpipe serve` in its own process on free loopback ports; ready once the REST API answers."""
-    rest_port, grpc_port = free_ports(2)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cnnpipe.pipeline.cli", "serve", "--serving-dir", serving_dir, "--host", "127.0.0.1",
-         "--rest-port", str(rest_port), "--grpc-port", str(grpc_port), "--poll-seconds", "0.2", *options],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    server = Server(f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}", process)
-    try:
-        for _ in range(600):
-            if process.poll() is not None:
-                pytest.fail(f"cnnpipe serve exited with {process.returncode}:\n{process.stdout.read()[-3000:]}")
-            with contextlib.suppress(requests.ConnectionError):
-                requests.get(f"{server.rest}/v1/models/none", timeout=5)
-                break
-            time.sleep(0.2)
-        yield server
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -36,16 +36,18 @@ def _options(exec_properties: dict[str, Any]) -> tuple[str, list[str]]:
 @beam.typehints.with_input_types(beam.Pipeline)
 @beam.typehints.with_output_types(bytes)
 def ReadImages(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str) -> beam.PCollection:
-    """Reads the files that `split_pattern` matches under input_base as tf.Examples."""
+    """Reads the files that `split_pattern` matches under input_base as tf.Examples.
+
+    Class folders: every non-hidden file of every class folder (symlinks followed) must be an image.
+    """
     data_format, class_names = _options(exec_properties)
     pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
     if data_format == "folder":
-        formats.class_folders(os.path.dirname(os.path.dirname(pattern)))  # names an empty class folder
-    files = pipeline | "MatchFiles" >> fileio.MatchFiles(pattern)
-    if data_format == "folder":
         return (
-            files
-            | "ImagesOnly" >> beam.Filter(lambda match: formats.is_class_image(match.path))
+            pipeline
+            | "ClassFolders" >> beam.Create(formats.class_file_patterns(os.path.dirname(os.path.dirname(pattern))))
+            | "MatchFiles" >> fileio.MatchAll()
+            | "NotHidden" >> beam.Filter(lambda match: not formats.is_hidden(match.path))
             | "ReadMatches" >> fileio.ReadMatches()
             | "ToExample" >> beam.Map(lambda f: formats.read_image_file(f.metadata.path, f.read(), class_names))
         )
@@ -53,7 +55,8 @@ def ReadImages(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_p
     if reader is None:
         raise IngestionError(f"unknown data format '{data_format}'.")
     return (
-        files
+        pipeline
+        | "MatchFiles" >> fileio.MatchFiles(pattern)
         | "Paths" >> beam.Map(lambda match: match.path)
         | "ToExamples" >> beam.FlatMap(reader, class_names)
     )

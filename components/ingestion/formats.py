@@ -1,5 +1,8 @@
 """Readers for the three input formats; each yields serialized tf.Examples, one per image.
 
+Images from folders and TFRecords are stored as they are when TensorFlow decodes them upright,
+else converted to PNG (`ingest_image`); IDX images are PNGs this module writes.
+
 Every error names the file (and record index) at fault and how to fix it.
 """
 
@@ -7,17 +10,16 @@ import gzip
 import io
 import os
 import struct
-from typing import BinaryIO, Iterator, Sequence
+from typing import BinaryIO, Iterator, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
 from cnnpipe.components.errors import IngestionError
+from cnnpipe.core import images
 from cnnpipe.models import features
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-IMAGE_FORMATS = ("PNG", "JPEG")
 _IDX_UNSIGNED_BYTE = 0x08
 
 
@@ -45,21 +47,40 @@ def make_example(image: bytes, label: int, class_name: str, source: str, height:
     return example.SerializeToString(deterministic=True)
 
 
-def image_size(data: bytes, source: str) -> tuple[int, int]:
-    """(height, width) of an encoded PNG or JPEG, decoding it fully to catch truncation."""
+def decoded_size(data: bytes) -> Optional[tuple[int, int]]:
+    """(height, width) of `data` as Transform's decoder reads it; None if it cannot.
+
+    It decodes to one channel, the strictest for PNG and JPEG: CMYK and YCCK JPEGs fail only there,
+    and three channels decode whatever one does. DecodeImage is the op `tf.io.decode_image`
+    (preprocessing.decode_image) runs, without that wrapper's eager overhead.
+    """
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            if image.format not in IMAGE_FORMATS:
-                raise IngestionError(
-                    f"{source}: is a {image.format} image; only PNG and JPEG are read. "
-                    "Convert it to PNG or remove it."
-                )
-            return image.height, image.width
-    except (OSError, SyntaxError, ValueError) as error:
+        shape = tf.raw_ops.DecodeImage(contents=data, channels=1, expand_animations=False).shape
+    except tf.errors.InvalidArgumentError:
+        return None
+    return shape[0], shape[1]
+
+
+def ingest_image(data: bytes, source: str) -> tuple[bytes, int, int]:
+    """The bytes to store for an encoded image, and their (height, width).
+
+    TensorFlow decides what is readable: an upright PNG or JPEG that it decodes keeps its bytes;
+    anything else PIL reads (CMYK JPEG, WebP, TIFF, BMP, GIF, EXIF-rotated, ...) is stored as an
+    upright lossless PNG (core/images.py), which TensorFlow must then decode.
+    """
+    try:
+        image = images.open_image(data)
+        size = None if images.needs_png(image) else decoded_size(data)
+        stored = data if size else images.upright_png(image)
+    except images.ImageReadError as error:
+        raise IngestionError(f"{source}: {error}; replace it or remove it.") from None
+    size = size or decoded_size(stored)
+    if size is None:
         raise IngestionError(
-            f"{source}: not a readable PNG or JPEG image ({error}). Replace the file or remove it."
-        ) from None
+            f"{source}: a {image.format} {image.mode} image that TensorFlow cannot decode, even converted to PNG. "
+            "Convert it to an 8-bit RGB PNG yourself, or remove it."
+        )
+    return stored, *size
 
 
 def class_name_of(label: int, class_names: Sequence[str]) -> str:
@@ -163,36 +184,43 @@ def idx_label_count(images_path: str) -> int:
         return max(_read(labels, labels_path, count), default=0) + 1
 
 
-# --- class-per-folder trees of PNG/JPEG ------------------------------------------------------
+# --- class-per-folder trees of images --------------------------------------------------------
 
 
-def is_image_file(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+def is_hidden(path: str) -> bool:
+    """A hidden file or folder (.DS_Store, .ipynb_checkpoints): ingestion ignores it."""
+    return os.path.basename(path.rstrip("/")).startswith(".")
 
 
-def is_class_image(path: str) -> bool:
-    """An image file in a class folder; hidden folders (e.g. .ipynb_checkpoints) are no classes."""
-    return is_image_file(os.path.basename(path)) and not os.path.basename(os.path.dirname(path)).startswith(".")
+def _visible_entries(directory: str) -> list[str]:
+    """The names in `directory` that are not hidden; an error names a broken symlink among them."""
+    names = [name.rstrip("/") for name in tf.io.gfile.listdir(directory) if not is_hidden(name)]
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.islink(path) and not os.path.exists(path):
+            raise IngestionError(
+                f"{path}: a broken symlink (to {os.readlink(path)}, which does not exist). Fix the link or remove it."
+            )
+    return names
 
 
 def class_folders(root: str) -> list[str]:
-    """Sorted class folder names under `root`; an error names a folder without images."""
+    """Sorted class folder names under `root`, symlinked folders included; errors name an empty folder."""
     if not tf.io.gfile.isdir(root):
         raise IngestionError(f"{root}: not a directory of class folders.")
-    names = sorted(
-        name.rstrip("/")
-        for name in tf.io.gfile.listdir(root)
-        if not name.startswith(".") and tf.io.gfile.isdir(os.path.join(root, name))
-    )
+    names = sorted(name for name in _visible_entries(root) if tf.io.gfile.isdir(os.path.join(root, name)))
     if not names:
         raise IngestionError(f"{root}: has no class folders; put each class's images in a folder named after it.")
     for name in names:
         folder = os.path.join(root, name)
-        if not any(is_image_file(entry) for entry in tf.io.gfile.listdir(folder)):
-            raise IngestionError(
-                f"{folder}: class folder holds no PNG or JPEG images. Add images or remove the folder."
-            )
+        if not _visible_entries(folder):
+            raise IngestionError(f"{folder}: class folder holds no images. Add images or remove the folder.")
     return names
+
+
+def class_file_patterns(root: str) -> list[str]:
+    """One glob per class folder: Beam does not descend into a symlinked folder from a glob above it."""
+    return [os.path.join(root, name, "*") for name in class_folders(root)]
 
 
 def read_image_file(path: str, data: bytes, class_names: Sequence[str]) -> bytes:
@@ -203,8 +231,8 @@ def read_image_file(path: str, data: bytes, class_names: Sequence[str]) -> bytes
             f"{path}: its folder '{class_name}' is not one of the classes {list(class_names)}; "
             "every split must have the same class folders."
         )
-    height, width = image_size(data, path)
-    return make_example(data, class_names.index(class_name), class_name, path, height, width)
+    image, height, width = ingest_image(data, path)
+    return make_example(image, class_names.index(class_name), class_name, path, height, width)
 
 
 # --- TFRecords of tf.Example -----------------------------------------------------------------
@@ -238,11 +266,11 @@ def read_tfrecord(path: str, class_names: Sequence[str]) -> Iterator[bytes]:
         label = feature[features.LABEL].int64_list.value if features.LABEL in feature else []
         if len(image) != 1 or len(label) != 1:
             raise IngestionError(
-                f"{record_id}: needs one '{features.IMAGE}' bytes value (encoded PNG/JPEG) and one "
+                f"{record_id}: needs one '{features.IMAGE}' bytes value (an encoded image) and one "
                 f"'{features.LABEL}' int64 value."
             )
         own_source = feature[features.SOURCE].bytes_list.value if features.SOURCE in feature else []
         source = own_source[0].decode() if own_source else record_id
-        height, width = image_size(image[0], record_id)
-        yield make_example(image[0], label[0], class_name_of(label[0], class_names), source, height, width)
+        stored, height, width = ingest_image(image[0], record_id)
+        yield make_example(stored, label[0], class_name_of(label[0], class_names), source, height, width)
         index += 1
