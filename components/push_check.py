@@ -1,27 +1,36 @@
-"""The Pusher's check before a push: the candidate, loaded in a separate process, answers every
-signature on the real eval examples as the Evaluator measured it.
+"""PushCheck: before a push, the blessed candidate, loaded in a separate process, answers every
+signature on the real eval examples as the Evaluator measured it. It is what TFX's InfraValidator
+is for, and like it emits an `InfraBlessing` that the Pusher requires.
 
 `check(model_dir, eval_files, evaluator_accuracy)` starts `python -m cnnpipe.components.push_check`,
 which loads the SavedModel afresh (as a server would), runs `serving_default` over every eval
 example and compares its accuracy with the Evaluator's, and sends a sample through
 `predict_image`, `predict_pixels` and `embed`, comparing them with `serving_default`. A model that
-fails to load or disagrees raises PushCheckError, and is not pushed.
+fails to load or disagrees raises PushCheckError; the component records it as not blessed, with
+the reason, and the Pusher does not push it.
 """
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from typing import Optional
 
 import numpy as np
+from tfx import v1 as tfx
+from tfx.components.util import model_utils
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.utils import path_utils
 
 from cnnpipe.components.errors import CnnpipeError
+from cnnpipe.components.evaluation_results import candidate_accuracy
 
 SAMPLE = 32  # eval examples sent through every signature
 BATCH = 256
 TIMEOUT_SECONDS = 1800
 PROBABILITY_TOLERANCE = 1e-5
+BLESSED, REASON = "blessed", "reason"  # the InfraBlessing's custom properties (TFX's Pusher reads `blessed`)
 
 
 class PushCheckError(CnnpipeError):
@@ -108,6 +117,30 @@ def _run_checks(model_dir: str, eval_files: str) -> dict:
     if embeddings.ndim != 2 or len(embeddings) != len(images) or not np.isfinite(embeddings).all():
         problems.append(f"embed returned {embeddings.shape} features, not one finite vector per image")
     return {"problems": problems, "count": count, "accuracy": correct / count, "signatures": sorted(served)}
+
+
+@tfx.dsl.components.component
+def PushCheck(
+    model: tfx.dsl.components.InputArtifact[standard_artifacts.Model],
+    model_blessing: tfx.dsl.components.InputArtifact[standard_artifacts.ModelBlessing],
+    examples: tfx.dsl.components.InputArtifact[standard_artifacts.Examples],
+    evaluation: tfx.dsl.components.InputArtifact[standard_artifacts.ModelEvaluation],
+    infra_blessing: tfx.dsl.components.OutputArtifact[standard_artifacts.InfraBlessing],
+) -> None:
+    """Blesses the candidate for serving when `check` passes; a model the Evaluator did not bless is not checked."""
+    if not model_utils.is_model_blessed(model_blessing):
+        infra_blessing.set_int_custom_property(BLESSED, 0)
+        infra_blessing.set_string_custom_property(REASON, "not checked: the Evaluator did not bless the model")
+        return
+    eval_files = os.path.join(artifact_utils.get_split_uri([examples], "eval"), "*")
+    try:
+        report = check(path_utils.serving_model_path(model.uri), eval_files, candidate_accuracy(evaluation.uri))
+    except PushCheckError as error:
+        infra_blessing.set_int_custom_property(BLESSED, 0)
+        infra_blessing.set_string_custom_property(REASON, str(error))
+        return
+    infra_blessing.set_int_custom_property(BLESSED, 1)
+    infra_blessing.set_string_custom_property(REASON, report)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,13 @@
 """AtomicPusher: TFX's Pusher, but a new version appears in the serving directory all at once.
 
-The model is copied to a hidden staging directory beside the versions, checked there in a
-separate process against the Evaluator (`push_check`), and renamed to its integer version when
-complete (TF Serving ignores names that are not integers), so a server polling `<base>/<model>/`
-never loads a half-written or broken version. Versions only increase. After a push the Pusher
-keeps only the newest `keep_versions` versions (all by default) and rewrites
-`<serving_dir>/models.config` listing the served models.
+It pushes a model that both the Evaluator (`model_blessing`) and the push check (`infra_blessing`,
+components/push_check.py) blessed. The model is copied to a hidden staging directory beside the
+versions and renamed to its integer version when complete (TF Serving ignores names that are not
+integers), so a server polling `<base>/<model>/` never loads a half-written version. Versions only
+increase. After a push the Pusher keeps only the newest `keep_versions` versions (all by default)
+and rewrites `<serving_dir>/models.config` listing the served models.
 """
 
-import functools
 import os
 import re
 import socket
@@ -24,12 +23,10 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.dsl.io import filesystem
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
-from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import io_utils, proto_utils
 
-from cnnpipe.components import push_check
 from cnnpipe.components.errors import CnnpipeError
-from cnnpipe.pipeline import summary
 from cnnpipe.serving import model_config
 from cnnpipe.serving.model_config import versions as existing_versions
 
@@ -143,32 +140,16 @@ def prune(base_dir: str, keep: int) -> list[str]:
 
 
 class AtomicPusherSpec(standard_component_specs.PusherSpec):
-    """The Pusher's spec, plus the eval examples and evaluation the push check compares with."""
+    """The Pusher's spec, plus how many versions to keep."""
 
     PARAMETERS = {
         **standard_component_specs.PusherSpec.PARAMETERS,
         KEEP_VERSIONS_KEY: ExecutionParameter(type=int, optional=True),
     }
-    INPUTS = {
-        **standard_component_specs.PusherSpec.INPUTS,
-        standard_component_specs.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples, optional=True),
-        standard_component_specs.EVALUATION_KEY: ChannelParameter(
-            type=standard_artifacts.ModelEvaluation, optional=True
-        ),
-    }
-
-
-def _eval_files(input_dict: dict[str, list[types.Artifact]]) -> Optional[str]:
-    """The glob of the eval split's records, when the Pusher was given the examples."""
-    examples = input_dict.get(standard_component_specs.EXAMPLES_KEY)
-    if not examples:
-        return None
-    uri = artifact_utils.get_split_uri(examples, "eval")
-    return os.path.join(uri, "*")
 
 
 class Executor(pusher_executor.Executor):
-    """Pushes a blessed model to a filesystem destination with `publish`, after `push_check`."""
+    """Pushes a model blessed by the Evaluator and the push check to a filesystem destination with `publish`."""
 
     def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict) -> None:
@@ -180,13 +161,7 @@ class Executor(pusher_executor.Executor):
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
         base_dir = destination.filesystem.base_directory
-        eval_files = _eval_files(input_dict)
-        check = None
-        if eval_files:
-            evaluation = input_dict.get(standard_component_specs.EVALUATION_KEY)
-            accuracy = summary.candidate_accuracy(artifact_utils.get_single_uri(evaluation)) if evaluation else None
-            check = functools.partial(push_check.check, eval_files=eval_files, evaluator_accuracy=accuracy)
-        serving_path = publish(model_dir, base_dir, check)
+        serving_path = publish(model_dir, base_dir)
         keep = exec_properties.get(KEEP_VERSIONS_KEY)
         if keep:
             for path in prune(base_dir, keep):
@@ -207,18 +182,15 @@ class AtomicPusher(base_component.BaseComponent):
         model: types.BaseChannel,
         model_blessing: types.BaseChannel,
         push_destination: pusher_pb2.PushDestination,
-        examples: Optional[types.BaseChannel] = None,
-        evaluation: Optional[types.BaseChannel] = None,
+        infra_blessing: Optional[types.BaseChannel] = None,
         keep_versions: Optional[int] = None,
     ):
-        """`examples` and `evaluation` (ExampleGen's and the Evaluator's outputs) turn the push check on;
-        `keep_versions` keeps only the newest versions (None keeps all)."""
+        """`infra_blessing` is PushCheck's output; `keep_versions` keeps only the newest versions (None keeps all)."""
         super().__init__(spec=AtomicPusherSpec(
             model=model,
             model_blessing=model_blessing,
+            infra_blessing=infra_blessing,
             push_destination=push_destination,
-            examples=examples,
-            evaluation=evaluation,
             keep_versions=keep_versions,
             pushed_model=types.Channel(type=standard_artifacts.PushedModel),
         ))

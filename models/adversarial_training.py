@@ -4,7 +4,8 @@
 "Fast is better than free", 2020). `pgd`: `steps` steps of 2.5 ε / steps from a random start, each
 projected back onto the ε-ball (Madry et al., 2018). ε is on the [0, 1] pixel scale, as in the
 Evaluator's attacks; the Trainer sees transformed pixels, so the Transform graph's affine map
-(robustness.pixel_model) converts the budget and the valid pixel range into its units.
+(robustness.pixel_model) converts the budget and the valid pixel range into its units. The start,
+steps and projection are the Evaluator's (robustness/linf_ball.py), in those units, without rounding.
 """
 
 import tensorflow as tf
@@ -12,8 +13,19 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from cnnpipe.models import features
-from cnnpipe.models.training_config import FGSM_RS
+from cnnpipe.robustness.linf_ball import LInfBall
 from cnnpipe.robustness.pixel_model import transform_as_affine_map
+from cnnpipe.robustness.settings import FGSM_RS
+
+
+def _uniform(shape: tf.Tensor, budget: tf.Tensor) -> tf.Tensor:
+    """Uniform in [-budget, budget], drawn as [-1, 1) times the budget (as runs have always drawn it)."""
+    return tf.random.uniform(shape, -1.0, 1.0) * budget
+
+
+def _cross_entropy(probabilities: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """The training loss, per example, in the shared step's argument order."""
+    return keras.losses.sparse_categorical_crossentropy(labels, probabilities)
 
 
 class AdversarialTraining(keras.Model):
@@ -24,31 +36,23 @@ class AdversarialTraining(keras.Model):
         super().__init__(name=f"{model.name}_{method.replace('-', '_')}")
         self.model = model
         self.steps = 1 if method == FGSM_RS else steps
-        self._budget = 255.0 * epsilon * scale  # per transformed pixel; scale > 0
-        self._step = (1.25 if method == FGSM_RS else 2.5 / steps) * self._budget
-        self._low, self._high = offset, 255.0 * scale + offset  # black and white, transformed
+        # ε, black and white in transformed units (scale > 0)
+        self.ball = LInfBall(budget=255.0 * epsilon * scale, low=offset, high=255.0 * scale + offset)
+        self._step = (1.25 if method == FGSM_RS else 2.5 / steps) * self.ball.budget
 
     def call(self, inputs, training=False):
         return self.model(inputs, training=training)
 
     def attack(self, images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
         """`images` moved within the budget to raise the model's loss, from a random start."""
-        delta = self._project(images, tf.random.uniform(tf.shape(images), -1.0, 1.0) * self._budget)
+        delta = self.ball.random_start(images, _uniform)
         for _ in range(self.steps):
-            with tf.GradientTape() as tape:
-                tape.watch(delta)
-                loss = keras.losses.sparse_categorical_crossentropy(
-                    labels, self.model({features.IMAGE_XF: images + delta}, training=False))
-            delta = self._project(images, delta + self._step * tf.sign(tape.gradient(loss, delta)))
+            delta, _ = self.ball.ascend(self._probabilities, _cross_entropy, images, delta, labels, self._step)
         return tf.stop_gradient(images + delta)
 
-    def _project(self, images: tf.Tensor, delta: tf.Tensor) -> tf.Tensor:
-        """`delta` within the budget and `images + delta` within black and white, at every step.
-
-        Clipping only the attacked image would leave a pixel whose delta points past black or white
-        without a gradient, stuck for good: half of Fashion-MNIST's black background, a weaker attack.
-        """
-        return tf.clip_by_value(images + tf.clip_by_value(delta, -self._budget, self._budget), self._low, self._high) - images
+    def _probabilities(self, images: tf.Tensor) -> tf.Tensor:
+        """The wrapped model's predictions for transformed images, in inference mode."""
+        return self.model({features.IMAGE_XF: images}, training=False)
 
     def train_step(self, data):
         inputs, labels = data

@@ -7,10 +7,9 @@ import dataclasses
 from typing import Any, Optional
 
 from cnnpipe.components.errors import TrainingError
+from cnnpipe.robustness.settings import FGSM_RS, PGD
 
-FGSM_RS = "fgsm-rs"  # adversarial training methods (models/adversarial_training.py)
-PGD = "pgd"
-ADVERSARIAL_METHODS = (FGSM_RS, PGD)
+ADVERSARIAL_METHODS = (FGSM_RS, PGD)  # adversarial training (models/adversarial_training.py)
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
 WARM_START_LATEST = "latest"  # warm start from the last blessed model of this pipeline
 

@@ -4,7 +4,6 @@ Runners (local, Kubeflow) call it; changing where the pipeline runs never touche
 """
 
 import dataclasses
-import os
 from typing import Optional
 
 from ml_metadata.proto import metadata_store_pb2
@@ -15,6 +14,7 @@ from cnnpipe.components.adversarial import AdversarialExamples
 from cnnpipe.components.errors import CnnpipeError
 from cnnpipe.components.ingestion.component import ImageExampleGen
 from cnnpipe.components.ingestion.source import DataSource
+from cnnpipe.components.push_check import PushCheck
 from cnnpipe.components.pusher import AtomicPusher
 from cnnpipe.components.validation_gate import ValidationGate
 from cnnpipe.models.training_config import WARM_START_LATEST, TrainingConfig
@@ -123,22 +123,27 @@ def create_pipeline(
         eval_config=eval_config(thresholds if compare_with_baseline else thresholds.without_baseline(),
                                 attacks.attacks if attacks else ()),
     )
+    push_check = PushCheck(  # the candidate served from a fresh process answers as the Evaluator measured
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        examples=examples,
+        evaluation=evaluator.outputs["evaluation"],
+    )
     pusher = AtomicPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=push_check.outputs["infra_blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_base)
         ),
-        examples=examples,  # the push check queries the candidate with the eval split
-        evaluation=evaluator.outputs["evaluation"],
         keep_versions=keep_versions,
     )
     return tfx.dsl.Pipeline(
         pipeline_name=name,
-        pipeline_root=os.path.join(pipeline_root),
+        pipeline_root=pipeline_root,
         components=[
             example_gen, statistics_gen, schema_gen, example_validator, validation_gate,
-            *span_resolvers, transform, *baseline_resolvers, trainer, *adversarial, evaluator, pusher,
+            *span_resolvers, transform, *baseline_resolvers, trainer, *adversarial, evaluator, push_check, pusher,
         ],
         enable_cache=True,
         metadata_connection_config=metadata_connection_config,

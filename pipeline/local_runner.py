@@ -10,7 +10,6 @@ import datetime
 import logging
 import os
 import sys
-import time
 from typing import Iterator, TextIO
 
 from absl import logging as absl_logging
@@ -19,6 +18,7 @@ from tfx import v1 as tfx
 from cnnpipe.pipeline import dag
 from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.output_dir import metadata_path
+from cnnpipe.pipeline.progress import ComponentProgress
 
 
 def build_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
@@ -27,41 +27,12 @@ def build_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     return dag.pipeline_for(config, config.name, os.path.join(config.output_dir, "pipeline"), config.schema_file(), metadata)
 
 
-class ComponentProgress(logging.Handler):
-    """Prints each component's start and finish (with wall time, and whether cached).
-
-    It listens to the messages TFX's LocalDagRunner and Launcher log for every component.
-    """
-
-    def __init__(self, out: TextIO):
-        super().__init__(logging.INFO)
-        self.out = out
-        self.seconds: dict[str, float] = {}  # component id -> wall time of this run
-        self.cached: set[str] = set()
-        self._started: dict[str, float] = {}
-        self._current = ""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.msg == "Component %s is running.":
-            self._current = record.args[0]
-            self._started[self._current] = time.monotonic()
-            print(f"{datetime.datetime.now():%H:%M:%S} ▶ {self._current}", file=self.out, flush=True)
-        elif record.msg == "A cached execution %d is used.":
-            self.cached.add(self._current)
-        elif record.msg == "Component %s is finished.":
-            name = record.args[0]
-            self.seconds[name] = time.monotonic() - self._started[name]
-            note = " (cached)" if name in self.cached else ""
-            print(f"{datetime.datetime.now():%H:%M:%S} ✓ {name} {self.seconds[name]:.1f}s{note}", file=self.out, flush=True)
-
-
 @contextlib.contextmanager
-def logging_to(log_file: str, out: TextIO) -> Iterator[ComponentProgress]:
-    """Sends TFX's and Beam's full log to `log_file`, and component progress to `out`."""
+def logging_to(log_file: str) -> Iterator[None]:
+    """Sends TFX's, Beam's and TensorFlow's full log to `log_file`, none of it to the console."""
     os.makedirs(os.path.dirname(log_file), exist_ok=True)
     file_handler = logging.FileHandler(log_file)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    progress = ComponentProgress(out)
     root = logging.getLogger()
     saved = root.level, absl_logging.get_verbosity(), [(handler, handler.level) for handler in root.handlers]
     for handler, _ in saved[2]:  # console handlers that libraries installed: the log file has it all
@@ -73,11 +44,9 @@ def logging_to(log_file: str, out: TextIO) -> Iterator[ComponentProgress]:
     tensorflow_logger.propagate, tensorflow_logger.handlers, saved_tensorflow = True, [], tensorflow_logger.handlers
     # INFO through absl's verbosity, which TensorFlow's SavedModel writer saves and restores.
     absl_logging.set_verbosity(absl_logging.INFO)
-    absl_logging.get_absl_logger().addHandler(progress)
     try:
-        yield progress
+        yield
     finally:
-        absl_logging.get_absl_logger().removeHandler(progress)
         root.removeHandler(file_handler)
         logging.captureWarnings(False)
         tensorflow_logger.handlers = saved_tensorflow
@@ -96,7 +65,7 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout) -> dict[str, float]:
     pipeline = build_pipeline(config)
     log_file = os.path.join(config.output_dir, "logs", f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}.log")
     print(f"cnnpipe: pipeline '{config.name}' — output in {config.output_dir}, full log in {log_file}", file=out, flush=True)
-    with logging_to(log_file, out) as progress:
+    with logging_to(log_file), ComponentProgress(pipeline.metadata_connection_config, config.name, out) as progress:
         try:
             tfx.orchestration.LocalDagRunner().run(pipeline)
         except Exception:

@@ -19,7 +19,8 @@ from cnnpipe.pipeline import local_runner, summary
 from cnnpipe.pipeline.config import PipelineConfig
 
 PUSHER = "AtomicPusher"
-EXAMPLES = "examples"  # the Pusher's input: the examples (of the newest span) the run evaluated on
+EXAMPLE_GEN = "ImageExampleGen"
+RUN_CONTEXT = "pipeline_run"
 
 
 def trained_spans(metadata_file: str, pipeline_name: str) -> list[int]:
@@ -30,14 +31,14 @@ def trained_spans(metadata_file: str, pipeline_name: str) -> list[int]:
     pipeline = mlmd.get_context_by_type_and_name("pipeline", pipeline_name)
     if pipeline is None:
         return []
-    pusher_types = {t.id for t in mlmd.get_execution_types() if t.name.endswith(PUSHER)}
+    types = {t.id: t.name for t in mlmd.get_execution_types()}
     finished = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
-    executions = [e.id for e in mlmd.get_executions_by_context(pipeline.id)
-                  if e.type_id in pusher_types and e.last_known_state in finished]
-    examples = {
-        event.artifact_id for event in mlmd.get_events_by_execution_ids(executions)
-        if event.type == metadata_store_pb2.Event.INPUT and event.path.steps[0].key == EXAMPLES
-    }
+    executions = mlmd.get_executions_by_context(pipeline.id)
+    runs = {context.id for e in executions if types[e.type_id].endswith(PUSHER) and e.last_known_state in finished
+            for context in mlmd.get_contexts_by_execution(e.id) if context.type == RUN_CONTEXT}
+    ingested = [e.id for run in runs for e in mlmd.get_executions_by_context(run) if types[e.type_id].endswith(EXAMPLE_GEN)]
+    examples = {event.artifact_id for event in mlmd.get_events_by_execution_ids(ingested)
+                if event.type == metadata_store_pb2.Event.OUTPUT}
     return sorted({artifact.custom_properties["span"].int_value for artifact in mlmd.get_artifacts_by_id(list(examples))})
 
 

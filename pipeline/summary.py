@@ -10,16 +10,12 @@ from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
+from cnnpipe.components.evaluation_results import ACCURACY, LOSS, Metrics, clean_slice, metrics_by_slice, slice_columns
 from cnnpipe.components.validation_gate import class_counts
 from cnnpipe.models import features, signatures
 from cnnpipe.robustness.adversarial_examples import BASELINE, NO_ATTACK
 
 _OUTPUT = metadata_store_pb2.Event.OUTPUT
-ACCURACY = "sparse_categorical_accuracy"
-LOSS = "sparse_categorical_crossentropy"
-CLEAN = ((features.ATTACK, NO_ATTACK),)
-
-Slice = tuple[tuple[str, object], ...]  # ((column, value), ...) sorted by column; () is overall
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +41,7 @@ class RunSummary:
     robustness: list[RobustnessPoint] = dataclasses.field(default_factory=list)
     blessed: Optional[bool] = None
     failures: list[str] = dataclasses.field(default_factory=list)
+    push_check_failure: Optional[str] = None  # why the push check refused a blessed model
     pushed_to: Optional[str] = None
 
     def format(self) -> str:
@@ -65,6 +62,8 @@ class RunSummary:
             lines.append("Blessed: yes, it passed every threshold.")
         else:
             lines.append("Blessed: no. " + " ".join(self.failures))
+        if self.push_check_failure:
+            lines.append(f"Push check: {self.push_check_failure}")
         lines.append(f"Pushed to {self.pushed_to}" if self.pushed_to else "Not pushed.")
         return "\n".join(lines)
 
@@ -115,39 +114,7 @@ def run_outputs(metadata_file: str, pipeline_name: str,
     return run.name, {keys[a.id]: a for a in mlmd.get_artifacts_by_id(list(keys))}
 
 
-def _slice(slice_key) -> Slice:
-    """A TFMA slice key as ((column, value), ...): bytes as str, numbers as float."""
-    def value(key):
-        kind = key.WhichOneof("kind")
-        return getattr(key, kind).decode() if kind == "bytes_value" else float(getattr(key, kind))
-
-    return tuple(sorted((key.column, value(key)) for key in slice_key.single_slice_keys))
-
-
-def _metrics(evaluation_uri: str) -> dict[tuple[str, Slice], dict[str, float]]:
-    """Every model's metrics by (model name, slice); the diffs to the baseline left out."""
-    metrics: dict[tuple[str, Slice], dict[str, float]] = {}
-    for slice_metrics in tfma.load_metrics(evaluation_uri):
-        slice_ = _slice(slice_metrics.slice_key)
-        for entry in slice_metrics.metric_keys_and_values:
-            if not entry.key.is_diff:
-                model = BASELINE if entry.key.model_name == BASELINE else ""
-                metrics.setdefault((model, slice_), {})[entry.key.name] = entry.value.double_value.value
-    return metrics
-
-
-def _clean_slice(metrics: dict[tuple[str, Slice], dict[str, float]]) -> Slice:
-    """The clean images' slice: attack "none" when the Evaluator saw attacks, else overall."""
-    return CLEAN if ("", CLEAN) in metrics else ()
-
-
-def candidate_accuracy(evaluation_uri: str) -> Optional[float]:
-    """The evaluated model's accuracy on the clean eval images, as the Evaluator measured it."""
-    metrics = _metrics(evaluation_uri)
-    return metrics.get(("", _clean_slice(metrics)), {}).get(ACCURACY)
-
-
-def robustness(metrics: dict[tuple[str, Slice], dict[str, float]]) -> list[RobustnessPoint]:
+def robustness(metrics: Metrics) -> list[RobustnessPoint]:
     """The attack × ε slices' accuracies, clean first, then by attack and ε."""
     points = []
     for (model, slice_), values in metrics.items():
@@ -161,7 +128,7 @@ def robustness(metrics: dict[tuple[str, Slice], dict[str, float]]) -> list[Robus
 
 def _slice_name(slice_key) -> str:
     """A failed threshold's slice in words: "" (overall), "on the clean images", "under fgsm at ε 0.1"."""
-    columns = dict(_slice(slice_key))
+    columns = dict(slice_columns(slice_key))
     attack = columns.get(features.ATTACK)
     if attack is None:
         return ""
@@ -209,8 +176,8 @@ def summarize(metadata_file: str, pipeline_name: str, run_id: Optional[str] = No
     evaluation = outputs.get("evaluation")
     if evaluation is None:
         return summary
-    metrics = _metrics(evaluation.uri)
-    clean = _clean_slice(metrics)
+    metrics = metrics_by_slice(evaluation.uri)
+    clean = clean_slice(metrics)
     summary.accuracy, summary.loss = (metrics.get(("", clean), {}).get(name) for name in (ACCURACY, LOSS))
     summary.baseline_accuracy = metrics.get((BASELINE, clean), {}).get(ACCURACY)
     summary.per_class_accuracy = {
@@ -222,6 +189,9 @@ def summarize(metadata_file: str, pipeline_name: str, run_id: Optional[str] = No
     blessing = outputs.get("blessing")
     summary.blessed = bool(blessing and blessing.custom_properties["blessed"].int_value)
     summary.failures = _failures(evaluation.uri)
+    infra_blessing = outputs.get("infra_blessing")
+    if summary.blessed and infra_blessing is not None and not infra_blessing.custom_properties["blessed"].int_value:
+        summary.push_check_failure = infra_blessing.custom_properties["reason"].string_value
     pushed = outputs.get("pushed_model")
     if pushed is not None and pushed.custom_properties["pushed"].int_value:
         summary.pushed_to = pushed.custom_properties["pushed_destination"].string_value

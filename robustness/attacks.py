@@ -3,14 +3,15 @@
 Pixels are float32 [N, H, W, C] holding 8-bit values (whole numbers in [0, 255]); ε is on the
 [0, 1] scale. Every attack returns 8-bit images again: clipped to [0, 255], rounded, and within
 `pixel_budget(ε)` = round(255 ε) levels of the source pixels, so each one is a real image a client
-could send.
+could send. The start, steps and projection are robustness/linf_ball.py's, shared with adversarial training.
 """
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import tensorflow as tf
 
-Probabilities = Callable[[tf.Tensor], tf.Tensor]  # pixels [N, H, W, C] -> probabilities [N, classes]
+from cnnpipe.robustness import linf_ball
+from cnnpipe.robustness.linf_ball import Probabilities
 
 
 def pixel_budget(epsilon: float) -> int:
@@ -31,49 +32,41 @@ def attack_loss(probabilities: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(probabilities * wrong, axis=-1)
 
 
-def _gradient_and_correct(probabilities: Probabilities, pixels: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """d attack_loss / d pixels per example, and whether the model classifies each example correctly."""
-    with tf.GradientTape() as tape:
-        tape.watch(pixels)
-        predicted = probabilities(pixels)
-        loss = attack_loss(predicted, labels)
-    return tape.gradient(loss, pixels), tf.argmax(predicted, axis=-1, output_type=labels.dtype) == labels
-
-
 @tf.function(reduce_retracing=True)
 def loss_gradient(probabilities: Probabilities, pixels: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """d attack_loss / d pixels, one gradient per example."""
-    return _gradient_and_correct(probabilities, pixels, labels)[0]
+    return linf_ball.loss_gradient(probabilities, attack_loss, pixels, labels)[0]
 
 
-def to_8bit(adversarial: tf.Tensor, pixels: tf.Tensor, budget: tf.Tensor) -> tf.Tensor:
-    """Rounded, within `budget` levels of `pixels` and in [0, 255]."""
-    within = tf.clip_by_value(tf.round(adversarial), pixels - budget, pixels + budget)
-    return tf.clip_by_value(within, 0.0, 255.0)
+def eight_bit_ball(budget: linf_ball.Bound) -> linf_ball.LInfBall:
+    """The 8-bit images within `budget` levels of their source."""
+    return linf_ball.LInfBall(budget, 0.0, 255.0, whole_levels=True)
 
 
 def fgsm(probabilities: Probabilities, pixels: tf.Tensor, labels: tf.Tensor, epsilons: Sequence[float]) -> list[tf.Tensor]:
     """Fast gradient sign method: x + ε sign(∇x loss), one batch per ε from one gradient."""
-    direction = tf.sign(loss_gradient(probabilities, pixels, labels))
-    return [to_8bit(pixels + pixel_budget(e) * direction, pixels, float(pixel_budget(e))) for e in epsilons]
+    gradient = loss_gradient(probabilities, pixels, labels)
+    budgets = [float(pixel_budget(e)) for e in epsilons]
+    no_start = tf.zeros_like(pixels)
+    return [pixels + eight_bit_ball(b).step(pixels, no_start, gradient, b) for b in budgets]
 
 
 @tf.function(reduce_retracing=True)
 def _pgd(probabilities: Probabilities, pixels: tf.Tensor, labels: tf.Tensor, budget: tf.Tensor, step: tf.Tensor,
          steps: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    start = tf.random.stateless_uniform(tf.shape(pixels), seed, -budget, budget)
-    adversarial = to_8bit(pixels + start, pixels, budget)
+    ball = eight_bit_ball(budget)
+    delta = ball.random_start(pixels, lambda shape, limit: tf.random.stateless_uniform(shape, seed, -limit, limit))
     active = tf.range(tf.shape(pixels)[0])  # the examples whose current image the model still classifies correctly
     for _ in tf.range(steps):
         tf.autograph.experimental.set_loop_options(shape_invariants=[(active, tf.TensorShape([None]))])
         if tf.size(active) == 0:  # every image broken; an empty batch would also fail in oneDNN's convolutions
             break
-        source, current, current_labels = (tf.gather(t, active) for t in (pixels, adversarial, labels))
-        gradient, correct = _gradient_and_correct(probabilities, current, current_labels)
-        stepped = to_8bit(current + step * tf.sign(gradient), source, budget)
+        source, current, current_labels = (tf.gather(t, active) for t in (pixels, delta, labels))
+        stepped, predicted = ball.ascend(probabilities, attack_loss, source, current, current_labels, step)
+        correct = tf.argmax(predicted, axis=-1, output_type=labels.dtype) == current_labels
         active = tf.boolean_mask(active, correct)
-        adversarial = tf.tensor_scatter_nd_update(adversarial, active[:, tf.newaxis], tf.boolean_mask(stepped, correct))
-    return adversarial
+        delta = tf.tensor_scatter_nd_update(delta, active[:, tf.newaxis], tf.boolean_mask(stepped, correct))
+    return pixels + delta
 
 
 def pgd(

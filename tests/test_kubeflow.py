@@ -28,7 +28,7 @@ IMAGE = "REGISTRY/cnnpipe:0.1.0"
 RESOLVER = "latest_blessed_model_resolver"
 COMPONENTS = {
     "ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "ValidationGate", "Transform",
-    "Trainer", "AdversarialExamples", "Evaluator", "AtomicPusher",
+    "Trainer", "AdversarialExamples", "Evaluator", "PushCheck", "AtomicPusher",
 }
 TFX_EXECUTOR_COMMAND = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 
@@ -43,7 +43,7 @@ def compiled(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("kubeflow")
     result = cnnpipe("compile", "--pipeline-root", PIPELINE_ROOT, "--image", IMAGE, "-o", "pipeline.yaml", cwd=directory)
     assert result.returncode == 0, result.stderr
-    assert "12 steps, written to pipeline.yaml" in result.stdout
+    assert "13 steps, written to pipeline.yaml" in result.stdout
     return directory / "pipeline.yaml"
 
 
@@ -77,11 +77,13 @@ def test_every_component_is_a_step_and_the_resolver_queries_mlmd(spec):
 def test_the_dag_edges_follow_the_artifacts(spec):
     tasks = spec.root.dag.tasks
     assert set(tasks["StatisticsGen"].dependent_tasks) == {"ImageExampleGen"}
-    assert set(tasks["ValidationGate"].dependent_tasks) == {"ExampleValidator", "ImageExampleGen", "ImportSchemaGen"}
+    assert set(tasks["ValidationGate"].dependent_tasks) == {"ExampleValidator", "ImageExampleGen", "ImportSchemaGen",
+                                                            "StatisticsGen"}
     assert "ValidationGate" in tasks["Transform"].dependent_tasks  # bad data never reaches Transform
     assert "Transform" in tasks["Trainer"].dependent_tasks
     assert {"AdversarialExamples", "Trainer", f"{RESOLVER}-model-resolver"} <= set(tasks["Evaluator"].dependent_tasks)
-    assert {"Evaluator", "Trainer"} <= set(tasks["AtomicPusher"].dependent_tasks)
+    assert {"Evaluator", "Trainer"} <= set(tasks["PushCheck"].dependent_tasks)
+    assert {"Evaluator", "PushCheck", "Trainer"} <= set(tasks["AtomicPusher"].dependent_tasks)
 
     def source(task: str, key: str) -> tuple[str, str]:
         artifact = tasks[task].inputs.artifacts[key].task_output_artifact
@@ -96,6 +98,8 @@ def test_the_dag_edges_follow_the_artifacts(spec):
     assert source("AdversarialExamples", "baseline_model") == (f"{RESOLVER}-model-resolver", "model")
     assert source("Evaluator", "examples") == ("AdversarialExamples", "adversarial_examples")
     assert source("AtomicPusher", "model_blessing") == ("Evaluator", "blessing")
+    assert source("PushCheck", "model") == ("Trainer", "model")
+    assert source("AtomicPusher", "infra_blessing") == ("PushCheck", "infra_blessing")
 
 
 def test_every_step_runs_the_image_with_the_beam_args_and_importable_executors(spec):

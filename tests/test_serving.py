@@ -28,7 +28,7 @@ from tensorflow_serving.apis import (
 from tfx import v1 as tfx
 
 from conftest import Server, encode, fashion_mnist, running_server
-from cnnpipe.components import push_check
+from cnnpipe.components import evaluation_results, push_check
 from cnnpipe.components.ingestion.formats import make_example
 from cnnpipe.components.pusher import existing_versions, publish
 from cnnpipe.models import trainer
@@ -155,7 +155,7 @@ def test_a_model_that_fails_to_load_is_not_pushed(pipeline, outputs, first_versi
 
 def test_a_model_that_disagrees_with_the_evaluator_is_refused(outputs, first_version, second_model):
     eval_files = os.path.join(outputs["examples"].uri, "Split-eval", "*")
-    evaluated = summary.candidate_accuracy(outputs["evaluation"].uri)
+    evaluated = evaluation_results.candidate_accuracy(outputs["evaluation"].uri)
     assert push_check.check(first_version, eval_files, evaluated).startswith("push check: embed, predict_image")
     with pytest.raises(push_check.PushCheckError, match=r"but the Evaluator measured"):
         push_check.check(second_model, eval_files, evaluated)  # another model than the one evaluated

@@ -1,5 +1,7 @@
 """The Trainer's pieces: augmentation on real images, strategy selection."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,6 +10,7 @@ import tf_keras as keras
 from conftest import fashion_mnist
 from cnnpipe.components.errors import TrainingError
 from cnnpipe.models import adversarial_training, features, trainer, training_config
+from cnnpipe.robustness import attacks
 
 
 def real_batch(count: int = 64) -> tf.Tensor:
@@ -95,3 +98,37 @@ def test_adversarial_batches_move_pixels_at_the_edge_of_the_pixel_range(method):
     wrapped = adversarial_training.AdversarialTraining(model, method, 0.1, 7, tf.constant(1 / 127.5), tf.constant(-1.0))
     attacked = wrapped.attack(black, tf.zeros(8, tf.int64)).numpy()  # label 0: brighter is worse
     np.testing.assert_allclose(attacked, -1 + 0.1 * 255 / 127.5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method, pgd_steps, step_fraction", [("fgsm-rs", 1, 1.25), ("pgd", 5, 0.5)])
+def test_the_training_attack_in_8bit_units_makes_the_evaluators_pgd_images(method, pgd_steps, step_fraction,
+                                                                            monkeypatch):
+    """Both attacks step through robustness/linf_ball.py: in 8-bit units (scale 1, offset 0), rounding to whole
+    levels and from the Evaluator's seeded random start, the training attack makes the Evaluator's PGD images.
+
+    The loss rises or falls (by pixel) with the pixel's squared distance from a random level: pixels swing
+    about it, where the start, the rounding and black and white matter, or run to the edge of the ball.
+    Cross-entropy and `attack_loss` step every pixel the same way here, and the large margin breaks no image
+    (so PGD never stops early).
+    """
+    images, _ = fashion_mnist("train", 16)
+    pixels, labels = tf.constant(images[..., None], tf.float32), tf.ones(16, tf.int64)
+    rng = np.random.default_rng(0)
+    levels = rng.integers(0, 255, (28, 28, 1)) + 0.5
+    weights = np.stack([np.zeros(784), rng.choice([-1e-7, 1e-7], 784)], axis=1)
+    classify = keras.layers.Dense(2, "softmax", kernel_initializer=keras.initializers.Constant(weights),
+                                  bias_initializer=keras.initializers.Constant([0.0, 8.0]))
+    inputs = keras.Input((28, 28, 1), name=features.IMAGE_XF)
+    distances = keras.layers.Lambda(lambda x: tf.square(x - levels))(inputs)
+    model = keras.Model(inputs, classify(keras.layers.Flatten()(distances)))
+    seed = (0, 3)
+    monkeypatch.setattr(adversarial_training, "_uniform", lambda shape, budget: tf.random.stateless_uniform(
+        shape, tf.constant(seed, tf.int64), -budget, budget))
+    wrapped = adversarial_training.AdversarialTraining(model, method, 0.2, 5, tf.constant(1.0), tf.constant(0.0))
+    wrapped.ball = dataclasses.replace(wrapped.ball, whole_levels=True)
+    trained_on = wrapped.attack(pixels, labels).numpy()
+    (evaluated,) = attacks.pgd(model, pixels, labels, [0.2], pgd_steps, step_fraction, seed)
+    np.testing.assert_array_equal(trained_on, evaluated.numpy())
+    assert np.all(np.argmax(model(evaluated), axis=1) == 1)
+    moved = np.abs(evaluated.numpy() - pixels.numpy())
+    assert moved.max() == 51 and np.mean((0 < moved) & (moved < 51)) > 0.05  # not only the corners of the ball

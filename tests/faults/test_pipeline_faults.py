@@ -342,3 +342,47 @@ def test_a_publish_killed_during_its_check_leaves_no_version(pushed_run, tmp_pat
     version = publish(model, str(base))
     assert os.listdir(base) == [os.path.basename(version)]
     observed(f"the kill left only {left[0][:24]}…; the next publish removed it and published {os.path.basename(version)}")
+
+
+@pytest.mark.fault("push", "a blessed model whose export fails to load in a fresh process (its variables cut short)",
+                   "PushCheck does not bless it and says why; the Pusher pushes nothing")
+def test_a_model_that_fails_the_push_check_is_not_pushed(pushed_run, tmp_path, observed):
+    from tfx import v1 as tfx  # noqa: PLC0415
+    from tfx.types import standard_artifacts  # noqa: PLC0415
+
+    from cnnpipe.components.push_check import PushCheck  # noqa: PLC0415
+    from cnnpipe.components.pusher import AtomicPusher  # noqa: PLC0415
+
+    outputs = summary.run_outputs(metadata_path(pushed_run.output_dir), pushed_run.name)[1]
+    broken = shutil.copytree(outputs["model"].uri, str(tmp_path / "model"))
+    data = next(path for path in (tmp_path / "model").rglob("variables.data-*"))
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+
+    def imported(name: str, uri: str, artifact_type, **properties) -> tfx.dsl.Importer:
+        return tfx.dsl.Importer(source_uri=uri, artifact_type=artifact_type, **properties).with_id(f"import_{name}")
+
+    model = imported("model", broken, standard_artifacts.Model)
+    blessing = imported("blessing", outputs["blessing"].uri, standard_artifacts.ModelBlessing,
+                        custom_properties={"blessed": 1})
+    examples = imported("examples", outputs["examples"].uri, standard_artifacts.Examples,
+                        properties={"split_names": '["train", "eval"]'})
+    evaluation = imported("evaluation", outputs["evaluation"].uri, standard_artifacts.ModelEvaluation)
+    check = PushCheck(model=model.outputs["result"], model_blessing=blessing.outputs["result"],
+                      examples=examples.outputs["result"], evaluation=evaluation.outputs["result"])
+    pusher = AtomicPusher(model=model.outputs["result"], model_blessing=blessing.outputs["result"],
+                          infra_blessing=check.outputs["infra_blessing"],
+                          push_destination=tfx.proto.PushDestination(filesystem=tfx.proto.PushDestination.Filesystem(
+                              base_directory=str(tmp_path / "serving" / MODEL))))
+    store = str(tmp_path / "metadata.sqlite")
+    tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
+        pipeline_name="push_check", pipeline_root=str(tmp_path / "root"),
+        components=[model, blessing, examples, evaluation, check, pusher],
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(store)))
+
+    _, produced = summary.run_outputs(store, "push_check")
+    infra = produced["infra_blessing"].custom_properties
+    assert infra["blessed"].int_value == 0
+    assert "fails to load or to answer in a fresh process" in infra["reason"].string_value
+    assert produced["pushed_model"].custom_properties["pushed"].int_value == 0
+    assert not (tmp_path / "serving" / MODEL).exists() or os.listdir(tmp_path / "serving" / MODEL) == []
+    observed(f"infra_blessing blessed=0: {infra['reason'].string_value.splitlines()[0][:150]}…; nothing pushed")

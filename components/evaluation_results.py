@@ -1,0 +1,50 @@
+"""The Evaluator's results read back: metrics by model and slice, and the candidate's clean accuracy.
+
+The run summary, the robustness report and the push check read TFMA's output through here.
+"""
+
+from typing import Optional
+
+import tensorflow_model_analysis as tfma
+
+from cnnpipe.models import features
+from cnnpipe.robustness.adversarial_examples import BASELINE, NO_ATTACK
+
+ACCURACY = "sparse_categorical_accuracy"
+LOSS = "sparse_categorical_crossentropy"
+CLEAN = ((features.ATTACK, NO_ATTACK),)
+
+Slice = tuple[tuple[str, object], ...]  # ((column, value), ...) sorted by column; () is overall
+Metrics = dict[tuple[str, Slice], dict[str, float]]  # (model: "" candidate or BASELINE, slice) -> name -> value
+
+
+def slice_columns(slice_key) -> Slice:
+    """A TFMA slice key as ((column, value), ...): bytes as str, numbers as float."""
+    def value(key):
+        kind = key.WhichOneof("kind")
+        return getattr(key, kind).decode() if kind == "bytes_value" else float(getattr(key, kind))
+
+    return tuple(sorted((key.column, value(key)) for key in slice_key.single_slice_keys))
+
+
+def metrics_by_slice(evaluation_uri: str) -> Metrics:
+    """Every model's metrics by (model name, slice); the diffs to the baseline left out."""
+    metrics: Metrics = {}
+    for slice_metrics in tfma.load_metrics(evaluation_uri):
+        slice_ = slice_columns(slice_metrics.slice_key)
+        for entry in slice_metrics.metric_keys_and_values:
+            if not entry.key.is_diff:
+                model = BASELINE if entry.key.model_name == BASELINE else ""
+                metrics.setdefault((model, slice_), {})[entry.key.name] = entry.value.double_value.value
+    return metrics
+
+
+def clean_slice(metrics: Metrics) -> Slice:
+    """The clean images' slice: attack "none" when the Evaluator saw attacks, else overall."""
+    return CLEAN if ("", CLEAN) in metrics else ()
+
+
+def candidate_accuracy(evaluation_uri: str) -> Optional[float]:
+    """The evaluated model's accuracy on the clean eval images, as the Evaluator measured it."""
+    metrics = metrics_by_slice(evaluation_uri)
+    return metrics.get(("", clean_slice(metrics)), {}).get(ACCURACY)
