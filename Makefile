@@ -1,6 +1,8 @@
 # The two commands of README.md; each does its own set-up (scripts/setup.sh) first.
 .PHONY: setup run test bench
 
+BENCHES = ingestion trainer_throughput beam_workers robustness serving_load serving_memory pitfalls finetune
+
 setup:
 	@scripts/setup.sh
 
@@ -9,3 +11,8 @@ run: setup
 
 test: setup
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+# Every benchmark with its defaults, one after the other, after `make run` (the serving and robustness benches
+# use the model it pushes); on full data this takes an hour or more. Each prints its figures.
+bench: run
+	@for name in $(BENCHES); do echo "== bench/$$name.py"; .venv/bin/python bench/$$name.py || exit 1; done

@@ -13,7 +13,7 @@ setup(
     name="cnnpipe",
     version="0.1.0",
     description="TFX pipeline: images in, a CNN served by TensorFlow Serving out",
-    python_requires=">=3.9",
+    python_requires="==3.11.*",  # the pinned stack is verified on 3.11 only
     packages=["cnnpipe"] + [f"cnnpipe.{name}" for name in SUBPACKAGES],
     package_dir={"cnnpipe": "."},
     package_data={"cnnpipe.schemas": ["*.pbtxt"]},

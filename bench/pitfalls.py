@@ -21,7 +21,6 @@ import tf_keras as keras  # noqa: E402
 
 import report  # noqa: E402 - bench/report.py, beside this script
 from cnnpipe.models import registry  # noqa: E402
-from cnnpipe.pipeline.datasets import fashion_mnist_arrays  # noqa: E402
 
 
 
@@ -50,7 +49,7 @@ CASES = (
 
 def load(split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Real Fashion-MNIST images as float32 [N, 28, 28, 1] in [0, 255], and labels."""
-    images, labels = fashion_mnist_arrays(split, count)
+    images, labels = report.fashion_mnist_arrays(split, count)
     return images[..., None].astype("float32"), labels.astype("int64")
 
 

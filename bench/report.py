@@ -1,9 +1,29 @@
-"""Prints a bench's measured table and, when asked, writes it under the marker of its page in docs/."""
+"""What the benches share: real Fashion-MNIST as arrays, and printing a measured table (and, when asked,
+writing it under the marker of its page in docs/)."""
 
+import functools
 import os
+from typing import Optional
+
+import numpy as np
+
+from cnnpipe.components.ingestion.formats import read_idx_array
+from cnnpipe.pipeline.datasets import FASHION_MNIST
 
 MARKER = "<!-- table -->"
 DOCS = os.path.join(os.path.dirname(__file__), "..", "docs")
+
+
+@functools.lru_cache(maxsize=None)
+def _fashion_mnist_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    path = os.path.join(FASHION_MNIST.path, f"{split}-{{}}-idx{{}}-ubyte.gz")
+    return read_idx_array(path.format("images", 3), 3), read_idx_array(path.format("labels", 1), 1)
+
+
+def fashion_mnist_arrays(split: str, count: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images (uint8 [N, 28, 28]) and labels of Fashion-MNIST's "train" or "t10k" split, the first `count`."""
+    images, labels = _fashion_mnist_split(split)  # read once per process, read-only
+    return images[:count], labels[:count]
 
 
 def markdown_table(caption: str, columns: list[str], rows: list[list[str]]) -> str:

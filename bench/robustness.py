@@ -19,9 +19,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf  # noqa: E402
 import tensorflow_model_analysis as tfma  # noqa: E402
 
+import report  # noqa: E402 - bench/report.py, beside this script
 from cnnpipe.components.ingestion.formats import make_example  # noqa: E402
 from cnnpipe.pipeline import evaluation  # noqa: E402
-from cnnpipe.pipeline.datasets import FASHION_MNIST, fashion_mnist_arrays  # noqa: E402
+from cnnpipe.pipeline.datasets import FASHION_MNIST  # noqa: E402
 from cnnpipe.pipeline.thresholds import Thresholds  # noqa: E402
 from cnnpipe.robustness import attacks  # noqa: E402
 from cnnpipe.robustness.adversarial_examples import BASELINE, CANDIDATE, write  # noqa: E402
@@ -40,7 +41,7 @@ def newest_version(base: str) -> str:
 
 def write_test_split(path: str) -> int:
     """The 10,000 test images as ImageExampleGen writes them (PNG tf.Examples, gzipped TFRecords)."""
-    images, labels = fashion_mnist_arrays("t10k", 10_000)
+    images, labels = report.fashion_mnist_arrays("t10k", 10_000)
     with tf.io.TFRecordWriter(path, "GZIP") as writer:
         for index, (pixels, label) in enumerate(zip(images, labels)):
             png = tf.io.encode_png(pixels[..., None]).numpy()
@@ -50,7 +51,7 @@ def write_test_split(path: str) -> int:
 
 def attack_breakdown(model: PixelModel, settings: AttackSettings) -> None:
     """Prints each attack's time and accuracy over the 10,000 test images, held in memory."""
-    images, labels = fashion_mnist_arrays("t10k", 10_000)
+    images, labels = report.fashion_mnist_arrays("t10k", 10_000)
     batches = [(tf.constant(images[i:i + settings.batch_size, ..., None], tf.float32),
                 tf.constant(labels[i:i + settings.batch_size], tf.int64)) for i in range(0, len(labels), settings.batch_size)]
 

@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-from cnnpipe.pipeline.datasets import fashion_mnist_arrays  # noqa: E402
+import report  # noqa: E402 - bench/report.py, beside this script
 from cnnpipe.serving.client import local_model_dir  # noqa: E402
 
 SIGNATURE = "predict_image"
@@ -143,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model_dir = local_model_dir(args.serving_dir, args.model)
-    pixels, _ = fashion_mnist_arrays("t10k", 32)
+    pixels, _ = report.fashion_mnist_arrays("t10k", 32)
     images = [png(p) for p in pixels]
     options = ([] if args.no_batching else ["--enable-batching"]) + args.serve_arg
     server, rest_port, grpc_port = start_server(args.serving_dir, options)

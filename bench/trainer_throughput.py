@@ -69,9 +69,9 @@ def main() -> None:
     strategy = trainer.make_strategy(strategy_name)
     for config in configs:
         with strategy.scope():
-            pipeline_model = trainer.build_compiled_model(config)
+            pipeline_model = trainer.compile_model(trainer.build_model(config), config.learning_rate)
         pipeline_seconds = timed_fit(pipeline_model, args.epochs, x=dataset)
-        bare_model = trainer.build_compiled_model(config)
+        bare_model = trainer.compile_model(trainer.build_model(config), config.learning_rate)
         bare_seconds = timed_fit(bare_model, args.epochs, x=images, y=labels, batch_size=batch_size, shuffle=True)
         pipeline_rate, bare_rate = count / pipeline_seconds, count / bare_seconds
         print(f"{config.model} ({pipeline_model.count_params():,} parameters), batch {batch_size}:")

@@ -19,6 +19,3 @@ ATTACKED_MODEL = "attacked_model"  # "none" (clean), "candidate" or "baseline": 
 # ModelSpec.example_weight_key), so both are evaluated white box in one Evaluator.
 WEIGHT_CANDIDATE = "weight_candidate"
 WEIGHT_BASELINE = "weight_baseline"
-
-# Features a client does not send (the Trainer and Evaluator read them from the examples).
-NOT_SENT_BY_CLIENTS = (LABEL, CLASS_NAME, SOURCE, HEIGHT, WIDTH)

@@ -131,11 +131,6 @@ def build_model(config: TrainingConfig, base_model: Optional[str] = None) -> ker
     return model
 
 
-def build_compiled_model(config: TrainingConfig, base_model: Optional[str] = None) -> keras.Model:
-    """`build_model`, compiled."""
-    return compile_model(build_model(config, base_model), config.learning_rate)
-
-
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Trains the configured model on the transformed examples and exports it for serving."""
     config = TrainingConfig.from_custom_config(fn_args.custom_config)

@@ -3,6 +3,7 @@ pipeline run shared by the tests that only read its outputs, and `cnnpipe serve`
 
 import contextlib
 import dataclasses
+import functools
 import gzip
 import io
 import os
@@ -20,14 +21,22 @@ from PIL import Image
 
 from cnnpipe.pipeline.config import PipelineConfig
 from fault_matrix import observed, pytest_configure, pytest_runtest_makereport, pytest_terminal_summary  # noqa: F401
-from cnnpipe.pipeline.datasets import FASHION_MNIST, fashion_mnist_arrays
+from cnnpipe.components.ingestion.formats import read_idx_array
+from cnnpipe.pipeline.datasets import FASHION_MNIST
+
+
+@functools.lru_cache(maxsize=None)
+def _fashion_mnist_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    path = os.path.join(FASHION_MNIST.path, f"{split}-{{}}-idx{{}}-ubyte.gz")
+    return read_idx_array(path.format("images", 3), 3), read_idx_array(path.format("labels", 1), 1)
 
 
 def fashion_mnist(split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first `count` real images and labels of a Fashion-MNIST split ("train" or "t10k")."""
+    """The first `count` real images and labels of a Fashion-MNIST split ("train" or "t10k"), read once."""
     if not os.path.isdir(FASHION_MNIST.path):
         pytest.skip(f"Fashion-MNIST is not installed: {FASHION_MNIST.install_hint}")
-    return fashion_mnist_arrays(split, count)
+    images, labels = _fashion_mnist_split(split)
+    return images[:count], labels[:count]
 
 
 def write_idx(directory: str, split: str, images: np.ndarray, labels: np.ndarray) -> str:
@@ -89,7 +98,7 @@ def train_and_export(directory: str, images: np.ndarray, labels: np.ndarray, nor
     training = training_config.TrainingConfig(model="lenet5", input_shape=tuple(config["input_shape"]),
                                       class_names=FASHION_MNIST.class_names, batch_size=32, shuffle_buffer=len(labels))
     keras.utils.set_random_seed(seed)
-    model = trainer.build_compiled_model(training)
+    model = trainer.compile_model(trainer.build_model(training), training.learning_rate)
     encoded = tf.constant([[record[features.IMAGE][0]] for record in records])
     x = tft_output.transform_raw_features({features.IMAGE: encoded})[features.IMAGE_XF]
     model.fit(x, labels, batch_size=32, epochs=epochs, verbose=0)
