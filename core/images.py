@@ -49,9 +49,10 @@ def rotation(image: Image.Image) -> int:
 
 
 def needs_png(image: Image.Image) -> bool:
-    """Whether the image must become an upright PNG: it is neither PNG nor JPEG, its colours are not grey or
-    RGB(A) (a CMYK or YCCK JPEG, which TensorFlow decodes to grey not at all), or its EXIF rotates it."""
-    return image.format not in KEPT_FORMATS or image.mode not in PNG_MODES or rotation(image) != 1
+    """Whether the image must become an upright PNG: it is neither PNG nor JPEG, it is a CMYK or YCCK JPEG
+    (which TensorFlow cannot decode to grey), or its EXIF rotates it."""
+    cmyk_jpeg = image.format == "JPEG" and image.mode == "CMYK"
+    return image.format not in KEPT_FORMATS or cmyk_jpeg or rotation(image) != 1
 
 
 def upright_png(image: Image.Image) -> bytes:

@@ -322,17 +322,21 @@ def test_hidden_files_and_folders_stay_ignored(tmp_path, observed):
 # --- serving: `cnnpipe predict` sends what ingestion stores -------------------------------------
 
 
-@pytest.mark.fault("serving", "EXIF-rotated JPEG sent by cnnpipe predict",
-                   "sent upright (as ingestion stores it); an upright PNG is sent unchanged")
+@pytest.mark.fault("serving", "EXIF-rotated JPEG and CMYK JPEG sent by cnnpipe predict",
+                   "sent upright, as PNGs a grey model decodes (as ingestion stores them); an upright PNG unchanged")
 def test_predict_client_sends_upright_images(tmp_path, observed):
     pixels = fashion_mnist("train", 1)[0][0]
     (tmp_path / "phone.jpg").write_bytes(rotated_jpeg(pixels))
+    (tmp_path / "cmyk.jpg").write_bytes(encode(pixels, "CMYK", image_format="JPEG"))
     (tmp_path / "plain.png").write_bytes(encode(pixels))
-    rotated, plain = client.read_images([str(tmp_path / "phone.jpg"), str(tmp_path / "plain.png")])
+    rotated, cmyk, plain = client.read_images([str(tmp_path / name) for name in ("phone.jpg", "cmyk.jpg", "plain.png")])
     upright = tf.io.decode_image(rotated, channels=3).numpy()
     np.testing.assert_array_equal(upright, np.rot90(pil_rgb((tmp_path / "phone.jpg").read_bytes()), k=-1))
+    np.testing.assert_array_equal(tf.io.decode_image(cmyk, channels=3).numpy(), pil_rgb((tmp_path / "cmyk.jpg").read_bytes()))
+    assert tf.io.decode_image(cmyk, channels=1).shape == (28, 28, 1)  # a CMYK JPEG would fail here
     assert plain == (tmp_path / "plain.png").read_bytes()
-    observed(f"phone.jpg sent as an upright PNG, {upright.shape[0]}x{upright.shape[1]}; plain.png as it is")
+    observed(f"phone.jpg sent as an upright PNG, {upright.shape[0]}x{upright.shape[1]}; cmyk.jpg as an RGB PNG; "
+             "plain.png as it is")
 
 
 # --- the pipeline's Transform over a folder of them ---------------------------------------------
