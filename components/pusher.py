@@ -13,7 +13,7 @@ import re
 import socket
 import time
 import uuid
-from typing import Callable, Optional
+from typing import Optional
 
 import tensorflow as tf
 from absl import logging
@@ -93,13 +93,12 @@ def _copy(model_dir: str, staging: str, base_dir: str) -> None:
         ) from None
 
 
-def publish(model_dir: str, base_dir: str, check: Optional[Callable[[str], object]] = None) -> str:
+def publish(model_dir: str, base_dir: str) -> str:
     """Copies `model_dir` to `<base_dir>/<next version>` atomically; returns the version's path.
 
-    `check` is called with the complete staged copy before it is renamed; when it raises, nothing
-    is published. When the newest version already is this model (same SavedModel fingerprint),
-    nothing is copied and that version's path is returned. Staging directories that killed pushes
-    left behind are removed first.
+    When the newest version already is this model (same SavedModel fingerprint), nothing is copied
+    and that version's path is returned. Staging directories that killed pushes left behind are
+    removed first.
     """
     if not tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
         raise FileNotFoundError(f"{model_dir}: no saved_model.pb, so there is no model to push")
@@ -115,8 +114,6 @@ def publish(model_dir: str, base_dir: str, check: Optional[Callable[[str], objec
     staging = os.path.join(base_dir, _staging_name())
     try:
         _copy(model_dir, staging, base_dir)
-        if check:
-            check(staging)
         destination = os.path.join(base_dir, str(next_version(base_dir)))
         tf.io.gfile.rename(staging, destination)
     finally:

@@ -65,22 +65,6 @@ def test_the_model_already_served_is_not_pushed_again(tmp_path):
     assert existing_versions(base) == [int(os.path.basename(first))]
 
 
-def test_a_failed_check_of_the_staged_copy_publishes_nothing(tmp_path):
-    base = tmp_path / "serving" / "fashion"
-    first = publish(make_model_dir(tmp_path / "a", "first"), str(base))
-    staged = []
-
-    def refuse(path: str) -> None:
-        staged.append(path)
-        assert os.path.exists(os.path.join(path, "variables", "variables.index"))  # the whole copy, before the rename
-        raise RuntimeError("disagrees with the Evaluator")
-
-    with pytest.raises(RuntimeError, match="disagrees"):
-        publish(make_model_dir(tmp_path / "b", "second"), str(base), check=refuse)
-    assert os.path.basename(staged[0]).startswith(STAGING_PREFIX)
-    assert os.listdir(base) == [os.path.basename(first)]
-
-
 def test_prune_keeps_the_newest_versions(tmp_path):
     base = str(tmp_path / "serving" / "fashion")
     paths = [publish(make_model_dir(tmp_path / str(i), f"model {i}"), base) for i in range(4)]
