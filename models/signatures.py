@@ -5,7 +5,8 @@ Every signature runs the Transform graph (the training preprocessing) and the mo
 - `serving_default`: serialized tf.Examples carrying the encoded `image` (the records ingestion
   writes; TFMA evaluates through it).
 - `predict_image`: encoded PNG/JPEG bytes of any size and colour mode (`images`).
-- `predict_pixels`: float32 [N, H, W, C] pixels in [0, 255] (`pixels`), any size, 1-4 channels.
+- `predict_pixels`: float32 [N, H, W, C] pixels in [0, 255] (`pixels`), any size, 1-4 channels; other
+  values (NaN, infinite, out of range) are refused with INVALID_ARGUMENT.
 - `embed`: encoded images to the penultimate layer's features (`embeddings` [N, D]).
 
 The three predict signatures return `probabilities` [N, classes], `class_ids` [N], `class_names`
@@ -45,6 +46,20 @@ def _predictions(probabilities: tf.Tensor, class_names: tf.Tensor) -> dict[str, 
     }
 
 
+def checked_pixels(pixels: tf.Tensor) -> tf.Tensor:
+    """`pixels`, once an assertion in the graph has refused non-finite values and values outside [0, 255]
+    (INVALID_ARGUMENT, naming what the request has), in any server that runs the SavedModel."""
+    finite = tf.reduce_all(tf.math.is_finite(pixels))
+    low, high = tf.reduce_min(pixels), tf.reduce_max(pixels)  # +inf and -inf for no pixels: accepted
+    found = tf.cond(finite, lambda: tf.strings.format("values from {} to {}", (low, high)),
+                    lambda: tf.where(tf.reduce_any(tf.math.is_nan(pixels)), "NaN", "infinite values"))
+    check = tf.debugging.Assert(finite & (low >= 0.0) & (high <= 255.0),
+                                [tf.strings.join(["pixels must be finite values in [0, 255]; this request has", found],
+                                                 " ")])
+    with tf.control_dependencies([check]):
+        return tf.identity(pixels)
+
+
 def embedding_model(model: keras.Model) -> keras.Model:
     """The model up to the input of its softmax head: the penultimate layer's features."""
     return keras.Model(model.inputs, model.get_layer(blocks.HEAD).input, name=f"{model.name}_embedding")
@@ -70,7 +85,8 @@ def _signatures(model: keras.Model, image_spec: dict) -> dict[str, Callable]:
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32, name=INPUTS[PREDICT_PIXELS])])
     def predict_pixels(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
-        return _predictions(model(model_input(preprocessing.encode_images(pixels))), model.class_names)
+        images = preprocessing.encode_images(checked_pixels(pixels))
+        return _predictions(model(model_input(images)), model.class_names)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUTS[EMBED])])
     def embed(images: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -1,17 +1,68 @@
-"""What the REST and gRPC front ends share: model status and metadata as TF Serving's protos, and
-the predict call on checked inputs.
+"""What the REST and gRPC front ends share: model status and metadata as TF Serving's protos, the
+predict call on checked inputs, the limit on images per request, and the count of requests under way.
 """
 
-from typing import Optional
+import contextlib
+import ctypes
+import threading
+from typing import Iterator, Optional
 
+import grpc
 import numpy as np
+from google.protobuf import text_format
+from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
-from cnnpipe.serving.errors import invalid
+from cnnpipe.serving.errors import ServingError, invalid
 from cnnpipe.serving.manager import ModelManager
 from cnnpipe.serving.servable import Servable
 
 SIGNATURE_DEF = "signature_def"  # the one metadata field TF Serving answers
+# After a request of this many images, freed memory goes back to the system (a trim takes 1-3 ms; such a request
+# takes hundreds).
+TRIM_AFTER_IMAGES = 64
+_malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc's; elsewhere memory is left as it is
+
+
+class InFlight:
+    """Counts the work under way: gRPC calls (`with in_flight:` around each) and REST connections (`add`);
+    `wait_idle` waits until none is."""
+
+    def __init__(self):
+        self.count = 0
+        self._changed = threading.Condition()
+
+    def add(self, count: int) -> None:
+        with self._changed:
+            self.count += count
+            self._changed.notify_all()
+
+    def __enter__(self) -> None:
+        self.add(1)
+
+    def __exit__(self, *_) -> None:
+        self.add(-1)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Whether no request was under way within `timeout` seconds."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.count == 0, timeout)
+
+
+@contextlib.contextmanager
+def batch_of(images: int, max_batch_images: int) -> Iterator[None]:
+    """Around the work on a request of `images` images (instances): refuses more than the server's limit, and after
+    a large request hands the memory it freed back to the system. glibc keeps freed memory in its arenas (one per
+    thread that allocated) for reuse, so without the trim the server would stay at the request's peak."""
+    try:
+        if images > max_batch_images:
+            raise invalid(f"this request has {images} images (instances); this server takes at most "
+                          f"{max_batch_images} per request: split it, or start the server with a larger "
+                          "--max-batch-images")
+        yield
+    finally:
+        if images >= TRIM_AFTER_IMAGES and _malloc_trim:
+            _malloc_trim(0)
 
 
 def model_status(manager: ModelManager, name: str, version: Optional[int]) -> get_model_status_pb2.GetModelStatusResponse:
@@ -47,3 +98,26 @@ def predict(servable: Servable, signature_name: str, inputs: dict[str, np.ndarra
     outputs = servable.run(key, inputs)
     return key, {name: outputs[name] for name in (output_filter or outputs)}
 
+
+def unfit_signature(method: str, signature_def: meta_graph_pb2.SignatureDef) -> ServingError:
+    """Why TF Serving refuses to run `method` ("classify" or "regress") with a signature: its checks in its order
+    (without the method-name check, off by default). A signature that passes them gets UNIMPLEMENTED: this server
+    only predicts."""
+    inputs, outputs = signature_def.inputs, signature_def.outputs
+    described = text_format.MessageToString(signature_def, as_one_line=True)
+    if len(inputs) != 1:
+        return invalid("Expected one input Tensor.")
+    if method == "classify" and len(outputs) not in (1, 2):
+        return invalid(f"Expected one or two output Tensors, found {len(outputs)}")
+    if method == "regress" and len(outputs) != 1:
+        return invalid("Expected one output Tensor.")
+    if "inputs" not in inputs:
+        return invalid(f"No {'classification' if method == 'classify' else 'regression'} inputs found in SignatureDef: "
+                       f"{described}")
+    if method == "classify" and not {"classes", "scores"} & set(outputs):
+        return invalid('Expected classification signature outputs to contain at least one of "classes" or "scores". '
+                       f"Signature was: {described}")
+    if method == "regress" and "outputs" not in outputs:
+        return invalid(f"No regression outputs found in SignatureDef: {described}")
+    return ServingError(grpc.StatusCode.UNIMPLEMENTED, f"this server does not run {method}; call :predict with the "
+                        "same signature")

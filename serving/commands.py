@@ -13,6 +13,20 @@ def _host_port(text: str) -> str:
     return text
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a whole number of at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError("expected seconds, 0 or more")
+    return value
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Adds `serve` and `predict` to the CLI's subcommands."""
     from cnnpipe.serving.batching import BatchingOptions  # noqa: PLC0415 - keeps --help fast
@@ -31,6 +45,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        help=f"how often to look for new versions (default {d.poll_seconds})")
     serve.add_argument("--max-request-bytes", type=int, default=MAX_REQUEST_BYTES,
                        help=f"larger request bodies are refused (default {MAX_REQUEST_BYTES})")
+    serve.add_argument("--max-batch-images", type=_count, default=d.max_batch_images, metavar="N",
+                       help="requests of more images (instances) are refused, over REST and gRPC: a request's "
+                       "memory grows with its images, and these bound it (28x28 images: about 0.3 MB each at the "
+                       f"server's peak, so the default {d.max_batch_images} holds one request to about 300 MB)")
+    serve.add_argument("--drain-seconds", type=_seconds, default=d.drain_seconds, metavar="S",
+                       help="on SIGTERM or SIGINT, stop taking requests and give those under way up to S seconds to "
+                       f"finish before unloading and exiting (default {d.drain_seconds:g}, as a Kubernetes pod's "
+                       "termination grace period)")
     serve.add_argument("--tensorflow-intra-op-parallelism", dest="intra_op_parallelism", type=int, metavar="N",
                        default=d.intra_op_parallelism, help="TensorFlow's threads within one op (default 0: TensorFlow "
                        "chooses), as TF Serving's --tensorflow_intra_op_parallelism")
@@ -73,7 +95,8 @@ def _serve(args: argparse.Namespace) -> int:
         serving_dir=args.serving_dir, model_config_file=args.model_config_file, rest_port=args.rest_port,
         grpc_port=args.grpc_port, host=args.host, poll_seconds=args.poll_seconds, batching=batching,
         max_request_bytes=args.max_request_bytes, intra_op_parallelism=args.intra_op_parallelism,
-        inter_op_parallelism=args.inter_op_parallelism,
+        inter_op_parallelism=args.inter_op_parallelism, max_batch_images=args.max_batch_images,
+        drain_seconds=args.drain_seconds,
     ))
     return 0
 

@@ -23,12 +23,13 @@ log = logging.getLogger("cnnpipe.serving")
 
 
 def _answers_errors(method: Callable) -> Callable:
-    """Turns a ServingError into the call's status code; any other failure into INTERNAL."""
+    """Counts the call in flight; turns a ServingError into its status code, any other failure into INTERNAL."""
 
     @functools.wraps(method)
     def wrapper(self, request, context: grpc.ServicerContext):
         try:
-            return method(self, request, context)
+            with self.in_flight:
+                return method(self, request, context)
         except ServingError as error:
             context.abort(error.code, error.message)
         except Exception as error:  # noqa: BLE001 - a bug fails this call only
@@ -43,8 +44,8 @@ def _version(spec) -> tuple[Optional[int], str]:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ModelManager):
-        self.manager = manager
+    def __init__(self, manager: ModelManager, max_batch_images: int, in_flight: api.InFlight):
+        self.manager, self.max_batch_images, self.in_flight = manager, max_batch_images, in_flight
 
     @_answers_errors
     def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:  # noqa: N802
@@ -53,12 +54,15 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         if set(request.inputs) != set(signature.inputs):
             raise invalid(f"the request names inputs {sorted(request.inputs)}, but signature '{key}' takes "
                           f"{sorted(signature.inputs)}")
-        inputs = {name: tensors.from_proto(request.inputs[name], spec, name) for name, spec in signature.inputs.items()}
-        _, outputs = api.predict(servable, key, inputs, tuple(request.output_filter))
-        response = predict_pb2.PredictResponse(model_spec=api.model_spec(servable, key))
-        for name, value in outputs.items():
-            tensors.write_proto(value, response.outputs[name])
-        return response
+        images = max((tensors.proto_rows(proto) for proto in request.inputs.values()), default=0)
+        with api.batch_of(images, self.max_batch_images):
+            inputs = {name: tensors.from_proto(request.inputs[name], spec, name)
+                      for name, spec in signature.inputs.items()}
+            _, outputs = api.predict(servable, key, inputs, tuple(request.output_filter))
+            response = predict_pb2.PredictResponse(model_spec=api.model_spec(servable, key))
+            for name, value in outputs.items():
+                tensors.write_proto(value, response.outputs[name])
+            return response
 
     @_answers_errors
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,  # noqa: N802
@@ -73,8 +77,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, manager: ModelManager):
-        self.manager = manager
+    def __init__(self, manager: ModelManager, in_flight: api.InFlight):
+        self.manager, self.in_flight = manager, in_flight
 
     @_answers_errors
     def GetModelStatus(self, request, context):  # noqa: N802
@@ -84,15 +88,17 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return api.model_status(self.manager, request.model_spec.name, version)
 
 
-def grpc_server(manager: ModelManager, address: str, max_request_bytes: int, threads: int = 16) -> grpc.Server:
-    """A started gRPC server with both services on `address` (host:port)."""
+def grpc_server(manager: ModelManager, address: str, max_request_bytes: int, max_batch_images: int,
+                in_flight: api.InFlight, threads: int = 16) -> grpc.Server:
+    """A started gRPC server with both services on `address` (host:port); `in_flight` counts its calls."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
         options=[("grpc.max_receive_message_length", max_request_bytes),
                  ("grpc.max_send_message_length", -1)],
     )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(manager, max_batch_images, in_flight), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager, in_flight), server)
     if not server.add_insecure_port(address):
         raise OSError(f"cannot listen for gRPC on {address}")
     server.start()

@@ -141,11 +141,16 @@ class ModelManager:
         self._thread.start()
 
     def _poll_forever(self, poll_seconds: float) -> None:
+        reported = ""  # the failure logged last: each is logged once, not at every poll
         while not self._stop.wait(poll_seconds):
             try:
                 self.poll()
-            except Exception:  # noqa: BLE001 - a bad config or disk error now must not stop serving
-                log.exception("Polling the models failed; serving what is loaded and trying again")
+                reported = ""
+            except Exception as error:  # noqa: BLE001 - a bad config or disk error now must not stop serving
+                if str(error) != reported:
+                    log.error("Polling the models failed; serving what is loaded and trying again: %s", error,
+                              exc_info=not isinstance(error, model_config.ModelConfigError))
+                reported = str(error)
 
     def stop(self) -> None:
         self._stop.set()

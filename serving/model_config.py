@@ -12,6 +12,8 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from cnnpipe.components.errors import CnnpipeError
+
 MODELS_CONFIG = "models.config"
 PLATFORM = "tensorflow"
 
@@ -45,13 +47,24 @@ def write(serving_dir: str) -> str:
     return path
 
 
+class ModelConfigError(CnnpipeError, ValueError):
+    """A models.config that cannot be read or is not a model_config_list."""
+
+
 def read(path: str) -> model_server_config_pb2.ModelServerConfig:
-    """A models.config file; a ValueError names the file and what is wrong with it."""
+    """A models.config file; a ModelConfigError (a ValueError) names the file and what is wrong with it."""
+    not_config = f"{path}: not a TF Serving model config (model_config_list text format)"
     try:
-        with tf.io.gfile.GFile(path) as f:
-            config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+        with tf.io.gfile.GFile(path, "rb") as f:
+            text = f.read().decode("utf-8")
+        config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    except tf.errors.OpError as error:
+        raise ModelConfigError(f"{path}: cannot read the model config: {error.message}") from None
+    except UnicodeDecodeError as error:
+        raise ModelConfigError(f"{not_config}: byte {error.start} is not UTF-8 text (0x{error.object[error.start]:02x}); "
+                               "is it a binary file?") from None
     except text_format.ParseError as error:
-        raise ValueError(f"{path}: not a TF Serving model config (model_config_list text format): {error}") from None
+        raise ModelConfigError(f"{not_config}: {error}") from None
     if config.HasField("custom_model_config"):
-        raise ValueError(f"{path}: custom_model_config is not supported; list the models in model_config_list.")
+        raise ModelConfigError(f"{path}: custom_model_config is not supported; list the models in model_config_list.")
     return config

@@ -6,6 +6,10 @@ from typing import Optional
 from cnnpipe.serving.batching import BatchingOptions
 
 MAX_REQUEST_BYTES = 64 << 20  # TF Serving's gRPC default limit is 4 MiB per message; images in JSON grow by 4/3
+# A request's memory grows with its images (a 28x28 one costs the server about 0.3 MB at its peak, in JSON parsing and
+# the model's activations: bench/serving_memory.py); 1024 holds one request to about 300 MB.
+MAX_BATCH_IMAGES = 1024
+DRAIN_SECONDS = 30.0  # as a Kubernetes pod's default termination grace period
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,3 +24,5 @@ class ServerOptions:
     max_request_bytes: int = MAX_REQUEST_BYTES
     intra_op_parallelism: int = 0  # TensorFlow's threads within one op; 0: TensorFlow chooses (as TF Serving)
     inter_op_parallelism: int = 0  # TensorFlow's threads running ops side by side; 0: TensorFlow chooses
+    max_batch_images: int = MAX_BATCH_IMAGES  # images (instances) in one request; more are refused
+    drain_seconds: float = DRAIN_SECONDS  # on SIGTERM/SIGINT, how long requests under way may take to finish

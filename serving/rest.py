@@ -1,39 +1,94 @@
 """TF Serving's REST API on the standard library's ThreadingHTTPServer.
 
     POST /v1/models/NAME[/versions/V | /labels/L]:predict   {"instances": ...} or {"inputs": ...}
+    POST /v1/models/NAME[/versions/V | /labels/L]:classify  {"examples": [...]}; also :regress
     GET  /v1/models/NAME[/versions/V | /labels/L]           model status
     GET  /v1/models/NAME[/versions/V | /labels/L]/metadata  signature defs
 
 Errors are answered as {"error": "..."} with TF Serving's HTTP statuses (400 bad request, 404
-unknown model or version, 413 a body over the size limit); no request stops the server.
+unknown model or version, 413 a body over the size limit); no request stops the server. A body
+comes with a Content-Length or chunked. `drain` stops taking connections, closes the idle ones,
+and answers the requests under way with `Connection: close`.
 """
 
 import json
 import logging
 import re
+import selectors
+import socket
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-import grpc
 from google.protobuf import json_format
 
 from cnnpipe.serving import api, tensors
 from cnnpipe.serving.errors import ServingError, invalid, not_found
 from cnnpipe.serving.manager import ModelManager
+from cnnpipe.serving.servable import DEFAULT_SIGNATURE
 
 PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
     r"(?P<action>:predict|:classify|:regress|/metadata)?$"
 )
+ACTIONS = {"GET": ("", "/metadata"), "POST": (":predict", ":classify", ":regress")}
+MAX_LINE = 65536  # of a chunk size or trailer line, as of a header line
 log = logging.getLogger("cnnpipe.serving")
 
 
-class RestServer(ThreadingHTTPServer):
-    daemon_threads = True
+class BodyRefused(Exception):
+    """A request body this server does not take: answered with `status`, then the connection closes (what follows
+    on it is not known to be a request)."""
 
-    def __init__(self, address: tuple[str, int], manager: ModelManager, max_request_bytes: int):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class RestServer(ThreadingHTTPServer):
+    """A thread per connection; each connection counts in `in_flight` from its accept to its close, so that a
+    drain waits for requests already sent on open connections."""
+
+    daemon_threads = True  # a request still running at the drain deadline does not hold the process
+    block_on_close = False  # the drain waits on `in_flight`, with a deadline
+
+    def __init__(self, address: tuple[str, int], manager: ModelManager, max_request_bytes: int,
+                 max_batch_images: int, in_flight: api.InFlight):
         super().__init__(address, RestHandler)
-        self.manager, self.max_request_bytes = manager, max_request_bytes
+        self.manager, self.max_request_bytes, self.max_batch_images = manager, max_request_bytes, max_batch_images
+        self.in_flight = in_flight
+        self.draining = False
+        self._drain_signal, self._drain_trigger = socket.socketpair()  # readable once draining
+
+    def process_request(self, request: socket.socket, client_address: tuple) -> None:
+        self.in_flight.add(1)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: socket.socket) -> None:
+        super().shutdown_request(request)
+        self.in_flight.add(-1)
+
+    def next_request(self, connection: socket.socket) -> bool:
+        """Waits until `connection` has a request (True) or the server drains while it is idle (False)."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(connection, selectors.EVENT_READ)
+            selector.register(self._drain_signal, selectors.EVENT_READ)
+            return any(key.fileobj is connection for key, _ in selector.select())
+
+    def drain(self) -> None:
+        """Stops accepting connections (returning once none is being accepted) and closes the idle ones; requests
+        under way, and those already sent on open connections, are answered with `Connection: close`."""
+        self.draining = True
+        self._drain_trigger.send(b"\0")
+        self.shutdown()
+        self.server_close()
+
+    def handle_error(self, request: Any, client_address: tuple) -> None:
+        """A client that went away is no fault of the server's; anything else is logged with its traceback."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            log.debug("%s went away: %s", client_address[0], sys.exc_info()[1])
+        else:
+            log.exception("serving %s failed", client_address[0])
 
 
 class RestHandler(BaseHTTPRequestHandler):
@@ -45,98 +100,194 @@ class RestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's signature
         log.debug("%s " + format, self.address_string(), *args)
 
+    def handle(self) -> None:
+        """Answers requests until the client or an answer closes the connection, or the server drains while the
+        connection is idle."""
+        self.close_connection = False
+        while not self.close_connection and (self._buffered() or self.server.next_request(self.connection)):
+            self.handle_one_request()
+
+    def _buffered(self) -> bool:
+        """Whether a next request is already in this connection's read buffer (a pipelining client); never waits."""
+        self.connection.setblocking(False)
+        try:
+            return bool(self.rfile.peek(1))
+        except OSError:
+            return False  # the connection broke: next_request sees it readable, and reading ends it
+        finally:
+            self.connection.setblocking(True)
+
     def _answer(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection or self.server.draining:
+            self.send_header("Connection", "close")  # and the connection closes after this answer
         self.end_headers()
         self.wfile.write(data)
 
-    def _error(self, error: ServingError) -> None:
-        self._answer(error.http_status, {"error": error.message})
+    def _refuse(self, refusal: BodyRefused) -> None:
+        self.close_connection = True
+        self._answer(refusal.status, {"error": refusal.message})
 
-    def _route(self, method: str) -> tuple[str, Optional[int], str, str]:
+    def _respond(self, answer: Callable[[], dict]) -> None:
+        """Answers 200 with `answer()`, or the error it raises with TF Serving's status."""
+        try:
+            status, body = 200, answer()
+        except ServingError as error:
+            status, body = error.http_status, {"error": error.message}
+        except Exception as error:  # noqa: BLE001 - a bug answers 500 and the server goes on
+            log.exception("%s %s failed", self.command, self.path)
+            status, body = 500, {"error": f"{type(error).__name__}: {error}"}
+        self._answer(status, body)
+
+    def _route(self) -> tuple[str, Optional[int], str, str]:
         match = PATH.match(self.path.split("?")[0])
         if not match:
-            raise not_found(f"{method} {self.path}: no such resource; the API is /v1/models/NAME[/versions/V]"
-                            "[:predict | /metadata]")
+            raise not_found(f"{self.command} {self.path}: no such resource; the API is /v1/models/NAME"
+                            "[/versions/V][:predict | /metadata]")
+        if (match["action"] or "") not in ACTIONS[self.command]:
+            raise invalid(f"Malformed request: {self.command} {self.path}")
         version = int(match["version"]) if match["version"] else None
         return match["name"], version, match["label"] or "", match["action"] or ""
 
+    # --- the body: Content-Length or chunked, up to --max-request-bytes ---
+
     def handle_expect_100(self) -> bool:
         """Refuses an announced oversized body before the client sends it."""
-        if self._too_large():
-            self._refuse_oversized(sent=False)
+        try:
+            if not self._chunked() and self._content_length() > self.server.max_request_bytes:
+                raise BodyRefused(413, self._over_limit(f"of {self._content_length()} bytes"))
+        except BodyRefused as refusal:
+            self._refuse(refusal)
             return False
         super().handle_expect_100()
         self.wfile.flush()  # the client sends the body only after this 100 Continue
         return True
 
-    def _too_large(self) -> bool:
-        return int(self.headers.get("Content-Length") or 0) > self.server.max_request_bytes
+    def _chunked(self) -> bool:
+        return self.headers.get("Transfer-Encoding", "").strip().lower().endswith("chunked")
 
-    def _refuse_oversized(self, sent: bool) -> None:
-        """Answers 413 and closes the connection; a body already on its way is read and dropped first,
-        so that the client gets the answer rather than a reset connection."""
-        if sent:
-            remaining = int(self.headers.get("Content-Length"))
+    def _content_length(self) -> int:
+        text = self.headers.get("Content-Length", "0").strip()
+        if not (text.isascii() and text.isdigit()):
+            raise BodyRefused(400, f"Content-Length {text!r} is not a number of bytes")
+        return int(text)
+
+    def _over_limit(self, size: str) -> str:
+        return (f"the request body {size} is over this server's limit of {self.server.max_request_bytes} bytes; send "
+                "fewer instances per request, or start the server with a larger --max-request-bytes")
+
+    def _body(self) -> Optional[bytes]:
+        """The request body; None when the client hung up before its end. An oversized body is read and dropped
+        before it is refused, so that the client gets the answer rather than a reset connection."""
+        if self._chunked():
+            return self._chunked_body()
+        length = remaining = self._content_length()
+        if length > self.server.max_request_bytes:
             while remaining > 0 and (chunk := self.rfile.read(min(remaining, 1 << 16))):
                 remaining -= len(chunk)
-        self.close_connection = True
-        self._answer(413, {"error": f"the request body of {self.headers.get('Content-Length')} bytes is over this "
-                                    f"server's limit of {self.server.max_request_bytes} bytes; send fewer instances "
-                                    "per request, or start the server with a larger --max-request-bytes"})
+            raise BodyRefused(413, self._over_limit(f"of {length} bytes"))
+        body = self.rfile.read(length)
+        return body if len(body) == length else None
+
+    def _chunked_body(self) -> Optional[bytes]:
+        """A chunked body (RFC 9112, 7.1): chunks after their size in hex, a last chunk of size 0, trailer lines."""
+        parts, size = [], 0
+        while chunk_size := self._chunk_size():
+            chunk = self.rfile.read(chunk_size)
+            if len(chunk) < chunk_size or not self.rfile.readline(MAX_LINE).endswith(b"\n"):
+                return None
+            size += chunk_size
+            if size <= self.server.max_request_bytes:  # beyond it, read and dropped
+                parts.append(chunk)
+        if chunk_size is None:
+            return None
+        while (line := self.rfile.readline(MAX_LINE)) not in (b"\r\n", b"\n"):
+            if not line.endswith(b"\n"):
+                return None
+        if size > self.server.max_request_bytes:
+            raise BodyRefused(413, self._over_limit(f"of {size} bytes (chunked)"))
+        return b"".join(parts)
+
+    def _chunk_size(self) -> Optional[int]:
+        """The size of the next chunk (0: the last); None when the client hung up."""
+        line = self.rfile.readline(MAX_LINE)
+        if not line.endswith(b"\n"):
+            return None
+        size = line.split(b";")[0].strip()  # a chunk extension follows a ";"
+        if not re.fullmatch(rb"[0-9a-fA-F]{1,16}", size):
+            raise BodyRefused(400, f"malformed chunked body: a chunk size line reads {line[:40]!r}")
+        return int(size, 16)
+
+    # --- the API ---
 
     def do_GET(self) -> None:  # noqa: N802 - the base class's name
-        try:
-            name, version, label, action = self._route("GET")
-            if action not in ("", "/metadata"):
-                raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"use POST for {action}")
-            if action == "/metadata":
-                servable = self.server.manager.servable(name, version, label)
-                self._answer(200, {
-                    "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
-                    "metadata": {api.SIGNATURE_DEF: json_format.MessageToDict(
-                        api.signature_def_map(servable), preserving_proto_field_name=True)},
-                })
-                return
-            if label:
-                version = self.server.manager.servable(name, None, label).version
-            status = api.model_status(self.server.manager, name, version)
-            self._answer(200, json_format.MessageToDict(status, preserving_proto_field_name=True,
-                                                        including_default_value_fields=True))
-        except ServingError as error:
-            self._error(error)
-        except Exception as error:  # noqa: BLE001 - a bug answers 500 and the server goes on
-            log.exception("GET %s failed", self.path)
-            self._answer(500, {"error": f"{type(error).__name__}: {error}"})
+        self._respond(self._get)
 
     def do_POST(self) -> None:  # noqa: N802
-        if self._too_large():
-            self._refuse_oversized(sent=True)
-            return
         try:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            name, version, label, action = self._route("POST")
-            if action != ":predict":
-                raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                                   f"POST {self.path}: this server answers :predict; classify and regress need "
-                                   "signatures of those kinds, which these models do not have")
-            try:
-                request = json.loads(body)
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                raise invalid(f"JSON Parse error: {error} in the body of POST {self.path}") from None
-            servable = self.server.manager.servable(name, version, label)
-            signature_name = request.get("signature_name", "") if isinstance(request, dict) else ""
-            if not isinstance(signature_name, str):
-                raise invalid('"signature_name" must be a string')
-            _, signature = servable.signature(signature_name)
+            body = self._body()
+        except BodyRefused as refusal:
+            self._refuse(refusal)
+            return
+        if body is None:
+            log.debug("%s hung up in the middle of POST %s", self.address_string(), self.path)
+            self.close_connection = True
+            return
+        self._respond(lambda: self._post(body))
+
+    def _get(self) -> dict:
+        name, version, label, action = self._route()
+        manager = self.server.manager
+        if action == "/metadata":
+            servable = manager.servable(name, version, label)
+            return {
+                "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
+                "metadata": {api.SIGNATURE_DEF: json_format.MessageToDict(
+                    api.signature_def_map(servable), preserving_proto_field_name=True)},
+            }
+        if label:
+            version = manager.servable(name, None, label).version
+        return json_format.MessageToDict(api.model_status(manager, name, version), preserving_proto_field_name=True,
+                                         including_default_value_fields=True)
+
+    def _post(self, body: bytes) -> dict:
+        name, version, label, action = self._route()
+        request = self._json(body)
+        if action != ":predict":
+            raise self._classify_or_regress(action[1:], name, version, label, request)
+        servable = self.server.manager.servable(name, version, label)
+        signature_name = request.get("signature_name", "") if isinstance(request, dict) else ""
+        if not isinstance(signature_name, str):
+            raise invalid('"signature_name" must be a string')
+        _, signature = servable.signature(signature_name)
+        with api.batch_of(tensors.rest_rows(request), self.server.max_batch_images):
             inputs, row_format = tensors.from_rest(request, signature.inputs)
             _, outputs = api.predict(servable, signature_name, inputs)
-            self._answer(200, tensors.to_rest(outputs, row_format))
-        except ServingError as error:
-            self._error(error)
-        except Exception as error:  # noqa: BLE001
-            log.exception("POST %s failed", self.path)
-            self._answer(500, {"error": f"{type(error).__name__}: {error}"})
+            return tensors.to_rest(outputs, row_format)
+
+    def _json(self, body: bytes) -> Any:
+        if not body:
+            raise invalid(f"JSON Parse error: The document is empty. POST {self.path} came without a body; send a "
+                          'JSON object with "instances" or "inputs"')
+        try:
+            return json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise invalid(f"JSON Parse error: {error} in the body of POST {self.path}") from None
+
+    def _classify_or_regress(self, method: str, name: str, version: Optional[int], label: str,
+                             request: Any) -> ServingError:
+        """TF Serving's answer to a Classify or Regress request on these models (it reads the request, finds the
+        version, then checks the signature)."""
+        examples = request.get("examples") if isinstance(request, dict) else None
+        if examples is None:
+            raise invalid(f"When method is {method}, key 'examples' is expected and was not found")
+        if not isinstance(examples, list) or not examples:
+            raise invalid("'examples' must be a non-empty list/array of JSON objects (tf.Example features)")
+        servable = self.server.manager.servable(name, version, label)
+        key = request.get("signature_name") or DEFAULT_SIGNATURE
+        if key not in servable.signature_defs:
+            raise invalid(f"No signature was found with the name: {key}")
+        return api.unfit_signature(method, servable.signature_defs[key])

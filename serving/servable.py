@@ -3,6 +3,7 @@
 import dataclasses
 import functools
 import os
+import re
 from typing import Callable, Optional
 
 import grpc
@@ -42,13 +43,16 @@ def _status_code(error: tf.errors.OpError) -> grpc.StatusCode:
 
 
 NOT_THE_CAUSE = ("Graph execution error", "Detected at node", "<stack traces", "[[", "File ")
+ASSERTION = re.compile(r"assertion failed: \[(?P<message>.*)\]")  # a tf.debugging.Assert in the graph: its message
 
 
 def _cause(message: str) -> str:
     """The line of a TensorFlow error message that says what went wrong (not where in the graph)."""
     lines = [line.strip() for line in message.split("\n")]
     causes = [line for line in lines if line and not line.startswith(NOT_THE_CAUSE)]
-    return causes[-1] if causes else lines[0]
+    cause = causes[-1] if causes else lines[0]
+    assertion = ASSERTION.fullmatch(cause)
+    return assertion["message"] if assertion else cause
 
 
 class Servable:

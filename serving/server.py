@@ -8,13 +8,15 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
+import time
 from typing import Optional
 
 import tensorflow as tf
 
-from cnnpipe.serving import model_config
+from cnnpipe.serving import api, model_config
 from cnnpipe.serving.batching import BatchingOptions
 from cnnpipe.serving.grpc_api import grpc_server
 from cnnpipe.serving.manager import ModelManager
@@ -36,16 +38,26 @@ class RunningServer:
             tf.config.threading.set_inter_op_parallelism_threads(options.inter_op_parallelism)
         self.manager = ModelManager(options.serving_dir, options.model_config_file, options.batching)
         self.manager.start(options.poll_seconds)  # the first versions are loaded before the ports open
-        self.grpc = grpc_server(self.manager, f"{options.host}:{options.grpc_port}", options.max_request_bytes)
-        self.rest = RestServer((options.host, options.rest_port), self.manager, options.max_request_bytes)
-        self._rest_thread = threading.Thread(target=self.rest.serve_forever, daemon=True, name="rest")
-        self._rest_thread.start()
+        self.in_flight = api.InFlight()
+        self.grpc = grpc_server(self.manager, f"{options.host}:{options.grpc_port}", options.max_request_bytes,
+                                options.max_batch_images, self.in_flight)
+        self.rest = RestServer((options.host, options.rest_port), self.manager, options.max_request_bytes,
+                               options.max_batch_images, self.in_flight)
+        threading.Thread(target=self.rest.serve_forever, daemon=True, name="rest").start()
 
-    def stop(self) -> None:
-        self.rest.shutdown()
-        self.rest.server_close()
-        self.grpc.stop(grace=1).wait()
+    def stop(self, drain_seconds: float) -> bool:
+        """Stops taking requests, lets those under way finish for up to `drain_seconds`, then unloads the models.
+
+        Returns False, the models still loaded, when requests still run at the deadline: exiting while TensorFlow
+        runs one crashes the process (exit's C++ destructors free oneDNN's compiled kernels under it: SIGSEGV)."""
+        deadline = time.monotonic() + drain_seconds
+        grpc_stopped = self.grpc.stop(grace=drain_seconds)  # refuses new calls at once
+        self.rest.drain()
+        grpc_finished = grpc_stopped.wait(max(0.0, deadline - time.monotonic()))
+        if not (self.in_flight.wait_idle(max(0.0, deadline - time.monotonic())) and grpc_finished):
+            return False
         self.manager.stop()
+        return True
 
 
 def model_server_command(binary: str, options: ServerOptions, config_file: str,
@@ -88,8 +100,26 @@ def _launch_model_server(binary: str, options: ServerOptions) -> None:
     os.execv(binary, command)
 
 
+def _wait_for_a_signal() -> None:
+    """Returns on SIGINT or SIGTERM; a second one while stopping is logged, and the drain goes on."""
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame) -> None:
+        if stopping.is_set():
+            log.warning("%s again: still finishing the requests under way (see --drain-seconds)",
+                        signal.Signals(signum).name)
+        stopping.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    # Not one wait without a timeout: a signal that the kernel hands to another thread (TensorFlow's, gRPC's)
+    # would not wake the main thread, and Python runs signal handlers only there.
+    while not stopping.wait(timeout=0.5):
+        pass
+
+
 def serve(options: ServerOptions) -> None:
-    """Serves until interrupted (SIGINT or SIGTERM)."""
+    """Serves until SIGINT or SIGTERM, then stops as `RunningServer.stop` does."""
     binary = shutil.which(MODEL_SERVER)
     if binary:
         _launch_model_server(binary, options)
@@ -98,8 +128,11 @@ def serve(options: ServerOptions) -> None:
     source = options.model_config_file or options.serving_dir
     print(f"cnnpipe: serving {source}: REST on {options.host}:{options.rest_port}, gRPC on "
           f"{options.host}:{options.grpc_port}", flush=True)
-    stopped = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopped.set())
-    stopped.wait()
-    server.stop()
+    _wait_for_a_signal()
+    print(f"cnnpipe: stopping: no new requests; finishing those under way (up to {options.drain_seconds:g} s)",
+          flush=True)
+    if not server.stop(options.drain_seconds):
+        print(f"cnnpipe: {server.in_flight.count} requests still running after --drain-seconds "
+              f"{options.drain_seconds:g}; exiting without their answers", file=sys.stderr, flush=True)
+        os._exit(1)  # not exit(): its C++ destructors would free TensorFlow's kernels under the running requests
+    print("cnnpipe: stopped", flush=True)

@@ -120,6 +120,18 @@ def from_rest(body: Any, specs: Specs) -> tuple[dict[str, np.ndarray], bool]:
     return {name: from_json(column, specs[name], name) for name, column in columns.items()}, True
 
 
+def rest_rows(body: Any) -> int:
+    """How many instances a REST predict request body holds, counted before any conversion (0 for a body
+    `from_rest` refuses)."""
+    if not isinstance(body, dict):
+        return 0
+    if isinstance(body.get("instances"), list):
+        return len(body["instances"])
+    columns = body.get("inputs")
+    values = columns.values() if _named(columns) else [columns]
+    return max((len(value) for value in values if isinstance(value, list)), default=0)
+
+
 def _json_value(array: np.ndarray, name: str) -> Any:
     if array.dtype != object:
         return array.tolist()
@@ -155,6 +167,11 @@ def to_rest(outputs: dict[str, np.ndarray], row_format: bool) -> dict:
     if len(columns) == 1:
         return {"predictions": next(iter(columns.values()))}
     return {"predictions": [dict(zip(columns, row)) for row in zip(*columns.values())]}
+
+
+def proto_rows(proto: tensor_pb2.TensorProto) -> int:
+    """How many instances a TensorProto holds (its first dimension), read from its shape before any conversion."""
+    return proto.tensor_shape.dim[0].size if proto.tensor_shape.dim else 1
 
 
 def from_proto(proto: tensor_pb2.TensorProto, spec: tf.TensorSpec, name: str) -> np.ndarray:
