@@ -12,7 +12,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils, path_utils
 
-from cnnpipe.components.errors import RobustnessError
+from cnnpipe.core.errors import RobustnessError
 from cnnpipe.robustness.adversarial_examples import BASELINE, CANDIDATE, write
 from cnnpipe.robustness.settings import AttackSettings
 from cnnpipe.robustness.pixel_model import PixelModel

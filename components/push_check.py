@@ -23,7 +23,7 @@ from tfx.components.util import model_utils
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
-from cnnpipe.components.errors import CnnpipeError
+from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.components.evaluation_results import candidate_accuracy
 
 SAMPLE = 32  # eval examples sent through every signature

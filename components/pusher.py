@@ -26,7 +26,7 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import io_utils, proto_utils
 
-from cnnpipe.components.errors import CnnpipeError
+from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.serving import model_config
 from cnnpipe.serving.model_config import versions as existing_versions
 

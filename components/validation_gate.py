@@ -18,7 +18,7 @@ from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
-from cnnpipe.components.errors import DataValidationError
+from cnnpipe.core.errors import DataValidationError
 from cnnpipe.models import features
 
 SAMPLED_RECORDS = 3

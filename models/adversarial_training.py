@@ -5,7 +5,7 @@
 projected back onto the ε-ball (Madry et al., 2018). ε is on the [0, 1] pixel scale, as in the
 Evaluator's attacks; the Trainer sees transformed pixels, so the Transform graph's affine map
 (robustness.pixel_model) converts the budget and the valid pixel range into its units. The start,
-steps and projection are the Evaluator's (robustness/linf_ball.py), in those units, without rounding.
+steps and projection are the Evaluator's (models/linf_ball.py), in those units, without rounding.
 """
 
 import tensorflow as tf
@@ -13,9 +13,9 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from cnnpipe.models import features
-from cnnpipe.robustness.linf_ball import LInfBall
-from cnnpipe.robustness.pixel_model import transform_as_affine_map
-from cnnpipe.robustness.settings import FGSM_RS
+from cnnpipe.core.names import FGSM_RS
+from cnnpipe.models.affine_map import transform_as_affine_map
+from cnnpipe.models.linf_ball import LInfBall
 
 
 def _uniform(shape: tf.Tensor, budget: tf.Tensor) -> tf.Tensor:

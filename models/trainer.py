@@ -14,7 +14,7 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from tfx import v1 as tfx
 
-from cnnpipe.components.errors import TrainingError
+from cnnpipe.core.errors import TrainingError
 from cnnpipe.models import adversarial_training, features, registry, signatures, warm_start
 from cnnpipe.models.training_config import STRATEGIES, WARM_START_LATEST, TrainingConfig
 

@@ -6,8 +6,8 @@ No TensorFlow here: the CLI builds its options from these defaults and stays fas
 import dataclasses
 from typing import Any, Optional
 
-from cnnpipe.components.errors import TrainingError
-from cnnpipe.robustness.settings import FGSM_RS, PGD
+from cnnpipe.core.errors import TrainingError
+from cnnpipe.core.names import FGSM_RS, PGD
 
 ADVERSARIAL_METHODS = (FGSM_RS, PGD)  # adversarial training (models/adversarial_training.py)
 STRATEGIES = ("mirrored", "multi_worker", "one_device")

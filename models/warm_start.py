@@ -9,7 +9,7 @@ import os
 import tensorflow as tf
 import tf_keras as keras
 
-from cnnpipe.components.errors import TrainingError
+from cnnpipe.core.errors import TrainingError
 from cnnpipe.models import blocks
 
 

@@ -297,7 +297,7 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from cnnpipe.components.errors import CnnpipeError  # noqa: PLC0415
+    from cnnpipe.core.errors import CnnpipeError  # noqa: PLC0415
     from cnnpipe.pipeline.output_dir import check_metadata, metadata_path  # noqa: PLC0415
 
     metadata = metadata_path(args.run_dir)
@@ -353,7 +353,7 @@ def _schedule(args: argparse.Namespace) -> int:
 
 def user_error(error: BaseException) -> Optional[BaseException]:
     """The CnnpipeError behind `error` (Beam and TFX wrap them), if there is one."""
-    from cnnpipe.components.errors import CnnpipeError  # noqa: PLC0415
+    from cnnpipe.core.errors import CnnpipeError  # noqa: PLC0415
 
     seen = set()
     while error is not None and id(error) not in seen:

@@ -9,7 +9,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Optional
 
-from cnnpipe.components.errors import CnnpipeError
+from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.models.training_config import TrainingConfig
 from cnnpipe.pipeline import datasets
 from cnnpipe.pipeline.thresholds import Thresholds

@@ -11,7 +11,7 @@ from tfx import v1 as tfx
 from tfx.proto import range_config_pb2
 
 from cnnpipe.components.adversarial import AdversarialExamples
-from cnnpipe.components.errors import CnnpipeError
+from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.components.ingestion.component import ImageExampleGen
 from cnnpipe.components.ingestion.source import DataSource
 from cnnpipe.components.push_check import PushCheck

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Iterator, Optional
 from google.protobuf import json_format
 from tfx import v1 as tfx
 
-from cnnpipe.components.errors import CnnpipeError
+from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.pipeline import dag
 from cnnpipe.pipeline.config import KUBEFLOW_EXPERIMENT, KUBEFLOW_PACKAGE, PipelineConfig
 from cnnpipe.schemas import SCHEMA_DIR

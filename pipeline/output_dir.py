@@ -10,7 +10,7 @@ import os
 import sqlite3
 from typing import Iterator
 
-from cnnpipe.components.errors import CnnpipeError
+from cnnpipe.core.errors import CnnpipeError
 
 LOCK_FILE = ".cnnpipe.lock"
 METADATA_FILE = "metadata.sqlite"

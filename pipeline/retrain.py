@@ -12,7 +12,7 @@ from typing import Optional, TextIO
 
 from ml_metadata.proto import metadata_store_pb2
 
-from cnnpipe.components.errors import CnnpipeError
+from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.components.ingestion import source as data_source
 from cnnpipe.models.training_config import WARM_START_LATEST
 from cnnpipe.pipeline import local_runner, summary

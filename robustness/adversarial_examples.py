@@ -23,11 +23,12 @@ from typing import Callable, Iterator, Mapping, Optional
 
 import tensorflow as tf
 
-from cnnpipe.components.errors import RobustnessError
+from cnnpipe.core.errors import RobustnessError
 from cnnpipe.models import features, preprocessing
 from cnnpipe.robustness import attacks
 from cnnpipe.robustness.pixel_model import PixelModel
-from cnnpipe.robustness.settings import FGSM, PGD, AttackSettings
+from cnnpipe.core.names import FGSM, PGD
+from cnnpipe.robustness.settings import AttackSettings
 
 CANDIDATE = "candidate"  # the model names TFMA and TFX's Evaluator give the two models
 BASELINE = "baseline"

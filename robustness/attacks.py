@@ -3,15 +3,15 @@
 Pixels are float32 [N, H, W, C] holding 8-bit values (whole numbers in [0, 255]); ε is on the
 [0, 1] scale. Every attack returns 8-bit images again: clipped to [0, 255], rounded, and within
 `pixel_budget(ε)` = round(255 ε) levels of the source pixels, so each one is a real image a client
-could send. The start, steps and projection are robustness/linf_ball.py's, shared with adversarial training.
+could send. The start, steps and projection are models/linf_ball.py's, shared with adversarial training.
 """
 
 from typing import Sequence
 
 import tensorflow as tf
 
-from cnnpipe.robustness import linf_ball
-from cnnpipe.robustness.linf_ball import Probabilities
+from cnnpipe.models import linf_ball
+from cnnpipe.models.linf_ball import Probabilities
 
 
 def pixel_budget(epsilon: float) -> int:

@@ -5,14 +5,9 @@ No TensorFlow here: the CLI builds its options from these defaults and stays fas
 
 import dataclasses
 
-from cnnpipe.components.errors import RobustnessError
+from cnnpipe.core.errors import RobustnessError
+from cnnpipe.core.names import ATTACKS
 
-# The attack names, for evaluation (robustness/attacks.py) and adversarial training (models/adversarial_training.py,
-# whose methods models/training_config.py lists): both PGDs take the same steps (robustness/linf_ball.py).
-FGSM = "fgsm"
-FGSM_RS = "fgsm-rs"  # FGSM from a random start: training only
-PGD = "pgd"
-ATTACKS = (FGSM, PGD)  # evaluated
 DEFAULT_EPSILONS = (0.05, 0.1, 0.2, 0.3)
 
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from cnnpipe.components.errors import CnnpipeError
+from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.core import images as core_images
 from cnnpipe.serving import model_config
 

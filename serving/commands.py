@@ -102,7 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from cnnpipe.components.errors import CnnpipeError  # noqa: PLC0415
+    from cnnpipe.core.errors import CnnpipeError  # noqa: PLC0415
     from cnnpipe.serving import client  # noqa: PLC0415
 
     if args.protocol and not args.server:

@@ -12,7 +12,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from cnnpipe.components.errors import CnnpipeError
+from cnnpipe.core.errors import CnnpipeError
 
 MODELS_CONFIG = "models.config"
 PLATFORM = "tensorflow"

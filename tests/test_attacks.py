@@ -16,7 +16,7 @@ from tfx import v1 as tfx
 
 from conftest import encode, fashion_mnist, train_and_export
 from cnnpipe.components.adversarial import AdversarialExamples
-from cnnpipe.components.errors import RobustnessError
+from cnnpipe.core.errors import RobustnessError
 from cnnpipe.components.ingestion.formats import make_example
 from cnnpipe.models import features
 from cnnpipe.pipeline.datasets import FASHION_MNIST

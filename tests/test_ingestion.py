@@ -15,7 +15,7 @@ from google.protobuf import json_format
 from PIL import Image
 
 from conftest import encode, fashion_mnist, write_idx
-from cnnpipe.components.errors import IngestionError
+from cnnpipe.core.errors import IngestionError
 from cnnpipe.components.ingestion import executor, formats, source
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 

@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from conftest import cnnpipe, free_ports, write_fashion_mnist_slice
-from cnnpipe.components.errors import CnnpipeError
+from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.pipeline import cli, kubeflow_runner, local_runner
 from cnnpipe.pipeline.config import KUBEFLOW_BEAM_ARGS, PipelineConfig
 from cnnpipe.pipeline.datasets import FASHION_MNIST

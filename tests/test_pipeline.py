@@ -15,7 +15,7 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
 from conftest import encode, fashion_mnist, free_ports, small_run_config, write_fashion_mnist_slice
-from cnnpipe.components.errors import DataValidationError
+from cnnpipe.core.errors import DataValidationError
 from cnnpipe.components.ingestion.formats import make_example
 from cnnpipe.pipeline import evaluation, local_runner, summary
 from cnnpipe.pipeline.config import PipelineConfig

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import fashion_mnist, small_run_config, write_idx
-from cnnpipe.components.errors import CnnpipeError
+from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.pipeline import local_runner, retrain, summary
 from cnnpipe.pipeline.config import PipelineConfig
 

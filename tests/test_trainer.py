@@ -8,7 +8,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from conftest import fashion_mnist
-from cnnpipe.components.errors import TrainingError
+from cnnpipe.core.errors import TrainingError
 from cnnpipe.models import adversarial_training, features, trainer, training_config
 from cnnpipe.robustness import attacks
 
@@ -103,7 +103,7 @@ def test_adversarial_batches_move_pixels_at_the_edge_of_the_pixel_range(method):
 @pytest.mark.parametrize("method, pgd_steps, step_fraction", [("fgsm-rs", 1, 1.25), ("pgd", 5, 0.5)])
 def test_the_training_attack_in_8bit_units_makes_the_evaluators_pgd_images(method, pgd_steps, step_fraction,
                                                                             monkeypatch):
-    """Both attacks step through robustness/linf_ball.py: in 8-bit units (scale 1, offset 0), rounding to whole
+    """Both attacks step through models/linf_ball.py: in 8-bit units (scale 1, offset 0), rounding to whole
     levels and from the Evaluator's seeded random start, the training attack makes the Evaluator's PGD images.
 
     The loss rises or falls (by pixel) with the pixel's squared distance from a random level: pixels swing

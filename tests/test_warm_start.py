@@ -5,7 +5,7 @@ import pytest
 import tf_keras as keras
 
 from conftest import fashion_mnist
-from cnnpipe.components.errors import TrainingError
+from cnnpipe.core.errors import TrainingError
 from cnnpipe.models import registry, warm_start
 
 

@@ -11,7 +11,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
-from cnnpipe.components.errors import IngestionError
+from cnnpipe.core.errors import IngestionError
 from cnnpipe.components.ingestion import formats
 
 

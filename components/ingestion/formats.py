@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from cnnpipe.components.errors import IngestionError
+from cnnpipe.core.errors import IngestionError
 from cnnpipe.core import images
 from cnnpipe.models import features
 

@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-from cnnpipe.components.errors import IngestionError
+from cnnpipe.core.errors import IngestionError
 from cnnpipe.components.ingestion import formats
 
 FORMATS = ("idx", "folder", "tfrecord")

@@ -21,7 +21,7 @@ from google.protobuf import json_format
 from PIL import Image
 
 from conftest import encode, fashion_mnist
-from cnnpipe.components.errors import IngestionError
+from cnnpipe.core.errors import IngestionError
 from cnnpipe.components.ingestion import executor
 from cnnpipe.models import preprocessing
 from cnnpipe.serving import client

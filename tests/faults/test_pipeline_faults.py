@@ -23,7 +23,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
 from conftest import cnnpipe, encode, fashion_mnist, running_server, small_run_config, write_idx
-from cnnpipe.components.errors import DataValidationError
+from cnnpipe.core.errors import DataValidationError
 from cnnpipe.pipeline import local_runner, summary
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 from cnnpipe.pipeline.output_dir import metadata_path
