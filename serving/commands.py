@@ -47,8 +47,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        help=f"larger request bodies are refused (default {MAX_REQUEST_BYTES})")
     serve.add_argument("--max-batch-images", type=_count, default=d.max_batch_images, metavar="N",
                        help="requests of more images (instances) are refused, over REST and gRPC: a request's "
-                       "memory grows with its images, and these bound it (28x28 images: about 0.3 MB each at the "
-                       f"server's peak, so the default {d.max_batch_images} holds one request to about 300 MB)")
+                       "memory grows with its images, and these bound it (28x28 images: about 0.2 MB each at the "
+                       f"server's peak, so the default {d.max_batch_images} holds one request to about 220 MB)")
     serve.add_argument("--drain-seconds", type=_seconds, default=d.drain_seconds, metavar="S",
                        help="on SIGTERM or SIGINT, stop taking requests and give those under way up to S seconds to "
                        f"finish before unloading and exiting (default {d.drain_seconds:g}, as a Kubernetes pod's "

@@ -6,8 +6,8 @@ from typing import Optional
 from cnnpipe.serving.batching import BatchingOptions
 
 MAX_REQUEST_BYTES = 64 << 20  # TF Serving's gRPC default limit is 4 MiB per message; images in JSON grow by 4/3
-# A request's memory grows with its images (a 28x28 one costs the server about 0.3 MB at its peak, in JSON parsing and
-# the model's activations: bench/serving_memory.py); 1024 holds one request to about 300 MB.
+# A request's memory grows with its images (a 28x28 one costs the server about 0.2 MB at its peak, in JSON parsing and
+# the model's activations: bench/serving_memory.py); 1024 holds one request to about 220 MB.
 MAX_BATCH_IMAGES = 1024
 DRAIN_SECONDS = 30.0  # as a Kubernetes pod's default termination grace period
 
