@@ -25,7 +25,8 @@ from cnnpipe.pipeline import evaluation  # noqa: E402
 from cnnpipe.pipeline.datasets import FASHION_MNIST  # noqa: E402
 from cnnpipe.pipeline.thresholds import Thresholds  # noqa: E402
 from cnnpipe.robustness import attacks  # noqa: E402
-from cnnpipe.robustness.adversarial_examples import BASELINE, CANDIDATE, write  # noqa: E402
+from cnnpipe.core.names import BASELINE, CANDIDATE  # noqa: E402
+from cnnpipe.robustness.adversarial_examples import write  # noqa: E402
 from cnnpipe.robustness.settings import AttackSettings  # noqa: E402
 from cnnpipe.robustness.pixel_model import PixelModel  # noqa: E402
 

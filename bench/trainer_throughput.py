@@ -15,7 +15,8 @@ import numpy as np  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from cnnpipe.models import features, trainer, training_config  # noqa: E402
+from cnnpipe.core import features  # noqa: E402
+from cnnpipe.models import trainer, training_config  # noqa: E402
 from cnnpipe.pipeline import local_runner, summary  # noqa: E402
 from cnnpipe.pipeline.config import PipelineConfig  # noqa: E402
 

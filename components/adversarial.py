@@ -13,7 +13,8 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils, path_utils
 
 from cnnpipe.core.errors import RobustnessError
-from cnnpipe.robustness.adversarial_examples import BASELINE, CANDIDATE, write
+from cnnpipe.core.names import BASELINE, CANDIDATE
+from cnnpipe.robustness.adversarial_examples import write
 from cnnpipe.robustness.settings import AttackSettings
 from cnnpipe.robustness.pixel_model import PixelModel
 

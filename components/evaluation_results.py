@@ -7,8 +7,8 @@ from typing import Optional
 
 import tensorflow_model_analysis as tfma
 
-from cnnpipe.models import features
-from cnnpipe.robustness.adversarial_examples import BASELINE, NO_ATTACK
+from cnnpipe.core import features
+from cnnpipe.core.names import BASELINE, NO_ATTACK
 
 ACCURACY = "sparse_categorical_accuracy"
 LOSS = "sparse_categorical_crossentropy"

@@ -23,6 +23,7 @@ from tfx.components.util import model_utils
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
+from cnnpipe.core import names
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.components.evaluation_results import candidate_accuracy
 
@@ -72,10 +73,10 @@ def check(model_dir: str, eval_files: str, evaluator_accuracy: Optional[float]) 
 def _compare(name: str, outputs: dict, expected: dict, class_names: list[str]) -> list[str]:
     """What differs between a signature's predictions and serving_default's on the same images."""
     problems = []
-    if not np.allclose(outputs["probabilities"], expected["probabilities"], atol=PROBABILITY_TOLERANCE):
-        worst = np.abs(outputs["probabilities"] - expected["probabilities"]).max()
+    if not np.allclose(outputs[names.PROBABILITIES], expected[names.PROBABILITIES], atol=PROBABILITY_TOLERANCE):
+        worst = np.abs(outputs[names.PROBABILITIES] - expected[names.PROBABILITIES]).max()
         problems.append(f"{name}'s probabilities differ from serving_default's by up to {worst:.2g}")
-    if [n.decode() for n in outputs["class_names"]] != [class_names[i] for i in expected["class_ids"]]:
+    if [n.decode() for n in outputs[names.CLASS_NAMES]] != [class_names[i] for i in expected[names.CLASS_IDS]]:
         problems.append(f"{name}'s class names differ from serving_default's")
     return problems
 
@@ -84,10 +85,11 @@ def _run_checks(model_dir: str, eval_files: str) -> dict:
     """Loads the model and queries every signature; what `check` reads from this process's last line."""
     import tensorflow as tf  # noqa: PLC0415 - only the child process needs TensorFlow
 
-    from cnnpipe.models import features, signatures  # noqa: PLC0415
+    from cnnpipe.core import features  # noqa: PLC0415
+    from cnnpipe.models import signatures  # noqa: PLC0415
 
     served = tf.saved_model.load(model_dir).signatures
-    missing = sorted(set(signatures.INPUTS) - set(served))
+    missing = sorted(set(names.INPUTS) - set(served))
     if missing:
         return {"problems": [f"signatures {', '.join(missing)} are missing"], "count": 0, "accuracy": 0.0,
                 "signatures": sorted(served)}
@@ -97,9 +99,9 @@ def _run_checks(model_dir: str, eval_files: str) -> dict:
     correct = count = 0
     sample = None
     for batch in records:
-        outputs = {k: v.numpy() for k, v in served[signatures.SERVING_DEFAULT](examples=batch).items()}
+        outputs = {k: v.numpy() for k, v in served[names.SERVING_DEFAULT](examples=batch).items()}
         labels = tf.io.parse_example(batch, spec)[features.LABEL].numpy()
-        correct += int(np.sum(outputs["class_ids"] == labels))
+        correct += int(np.sum(outputs[names.CLASS_IDS] == labels))
         count += len(labels)
         if sample is None:
             images = tf.io.parse_example(batch[:SAMPLE], spec)[features.IMAGE]
@@ -107,13 +109,14 @@ def _run_checks(model_dir: str, eval_files: str) -> dict:
     if sample is None:
         return {"problems": [f"no eval examples in {eval_files}"], "count": 0, "accuracy": 0.0, "signatures": []}
     images, expected = sample
-    by_image = {k: v.numpy() for k, v in served[signatures.PREDICT_IMAGE](images=images).items()}
-    by_pixels = [served[signatures.PREDICT_PIXELS](pixels=tf.cast(tf.io.decode_image(image)[tf.newaxis], tf.float32))
+    by_image = {k: v.numpy() for k, v in served[names.PREDICT_IMAGE](images=images).items()}
+    by_pixels = [served[names.PREDICT_PIXELS](pixels=tf.cast(tf.io.decode_image(image)[tf.newaxis], tf.float32))
                  for image in images]
-    by_pixels = {key: np.concatenate([p[key].numpy() for p in by_pixels]) for key in ("probabilities", "class_names")}
-    problems = _compare(signatures.PREDICT_IMAGE, by_image, expected, class_names)
-    problems += _compare(signatures.PREDICT_PIXELS, by_pixels, expected, class_names)
-    embeddings = served[signatures.EMBED](images=images)[signatures.EMBEDDINGS].numpy()
+    by_pixels = {key: np.concatenate([p[key].numpy() for p in by_pixels])
+                 for key in (names.PROBABILITIES, names.CLASS_NAMES)}
+    problems = _compare(names.PREDICT_IMAGE, by_image, expected, class_names)
+    problems += _compare(names.PREDICT_PIXELS, by_pixels, expected, class_names)
+    embeddings = served[names.EMBED](images=images)[names.EMBEDDINGS].numpy()
     if embeddings.ndim != 2 or len(embeddings) != len(images) or not np.isfinite(embeddings).all():
         problems.append(f"embed returned {embeddings.shape} features, not one finite vector per image")
     return {"problems": problems, "count": count, "accuracy": correct / count, "signatures": sorted(served)}

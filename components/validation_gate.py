@@ -19,7 +19,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
 from cnnpipe.core.errors import DataValidationError
-from cnnpipe.models import features
+from cnnpipe.core import features
 
 SAMPLED_RECORDS = 3
 

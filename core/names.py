@@ -1,4 +1,5 @@
-"""Names more than one layer shares, as plain strings (no TensorFlow): the attacks."""
+"""Names more than one layer shares, as plain strings (no TensorFlow): the served model's signatures and outputs,
+the attacks, and where a run writes by default. The feature keys are `core/features.py`'s."""
 
 # For evaluation (robustness/attacks.py) and adversarial training (models/adversarial_training.py, whose methods
 # models/training_config.py lists): both PGDs take the same steps (models/linf_ball.py).
@@ -6,3 +7,26 @@ FGSM = "fgsm"
 FGSM_RS = "fgsm-rs"  # FGSM from a random start: training only
 PGD = "pgd"
 ATTACKS = (FGSM, PGD)  # evaluated
+NO_ATTACK = "none"  # the clean copies' attack tag
+CANDIDATE = "candidate"  # the model names TFMA and TFX's Evaluator give the two models
+BASELINE = "baseline"
+
+# The signatures every pushed model has (models/signatures.py), with the input a client sends to each.
+SERVING_DEFAULT = "serving_default"
+PREDICT_IMAGE = "predict_image"
+PREDICT_PIXELS = "predict_pixels"
+EMBED = "embed"
+INPUTS = {SERVING_DEFAULT: "examples", PREDICT_IMAGE: "images", PREDICT_PIXELS: "pixels", EMBED: "images"}
+# The predict signatures' outputs, and embed's.
+PROBABILITIES = "probabilities"  # [N, classes]
+CLASS_IDS = "class_ids"  # [N], the most probable class
+CLASS_NAMES = "class_names"  # [N], its name
+ALL_CLASS_NAMES = "all_class_names"  # [N, classes]: each column's name
+EMBEDDINGS = "embeddings"
+CLASS_NAMES_ASSET = "class_names.txt"  # in the SavedModel's assets/
+
+# Where a run writes, and what it serves, unless told otherwise (pipeline/config.py; `cnnpipe serve` and
+# `cnnpipe predict` look there too).
+DEFAULT_OUTPUT_DIR = "cnnpipe-output"
+SERVING_SUBDIR = "serving"
+DEFAULT_DATASET = "fashion_mnist"  # its name is the served model's name

@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from cnnpipe.models import features
+from cnnpipe.core import features
 from cnnpipe.core.names import FGSM_RS
 from cnnpipe.models.affine_map import transform_as_affine_map
 from cnnpipe.models.linf_ball import LInfBall

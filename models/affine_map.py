@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnnpipe.core.errors import RobustnessError
-from cnnpipe.models import features
+from cnnpipe.core import features
 
 AFFINE_TOLERANCE = 1e-4  # relative to the largest transformed value
 

@@ -9,7 +9,8 @@ weights (+256) giving 27x27x256, conv3-5 3x3 with 384, 384, 256 filters, then FC
 import tf_keras as keras
 from tf_keras import layers
 
-from cnnpipe.models import blocks, features
+from cnnpipe.core import features
+from cnnpipe.models import blocks
 
 FILTERS = (96, 256, 384, 384, 256)
 FC_UNITS = 4096

@@ -3,7 +3,8 @@
 import tf_keras as keras
 from tf_keras import layers
 
-from cnnpipe.models import blocks, features
+from cnnpipe.core import features
+from cnnpipe.models import blocks
 
 
 def lenet5(

@@ -9,7 +9,7 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from cnnpipe.models import features
+from cnnpipe.core import features
 
 NORMALIZATIONS = ("scale", "standardize")
 

@@ -10,7 +10,8 @@ from typing import Sequence
 import tf_keras as keras
 from tf_keras import layers
 
-from cnnpipe.models import blocks, features
+from cnnpipe.core import features
+from cnnpipe.models import blocks
 
 STEMS = ("imagenet", "small")
 

@@ -22,27 +22,20 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from cnnpipe.models import blocks, features, preprocessing
+from cnnpipe.core import features
+from cnnpipe.core.names import (ALL_CLASS_NAMES, CLASS_IDS, CLASS_NAMES, CLASS_NAMES_ASSET, EMBED, EMBEDDINGS, INPUTS,
+                               PREDICT_IMAGE, PREDICT_PIXELS, PROBABILITIES, SERVING_DEFAULT)
+from cnnpipe.models import blocks, preprocessing
 
-SERVING_DEFAULT = "serving_default"
-PREDICT_IMAGE = "predict_image"
-PREDICT_PIXELS = "predict_pixels"
-EMBED = "embed"
-CLASS_NAMES_ASSET = "class_names.txt"
-
-# Input names of each signature (what a client sends).
-INPUTS = {SERVING_DEFAULT: "examples", PREDICT_IMAGE: "images", PREDICT_PIXELS: "pixels", EMBED: "images"}
-PREDICTION_OUTPUTS = ("probabilities", "class_ids", "class_names", "all_class_names")
-EMBEDDINGS = "embeddings"
 
 
 def _predictions(probabilities: tf.Tensor, class_names: tf.Tensor) -> dict[str, tf.Tensor]:
     class_ids = tf.argmax(probabilities, axis=-1)
     return {
-        "probabilities": probabilities,
-        "class_ids": class_ids,
-        "class_names": tf.gather(class_names, class_ids),
-        "all_class_names": tf.tile(class_names[tf.newaxis], [tf.shape(probabilities)[0], 1]),
+        PROBABILITIES: probabilities,
+        CLASS_IDS: class_ids,
+        CLASS_NAMES: tf.gather(class_names, class_ids),
+        ALL_CLASS_NAMES: tf.tile(class_names[tf.newaxis], [tf.shape(probabilities)[0], 1]),
     }
 
 

@@ -15,7 +15,8 @@ import tf_keras as keras
 from tfx import v1 as tfx
 
 from cnnpipe.core.errors import TrainingError
-from cnnpipe.models import adversarial_training, features, registry, signatures, warm_start
+from cnnpipe.core import features
+from cnnpipe.models import adversarial_training, registry, signatures, warm_start
 from cnnpipe.models.training_config import STRATEGIES, WARM_START_LATEST, TrainingConfig
 
 def make_strategy(name: str) -> tf.distribute.Strategy:

@@ -10,6 +10,7 @@ import re
 from typing import TYPE_CHECKING, Optional
 
 from cnnpipe.core.errors import CnnpipeError
+from cnnpipe.core.names import DEFAULT_OUTPUT_DIR, SERVING_SUBDIR
 from cnnpipe.models.training_config import TrainingConfig
 from cnnpipe.pipeline import datasets
 from cnnpipe.pipeline.thresholds import Thresholds
@@ -61,7 +62,7 @@ class PipelineConfig:
     min_fgsm_accuracy: float = Thresholds.min_fgsm_accuracy
     min_pgd_accuracy: float = Thresholds.min_pgd_accuracy
     max_robust_accuracy_drop: Optional[float] = Thresholds.max_robust_accuracy_drop
-    output_dir: str = "cnnpipe-output"
+    output_dir: str = DEFAULT_OUTPUT_DIR
     serving_dir: Optional[str] = None  # <output_dir>/serving when None
     model_name: Optional[str] = None  # the served model's name; the data set's name when None
     keep_versions: Optional[int] = None  # the Pusher keeps only the newest K versions; None keeps all
@@ -106,7 +107,7 @@ class PipelineConfig:
     @property
     def serving_base(self) -> str:
         """TF Serving's model base path: versions go to <serving_dir>/<name>/<version>/."""
-        return os.path.join(self.serving_dir or os.path.join(self.output_dir, "serving"), self.name)
+        return os.path.join(self.serving_dir or os.path.join(self.output_dir, SERVING_SUBDIR), self.name)
 
     def thresholds(self) -> Thresholds:
         gated = self.min_fgsm_accuracy > 0 or self.min_pgd_accuracy > 0 or self.max_robust_accuracy_drop is not None

@@ -2,6 +2,8 @@
 
 import dataclasses
 
+from cnnpipe.core.names import DEFAULT_DATASET
+
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
@@ -13,7 +15,7 @@ class Dataset:
 
 
 FASHION_MNIST = Dataset(
-    name="fashion_mnist",
+    name=DEFAULT_DATASET,
     path="/usr/share/datasets/fashion-mnist",
     class_names=(
         "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

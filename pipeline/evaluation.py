@@ -13,9 +13,10 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow_model_analysis as tfma
 
-from cnnpipe.models import features
+from cnnpipe.core import features, names
 from cnnpipe.pipeline.thresholds import Thresholds
-from cnnpipe.robustness.adversarial_examples import BASELINE, CANDIDATE, NO_ATTACK, WEIGHT_KEYS
+from cnnpipe.core.names import BASELINE, CANDIDATE, NO_ATTACK
+from cnnpipe.robustness.adversarial_examples import WEIGHT_KEYS
 
 ACCURACY = "SparseCategoricalAccuracy"
 LOSS = "SparseCategoricalCrossentropy"
@@ -46,7 +47,7 @@ def _threshold(lower_bound: float, max_drop: Optional[float]) -> tfma.MetricThre
 def _gates(thresholds: Thresholds, attacks: Sequence[str]) -> list[tfma.PerSliceMetricThreshold]:
     """The clean bound on the clean slice; each attack's bound on its slice at `robust_epsilon`."""
     gates = [(CLEAN if attacks else OVERALL, thresholds.min_accuracy, thresholds.max_accuracy_drop)]
-    bounds = {"fgsm": thresholds.min_fgsm_accuracy, "pgd": thresholds.min_pgd_accuracy}
+    bounds = {names.FGSM: thresholds.min_fgsm_accuracy, names.PGD: thresholds.min_pgd_accuracy}
     for attack in attacks:
         if bounds[attack] > 0 or thresholds.max_robust_accuracy_drop is not None:
             gates.append((attack_slice(attack, thresholds.robust_epsilon), bounds[attack],
@@ -57,7 +58,8 @@ def _gates(thresholds: Thresholds, attacks: Sequence[str]) -> list[tfma.PerSlice
 
 def _model_specs(attacks: Sequence[str]) -> list[tfma.ModelSpec]:
     """One spec, copied for the baseline by TFX; with attacks, one per model with its example weight."""
-    spec = tfma.ModelSpec(signature_name="serving_default", label_key=features.LABEL, prediction_key="probabilities")
+    spec = tfma.ModelSpec(signature_name=names.SERVING_DEFAULT, label_key=features.LABEL,
+                          prediction_key=names.PROBABILITIES)
     if not attacks:
         return [spec]
     return [tfma.ModelSpec(name=name, is_baseline=name == BASELINE, example_weight_key=WEIGHT_KEYS[name],

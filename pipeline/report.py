@@ -8,12 +8,13 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 from matplotlib import pyplot  # noqa: E402
 
+from cnnpipe.core.names import BASELINE, CANDIDATE, NO_ATTACK  # noqa: E402
 from cnnpipe.pipeline.summary import RobustnessPoint  # noqa: E402
-from cnnpipe.robustness.adversarial_examples import NO_ATTACK  # noqa: E402
+
 
 CSV_NAME = "robustness.csv"
 PNG_NAME = "robustness.png"
-MODELS = {"candidate": "candidate", "baseline": "last blessed"}
+MODELS = {CANDIDATE: "candidate", BASELINE: "last blessed"}
 
 
 def report_dir(output_dir: str, run_id: str) -> str:
@@ -24,7 +25,7 @@ def report_dir(output_dir: str, run_id: str) -> str:
 def _rows(points: list[RobustnessPoint]) -> list[tuple[str, str, float, float]]:
     """(model, attack, ε, accuracy) per point and model measured."""
     return [(model, point.attack, point.epsilon, accuracy) for point in points
-            for model, accuracy in (("candidate", point.candidate), ("baseline", point.baseline)) if accuracy is not None]
+            for model, accuracy in ((CANDIDATE, point.candidate), (BASELINE, point.baseline)) if accuracy is not None]
 
 
 def _write_csv(rows: list[tuple[str, str, float, float]], path: str) -> None:
@@ -44,7 +45,7 @@ def _write_png(rows: list[tuple[str, str, float, float]], path: str, title: str)
             points = sorted((epsilon, accuracy) for m, a, epsilon, accuracy in rows if (m, a) == (model, attack))
             if points:
                 points = ([(0.0, clean[model])] if model in clean else []) + points
-                axes.plot(*zip(*points), marker="o", linestyle="-" if model == "candidate" else "--",
+                axes.plot(*zip(*points), marker="o", linestyle="-" if model == CANDIDATE else "--",
                           color=f"C{color}", label=f"{attack.upper()}, {label}")
     axes.set(xlabel="ε (L-inf, on the [0, 1] pixel scale)", ylabel="accuracy", ylim=(0, 1), title=title)
     axes.grid(alpha=0.3)

@@ -12,8 +12,9 @@ from tfx.utils import path_utils
 
 from cnnpipe.components.evaluation_results import ACCURACY, LOSS, Metrics, clean_slice, metrics_by_slice, slice_columns
 from cnnpipe.components.validation_gate import class_counts
-from cnnpipe.models import features, signatures
-from cnnpipe.robustness.adversarial_examples import BASELINE, NO_ATTACK
+from cnnpipe.core import features
+from cnnpipe.models import signatures
+from cnnpipe.core.names import BASELINE, NO_ATTACK
 
 _OUTPUT = metadata_store_pb2.Event.OUTPUT
 

@@ -24,16 +24,14 @@ from typing import Callable, Iterator, Mapping, Optional
 import tensorflow as tf
 
 from cnnpipe.core.errors import RobustnessError
-from cnnpipe.models import features, preprocessing
+from cnnpipe.core import features
+from cnnpipe.models import preprocessing
 from cnnpipe.robustness import attacks
 from cnnpipe.robustness.pixel_model import PixelModel
-from cnnpipe.core.names import FGSM, PGD
+from cnnpipe.core.names import BASELINE, CANDIDATE, FGSM, NO_ATTACK, PGD
 from cnnpipe.robustness.settings import AttackSettings
 
-CANDIDATE = "candidate"  # the model names TFMA and TFX's Evaluator give the two models
-BASELINE = "baseline"
 WEIGHT_KEYS = {CANDIDATE: features.WEIGHT_CANDIDATE, BASELINE: features.WEIGHT_BASELINE}
-NO_ATTACK = "none"
 OUTPUT_FILE = "data_tfrecord-00000-of-00001.gz"  # named as ExampleGen names its files
 PROGRESS_SECONDS = 10.0
 

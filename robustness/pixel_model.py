@@ -17,7 +17,7 @@ On 8-bit pixels this is what the model serves; its gradient reaches the raw pixe
 import tensorflow as tf
 
 from cnnpipe.core.errors import RobustnessError
-from cnnpipe.models import features
+from cnnpipe.core import features
 from cnnpipe.models.affine_map import transform_as_affine_map
 
 

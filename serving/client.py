@@ -11,11 +11,13 @@ from typing import Optional
 
 import numpy as np
 
-from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.core import images as core_images
+from cnnpipe.core.errors import CnnpipeError
+from cnnpipe.core.names import ALL_CLASS_NAMES, INPUTS, PREDICT_IMAGE, PROBABILITIES
 from cnnpipe.serving import model_config
 
-SIGNATURE = "predict_image"
+SIGNATURE = PREDICT_IMAGE
+OUTPUTS = (PROBABILITIES, ALL_CLASS_NAMES)  # what the top-k needs
 TIMEOUT_SECONDS = 60
 
 Outputs = dict[str, np.ndarray]  # probabilities [N, classes] and all_class_names [N, classes]
@@ -55,7 +57,7 @@ def predict_rest(server: str, name: str, version: Optional[int], images: list[by
     except urllib.error.URLError as error:
         raise CnnpipeError(f"cannot reach {url}: {error.reason}; is `cnnpipe serve` (or TF Serving) running there?") \
             from None
-    return {key: np.array([row[key] for row in predictions]) for key in ("probabilities", "all_class_names")}
+    return {key: np.array([row[key] for row in predictions]) for key in OUTPUTS}
 
 
 def predict_grpc(server: str, name: str, version: Optional[int], images: list[bytes]) -> Outputs:
@@ -68,14 +70,14 @@ def predict_grpc(server: str, name: str, version: Optional[int], images: list[by
     request.model_spec.name, request.model_spec.signature_name = name, SIGNATURE
     if version is not None:
         request.model_spec.version.value = version
-    request.inputs["images"].CopyFrom(tf.make_tensor_proto(images, dtype=tf.string))
-    request.output_filter.extend(["probabilities", "all_class_names"])
+    request.inputs[INPUTS[SIGNATURE]].CopyFrom(tf.make_tensor_proto(images, dtype=tf.string))
+    request.output_filter.extend(OUTPUTS)
     with grpc.insecure_channel(server) as channel:
         try:
             response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=TIMEOUT_SECONDS)
         except grpc.RpcError as error:
             raise CnnpipeError(f"gRPC {server} answered {error.code().name}: {error.details()}") from None
-    return {key: tf.make_ndarray(response.outputs[key]) for key in ("probabilities", "all_class_names")}
+    return {key: tf.make_ndarray(response.outputs[key]) for key in OUTPUTS}
 
 
 def local_model_dir(serving_dir: str, name: str, version: Optional[int] = None) -> str:
@@ -96,13 +98,13 @@ def predict_local(model_dir: str, images: list[bytes]) -> Outputs:
     import tensorflow as tf  # noqa: PLC0415
 
     outputs = tf.saved_model.load(model_dir).signatures[SIGNATURE](images=tf.constant(images))
-    return {key: outputs[key].numpy() for key in ("probabilities", "all_class_names")}
+    return {key: outputs[key].numpy() for key in OUTPUTS}
 
 
 def top_classes(outputs: Outputs, k: int) -> list[list[tuple[str, float]]]:
     """For each image, its `k` most probable classes with their probabilities, most probable first."""
     tops = []
-    for probabilities, names in zip(outputs["probabilities"], outputs["all_class_names"]):
+    for probabilities, names in zip(outputs[PROBABILITIES], outputs[ALL_CLASS_NAMES]):
         order = np.argsort(-probabilities, kind="stable")[:k]
         tops.append([(names[i].decode() if isinstance(names[i], bytes) else str(names[i]), float(probabilities[i]))
                      for i in order])

@@ -1,9 +1,12 @@
 """The `serve` and `predict` subcommands of the `cnnpipe` command line."""
 
 import argparse
+import os
 
-DEFAULT_SERVING_DIR = "cnnpipe-output/serving"
-DEFAULT_MODEL = "fashion_mnist"
+from cnnpipe.core.names import DEFAULT_DATASET, DEFAULT_OUTPUT_DIR, SERVING_SUBDIR
+
+DEFAULT_SERVING_DIR = os.path.join(DEFAULT_OUTPUT_DIR, SERVING_SUBDIR)
+DEFAULT_MODEL = DEFAULT_DATASET  # a run names its model after its data set
 
 
 def _host_port(text: str) -> str:

@@ -22,10 +22,10 @@ from typing import Any, Callable, Optional
 
 from google.protobuf import json_format
 
+from cnnpipe.core.names import SERVING_DEFAULT
 from cnnpipe.serving import api, tensors
 from cnnpipe.serving.errors import ServingError, invalid, not_found
 from cnnpipe.serving.manager import ModelManager
-from cnnpipe.serving.servable import DEFAULT_SIGNATURE
 
 PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
@@ -287,7 +287,7 @@ class RestHandler(BaseHTTPRequestHandler):
         if not isinstance(examples, list) or not examples:
             raise invalid("'examples' must be a non-empty list/array of JSON objects (tf.Example features)")
         servable = self.server.manager.servable(name, version, label)
-        key = request.get("signature_name") or DEFAULT_SIGNATURE
+        key = request.get("signature_name") or SERVING_DEFAULT
         if key not in servable.signature_defs:
             raise invalid(f"No signature was found with the name: {key}")
         return api.unfit_signature(method, servable.signature_defs[key])

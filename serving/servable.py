@@ -11,10 +11,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
+from cnnpipe.core.names import SERVING_DEFAULT
 from cnnpipe.serving.batching import Batcher, BatchingOptions
 from cnnpipe.serving.errors import ServingError, invalid
 
-DEFAULT_SIGNATURE = "serving_default"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Servable:
         self._batcher = Batcher(self._call, batching) if batching else None
 
     def signature(self, signature_name: str) -> tuple[str, Signature]:
-        key = signature_name or DEFAULT_SIGNATURE
+        key = signature_name or SERVING_DEFAULT
         if key not in self.signatures:
             raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"Serving signature name: \"{key}\" not found in signature def of {self.name} version "

@@ -80,7 +80,8 @@ def train_and_export(directory: str, images: np.ndarray, labels: np.ndarray, nor
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils  # noqa: PLC0415
     from tfx.utils import path_utils  # noqa: PLC0415
 
-    from cnnpipe.models import features, signatures, trainer, training_config  # noqa: PLC0415
+    from cnnpipe.core import features  # noqa: PLC0415
+    from cnnpipe.models import signatures, trainer, training_config  # noqa: PLC0415
     from cnnpipe.models.preprocessing import preprocessing_fn  # noqa: PLC0415
 
     raw_spec = {features.IMAGE: tf.io.FixedLenFeature([1], tf.string), features.LABEL: tf.io.FixedLenFeature([1], tf.int64)}

@@ -18,7 +18,7 @@ from conftest import encode, fashion_mnist, train_and_export
 from cnnpipe.components.adversarial import AdversarialExamples
 from cnnpipe.core.errors import RobustnessError
 from cnnpipe.components.ingestion.formats import make_example
-from cnnpipe.models import features
+from cnnpipe.core import features
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 from cnnpipe.robustness import attacks
 from cnnpipe.robustness.adversarial_examples import OUTPUT_FILE, WEIGHT_KEYS, write

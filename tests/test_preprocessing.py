@@ -7,7 +7,7 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from conftest import encode, fashion_mnist
-from cnnpipe.models import features
+from cnnpipe.core import features
 from cnnpipe.models.preprocessing import preprocessing_fn
 
 RAW_SPEC = {features.IMAGE: tf.io.FixedLenFeature([], tf.string), features.LABEL: tf.io.FixedLenFeature([], tf.int64)}

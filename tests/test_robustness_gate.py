@@ -12,7 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import cnnpipe, write_fashion_mnist_slice
-from cnnpipe.models import features
+from cnnpipe.core import features
 from cnnpipe.pipeline import local_runner, summary
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 

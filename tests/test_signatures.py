@@ -12,7 +12,8 @@ from PIL import Image
 
 from conftest import encode, fashion_mnist, train_and_export
 from cnnpipe.components.ingestion.formats import make_example
-from cnnpipe.models import features, signatures
+from cnnpipe.core import features
+from cnnpipe.models import signatures
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 
 TRAIN = 512

@@ -9,7 +9,8 @@ import tf_keras as keras
 
 from conftest import fashion_mnist
 from cnnpipe.core.errors import TrainingError
-from cnnpipe.models import adversarial_training, features, trainer, training_config
+from cnnpipe.core import features
+from cnnpipe.models import adversarial_training, trainer, training_config
 from cnnpipe.robustness import attacks
 
 

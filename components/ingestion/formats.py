@@ -18,7 +18,7 @@ from PIL import Image
 
 from cnnpipe.core.errors import IngestionError
 from cnnpipe.core import images
-from cnnpipe.models import features
+from cnnpipe.core import features
 
 _IDX_UNSIGNED_BYTE = 0x08
 
