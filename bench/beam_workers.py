@@ -31,7 +31,7 @@ def main() -> None:
     seconds = {}
     for workers in args.workers:
         with tempfile.TemporaryDirectory() as output:
-            config = PipelineConfig(epochs=1, output_dir=output, beam_args=beam_args(workers))
+            config = PipelineConfig.from_options(epochs=1, output_dir=output, beam_args=beam_args(workers))
             seconds[workers] = local_runner.run(config, out=io.StringIO())
         print(f"{workers} worker(s): " + ", ".join(f"{c} {seconds[workers][c]:.1f}s" for c in BEAM_COMPONENTS), flush=True)
     print(f"\n{'component':16}" + "".join(f"{w:>10} w" for w in args.workers) + "   ratio")

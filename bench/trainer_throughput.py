@@ -58,7 +58,7 @@ def main() -> None:
     ]
     batch_size, strategy_name = configs[0].batch_size, configs[0].strategy  # the Trainer's defaults
 
-    dataset = trainer.input_fn(train_files, tft_output, batch_size, configs[0].shuffle_buffer)
+    dataset = trainer.input_fn(trainer.tf_example_files(), train_files, tft_output, batch_size, shuffle=True)
     images, labels = [], []
     for batch, label in dataset:
         images.append(batch[features.IMAGE_XF].numpy())
@@ -76,7 +76,7 @@ def main() -> None:
         bare_seconds = timed_fit(bare_model, args.epochs, x=images, y=labels, batch_size=batch_size, shuffle=True)
         pipeline_rate, bare_rate = count / pipeline_seconds, count / bare_seconds
         print(f"{config.model} ({pipeline_model.count_params():,} parameters), batch {batch_size}:")
-        print(f"  Trainer loop (tf.data from TFRecords, {strategy_name} strategy): {pipeline_rate:8.0f} images/s")
+        print(f"  Trainer loop (TFXIO from TFRecords, {strategy_name} strategy): {pipeline_rate:8.0f} images/s")
         print(f"  bare tf-keras (NumPy arrays in memory, no strategy):      {bare_rate:8.0f} images/s")
         print(f"  ratio Trainer / bare: {pipeline_rate / bare_rate:.2f}  (target >= 0.9)", flush=True)
 

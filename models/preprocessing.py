@@ -10,8 +10,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from cnnpipe.core import features
-
-NORMALIZATIONS = ("scale", "standardize")
+from cnnpipe.models.training_config import NORMALIZATIONS
 
 
 def decode_image(encoded: tf.Tensor, height: int, width: int, channels: int) -> tf.Tensor:

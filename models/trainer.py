@@ -13,6 +13,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 from tfx import v1 as tfx
+from tfx.components.util import tfxio_utils
+from tfx.proto import example_gen_pb2
+from tfx_bsl.public import tfxio
 
 from cnnpipe.core.errors import TrainingError
 from cnnpipe.core import features
@@ -71,31 +74,29 @@ def require_normalized(images: tf.Tensor) -> tf.Tensor:
 
 
 def input_fn(
+    data_accessor: tfx.components.DataAccessor,
     file_patterns: list[str],
     tft_output: tft.TFTransformOutput,
     batch_size: int,
-    shuffle_buffer: Optional[int] = None,
+    shuffle: bool = False,
     augment: Optional[keras.Sequential] = None,
 ) -> tf.data.Dataset:
-    """Transformed examples as ({image_xf}, label) batches: parsed in bulk, cached, shuffled, prefetched.
+    """Transformed examples as ({image_xf}, label) batches, read by TFX's TFXIO, cached and prefetched.
 
-    `shuffle_buffer=None` keeps the file order (for evaluation); `augment` transforms each batch.
+    `shuffle` reshuffles the whole split every epoch (no buffer size to tune: examples stored by class would
+    otherwise reach the model one class at a time); without it the file order is kept, for evaluation.
+    `augment` transforms each batch.
     """
-    files = [path for pattern in file_patterns for path in tf.io.gfile.glob(pattern)]
-    spec = tft_output.transformed_feature_spec()
-    dataset = (
-        tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
-        .batch(1024)
-        .map(lambda records: tf.io.parse_example(records, spec), num_parallel_calls=tf.data.AUTOTUNE)
-        .unbatch()
-        .map(lambda example: ({features.IMAGE_XF: example[features.IMAGE_XF]}, example[features.LABEL_XF]))
-        .cache()
-    )
+    dataset = data_accessor.tf_dataset_factory(
+        file_patterns,
+        tfxio.TensorFlowDatasetOptions(batch_size=1024, shuffle=False, num_epochs=1, label_key=features.LABEL_XF),
+        tft_output.transformed_metadata.schema,
+    ).unbatch().cache()
     options = tf.data.Options()  # multi-worker: each worker takes its share of the examples, not of the files
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dataset = dataset.with_options(options)
-    if shuffle_buffer:
-        dataset = dataset.shuffle(shuffle_buffer, reshuffle_each_iteration=True)
+    if shuffle:  # counting fills the cache that the epochs then read
+        dataset = dataset.shuffle(int(dataset.reduce(0, lambda count, _: count + 1)), reshuffle_each_iteration=True)
     augment = augment or (lambda images, training: images)
     return (
         dataset.batch(batch_size)
@@ -105,6 +106,16 @@ def input_fn(
         )
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def tf_example_files() -> tfx.components.DataAccessor:
+    """The DataAccessor a TFX Trainer gives `run_fn` for Transform's output (gzipped tf.Examples), for calling
+    `run_fn` outside one: each worker of a multi-worker Trainer (models/worker.py)."""
+    def dataset_factory(file_patterns, options, schema):
+        return tfxio_utils.make_tfxio(file_patterns, ["cnnpipe"], example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE,
+                                      schema=schema).TensorFlowDataset(options)
+    return tfx.components.DataAccessor(tf_dataset_factory=dataset_factory, record_batch_factory=None,
+                                       data_view_decode_fn=None)
 
 
 def cosine_schedule(learning_rate: float, epochs: int) -> keras.callbacks.LearningRateScheduler:
@@ -140,8 +151,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     strategy = make_strategy(config.strategy)
     batch_size = config.batch_size * strategy.num_replicas_in_sync
     augment = augmentation(config.translate, config.flip)
-    train = input_fn(fn_args.train_files, tft_output, batch_size, config.shuffle_buffer, augment)
-    evaluation = input_fn(fn_args.eval_files, tft_output, batch_size)
+    train = input_fn(fn_args.data_accessor, fn_args.train_files, tft_output, batch_size, shuffle=True, augment=augment)
+    evaluation = input_fn(fn_args.data_accessor, fn_args.eval_files, tft_output, batch_size)
     base_model = fn_args.base_model if config.warm_start == WARM_START_LATEST else config.warm_start
     if config.warm_start == WARM_START_LATEST and not base_model:
         print("warm start: no blessed model yet, training from scratch", flush=True)

@@ -1,6 +1,7 @@
 """TrainingConfig: what the Trainer trains, checked before any work starts.
 
-No TensorFlow here: the CLI builds its options from these defaults and stays fast to start.
+Each field's default and `cnnpipe` flag are declared here once (core/options.py). No TensorFlow here: the CLI
+builds its options from these fields and stays fast to start.
 """
 
 import dataclasses
@@ -8,33 +9,45 @@ from typing import Any, Optional
 
 from cnnpipe.core.errors import TrainingError
 from cnnpipe.core.names import FGSM_RS, PGD
+from cnnpipe.core.options import key_value, option, shape
 
 ADVERSARIAL_METHODS = (FGSM_RS, PGD)  # adversarial training (models/adversarial_training.py)
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
+NORMALIZATIONS = ("scale", "standardize")  # of the pixels, in preprocessing_fn (models/preprocessing.py)
 WARM_START_LATEST = "latest"  # warm start from the last blessed model of this pipeline
+GROUP = "model and training"
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-    """What the Trainer trains; travels as the Trainer component's custom_config."""
+    """What the Trainer trains; travels as the Trainer component's custom_config. The pipeline fills in
+    `class_names` from the data and `input_shape`, when not given, from the model registry."""
 
-    model: str
-    input_shape: tuple[int, int, int]
-    class_names: tuple[str, ...]
-    epochs: int = 20
-    batch_size: int = 128
-    learning_rate: float = 2e-3
-    strategy: str = "mirrored"
-    seed: int = 0
-    translate: float = 0.0  # random shifts of up to this fraction of height and width (augmentation)
-    flip: bool = False  # random horizontal flips (augmentation)
-    warm_start: Optional[str] = None  # a pushed model's path, or "latest" for the last blessed model
-    freeze_features: bool = False  # with warm_start: train only the classification head
-    shuffle_buffer: int = 60_000  # examples; the whole Fashion-MNIST training split
-    adversarial: Optional[str] = None  # "fgsm-rs" or "pgd": train on attacked batches (models/adversarial_training.py)
-    adversarial_epsilon: float = 0.1  # their L-inf budget on the [0, 1] pixel scale
-    adversarial_steps: int = 7  # PGD's steps
-    model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    model: str = option("lenet5", "model from the registry", GROUP)
+    model_options: dict[str, Any] = option({}, "a keyword of the model's builder, repeatable (e.g. width=32)", GROUP,
+                                           flag="--model-option", parse=key_value, metavar="KEY=VALUE", repeat=dict)
+    input_shape: Optional[tuple[int, int, int]] = option(None, "H,W,C images are resized to", GROUP, parse=shape,
+                                                         default_help="the model's")
+    normalization: str = option("scale", "scale pixels to [-1, 1], or standardize by the training split's mean/std",
+                                GROUP, choices=NORMALIZATIONS)
+    epochs: int = option(20, "", GROUP)
+    batch_size: int = option(128, "per replica", GROUP)
+    learning_rate: float = option(2e-3, "", GROUP)
+    strategy: str = option("mirrored", "tf.distribute strategy", GROUP, choices=STRATEGIES)
+    translate: float = option(0.0, "augment: random shifts up to this fraction of the image size", GROUP,
+                              metavar="FRACTION", default_help="off")
+    flip: bool = option(False, "augment: random horizontal flips", GROUP)
+    warm_start: Optional[str] = option(
+        None, "initialize from a pushed model (its directory or model base path) or from the last blessed one "
+        "('latest'); the head is replaced when the class count differs", GROUP, metavar="PATH|latest")
+    freeze_features: bool = option(False, "with --warm-start: train only the classification head", GROUP)
+    seed: int = option(0, "random seed for initialization, shuffling and the attacks' random starts", GROUP)
+    adversarial: Optional[str] = option(
+        None, "adversarial training: fit on FGSM-from-a-random-start or PGD copies of each batch", GROUP,
+        choices=ADVERSARIAL_METHODS)
+    adversarial_epsilon: float = option(0.1, "their L-inf bound on the [0, 1] pixel scale", GROUP, metavar="E")
+    adversarial_steps: int = option(7, "PGD's steps in training", GROUP)
+    class_names: tuple[str, ...] = ()  # in label order; from the data
 
     def __post_init__(self) -> None:
         """Refuses settings that cannot train a working model (the lecture's pitfalls)."""
@@ -42,12 +55,6 @@ class TrainingConfig:
             raise TrainingError(
                 f"epochs ({self.epochs}), batch size ({self.batch_size}) and learning rate ({self.learning_rate}) "
                 "must be positive."
-            )
-        if self.shuffle_buffer < self.batch_size * 8:
-            raise TrainingError(
-                f"shuffle buffer {self.shuffle_buffer} is too small for batches of {self.batch_size}: data stored "
-                "by class would reach the model one class at a time. Use a buffer of at least 8 batches, "
-                "ideally the whole training split."
             )
         if self.strategy not in STRATEGIES:
             raise TrainingError(f"unknown strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}.")

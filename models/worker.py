@@ -3,7 +3,8 @@
 Each worker process runs the same `run_fn` with `TF_CONFIG` naming the cluster and its own
 task, and the `multi_worker` strategy in the Trainer's custom_config; the chief (worker 0)
 writes the model. FN_ARGS_JSON holds the keyword arguments of `tfx.components.FnArgs`
-(train_files, eval_files, transform_output, serving_model_dir, model_run_dir, custom_config).
+(train_files, eval_files, transform_output, serving_model_dir, model_run_dir, custom_config); the
+examples are read as a TFX Trainer reads Transform's output.
 """
 
 import json
@@ -11,7 +12,7 @@ import sys
 
 from tfx import v1 as tfx
 
-from cnnpipe.models.trainer import run_fn
+from cnnpipe.models.trainer import run_fn, tf_example_files
 
 
 def main(argv: list[str]) -> int:
@@ -19,7 +20,7 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     with open(argv[1]) as f:
-        run_fn(tfx.components.FnArgs(**json.load(f)))
+        run_fn(tfx.components.FnArgs(**json.load(f), data_accessor=tf_example_files()))
     return 0
 
 

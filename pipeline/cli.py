@@ -1,7 +1,6 @@
 """The `cnnpipe` command line."""
 
 import argparse
-import ast
 import dataclasses
 import logging
 import os
@@ -9,9 +8,9 @@ import re
 import sys
 import time
 import warnings
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from cnnpipe.models import training_config
+from cnnpipe.core.options import GROUPS, flag_of, shape, value_parser
 
 if TYPE_CHECKING:
     from cnnpipe.pipeline.config import PipelineConfig
@@ -23,106 +22,48 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 EXIT_NOT_PUSHED = 2
 
 
-def _shape(text: str) -> tuple[int, int, int]:
-    parts = [int(part) for part in text.split(",")]
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError("expected H,W,C, e.g. 28,28,1")
-    return tuple(parts)
+def _parser(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse` as argparse wants it: bad text becomes a usage error that quotes the parser's message."""
+    def parse_flag(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    parse_flag.__name__ = parse.__name__  # argparse names the parser in "invalid <name> value"
+    return parse_flag
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(name.strip() for name in text.split(",") if name.strip())
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
-def _attacks(text: str) -> tuple[str, ...]:
-    return () if text.strip() == "none" else _names(text)
+def add_flag(group: argparse._ArgumentGroup, field: dataclasses.Field, default: Any) -> None:
+    """The flag a settings field declares (core/options.py); its default is shown in its help, not given to
+    argparse: a flag not given is left out of the parsed options and the field keeps its default."""
+    meta = field.metadata
+    shown = meta["default_help"] or ("" if isinstance(default, bool) or default in (None, {}) else _shown(default))
+    text = f"{meta['help']} (default {shown})" if meta["help"] and shown else meta["help"] or f"default {shown}"
+    kwargs: dict[str, Any] = dict(dest=field.name, help=text, default=argparse.SUPPRESS)
+    if isinstance(default, bool):
+        kwargs["action"] = "store_false" if default else "store_true"
+    else:
+        kwargs.update(type=_parser(value_parser(field)), choices=meta["choices"], metavar=meta["metavar"])
+        if meta["repeat"]:
+            kwargs["action"] = "append"
+    group.add_argument(flag_of(field), **kwargs)
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in _names(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected numbers separated by commas, e.g. 0.05,0.1") from None
+def add_pipeline_options(command: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+    """The flags of PipelineConfig's settings, but those in `skip`, generated from its fields by group."""
+    from cnnpipe.pipeline.config import PipelineConfig, flags  # noqa: PLC0415
 
-
-def _option(text: str) -> tuple[str, object]:
-    """KEY=VALUE with VALUE a Python literal (number, string, tuple); bare words stay strings."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError("expected KEY=VALUE, e.g. width=32")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
-
-
-def add_pipeline_options(command: argparse.ArgumentParser, d: "PipelineConfig") -> None:
-    """The data, model, training and blessing options of `run` and `compile`; `d` holds the defaults."""
-    data = command.add_argument_group("data")
-    data.add_argument("--data", default=d.data, help=f"a known data set's name or a path to images (default {d.data})")
-    data.add_argument("--format", dest="data_format", choices=("idx", "folder", "tfrecord"), help="default: detected")
-    data.add_argument("--class-names", type=_names, help="comma-separated, in label order (default: from the data)")
-    data.add_argument("--schema", help="curated schema name in schemas/ or a path (default: the data set's; "
-                      "inferred by SchemaGen for other data)")
-    data.add_argument("--eval-percent", type=int, default=d.eval_percent,
-                      help=f"eval share when the data has no split of its own (default {d.eval_percent})")
-    data.add_argument("--span-window", type=int, default=d.span_window, metavar="K",
-                      help="data in DATA/span-N/ directories: ingest the newest span, train on the newest K "
-                      f"(default {d.span_window})")
-    model = command.add_argument_group("model and training")
-    model.add_argument("--model", default=d.model, help=f"model from the registry (default {d.model})")
-    model.add_argument("--model-option", dest="model_options", type=_option, action="append",
-                       metavar="KEY=VALUE", help="a keyword of the model's builder, repeatable (e.g. width=32)")
-    model.add_argument("--input-shape", type=_shape, help="H,W,C images are resized to (default: the model's)")
-    model.add_argument("--normalization", default=d.normalization, choices=("scale", "standardize"),
-                       help="scale pixels to [-1, 1], or standardize by the training split's mean/std")
-    model.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
-    model.add_argument("--batch-size", type=int, default=d.batch_size, help=f"per replica (default {d.batch_size})")
-    model.add_argument("--learning-rate", type=float, default=d.learning_rate, help=f"default {d.learning_rate}")
-    model.add_argument("--strategy", default=d.strategy, choices=training_config.STRATEGIES,
-                       help=f"tf.distribute strategy (default {d.strategy})")
-    model.add_argument("--translate", type=float, default=d.translate, metavar="FRACTION",
-                       help="augment: random shifts up to this fraction of the image size (default off)")
-    model.add_argument("--flip", action="store_true", help="augment: random horizontal flips")
-    model.add_argument("--warm-start", metavar="PATH|latest",
-                       help="initialize from a pushed model (its directory or model base path) or from the last "
-                       "blessed one ('latest'); the head is replaced when the class count differs")
-    model.add_argument("--freeze-features", action="store_true",
-                       help="with --warm-start: train only the classification head")
-    model.add_argument("--seed", type=int, default=d.seed,
-                       help=f"random seed for initialization and shuffling (default {d.seed})")
-    model.add_argument("--adversarial", choices=training_config.ADVERSARIAL_METHODS,
-                       help="adversarial training: fit on FGSM-from-a-random-start or PGD copies of each batch")
-    model.add_argument("--adversarial-epsilon", type=float, default=d.adversarial_epsilon, metavar="E",
-                       help=f"their L-inf bound on the [0, 1] pixel scale (default {d.adversarial_epsilon})")
-    model.add_argument("--adversarial-steps", type=int, default=d.adversarial_steps,
-                       help=f"PGD's steps in training (default {d.adversarial_steps})")
-    blessing = command.add_argument_group("blessing")
-    blessing.add_argument("--min-accuracy", type=float, default=d.min_accuracy,
-                          help=f"lowest clean eval accuracy to bless (default {d.min_accuracy})")
-    blessing.add_argument("--max-accuracy-drop", type=float, default=d.max_accuracy_drop,
-                          help="how far below the last blessed model's accuracy a model may be and still be blessed "
-                          f"(default {d.max_accuracy_drop})")
-    blessing.add_argument("--no-baseline", dest="compare_with_baseline", action="store_false",
-                          help="do not compare with the last blessed model: bless on --min-accuracy alone, with no "
-                          "TFX resolver (open-source Kubeflow Pipelines cannot run one; kubeflow/README.md)")
-    robustness = command.add_argument_group("robustness (the Evaluator's attacked slices)")
-    robustness.add_argument("--attacks", type=_attacks, default=d.attacks, metavar="fgsm,pgd|none",
-                            help=f"attacks on the eval images, each model with its own gradients (default "
-                            f"{','.join(d.attacks)}; none: clean images only)")
-    robustness.add_argument("--epsilons", type=_floats, default=d.epsilons, metavar="E,...",
-                            help="L-inf bounds on the [0, 1] pixel scale (default "
-                            f"{','.join(map(str, d.epsilons))}; the clean images are ε 0)")
-    robustness.add_argument("--pgd-steps", type=int, default=d.pgd_steps, help=f"default {d.pgd_steps}")
-    robustness.add_argument("--robust-epsilon", type=float, default=d.robust_epsilon,
-                            help=f"the ε whose attacked slices the bounds below gate (default {d.robust_epsilon})")
-    robustness.add_argument("--min-fgsm-accuracy", type=float, default=d.min_fgsm_accuracy,
-                            help=f"lowest accuracy under FGSM at --robust-epsilon to bless (default {d.min_fgsm_accuracy})")
-    robustness.add_argument("--min-pgd-accuracy", type=float, default=d.min_pgd_accuracy,
-                            help=f"lowest accuracy under PGD at --robust-epsilon to bless (default {d.min_pgd_accuracy})")
-    robustness.add_argument("--max-robust-accuracy-drop", type=float, metavar="DROP",
-                            help="how far below the last blessed model's accuracy under each attack at "
-                            "--robust-epsilon a model may be and still be blessed (default: not compared)")
+    defaults = PipelineConfig().options()
+    fields = [(field, defaults[name]) for name, field in flags().items()]
+    for name in GROUPS:
+        group = command.add_argument_group(name)
+        for field, default in fields:
+            if field.metadata["group"] == name and field.name not in skip:
+                add_flag(group, field, default)
 
 
 def add_kubeflow_target(command: argparse.ArgumentParser, default_package: str, default_experiment: str) -> None:
@@ -135,52 +76,28 @@ def add_kubeflow_target(command: argparse.ArgumentParser, default_package: str, 
                          help=f"KFP experiment, created when missing (default {default_experiment})")
 
 
-def add_local_outputs(command: argparse.ArgumentParser, d: "PipelineConfig") -> None:
-    """Where `run` and `retrain` write: output directory, serving directory, Beam options."""
-    where = command.add_argument_group("outputs")
-    where.add_argument("--output", dest="output_dir", default=d.output_dir,
-                       help=f"pipeline root, metadata and logs (default ./{d.output_dir})")
-    where.add_argument("--serving-dir", help="TF Serving base directory (default OUTPUT/serving)")
-    where.add_argument("--model-name", help="served model name (default: the data set's name)")
-    where.add_argument("--keep-versions", type=int, metavar="K",
-                       help="keep only the newest K pushed versions (default: keep all)")
-    where.add_argument("--beam-arg", dest="beam_args", action="append",
-                       help=f"Beam pipeline option, repeatable (default {' '.join(d.beam_args)})")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from cnnpipe.pipeline import config  # noqa: PLC0415 - keeps --help fast
     from cnnpipe.serving import commands as serving_commands  # noqa: PLC0415
 
-    d = config.PipelineConfig()
     parser = argparse.ArgumentParser(prog="cnnpipe", description="TFX pipeline: labelled images in, a served CNN out.")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the pipeline locally (LocalDagRunner, Beam DirectRunner)")
-    add_pipeline_options(run, d)
-    add_local_outputs(run, d)
+    add_pipeline_options(run)
     run.set_defaults(func=_run)
 
     retrain = commands.add_parser(
         "retrain", help="run locally on the newest span (DATA/span-N/) unless it was trained already, warm-started "
         "from the last blessed model; push only when blessed against it (safe from cron)")
-    add_pipeline_options(retrain, d)
-    add_local_outputs(retrain, d)
+    add_pipeline_options(retrain)
     retrain.set_defaults(func=_retrain)
 
     compile_ = commands.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines (a KFP v2 pipeline spec)")
-    add_pipeline_options(compile_, d)
+    add_pipeline_options(compile_, skip=("output_dir",))
     kubeflow = compile_.add_argument_group("Kubeflow")
     kubeflow.add_argument("--pipeline-root", required=True, metavar="URI",
                           help="where the steps write their artifacts, a URI the pods can write (gs://…)")
     kubeflow.add_argument("--image", required=True, help="the image every step runs in, built from kubeflow/Dockerfile")
-    kubeflow.add_argument("--serving-dir", metavar="URI", help="TF Serving base directory (default PIPELINE_ROOT/serving)")
-    kubeflow.add_argument("--model-name", help="served model name (default: the data set's name)")
-    kubeflow.add_argument("--keep-versions", type=int, metavar="K",
-                          help="keep only the newest K pushed versions (default: keep all)")
-    kubeflow.add_argument("--beam-arg", dest="beam_args", action="append", metavar="OPTION",
-                          help=f"Beam pipeline option, repeatable, e.g. --beam-arg=--runner=DataflowRunner "
-                          f"(default {' '.join(config.KUBEFLOW_BEAM_ARGS)}; kubeflow/README.md has the "
-                          "options of Dataflow, Flink and Spark)")
     kubeflow.add_argument("-o", "--package", default=config.KUBEFLOW_PACKAGE,
                           help=f"the pipeline spec file to write (default {config.KUBEFLOW_PACKAGE})")
     compile_.set_defaults(func=_compile)
@@ -207,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=_report)
 
     models = commands.add_parser("models", help="list the model registry: input size, parameters, layers")
-    models.add_argument("--input-shape", type=_shape, help="H,W,C to build the models for (default: each one's own)")
+    models.add_argument("--input-shape", type=_parser(shape), help="H,W,C to build the models for (default: each one's own)")
     models.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
     models.add_argument("--layers", metavar="NAME", help="print one model's layers: output shape and parameters")
     models.set_defaults(func=_models)
@@ -238,15 +155,12 @@ def _models(args: argparse.Namespace) -> int:
 
 def pipeline_config(args: argparse.Namespace, default_beam_args: Sequence[str]) -> "PipelineConfig":
     """The PipelineConfig of the parsed options; options not given keep PipelineConfig's defaults."""
-    from cnnpipe.pipeline.config import PipelineConfig  # noqa: PLC0415
+    from cnnpipe.pipeline.config import PipelineConfig, flags  # noqa: PLC0415
 
-    fields = {field.name for field in dataclasses.fields(PipelineConfig)}
-    options = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    return PipelineConfig(**{
-        **options,
-        "model_options": dict(args.model_options or ()),
-        "beam_args": tuple(args.beam_args or default_beam_args),
-    })
+    fields = flags()
+    options = {name: fields[name].metadata["repeat"](value) if fields[name].metadata["repeat"] else value
+               for name, value in vars(args).items() if name in fields}
+    return PipelineConfig.from_options(**{"beam_args": tuple(default_beam_args), **options})
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,16 +1,17 @@
 """PipelineConfig: everything one run needs, filled from the CLI's flags (or by tests).
 
-The CLI builds its options from these defaults, so this module imports no TensorFlow at load time;
+The CLI generates its flags from these fields, so this module imports no TensorFlow at load time;
 the methods that inspect data or build models import what they need.
 """
 
 import dataclasses
 import os
 import re
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.core.names import DEFAULT_OUTPUT_DIR, SERVING_SUBDIR
+from cnnpipe.core.options import names, option, options_of
 from cnnpipe.models.training_config import TrainingConfig
 from cnnpipe.pipeline import datasets
 from cnnpipe.pipeline.thresholds import Thresholds
@@ -29,45 +30,56 @@ KUBEFLOW_EXPERIMENT = "cnnpipe"
 
 @dataclasses.dataclass
 class PipelineConfig:
-    """A run's settings. `data` is a known data set's name or a path to images."""
+    """A run's settings: where the data is and where the run writes, and a section for each stage's settings.
+    `cnnpipe`'s flags are generated from these fields (core/options.py); `from_options` reads them back."""
 
-    data: str = datasets.FASHION_MNIST.name
-    data_format: Optional[str] = None  # detected when None
-    class_names: Optional[tuple[str, ...]] = None  # from the data when None
-    schema: Optional[str] = None  # curated schema name or path; None: the data set's, else inferred
-    eval_percent: int = 10  # hash split, for data without a train/eval split of its own
-    model: str = "lenet5"
-    input_shape: Optional[tuple[int, int, int]] = None  # the model's default when None
-    normalization: str = "scale"
-    epochs: int = 20
-    batch_size: int = 128
-    learning_rate: float = 2e-3
-    strategy: str = "mirrored"
-    model_options: dict = dataclasses.field(default_factory=dict)  # the model builder's keyword arguments
-    translate: float = 0.0  # augmentation: random shifts, a fraction of the image size
-    flip: bool = False  # augmentation: random horizontal flips
-    warm_start: Optional[str] = None  # a pushed model's path, or "latest": the last blessed model
-    freeze_features: bool = False  # with warm_start: train only the classification head
-    seed: int = 0  # weights' initialization and shuffling; the same seed and data train the same model
-    adversarial: Optional[str] = None  # "fgsm-rs" or "pgd": train on attacked batches
-    adversarial_epsilon: float = 0.1  # on the [0, 1] pixel scale
-    adversarial_steps: int = 7  # PGD's steps when training
-    min_accuracy: float = 0.85  # lower bound on clean eval accuracy for the blessing
-    max_accuracy_drop: float = 0.0  # how much worse than the last blessed model may be blessed
-    compare_with_baseline: bool = True  # False: no latest-blessed-model resolver (open-source KFP lacks one)
-    attacks: tuple[str, ...] = AttackSettings.attacks  # evaluated on attacked eval images too; () for none
-    epsilons: tuple[float, ...] = AttackSettings.epsilons  # on the [0, 1] pixel scale
-    pgd_steps: int = AttackSettings.pgd_steps
-    robust_epsilon: float = Thresholds.robust_epsilon  # the ε whose attacked slices the bounds below gate
-    min_fgsm_accuracy: float = Thresholds.min_fgsm_accuracy
-    min_pgd_accuracy: float = Thresholds.min_pgd_accuracy
-    max_robust_accuracy_drop: Optional[float] = Thresholds.max_robust_accuracy_drop
-    output_dir: str = DEFAULT_OUTPUT_DIR
-    serving_dir: Optional[str] = None  # <output_dir>/serving when None
-    model_name: Optional[str] = None  # the served model's name; the data set's name when None
-    keep_versions: Optional[int] = None  # the Pusher keeps only the newest K versions; None keeps all
-    span_window: int = 1  # with data in span-N/ directories: train on the newest K spans
-    beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
+    data: str = option(datasets.FASHION_MNIST.name, "a known data set's name or a path to images", "data")
+    data_format: Optional[str] = option(None, "the data's format", "data", flag="--format", choices=("idx", "folder", "tfrecord"),
+                                        default_help="detected")
+    class_names: Optional[tuple[str, ...]] = option(None, "comma-separated, in label order", "data", parse=names,
+                                                    default_help="from the data")
+    schema: Optional[str] = option(None, "curated schema name in schemas/ or a path", "data",
+                                   default_help="the data set's; inferred by SchemaGen for other data")
+    eval_percent: int = option(10, "eval share when the data has no split of its own", "data")
+    span_window: int = option(1, "data in DATA/span-N/ directories: ingest the newest span, train on the newest K",
+                              "data", metavar="K")
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    thresholds: Thresholds = dataclasses.field(default_factory=Thresholds)
+    robustness: AttackSettings = dataclasses.field(default_factory=AttackSettings)  # the Evaluator's attacked slices
+    output_dir: str = option(DEFAULT_OUTPUT_DIR, "pipeline root, metadata and logs", "outputs", flag="--output")
+    serving_dir: Optional[str] = option(None, "TF Serving base directory", "outputs",
+                                        default_help="OUTPUT/serving; on Kubeflow PIPELINE_ROOT/serving")
+    model_name: Optional[str] = option(None, "served model name", "outputs", default_help="the data set's name")
+    keep_versions: Optional[int] = option(None, "keep only the newest K pushed versions", "outputs", metavar="K",
+                                          default_help="keep all")
+    beam_args: tuple[str, ...] = option(DEFAULT_BEAM_ARGS, "Beam pipeline option, repeatable", "outputs",
+                                        flag="--beam-arg", repeat=tuple, metavar="OPTION",
+                                        default_help=f"{' '.join(DEFAULT_BEAM_ARGS)}; on Kubeflow "
+                                        f"{' '.join(KUBEFLOW_BEAM_ARGS)}")
+
+    @classmethod
+    def from_options(cls, **options: Any) -> "PipelineConfig":
+        """The config with these settings, named as their flags are (`epochs=1`, `min_accuracy=0.5`, whatever
+        their section), and the defaults for the rest; unknown names raise TypeError."""
+        return cls().with_options(**options)
+
+    def with_options(self, **options: Any) -> "PipelineConfig":
+        """A copy with these settings changed, named as their flags are."""
+        changes: dict[str, Any] = {name: {} for name in SECTIONS}
+        for key, value in options.items():
+            section = next((name for name, settings in SECTIONS.items() if key in _flag_names(settings)), None)
+            if section:
+                changes[section][key] = value
+            else:
+                changes[key] = value
+        for name in SECTIONS:
+            changes[name] = dataclasses.replace(getattr(self, name), **changes[name])
+        return dataclasses.replace(self, **changes)
+
+    def options(self) -> dict[str, Any]:
+        """Every setting that has a flag, by name, whatever its section."""
+        return {field.name: getattr(settings, field.name)
+                for settings in (self, *(getattr(self, name) for name in SECTIONS)) for field in options_of(settings)}
 
     @property
     def known_dataset(self) -> Optional[datasets.Dataset]:
@@ -109,39 +121,36 @@ class PipelineConfig:
         """TF Serving's model base path: versions go to <serving_dir>/<name>/<version>/."""
         return os.path.join(self.serving_dir or os.path.join(self.output_dir, SERVING_SUBDIR), self.name)
 
-    def thresholds(self) -> Thresholds:
-        gated = self.min_fgsm_accuracy > 0 or self.min_pgd_accuracy > 0 or self.max_robust_accuracy_drop is not None
-        if gated and self.robust_epsilon not in self.epsilons:
-            raise CnnpipeError(f"--robust-epsilon {self.robust_epsilon} is not one of --epsilons "
-                               f"{','.join(map(str, self.epsilons))}: the bounds gate an ε that is attacked.")
-        return Thresholds(self.min_accuracy, self.max_accuracy_drop, self.robust_epsilon, self.min_fgsm_accuracy,
-                          self.min_pgd_accuracy, self.max_robust_accuracy_drop)
+    def checked_thresholds(self) -> Thresholds:
+        """The blessing's bounds, once each gated ε is one the run attacks."""
+        t = self.thresholds
+        gated = t.min_fgsm_accuracy > 0 or t.min_pgd_accuracy > 0 or t.max_robust_accuracy_drop is not None
+        if gated and t.robust_epsilon not in self.robustness.epsilons:
+            raise CnnpipeError(f"--robust-epsilon {t.robust_epsilon} is not one of --epsilons "
+                               f"{','.join(map(str, self.robustness.epsilons))}: the bounds gate an ε that is attacked.")
+        return t
 
     def attack_settings(self) -> Optional[AttackSettings]:
-        """The AdversarialExamples settings, or None when no attack is evaluated."""
-        if not self.attacks:
+        """The AdversarialExamples settings (PGD's random starts from the run's seed), or None: no attack."""
+        if not self.robustness.attacks:
             return None
-        return AttackSettings(attacks=tuple(self.attacks), epsilons=tuple(self.epsilons), pgd_steps=self.pgd_steps,
-                              seed=self.seed)
+        return dataclasses.replace(self.robustness, seed=self.training.seed)
 
     def training_config(self, class_names: tuple[str, ...]) -> TrainingConfig:
+        """The Trainer's config for data with `class_names`, its input shape the model's unless given."""
         from cnnpipe.models import registry  # noqa: PLC0415 - TensorFlow
 
-        return TrainingConfig(
-            model=self.model,
-            input_shape=tuple(self.input_shape or registry.get(self.model).input_shape),
-            class_names=class_names,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            strategy=self.strategy,
-            seed=self.seed,
-            translate=self.translate,
-            flip=self.flip,
-            model_options=dict(self.model_options),
-            warm_start=self.warm_start,
-            freeze_features=self.freeze_features,
-            adversarial=self.adversarial,
-            adversarial_epsilon=self.adversarial_epsilon,
-            adversarial_steps=self.adversarial_steps,
-        )
+        shape = self.training.input_shape or registry.get(self.training.model).input_shape
+        return dataclasses.replace(self.training, input_shape=tuple(shape), class_names=tuple(class_names))
+
+
+SECTIONS = {"training": TrainingConfig, "thresholds": Thresholds, "robustness": AttackSettings}  # PipelineConfig's
+
+
+def _flag_names(settings: type) -> set[str]:
+    return {field.name for field in options_of(settings)}
+
+
+def flags() -> dict[str, dataclasses.Field]:
+    """The fields of PipelineConfig and its sections that are `cnnpipe` flags, by name."""
+    return {field.name: field for settings in (PipelineConfig, *SECTIONS.values()) for field in options_of(settings)}

@@ -35,11 +35,9 @@ def create_pipeline(
     training: TrainingConfig,
     serving_base: str,
     *,
-    normalization: str = "scale",
     eval_percent: int = 10,
     thresholds: Thresholds = Thresholds(),
     attacks: Optional[AttackSettings] = AttackSettings(),
-    compare_with_baseline: bool = True,
     keep_versions: Optional[int] = None,
     span_window: int = 1,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
@@ -50,8 +48,8 @@ def create_pipeline(
     With data in spans, ExampleGen ingests the newest span, which is validated and evaluated on;
     Transform and the Trainer see the newest `span_window` spans. With `attacks`, the Evaluator
     measures the candidate and the last blessed model on the eval images attacked with each one's
-    own gradients too. Without `compare_with_baseline` there is no latest-blessed-model resolver:
-    the blessing rests on the thresholds' lower bounds alone.
+    own gradients too. Without `thresholds.compare_with_baseline` there is no latest-blessed-model
+    resolver: the blessing rests on the thresholds' lower bounds alone.
     """
     example_gen = ImageExampleGen(source, eval_percent=eval_percent)
     examples = example_gen.outputs["examples"]
@@ -84,9 +82,10 @@ def create_pipeline(
         examples=training_examples,
         schema=schema,
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config={"input_shape": list(training.input_shape), "normalization": normalization},
+        custom_config={"input_shape": list(training.input_shape), "normalization": training.normalization},
     )
     transform.add_upstream_node(validation_gate)  # bad data never reaches Transform
+    compare_with_baseline = thresholds.compare_with_baseline
     if training.warm_start == WARM_START_LATEST and not compare_with_baseline:
         raise CnnpipeError("warm-starting from the last blessed model (--warm-start latest, or retrain) needs it resolved: drop --no-baseline.")
     baseline_resolvers = [tfx.dsl.Resolver(
@@ -167,11 +166,9 @@ def pipeline_for(
         schema_file=schema_file,
         training=config.training_config(source.class_names),
         serving_base=config.serving_base,
-        normalization=config.normalization,
         eval_percent=config.eval_percent,
-        thresholds=config.thresholds(),
+        thresholds=config.checked_thresholds(),
         attacks=config.attack_settings(),
-        compare_with_baseline=config.compare_with_baseline,
         keep_versions=config.keep_versions,
         span_window=config.span_window,
         metadata_connection_config=metadata_connection_config,

@@ -70,5 +70,5 @@ def retrain(config: PipelineConfig, out: TextIO = sys.stdout) -> RetrainResult:
         return RetrainResult(spans[-1])
     print(f"cnnpipe retrain: span {spans[-1]} has no finished run; training from the last blessed model.", file=out,
           flush=True)
-    local_runner.run(dataclasses.replace(config, warm_start=WARM_START_LATEST), out)
+    local_runner.run(config.with_options(warm_start=WARM_START_LATEST), out)
     return RetrainResult(spans[-1], summary.summarize(metadata_file, config.name))

@@ -1,10 +1,13 @@
 """Thresholds: what a candidate must reach on the Evaluator's slices to be blessed.
 
-No TFMA here: the CLI builds its options from these defaults and stays fast to start.
+Each bound's default and `cnnpipe` flag are declared here once (core/options.py). No TFMA here: the CLI builds
+its options from these fields and stays fast to start.
 """
 
 import dataclasses
 from typing import Optional
+
+from cnnpipe.core.options import option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -12,12 +15,18 @@ class Thresholds:
     """What a candidate must reach to be blessed. Drops are in accuracy (0.01 is one point) below the
     last blessed model's on the same slice; None compares nothing."""
 
-    min_accuracy: float = 0.85  # clean
-    max_accuracy_drop: Optional[float] = 0.0  # clean
-    robust_epsilon: float = 0.1  # the ε whose FGSM and PGD slices are gated
-    min_fgsm_accuracy: float = 0.0
-    min_pgd_accuracy: float = 0.0
-    max_robust_accuracy_drop: Optional[float] = None  # each attack's slice at robust_epsilon
+    min_accuracy: float = option(0.85, "lowest clean eval accuracy to bless", "blessing")
+    max_accuracy_drop: Optional[float] = option(
+        0.0, "how far below the last blessed model's accuracy a model may be and still be blessed", "blessing")
+    compare_with_baseline: bool = option(
+        True, "do not compare with the last blessed model: bless on --min-accuracy alone, with no TFX resolver "
+        "(open-source Kubeflow Pipelines cannot run one; kubeflow/README.md)", "blessing", flag="--no-baseline")
+    robust_epsilon: float = option(0.1, "the ε whose attacked slices the bounds below gate", "robustness")
+    min_fgsm_accuracy: float = option(0.0, "lowest accuracy under FGSM at --robust-epsilon to bless", "robustness")
+    min_pgd_accuracy: float = option(0.0, "lowest accuracy under PGD at --robust-epsilon to bless", "robustness")
+    max_robust_accuracy_drop: Optional[float] = option(
+        None, "how far below the last blessed model's accuracy under each attack at --robust-epsilon a model may "
+        "be and still be blessed", "robustness", metavar="DROP", default_help="not compared")
 
     def without_baseline(self) -> "Thresholds":
         return dataclasses.replace(self, max_accuracy_drop=None, max_robust_accuracy_drop=None)

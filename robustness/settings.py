@@ -1,23 +1,31 @@
 """AttackSettings: which adversarial copies of the eval examples to make, checked before any work starts.
 
-No TensorFlow here: the CLI builds its options from these defaults and stays fast to start.
+The defaults and `cnnpipe` flags of the settings a user chooses are declared here once (core/options.py). No
+TensorFlow here: the CLI builds its options from these fields and stays fast to start.
 """
 
 import dataclasses
 
 from cnnpipe.core.errors import RobustnessError
-from cnnpipe.core.names import ATTACKS
+from cnnpipe.core.names import ATTACKS, NO_ATTACK
+from cnnpipe.core.options import names, numbers, option
 
-DEFAULT_EPSILONS = (0.05, 0.1, 0.2, 0.3)
+
+def attack_names(text: str) -> tuple[str, ...]:
+    """--attacks: comma-separated attack names, or "none"."""
+    return () if text.strip() == NO_ATTACK else names(text)
 
 
 @dataclasses.dataclass(frozen=True)
 class AttackSettings:
-    """Which copies to make; `max_examples` 0 attacks every source example."""
+    """Which copies to make; no `attacks` makes none. `max_examples` 0 attacks every source example."""
 
-    attacks: tuple[str, ...] = ATTACKS
-    epsilons: tuple[float, ...] = DEFAULT_EPSILONS
-    pgd_steps: int = 10
+    attacks: tuple[str, ...] = option(ATTACKS, "attacks on the eval images, each model with its own gradients; "
+                                      "none: clean images only", "robustness", parse=attack_names,
+                                      metavar="fgsm,pgd|none")
+    epsilons: tuple[float, ...] = option((0.05, 0.1, 0.2, 0.3), "L-inf bounds on the [0, 1] pixel scale; the clean "
+                                         "images are ε 0", "robustness", parse=numbers, metavar="E,...")
+    pgd_steps: int = option(10, "PGD's steps", "robustness")
     pgd_step_fraction: float = 0.25  # PGD's step size, a fraction of ε
     max_examples: int = 0
     batch_size: int = 256
@@ -25,8 +33,9 @@ class AttackSettings:
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.attacks if name not in ATTACKS]
-        if not self.attacks or unknown:
-            raise RobustnessError(f"attacks {list(self.attacks)}: choose one or more of {', '.join(ATTACKS)}.")
+        if unknown:
+            raise RobustnessError(f"attacks {list(self.attacks)}: choose one or more of {', '.join(ATTACKS)}, "
+                                  f"or {NO_ATTACK}.")
         if not self.epsilons or any(not 0 < e <= 1 for e in self.epsilons) or len(set(self.epsilons)) < len(self.epsilons):
             raise RobustnessError(
                 f"epsilons {list(self.epsilons)}: give distinct values in (0, 1], on the [0, 1] pixel scale "

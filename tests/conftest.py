@@ -3,10 +3,12 @@ pipeline run shared by the tests that only read its outputs, and `cnnpipe serve`
 
 import contextlib
 import dataclasses
+import fcntl
 import functools
 import gzip
 import io
 import os
+import pathlib
 import socket
 import struct
 import subprocess
@@ -20,7 +22,8 @@ import requests
 from PIL import Image
 
 from cnnpipe.pipeline.config import PipelineConfig
-from fault_matrix import observed, pytest_configure, pytest_runtest_makereport, pytest_terminal_summary  # noqa: F401
+from fault_matrix import (observed, pytest_configure, pytest_runtest_logreport,  # noqa: F401
+                          pytest_runtest_makereport, pytest_terminal_summary)
 from cnnpipe.components.ingestion.formats import read_idx_array
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 
@@ -97,7 +100,7 @@ def train_and_export(directory: str, images: np.ndarray, labels: np.ndarray, nor
     metadata_io.write_metadata(metadata, os.path.join(transform_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
     tft_output = tft.TFTransformOutput(transform_dir)
     training = training_config.TrainingConfig(model="lenet5", input_shape=tuple(config["input_shape"]),
-                                      class_names=FASHION_MNIST.class_names, batch_size=32, shuffle_buffer=len(labels))
+                                      class_names=FASHION_MNIST.class_names, batch_size=32)
     keras.utils.set_random_seed(seed)
     model = trainer.compile_model(trainer.build_model(training), training.learning_rate)
     encoded = tf.constant([[record[features.IMAGE][0]] for record in records])
@@ -113,7 +116,7 @@ def small_run_config(data: str, output_dir: str, **settings) -> PipelineConfig:
     both attacks at one ε with a short PGD."""
     defaults = dict(schema="fashion_mnist", class_names=FASHION_MNIST.class_names, epochs=1, batch_size=32,
                     min_accuracy=0.5, epsilons=(0.1,), pgd_steps=3)
-    return PipelineConfig(data=data, output_dir=output_dir, **{**defaults, **settings})
+    return PipelineConfig.from_options(data=data, output_dir=output_dir, **{**defaults, **settings})
 
 
 def cnnpipe(*args: str, cwd, timeout: float = 1200) -> subprocess.CompletedProcess:
@@ -136,17 +139,32 @@ def free_ports(count: int) -> list[int]:
 SHARED_TRAIN, SHARED_TEST = 2000, 300
 
 
+@contextlib.contextmanager
+def once_per_run(tmp_path_factory, worker_id: str, name: str) -> Iterator[tuple[pathlib.Path, bool]]:
+    """A directory `name` shared by every pytest-xdist worker of this test run, held under a lock: yields the
+    directory and whether it is still to be made (by the first worker to get here; the others then wait)."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if worker_id != "master" else base) / name  # the workers' temp dirs share a parent
+    root.mkdir(exist_ok=True)
+    with open(root.parent / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = root / ".done"
+        yield root, not done.exists()
+        done.touch()
+
+
 @pytest.fixture(scope="session")
-def pushed_run(tmp_path_factory) -> PipelineConfig:
-    """The real pipeline, run once for the whole session on a small real slice: one checked version pushed.
+def pushed_run(tmp_path_factory, worker_id) -> PipelineConfig:
+    """The real pipeline, run once for the whole test run on a small real slice: one checked version pushed.
 
     Tests only read it; a test that changes data, outputs or served versions works on a copy."""
-    from cnnpipe.pipeline import local_runner  # noqa: PLC0415 - TFX
+    with once_per_run(tmp_path_factory, worker_id, "pushed_run") as (root, to_make):
+        config = small_run_config(str(root / "fashion"), str(root / "out"))
+        if to_make:
+            from cnnpipe.pipeline import local_runner  # noqa: PLC0415 - TFX
 
-    root = tmp_path_factory.mktemp("pushed_run")
-    config = small_run_config(write_fashion_mnist_slice(str(root / "fashion"), SHARED_TRAIN, SHARED_TEST),
-                              str(root / "out"))
-    local_runner.run(config, out=io.StringIO())
+            write_fashion_mnist_slice(config.data, SHARED_TRAIN, SHARED_TEST)
+            local_runner.run(config, out=io.StringIO())
     return config
 
 

@@ -28,6 +28,7 @@ def observed(request: pytest.FixtureRequest) -> Callable[[str], None]:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Puts the test's row on its report (under xdist the report travels from the worker to the controller)."""
     outcome = yield
     report = outcome.get_result()
     marker = item.get_closest_marker("fault")
@@ -42,7 +43,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         result = "skipped"
     else:
         result = "; ".join(seen) or "as expected"
-    _ROWS.append({"stage": stage, "kind": kind, "expected": expected, "observed": result, "passed": report.passed})
+    report.user_properties.append(("fault", {"stage": stage, "kind": kind, "expected": expected,
+                                             "observed": result, "passed": report.passed,
+                                             "order": item.session.items.index(item)}))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _ROWS.extend(row for key, row in report.user_properties if key == "fault")
 
 
 def _cell(text: str) -> str:
@@ -61,6 +68,7 @@ def matrix_markdown() -> str:
 def pytest_terminal_summary(terminalreporter) -> None:
     if not _ROWS:
         return
+    _ROWS.sort(key=lambda row: row["order"])  # collection order: the workers finish in any order
     passed = sum(row["passed"] for row in _ROWS)
     terminalreporter.section(f"fault matrix: {passed} of {len(_ROWS)} faults handled as expected")
     for number, row in enumerate(_ROWS, 1):

@@ -16,7 +16,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from conftest import cnnpipe, free_ports, write_fashion_mnist_slice
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.pipeline import cli, kubeflow_runner, local_runner
-from cnnpipe.pipeline.config import KUBEFLOW_BEAM_ARGS, PipelineConfig
+from cnnpipe.pipeline.config import KUBEFLOW_BEAM_ARGS, PipelineConfig, flags
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 
 REPO = Path(__file__).resolve().parent.parent
@@ -144,7 +144,7 @@ def test_the_committed_spec_is_the_current_compilation(compiled):
 def test_user_beam_args_a_data_uri_and_a_serving_dir_reach_every_step(tmp_path):
     dataflow = ("--runner=DataflowRunner", "--project=cnnpipe-test", "--region=europe-west4",
                 "--temp_location=gs://cnnpipe-test/tmp", f"--sdk_container_image={IMAGE}")
-    config = PipelineConfig(data=write_fashion_mnist_slice(str(tmp_path / "data"), 60, 20),
+    config = PipelineConfig.from_options(data=write_fashion_mnist_slice(str(tmp_path / "data"), 60, 20),
                             class_names=FASHION_MNIST.class_names, schema="fashion_mnist",
                             serving_dir="gs://models/serving", model_name="Shoes v2", beam_args=dataflow)
     spec = kubeflow_runner.compile_pipeline(config, "gs://cnnpipe-test/root", IMAGE, str(tmp_path / "spec.yaml"))
@@ -158,7 +158,7 @@ def test_user_beam_args_a_data_uri_and_a_serving_dir_reach_every_step(tmp_path):
 def test_a_span_window_kubeflow_cannot_resolve_is_refused_by_name(tmp_path):
     for span in (1, 2):
         write_fashion_mnist_slice(str(tmp_path / "data" / f"span-{span}"), 30, 10)
-    config = PipelineConfig(data=str(tmp_path / "data"), class_names=FASHION_MNIST.class_names,
+    config = PipelineConfig.from_options(data=str(tmp_path / "data"), class_names=FASHION_MNIST.class_names,
                             schema="fashion_mnist", span_window=2)
     with pytest.raises(CnnpipeError, match=r"SpanRangeStrategy.* compile with --span-window 1"):
         kubeflow_runner.compile_pipeline(config, "gs://cnnpipe-test/root", IMAGE, str(tmp_path / "spec.yaml"))
@@ -170,7 +170,7 @@ def test_a_span_window_kubeflow_cannot_resolve_is_refused_by_name(tmp_path):
 
 def test_without_a_baseline_the_spec_has_no_resolver_and_blesses_on_the_lower_bound(tmp_path):
     """What open-source Kubeflow Pipelines can run: no MLMD resolver step, no change threshold."""
-    config = PipelineConfig(data=write_fashion_mnist_slice(str(tmp_path / "data"), 30, 10),
+    config = PipelineConfig.from_options(data=write_fashion_mnist_slice(str(tmp_path / "data"), 30, 10),
                             class_names=FASHION_MNIST.class_names, schema="fashion_mnist", compare_with_baseline=False)
     spec = kubeflow_runner.compile_pipeline(config, "gs://cnnpipe-test/root", IMAGE, str(tmp_path / "spec.yaml"))
     assert set(spec.root.dag.tasks) == COMPONENTS
@@ -180,13 +180,13 @@ def test_without_a_baseline_the_spec_has_no_resolver_and_blesses_on_the_lower_bo
     threshold = thresholds["per_slice_thresholds"][0]["threshold"]
     assert threshold["value_threshold"]["lower_bound"] == 0.85 and "change_threshold" not in threshold
     with pytest.raises(CnnpipeError, match="drop --no-baseline"):
-        kubeflow_runner.build_pipeline(dataclasses.replace(config, warm_start="latest"), "gs://cnnpipe-test/root")
+        kubeflow_runner.build_pipeline(config.with_options(warm_start="latest"), "gs://cnnpipe-test/root")
 
 
 def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
     """Only where the pipeline runs differs: same components, inputs and properties but the schema's path.
 
-    Every PipelineConfig field gets a value other than its default, so a setting that one runner passes to
+    Every setting that has a flag gets a value other than its default, so a setting that one runner passes to
     `dag.create_pipeline` and the other forgets shows here.
     """
     settings = dict(
@@ -200,10 +200,9 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
         output_dir=str(tmp_path / "out"), serving_dir=str(tmp_path / "serving"), model_name="shoes",
         keep_versions=3, span_window=2, beam_args=("--direct_num_workers=2",),
     )
-    fields = {field.name: field for field in dataclasses.fields(PipelineConfig)}
-    assert set(settings) == set(fields), f"give the new PipelineConfig fields {set(fields) - set(settings)} a value here"
-    config = PipelineConfig(**settings)
-    assert all(getattr(config, name) != getattr(PipelineConfig(), name) for name in fields)
+    assert set(settings) == set(flags()), f"give the new settings {set(flags()) - set(settings)} a value here"
+    config = PipelineConfig.from_options(**settings)
+    assert all(config.options()[name] != PipelineConfig().options()[name] for name in settings)
     local = local_runner.build_pipeline(config)
     kubeflow = kubeflow_runner.build_pipeline(config, "gs://cnnpipe-test/root")
 

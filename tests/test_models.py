@@ -30,13 +30,17 @@ def test_alexnet_at_227_with_1000_classes_has_62_378_344_parameters():
     assert conv2.output.shape[1:] == (27, 27, 256)
 
 
-def test_resnet50_matches_the_keras_applications_parameter_count():
-    model = registry.build("resnet50", (224, 224, 3), 1000)
-    assert model.count_params() == keras.applications.ResNet50(weights=None).count_params() == 25_636_712
+@pytest.fixture(scope="module")
+def resnet50() -> keras.Model:
+    return registry.build("resnet50", (224, 224, 3), 1000)
 
 
-def test_resnet_bottleneck_reduces_then_expands_with_projection_where_shapes_change():
-    model = registry.build("resnet50", (224, 224, 3), 1000)
+def test_resnet50_matches_the_keras_applications_parameter_count(resnet50):
+    assert resnet50.count_params() == keras.applications.ResNet50(weights=None).count_params() == 25_636_712
+
+
+def test_resnet_bottleneck_reduces_then_expands_with_projection_where_shapes_change(resnet50):
+    model = resnet50
     channels = [model.get_layer(f"conv3_block1_{i}_conv").output.shape[-1] for i in (1, 2, 3)]
     assert channels == [128, 128, 512]
     assert model.get_layer("conv3_block1_0_conv").strides == (2, 2)  # projection shortcut, halves the size

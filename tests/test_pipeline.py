@@ -80,6 +80,30 @@ def test_summary_reports_accuracy_blessing_and_push(first_run):
 
 
 
+def test_the_trainer_reads_every_example_once_per_epoch_and_mixes_examples_stored_by_class(first_outputs, tmp_path):
+    """The Trainer's input (TFXIO, then a shuffle of the whole split): Transform's training examples, rewritten
+    sorted by label, reach the model mixed; without shuffling, the first batch is one class."""
+    import tensorflow_transform as tft  # noqa: PLC0415
+    from cnnpipe.core import features  # noqa: PLC0415
+    from cnnpipe.models import trainer  # noqa: PLC0415
+
+    split = os.path.join(first_outputs["transformed_examples"].uri, "Split-train", "*")
+    records = list(tf.data.TFRecordDataset(tf.io.gfile.glob(split), compression_type="GZIP").as_numpy_iterator())
+    label = lambda record: tf.train.Example.FromString(record).features.feature[features.LABEL_XF].int64_list.value[0]  # noqa: E731
+    by_class = str(tmp_path / "by_class.gz")
+    with tf.io.TFRecordWriter(by_class, "GZIP") as writer:
+        for record in sorted(records, key=label):
+            writer.write(record)
+    tft_output = tft.TFTransformOutput(first_outputs["transform_graph"].uri)
+    shuffled, in_order = (trainer.input_fn(trainer.tf_example_files(), [by_class], tft_output, 32, shuffle=shuffle)
+                          for shuffle in (True, False))
+    epochs = [np.concatenate([labels for _, labels in shuffled.as_numpy_iterator()]) for _ in range(2)]
+    assert [len(epoch) for epoch in epochs] == [TRAIN, TRAIN]
+    assert np.array_equal(np.sort(epochs[0]), np.sort([label(record) for record in records]))
+    assert len(set(epochs[0][:32])) >= 8 and not np.array_equal(epochs[0], epochs[1])
+    assert len(set(next(iter(in_order))[1].numpy())) == 1
+
+
 def test_two_workers_train_one_model_that_the_evaluator_blesses(first_run, first_outputs, tmp_path):
     examples = first_outputs["transformed_examples"].uri
     training = dataclasses.replace(first_run.training_config(FASHION_MNIST.class_names), strategy="multi_worker")
@@ -138,7 +162,7 @@ def test_second_run_with_the_same_inputs_reuses_the_cache_and_pushes_nothing_new
 
 def test_warm_start_from_the_last_blessed_model(first_run, first_outputs, capfd):
     before = served_versions(first_run)
-    config = dataclasses.replace(first_run, warm_start="latest", max_accuracy_drop=1.0)
+    config = first_run.with_options(warm_start="latest", max_accuracy_drop=1.0)
     local_runner.run(config, out=io.StringIO())
     blessed = os.path.join(first_outputs["model"].uri, "Format-Serving")
     assert f"warm start from {blessed}: 5 layers copied" in capfd.readouterr().out

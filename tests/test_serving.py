@@ -73,6 +73,7 @@ def second_model(pipeline, outputs, tmp_path_factory) -> str:
         serving_model_dir=str(root / "model"),
         model_run_dir=str(root / "run"),
         custom_config=dataclasses.asdict(training),
+        data_accessor=trainer.tf_example_files(),
     ))
     return str(root / "model")
 

@@ -56,7 +56,6 @@ def test_raw_pixels_stop_training_and_normalized_ones_pass():
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"shuffle_buffer": 256}, "shuffle buffer 256 is too small"),
     ({"batch_size": 0}, "must be positive"),
     ({"strategy": "tpu"}, "unknown strategy 'tpu'"),
     ({"adversarial": "fgsm"}, "unknown adversarial training 'fgsm'; choose one of fgsm-rs, pgd"),
