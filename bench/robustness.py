@@ -29,15 +29,16 @@ from cnnpipe.core.names import BASELINE, CANDIDATE  # noqa: E402
 from cnnpipe.robustness.adversarial_examples import write  # noqa: E402
 from cnnpipe.robustness.settings import AttackSettings  # noqa: E402
 from cnnpipe.robustness.pixel_model import PixelModel  # noqa: E402
+from cnnpipe.serving.model_config import versions  # noqa: E402
 
 SERVED = os.path.join("cnnpipe-output", "serving", FASHION_MNIST.name)
 
 
 def newest_version(base: str) -> str:
-    versions = sorted((int(v) for v in os.listdir(base) if v.isdigit())) if os.path.isdir(base) else []
-    if not versions:
+    pushed = versions(base)
+    if not pushed:
         raise SystemExit(f"no pushed model under {base}: run `make run` first, or pass --model SAVED_MODEL_DIR")
-    return os.path.join(base, str(versions[-1]))
+    return os.path.join(base, str(pushed[-1]))
 
 
 def write_test_split(path: str) -> int:

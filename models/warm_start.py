@@ -10,6 +10,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from cnnpipe.core.errors import TrainingError
+from cnnpipe.core.versions import integer_versions
 from cnnpipe.models import blocks
 
 
@@ -17,14 +18,14 @@ def saved_model_dir(path: str) -> str:
     """`path` itself when it holds a SavedModel, else its newest integer version (a TF Serving base path)."""
     if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         return path
-    names = [name.rstrip("/") for name in tf.io.gfile.listdir(path)] if tf.io.gfile.isdir(path) else []
-    versions = [int(name) for name in names if name.isdigit()]
+    # models may not import serving/model_config.versions (the layers), so it lists the path itself
+    versions = integer_versions(tf.io.gfile.listdir(path)) if tf.io.gfile.isdir(path) else []
     if not versions:
         raise TrainingError(
             f"--warm-start {path}: neither a SavedModel nor a model base path with numbered versions. "
             "Point it at a pushed model (<serving-dir>/<model>[/<version>]) or use 'latest'."
         )
-    return os.path.join(path, str(max(versions)))
+    return os.path.join(path, str(versions[-1]))
 
 
 def initialize(model: keras.Model, path: str, freeze_features: bool = False) -> str:

@@ -118,7 +118,8 @@ class ModelManager:
             message = f"Failed to load {model.config.name} version {version} from {path}: " + \
                       str(error).strip().split("\n")[0]
             log.error("%s", message)
-            code = grpc.StatusCode.DATA_LOSS if isinstance(error, tf.errors.DataLossError) else grpc.StatusCode.UNKNOWN
+            code = error.code if isinstance(error, ServingError) else \
+                grpc.StatusCode.DATA_LOSS if isinstance(error, tf.errors.DataLossError) else grpc.StatusCode.UNKNOWN
             model.status[version] = VersionStatus(State.END, code, message, _files(path))
             return
         with self._lock:

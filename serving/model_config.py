@@ -13,16 +13,15 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from cnnpipe.core.errors import CnnpipeError
+from cnnpipe.core.versions import integer_versions
 
 MODELS_CONFIG = "models.config"
 PLATFORM = "tensorflow"
 
 
 def versions(base_path: str) -> list[int]:
-    """Integer version directories under a model base path, ascending."""
-    if not tf.io.gfile.isdir(base_path):
-        return []
-    return sorted(int(name.rstrip("/")) for name in tf.io.gfile.listdir(base_path) if name.rstrip("/").isdigit())
+    """The integer versions under a model base path (local or a bucket), ascending; none when it is missing."""
+    return integer_versions(tf.io.gfile.listdir(base_path)) if tf.io.gfile.isdir(base_path) else []
 
 
 def scan(serving_dir: str) -> model_server_config_pb2.ModelServerConfig:

@@ -2,14 +2,14 @@
 
 import dataclasses
 import functools
-import os
 import re
 from typing import Callable, Optional
 
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow.python.saved_model import loader_impl
 
 from cnnpipe.core.names import SERVING_DEFAULT
 from cnnpipe.serving.batching import Batcher, BatchingOptions
@@ -30,11 +30,20 @@ class Signature:
         return all(spec.shape.rank and spec.shape[0] is None for spec in specs)
 
 
-def _signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
-    saved_model = saved_model_pb2.SavedModel()
-    with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as f:
-        saved_model.ParseFromString(f.read())
-    return dict(saved_model.meta_graphs[0].signature_def)
+SERVE_TAGS = {tf.saved_model.SERVING}  # TF Serving's default --saved_model_tags
+
+
+def _serve_meta_graph(path: str) -> meta_graph_pb2.MetaGraphDef:
+    """The SavedModel's meta graph tagged exactly {"serve"}, the one TF Serving loads (a SavedModel can hold
+    several, e.g. TF1 exports for training and for serving)."""
+    meta_graphs = loader_impl.parse_saved_model(path).meta_graphs
+    for meta_graph in meta_graphs:
+        if set(meta_graph.meta_info_def.tags) == SERVE_TAGS:
+            return meta_graph
+    found = "; ".join(str(sorted(meta_graph.meta_info_def.tags)) for meta_graph in meta_graphs) or "none"
+    raise ServingError(grpc.StatusCode.NOT_FOUND,
+                       f"{path}: no meta graph tagged {sorted(SERVE_TAGS)} to serve (its meta graphs' tags: {found}); "
+                       "export the model with the serve tag (tf.saved_model.save and Keras do)")
 
 
 def _status_code(error: tf.errors.OpError) -> grpc.StatusCode:
@@ -60,8 +69,8 @@ class Servable:
 
     def __init__(self, name: str, version: int, path: str, batching: Optional[BatchingOptions] = None):
         self.name, self.version, self.path = name, version, path
-        self._loaded = tf.saved_model.load(path)
-        self.signature_defs = _signature_defs(path)
+        self.signature_defs = dict(_serve_meta_graph(path).signature_def)
+        self._loaded = tf.saved_model.load(path, tags=list(SERVE_TAGS))  # the same meta graph's functions
         self.signatures = {
             key: Signature(function, function.structured_input_signature[1], function.structured_outputs)
             for key, function in self._loaded.signatures.items()

@@ -8,6 +8,7 @@ from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import proto_utils
 
 from cnnpipe.components.pusher import (
+    DELETING_PREFIX,
     KEEP_VERSIONS_KEY,
     STAGING_PREFIX,
     Executor,
@@ -37,6 +38,16 @@ def test_versions_increase_and_hold_the_whole_model(tmp_path):
     with open(os.path.join(second, "variables", "variables.index")) as f:
         assert f.read() == "second"
     assert not [name for name in os.listdir(base) if name.startswith(STAGING_PREFIX)]
+
+
+def test_only_names_of_ascii_digits_are_versions(tmp_path):
+    """The one rule (core/versions.py) the server, the Pusher and warm start share: what else is in a base path
+    is not a version, and a digit that int() cannot read ("²") stops nothing."""
+    base = tmp_path / "fashion"
+    for name in ["10", "9", f"{STAGING_PREFIX}1@host-0", f"{DELETING_PREFIX}3", "3a", "-4", "²", "models.config"]:
+        (base / name).mkdir(parents=True)
+    assert existing_versions(str(base)) == [9, 10]
+    assert existing_versions(str(tmp_path / "missing")) == []
 
 
 def test_a_directory_without_a_saved_model_is_refused(tmp_path):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import requests
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -34,7 +35,8 @@ from cnnpipe.models import trainer
 from cnnpipe.pipeline import cli, local_runner, summary
 from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.datasets import FASHION_MNIST
-from cnnpipe.serving import model_config
+from cnnpipe.serving import model_config, tensors
+from cnnpipe.serving.errors import ServingError
 from cnnpipe.serving.options import ServerOptions
 from cnnpipe.serving.server import model_server_command
 
@@ -451,3 +453,33 @@ def test_with_tensorflow_model_server_the_same_models_and_options_are_passed():
         "--file_system_poll_wait_seconds=2", "--tensorflow_intra_op_parallelism=1",
         "--enable_batching=true", "--batching_parameters_file=/tmp/b",
     ]
+
+
+# --- tensors.py's own TensorProto conversions ------------------------------------------------------
+
+
+def test_the_own_conversions_give_what_tensorflows_give():
+    """tensors.py keeps its string reader and response writer for speed (bench/tensor_protos.py); a client reading
+    with tf.make_ndarray must see what tf.make_tensor_proto would have sent, and strings read as TensorFlow reads
+    them."""
+    arrays = [np.arange(12, dtype=dtype).reshape(3, 4) for dtype in (np.float32, np.float64, np.int32, np.int64,
+                                                                       np.uint8, np.float16)]
+    arrays += [np.array([True, False]), np.array(3.5, np.float32), np.zeros((0, 10), np.float32),
+               np.array([[b"a", b"\xff\0"], [b"", b"b"]], dtype=object), np.array(b"x", dtype=object)]
+    for array in arrays:
+        written = tensor_pb2.TensorProto()
+        tensors.write_proto(array, written)
+        ours, theirs = tf.make_ndarray(written), tf.make_ndarray(tf.make_tensor_proto(array))
+        assert written.dtype == tf.make_tensor_proto(array).dtype
+        assert (ours.dtype, ours.shape) == (theirs.dtype, theirs.shape) and np.array_equal(ours, theirs)
+    spec = tf.TensorSpec(None, tf.string)
+    for values, shape in [([b"a", b"b"], [2]), ([b"a"], [3]), ([b"a", b"b", b"c", b"d"], [2, 2]), ([b"a"], [])]:
+        proto = tensor_pb2.TensorProto(dtype=tf.string.as_datatype_enum, string_val=values)
+        proto.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in shape)
+        ours, theirs = tensors.from_proto(proto, spec, "images"), tf.make_ndarray(proto)
+        assert (ours.dtype, ours.shape, ours.tolist()) == (theirs.dtype, theirs.shape, theirs.tolist())
+    too_many = tensor_pb2.TensorProto(dtype=tf.string.as_datatype_enum, string_val=[b"a", b"b", b"c"])
+    too_many.tensor_shape.dim.add(size=2)
+    with pytest.raises(ServingError, match="input 'images': the TensorProto cannot be read") as error:
+        tensors.from_proto(too_many, spec, "images")
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT

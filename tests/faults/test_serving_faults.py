@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import requests
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from conftest import Server, cnnpipe, encode, fashion_mnist, free_ports, running_server
@@ -483,6 +484,29 @@ def test_a_deleted_version_hands_over_to_the_older_one(model, pixels, tmp_path, 
              f"{latest.model_spec.version.value}")
     assert deleted.status_code == 404 and f"Specific({name}, 2); loaded versions: 1" in deleted.json()["error"]
     assert latest.model_spec.version.value == 1
+
+
+@pytest.mark.fault("serving", "a new version's SavedModel has no meta graph tagged serve (only train)",
+                   "the version ends with NOT_FOUND naming its path and the tags it has; the older one keeps serving")
+def test_a_version_without_a_serve_meta_graph_is_not_served(model, pixels, tmp_path, observed):
+    name = model[0]
+    serving_dir = copy_model(model, tmp_path, versions=(1, 2))
+    version_2 = os.path.join(serving_dir, name, "2")
+    with open(os.path.join(version_2, "saved_model.pb"), "rb") as f:
+        saved_model = saved_model_pb2.SavedModel.FromString(f.read())
+    saved_model.meta_graphs[0].meta_info_def.tags[:] = ["train"]
+    with open(os.path.join(version_2, "saved_model.pb"), "wb") as f:
+        f.write(saved_model.SerializeToString())
+    with running_server(serving_dir) as server:
+        wait_for_statuses(server, name, {"2": "END", "1": "AVAILABLE"})
+        status = {s["version"]: s["status"] for s in server.status(name)}["2"]
+        answer = server.predict_stub().Predict(grpc_pixels(name, pixels), timeout=WAIT_SECONDS)
+    observed(f"version 2: {status['error_code']}: {status['error_message']}; answered by version "
+             f"{answer.model_spec.version.value}")
+    assert status["error_code"] == "NOT_FOUND"
+    assert f"{version_2}: no meta graph tagged ['serve']" in status["error_message"]
+    assert "tags: ['train']" in status["error_message"]
+    assert answer.model_spec.version.value == 1
 
 
 @pytest.mark.fault("serving", "the model's whole directory disappears while serving, then comes back",
