@@ -48,11 +48,13 @@ def test_retrain_pushes_each_better_span_and_nothing_else(config, tmp_path, capf
     write_span(data, 1, slice(0, 1000), slice(0, 300))
     first = retrain.retrain(config, out=io.StringIO())
     assert first.span == 1 and first.run.blessed and len(versions(config)) == 1
+    _, outputs = summary.run_outputs(local_runner.metadata_path(config.output_dir), config.name)
+    blessed = os.path.join(outputs["model"].uri, "Format-Serving")
 
     write_span(data, 2, slice(1000, 3000), slice(300, 600))  # more data
     capfd.readouterr()
     second = retrain.retrain(config, out=io.StringIO())
-    assert "warm start from" in capfd.readouterr().out
+    assert f"warm start from {blessed}: 5 layers copied" in capfd.readouterr().out  # LeNet-5's five
     assert second.run.blessed and second.run.baseline_accuracy is not None
     assert second.run.accuracy >= second.run.baseline_accuracy
     assert trainer_spans(config) == [1, 2]  # the window of the newest two spans
