@@ -18,8 +18,8 @@ def option(default: Any = None, help: str = "", group: str = "", *, flag: Option
            default_help: Optional[str] = None) -> Any:
     """A dataclass field that is also a `cnnpipe` flag (`--field-name` unless `flag` says otherwise).
 
-    `parse` reads the flag's text (default: the type of `default`); a bool is an on/off switch; `repeat`
-    makes the flag repeatable and turns the list of its values into the field's value (e.g. `dict`).
+    `parse` reads the flag's text (default: the field's int or float type, else str); a bool is an on/off
+    switch; `repeat` makes the flag repeatable and turns the list of its values into the field's value (e.g. `dict`).
     `default_help` describes the default in `--help` when the value alone would not (e.g. for None).
     """
     assert group in GROUPS, group

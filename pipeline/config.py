@@ -52,7 +52,9 @@ class PipelineConfig:
     model_name: Optional[str] = option(None, "served model name", "outputs", default_help="the data set's name")
     keep_versions: Optional[int] = option(None, "keep only the newest K pushed versions", "outputs", metavar="K",
                                           default_help="keep all")
-    beam_args: tuple[str, ...] = option(DEFAULT_BEAM_ARGS, "Beam pipeline option, repeatable", "outputs",
+    beam_args: tuple[str, ...] = option(DEFAULT_BEAM_ARGS, "Beam pipeline option, repeatable, e.g. "
+                                        "--beam-arg=--runner=DataflowRunner (kubeflow/README.md has Dataflow's, "
+                                        "Flink's and Spark's)", "outputs",
                                         flag="--beam-arg", repeat=tuple, metavar="OPTION",
                                         default_help=f"{' '.join(DEFAULT_BEAM_ARGS)}; on Kubeflow "
                                         f"{' '.join(KUBEFLOW_BEAM_ARGS)}")
