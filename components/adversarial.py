@@ -6,8 +6,9 @@ Placed after the Trainer. Each model is attacked white box, through the whole ex
 
 from typing import List
 
-from tfx import v1 as tfx
 from tfx.components.util import examples_utils
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils, path_utils
@@ -24,20 +25,20 @@ def serving_model_dir(model: standard_artifacts.Model) -> str:
     return path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
 
 
-@tfx.dsl.components.component
+@component
 def AdversarialExamples(
-    examples: tfx.dsl.components.InputArtifact[standard_artifacts.Examples],
-    model: tfx.dsl.components.InputArtifact[standard_artifacts.Model],
-    adversarial_examples: tfx.dsl.components.OutputArtifact[standard_artifacts.Examples],
-    baseline_model: tfx.dsl.components.InputArtifact[standard_artifacts.Model] = None,
-    split: tfx.dsl.components.Parameter[str] = "eval",
-    attacks: tfx.dsl.components.Parameter[List[str]] = None,
-    epsilons: tfx.dsl.components.Parameter[List[float]] = None,
-    pgd_steps: tfx.dsl.components.Parameter[int] = AttackSettings.pgd_steps,
-    pgd_step_fraction: tfx.dsl.components.Parameter[float] = AttackSettings.pgd_step_fraction,
-    max_examples: tfx.dsl.components.Parameter[int] = AttackSettings.max_examples,
-    batch_size: tfx.dsl.components.Parameter[int] = AttackSettings.batch_size,
-    seed: tfx.dsl.components.Parameter[int] = AttackSettings.seed,
+    examples: InputArtifact[standard_artifacts.Examples],
+    model: InputArtifact[standard_artifacts.Model],
+    adversarial_examples: OutputArtifact[standard_artifacts.Examples],
+    baseline_model: InputArtifact[standard_artifacts.Model] = None,
+    split: Parameter[str] = "eval",
+    attacks: Parameter[List[str]] = None,
+    epsilons: Parameter[List[float]] = None,
+    pgd_steps: Parameter[int] = AttackSettings.pgd_steps,
+    pgd_step_fraction: Parameter[float] = AttackSettings.pgd_step_fraction,
+    max_examples: Parameter[int] = AttackSettings.max_examples,
+    batch_size: Parameter[int] = AttackSettings.batch_size,
+    seed: Parameter[int] = AttackSettings.seed,
 ) -> None:
     """Writes the clean copy and the FGSM and PGD copies of the examples' `split`.
 

@@ -18,8 +18,9 @@ import sys
 from typing import Optional
 
 import numpy as np
-from tfx import v1 as tfx
 from tfx.components.util import model_utils
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
+from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
@@ -122,13 +123,13 @@ def _run_checks(model_dir: str, eval_files: str) -> dict:
     return {"problems": problems, "count": count, "accuracy": correct / count, "signatures": sorted(served)}
 
 
-@tfx.dsl.components.component
+@component
 def PushCheck(
-    model: tfx.dsl.components.InputArtifact[standard_artifacts.Model],
-    model_blessing: tfx.dsl.components.InputArtifact[standard_artifacts.ModelBlessing],
-    examples: tfx.dsl.components.InputArtifact[standard_artifacts.Examples],
-    evaluation: tfx.dsl.components.InputArtifact[standard_artifacts.ModelEvaluation],
-    infra_blessing: tfx.dsl.components.OutputArtifact[standard_artifacts.InfraBlessing],
+    model: InputArtifact[standard_artifacts.Model],
+    model_blessing: InputArtifact[standard_artifacts.ModelBlessing],
+    examples: InputArtifact[standard_artifacts.Examples],
+    evaluation: InputArtifact[standard_artifacts.ModelEvaluation],
+    infra_blessing: OutputArtifact[standard_artifacts.InfraBlessing],
 ) -> None:
     """Blesses the candidate for serving when `check` passes; a model the Evaluator did not bless is not checked."""
     if not model_utils.is_model_blessed(model_blessing):

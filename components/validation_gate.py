@@ -13,8 +13,9 @@ from typing import Optional
 import tensorflow_data_validation as tfdv
 from tensorflow_data_validation.utils import anomalies_util
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
-from tfx import v1 as tfx
 from tfx.components.statistics_gen import stats_artifact_utils
+from tfx.dsl.component.experimental.annotations import InputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
@@ -106,14 +107,14 @@ def describe(split: str, anomalies: anomalies_pb2.Anomalies, records: dict[str, 
     return "\n".join(lines)
 
 
-@tfx.dsl.components.component
+@component
 def ValidationGate(
-    examples: tfx.dsl.components.InputArtifact[standard_artifacts.Examples],
-    schema: tfx.dsl.components.InputArtifact[standard_artifacts.Schema],
-    statistics: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleStatistics],
-    anomalies: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleAnomalies],
-    schema_source: tfx.dsl.components.Parameter[str],
-    class_names: tfx.dsl.components.Parameter[list[str]],
+    examples: InputArtifact[standard_artifacts.Examples],
+    schema: InputArtifact[standard_artifacts.Schema],
+    statistics: InputArtifact[standard_artifacts.ExampleStatistics],
+    anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
+    schema_source: Parameter[str],
+    class_names: Parameter[list[str]],
 ) -> None:
     """Raises DataValidationError, naming the bad records, when any split has anomalies, a label is no
     class id, or a class has no training examples."""

@@ -6,7 +6,7 @@ from typing import Callable
 
 import tf_keras as keras
 
-from cnnpipe.models import alexnet, lenet, resnet
+from cnnpipe.models import alexnet, autograph, lenet, resnet
 
 Builder = Callable[..., keras.Model]  # (input_shape, num_classes, **options) -> keras.Model
 
@@ -47,5 +47,7 @@ def get(name: str) -> ModelEntry:
 
 
 def build(name: str, input_shape: tuple[int, int, int], num_classes: int, **options) -> keras.Model:
-    """Builds model `name` for images of `input_shape` and `num_classes` classes."""
+    """Builds model `name` for images of `input_shape` and `num_classes` classes, to train and export without
+    AutoGraph converting tf_keras (see models/autograph.py)."""
+    autograph.exempt_tf_keras()
     return get(name).build(tuple(input_shape), num_classes, **options)

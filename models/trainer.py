@@ -12,7 +12,7 @@ from typing import Optional
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
 from tfx.components.util import tfxio_utils
 from tfx.proto import example_gen_pb2
 from tfx_bsl.public import tfxio
@@ -74,7 +74,7 @@ def require_normalized(images: tf.Tensor) -> tf.Tensor:
 
 
 def input_fn(
-    data_accessor: tfx.components.DataAccessor,
+    data_accessor: DataAccessor,
     file_patterns: list[str],
     tft_output: tft.TFTransformOutput,
     batch_size: int,
@@ -108,13 +108,13 @@ def input_fn(
     )
 
 
-def tf_example_files() -> tfx.components.DataAccessor:
+def tf_example_files() -> DataAccessor:
     """The DataAccessor a TFX Trainer gives `run_fn` for Transform's output (gzipped tf.Examples), for calling
     `run_fn` outside one: each worker of a multi-worker Trainer (models/worker.py)."""
     def dataset_factory(file_patterns, options, schema):
         return tfxio_utils.make_tfxio(file_patterns, ["cnnpipe"], example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE,
                                       schema=schema).TensorFlowDataset(options)
-    return tfx.components.DataAccessor(tf_dataset_factory=dataset_factory, record_batch_factory=None,
+    return DataAccessor(tf_dataset_factory=dataset_factory, record_batch_factory=None,
                                        data_view_decode_fn=None)
 
 
@@ -143,7 +143,7 @@ def build_model(config: TrainingConfig, base_model: Optional[str] = None) -> ker
     return model
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
+def run_fn(fn_args: FnArgs) -> None:
     """Trains the configured model on the transformed examples and exports it for serving."""
     config = TrainingConfig.from_custom_config(fn_args.custom_config)
     keras.utils.set_random_seed(config.seed)

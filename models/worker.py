@@ -2,7 +2,7 @@
 
 Each worker process runs the same `run_fn` with `TF_CONFIG` naming the cluster and its own
 task, and the `multi_worker` strategy in the Trainer's custom_config; the chief (worker 0)
-writes the model. FN_ARGS_JSON holds the keyword arguments of `tfx.components.FnArgs`
+writes the model. FN_ARGS_JSON holds the keyword arguments of TFX's `FnArgs`
 (train_files, eval_files, transform_output, serving_model_dir, model_run_dir, custom_config); the
 examples are read as a TFX Trainer reads Transform's output.
 """
@@ -10,7 +10,7 @@ examples are read as a TFX Trainer reads Transform's output.
 import json
 import sys
 
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import FnArgs
 
 from cnnpipe.models.trainer import run_fn, tf_example_files
 
@@ -20,7 +20,7 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     with open(argv[1]) as f:
-        run_fn(tfx.components.FnArgs(**json.load(f), data_accessor=tf_example_files()))
+        run_fn(FnArgs(**json.load(f), data_accessor=tf_example_files()))
     return 0
 
 

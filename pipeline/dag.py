@@ -7,8 +7,14 @@ import dataclasses
 from typing import Optional
 
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
-from tfx.proto import range_config_pb2
+from tfx.components import Evaluator, ExampleValidator, SchemaGen, StatisticsGen, Trainer, Transform
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
+from tfx.dsl.input_resolution.strategies.span_range_strategy import SpanRangeStrategy
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto import pusher_pb2, range_config_pb2, trainer_pb2
+from tfx.types import Channel, standard_artifacts
 
 from cnnpipe.components.adversarial import AdversarialExamples
 from cnnpipe.core.errors import CnnpipeError
@@ -42,7 +48,7 @@ def create_pipeline(
     span_window: int = 1,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: tuple[str, ...] = (),
-) -> tfx.dsl.Pipeline:
+) -> Pipeline:
     """The TFX pipeline: ingest, validate, transform, train, attack, evaluate, push.
 
     With data in spans, ExampleGen ingests the newest span, which is validated and evaluated on;
@@ -55,21 +61,21 @@ def create_pipeline(
     examples = example_gen.outputs["examples"]
     span_resolvers = []  # the newest `span_window` spans' examples, this run's included
     if source.has_spans and span_window > 1:
-        span_resolvers.append(tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.SpanRangeStrategy,
+        span_resolvers.append(Resolver(
+            strategy_class=SpanRangeStrategy,
             config={"range_config": range_config_pb2.RangeConfig(
                 rolling_range=range_config_pb2.RollingRange(num_spans=span_window))},
-            examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples, producer_component_id=example_gen.id),
+            examples=Channel(type=standard_artifacts.Examples, producer_component_id=example_gen.id),
         ).with_id("span_window_resolver"))
         span_resolvers[0].add_upstream_node(example_gen)
     training_examples = span_resolvers[0].outputs["examples"] if span_resolvers else examples
-    statistics_gen = tfx.components.StatisticsGen(examples=examples)
+    statistics_gen = StatisticsGen(examples=examples)
     if schema_file:
-        schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
+        schema_gen = ImportSchemaGen(schema_file=schema_file)
     else:
-        schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+        schema_gen = SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
     schema = schema_gen.outputs["schema"]
-    example_validator = tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"], schema=schema)
+    example_validator = ExampleValidator(statistics=statistics_gen.outputs["statistics"], schema=schema)
     validation_gate = ValidationGate(
         examples=examples,
         schema=schema,
@@ -78,7 +84,7 @@ def create_pipeline(
         schema_source=schema_file or "inferred by SchemaGen",
         class_names=list(training.class_names),
     )
-    transform = tfx.components.Transform(
+    transform = Transform(
         examples=training_examples,
         schema=schema,
         preprocessing_fn=PREPROCESSING_FN,
@@ -88,19 +94,19 @@ def create_pipeline(
     compare_with_baseline = thresholds.compare_with_baseline
     if training.warm_start == WARM_START_LATEST and not compare_with_baseline:
         raise CnnpipeError("warm-starting from the last blessed model (--warm-start latest, or retrain) needs it resolved: drop --no-baseline.")
-    baseline_resolvers = [tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    baseline_resolvers = [Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")] if compare_with_baseline else []
     baseline = baseline_resolvers[0].outputs["model"] if baseline_resolvers else None
-    trainer = tfx.components.Trainer(
+    trainer = Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema,
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        train_args=trainer_pb2.TrainArgs(splits=["train"]),
+        eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
         custom_config=dataclasses.asdict(training),
         # fn_args.base_model: the last blessed model, for --warm-start latest
         base_model=baseline if training.warm_start == WARM_START_LATEST else None,
@@ -115,7 +121,7 @@ def create_pipeline(
         pgd_step_fraction=attacks.pgd_step_fraction,
         seed=attacks.seed,
     )] if attacks else []
-    evaluator = tfx.components.Evaluator(
+    evaluator = Evaluator(
         examples=adversarial[0].outputs["adversarial_examples"] if adversarial else examples,
         model=trainer.outputs["model"],
         baseline_model=baseline,
@@ -132,12 +138,12 @@ def create_pipeline(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=push_check.outputs["infra_blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_base)
+        push_destination=pusher_pb2.PushDestination(
+            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=serving_base)
         ),
         keep_versions=keep_versions,
     )
-    return tfx.dsl.Pipeline(
+    return Pipeline(
         pipeline_name=name,
         pipeline_root=pipeline_root,
         components=[
@@ -156,7 +162,7 @@ def pipeline_for(
     pipeline_root: str,
     schema_file: Optional[str],
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
-) -> tfx.dsl.Pipeline:
+) -> Pipeline:
     """`create_pipeline` with `config`'s settings; the runner chooses the name, root, schema path and metadata."""
     source = config.data_source()
     return create_pipeline(

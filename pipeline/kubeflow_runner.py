@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Optional
 
 from google.protobuf import json_format
-from tfx import v1 as tfx
+from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import KubeflowV2DagRunner, KubeflowV2DagRunnerConfig
+from tfx.orchestration.pipeline import Pipeline
 
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.pipeline import dag
@@ -57,7 +58,7 @@ def for_kubeflow(config: PipelineConfig, pipeline_root: str) -> PipelineConfig:
     return dataclasses.replace(config, serving_dir=config.serving_dir or f"{pipeline_root.rstrip('/')}/serving")
 
 
-def build_pipeline(config: PipelineConfig, pipeline_root: str) -> tfx.dsl.Pipeline:
+def build_pipeline(config: PipelineConfig, pipeline_root: str) -> Pipeline:
     """The pipeline for `config` with its artifacts under `pipeline_root` (no metadata config: the cluster's)."""
     config = for_kubeflow(config, pipeline_root)
     return dag.pipeline_for(config, pipeline_name(config.name), pipeline_root, schema_in_image(config.schema_file()))
@@ -71,9 +72,7 @@ def compile_pipeline(
     from kfp.compiler import pipeline_spec_builder  # noqa: PLC0415
     from kfp.pipeline_spec import pipeline_spec_pb2  # noqa: PLC0415
 
-    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image)
-    )
+    runner = KubeflowV2DagRunner(config=KubeflowV2DagRunnerConfig(default_image=image))
     try:
         job = runner.run(build_pipeline(config, pipeline_root), write_out=False)  # a PipelineJob, as a dict
     except TypeError as error:  # TFX compiles the latest-artifact and latest-blessed-model resolvers only

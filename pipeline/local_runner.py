@@ -13,7 +13,9 @@ import sys
 from typing import Iterator, TextIO
 
 from absl import logging as absl_logging
-from tfx import v1 as tfx
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+from tfx.orchestration.metadata import sqlite_metadata_connection_config
+from tfx.orchestration.pipeline import Pipeline
 
 from cnnpipe.pipeline import dag
 from cnnpipe.pipeline.config import PipelineConfig
@@ -21,9 +23,9 @@ from cnnpipe.pipeline.output_dir import metadata_path
 from cnnpipe.pipeline.progress import ComponentProgress
 
 
-def build_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+def build_pipeline(config: PipelineConfig) -> Pipeline:
     """The pipeline for `config`, with its state under `config.output_dir`."""
-    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path(config.output_dir))
+    metadata = sqlite_metadata_connection_config(metadata_path(config.output_dir))
     return dag.pipeline_for(config, config.name, os.path.join(config.output_dir, "pipeline"), config.schema_file(), metadata)
 
 
@@ -67,7 +69,7 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout) -> dict[str, float]:
     print(f"cnnpipe: pipeline '{config.name}' — output in {config.output_dir}, full log in {log_file}", file=out, flush=True)
     with logging_to(log_file), ComponentProgress(pipeline.metadata_connection_config, config.name, out) as progress:
         try:
-            tfx.orchestration.LocalDagRunner().run(pipeline)
+            LocalDagRunner().run(pipeline)
         except Exception:
             logging.exception("The run failed.")
             raise

@@ -6,7 +6,7 @@ from typing import Optional
 import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
+from tfx.orchestration.metadata import sqlite_metadata_connection_config
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
@@ -83,7 +83,7 @@ def robustness_table(points: list[RobustnessPoint]) -> str:
 
 def store(metadata_file: str) -> metadata_store.MetadataStore:
     """The ML Metadata store of a local run (sqlite)."""
-    return metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_file))
+    return metadata_store.MetadataStore(sqlite_metadata_connection_config(metadata_file))
 
 
 def pipeline_names(metadata_file: str) -> list[str]:
