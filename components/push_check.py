@@ -2,7 +2,7 @@
 signature on the real eval examples as the Evaluator measured it. It is what TFX's InfraValidator
 is for, and like it emits an `InfraBlessing` that the Pusher requires.
 
-`check(model_dir, eval_files, evaluator_accuracy)` starts `python -m cnnpipe.components.push_check`,
+`check(model_dir, eval_files, evaluator_accuracy)` starts `python -m cnnpipe.components.signature_check`,
 which loads the SavedModel afresh (as a server would), runs `serving_default` over every eval
 example and compares its accuracy with the Evaluator's, and sends a sample through
 `predict_image`, `predict_pixels` and `embed`, comparing them with `serving_default`. A model that
@@ -17,21 +17,16 @@ import subprocess
 import sys
 from typing import Optional
 
-import numpy as np
 from tfx.components.util import model_utils
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
-from cnnpipe.core import names
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.components.evaluation_results import candidate_accuracy
 
-SAMPLE = 32  # eval examples sent through every signature
-BATCH = 256
 TIMEOUT_SECONDS = 1800
-PROBABILITY_TOLERANCE = 1e-5
 BLESSED, REASON = "blessed", "reason"  # the InfraBlessing's custom properties (TFX's Pusher reads `blessed`)
 
 
@@ -45,7 +40,7 @@ def check(model_dir: str, eval_files: str, evaluator_accuracy: Optional[float]) 
     `eval_files` is a glob of the eval split's GZIP TFRecords of tf.Examples (ExampleGen's output).
     """
     process = subprocess.run(
-        [sys.executable, "-m", "cnnpipe.components.push_check", model_dir, eval_files],
+        [sys.executable, "-m", "cnnpipe.components.signature_check", model_dir, eval_files],
         capture_output=True, text=True, timeout=TIMEOUT_SECONDS, check=False,
     )
     if process.returncode != 0:
@@ -71,58 +66,6 @@ def check(model_dir: str, eval_files: str, evaluator_accuracy: Optional[float]) 
     return report
 
 
-def _compare(name: str, outputs: dict, expected: dict, class_names: list[str]) -> list[str]:
-    """What differs between a signature's predictions and serving_default's on the same images."""
-    problems = []
-    if not np.allclose(outputs[names.PROBABILITIES], expected[names.PROBABILITIES], atol=PROBABILITY_TOLERANCE):
-        worst = np.abs(outputs[names.PROBABILITIES] - expected[names.PROBABILITIES]).max()
-        problems.append(f"{name}'s probabilities differ from serving_default's by up to {worst:.2g}")
-    if [n.decode() for n in outputs[names.CLASS_NAMES]] != [class_names[i] for i in expected[names.CLASS_IDS]]:
-        problems.append(f"{name}'s class names differ from serving_default's")
-    return problems
-
-
-def _run_checks(model_dir: str, eval_files: str) -> dict:
-    """Loads the model and queries every signature; what `check` reads from this process's last line."""
-    import tensorflow as tf  # noqa: PLC0415 - only the child process needs TensorFlow
-
-    from cnnpipe.core import features  # noqa: PLC0415
-    from cnnpipe.models import signatures  # noqa: PLC0415
-
-    served = tf.saved_model.load(model_dir).signatures
-    missing = sorted(set(names.INPUTS) - set(served))
-    if missing:
-        return {"problems": [f"signatures {', '.join(missing)} are missing"], "count": 0, "accuracy": 0.0,
-                "signatures": sorted(served)}
-    class_names = signatures.read_class_names(model_dir)
-    spec = {features.IMAGE: tf.io.FixedLenFeature([], tf.string), features.LABEL: tf.io.FixedLenFeature([], tf.int64)}
-    records = tf.data.TFRecordDataset(tf.io.gfile.glob(eval_files), compression_type="GZIP").batch(BATCH)
-    correct = count = 0
-    sample = None
-    for batch in records:
-        outputs = {k: v.numpy() for k, v in served[names.SERVING_DEFAULT](examples=batch).items()}
-        labels = tf.io.parse_example(batch, spec)[features.LABEL].numpy()
-        correct += int(np.sum(outputs[names.CLASS_IDS] == labels))
-        count += len(labels)
-        if sample is None:
-            images = tf.io.parse_example(batch[:SAMPLE], spec)[features.IMAGE]
-            sample = images, {k: v[:SAMPLE] for k, v in outputs.items()}
-    if sample is None:
-        return {"problems": [f"no eval examples in {eval_files}"], "count": 0, "accuracy": 0.0, "signatures": []}
-    images, expected = sample
-    by_image = {k: v.numpy() for k, v in served[names.PREDICT_IMAGE](images=images).items()}
-    by_pixels = [served[names.PREDICT_PIXELS](pixels=tf.cast(tf.io.decode_image(image)[tf.newaxis], tf.float32))
-                 for image in images]
-    by_pixels = {key: np.concatenate([p[key].numpy() for p in by_pixels])
-                 for key in (names.PROBABILITIES, names.CLASS_NAMES)}
-    problems = _compare(names.PREDICT_IMAGE, by_image, expected, class_names)
-    problems += _compare(names.PREDICT_PIXELS, by_pixels, expected, class_names)
-    embeddings = served[names.EMBED](images=images)[names.EMBEDDINGS].numpy()
-    if embeddings.ndim != 2 or len(embeddings) != len(images) or not np.isfinite(embeddings).all():
-        problems.append(f"embed returned {embeddings.shape} features, not one finite vector per image")
-    return {"problems": problems, "count": count, "accuracy": correct / count, "signatures": sorted(served)}
-
-
 @component
 def PushCheck(
     model: InputArtifact[standard_artifacts.Model],
@@ -145,7 +88,3 @@ def PushCheck(
         return
     infra_blessing.set_int_custom_property(BLESSED, 1)
     infra_blessing.set_string_custom_property(REASON, report)
-
-
-if __name__ == "__main__":
-    print(json.dumps(_run_checks(*sys.argv[1:3])))

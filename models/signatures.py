@@ -100,9 +100,3 @@ def export(model: keras.Model, tft_output: tft.TFTransformOutput, class_names: S
             f.write("".join(f"{name}\n" for name in class_names))
         model.class_names_file = tf.saved_model.Asset(names_file)  # copied to <export_dir>/assets/
         model.save(export_dir, save_format="tf", signatures=_signatures(model, image_spec))
-
-
-def read_class_names(model_dir: str) -> list[str]:
-    """The class names a SavedModel carries, in class-id order (from its assets)."""
-    with tf.io.gfile.GFile(os.path.join(model_dir, "assets", CLASS_NAMES_ASSET)) as f:
-        return f.read().splitlines()

@@ -13,7 +13,7 @@ from tfx.utils import path_utils
 from cnnpipe.components.evaluation_results import ACCURACY, LOSS, Metrics, clean_slice, metrics_by_slice, slice_columns
 from cnnpipe.components.validation_gate import class_counts
 from cnnpipe.core import features
-from cnnpipe.models import signatures
+from cnnpipe.models.class_names import read_class_names
 from cnnpipe.core.names import BASELINE, NO_ATTACK
 
 _OUTPUT = metadata_store_pb2.Event.OUTPUT
@@ -166,7 +166,7 @@ def unevaluated_classes(outputs: dict[str, metadata_store_pb2.Artifact]) -> list
     statistics = standard_artifacts.ExampleStatistics()
     statistics.set_mlmd_artifact(outputs["statistics"])
     counts = class_counts(statistics, "eval")
-    names = signatures.read_class_names(path_utils.serving_model_path(outputs["model"].uri))
+    names = read_class_names(path_utils.serving_model_path(outputs["model"].uri))
     return [name for name in names if not counts.get(name)]
 
 

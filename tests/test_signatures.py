@@ -14,6 +14,7 @@ from conftest import encode, fashion_mnist, train_and_export
 from cnnpipe.components.ingestion.formats import make_example
 from cnnpipe.core import features
 from cnnpipe.models import signatures
+from cnnpipe.models.class_names import read_class_names
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 
 TRAIN = 512
@@ -102,6 +103,6 @@ def test_class_names_travel_in_the_outputs_and_the_assets(exported, served, test
     images, _ = test_images
     outputs = call(served, "predict_image", images=[encode(p) for p in images])
     names = list(FASHION_MNIST.class_names)
-    assert signatures.read_class_names(exported[0]) == names
+    assert read_class_names(exported[0]) == names
     assert [name.decode() for name in outputs["class_names"]] == [names[i] for i in outputs["class_ids"]]
     assert [[name.decode() for name in row] for row in outputs["all_class_names"]] == [names] * 16

@@ -1,0 +1,197 @@
+"""A retraining day on real Fashion-MNIST spans: a run killed in each component and resumed, then a new span
+retrained while `cnnpipe serve` answers clients from the same serving directory and a second run on the same
+output is tried. The slowest scenario of the suite, in a module of its own so that it runs beside the others."""
+
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Optional
+
+import grpc
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+
+from conftest import cnnpipe, encode, fashion_mnist, running_server, versions, write_idx
+from cnnpipe.pipeline.datasets import FASHION_MNIST
+
+MODEL = "fashion"
+ANKLE_BOOT = FASHION_MNIST.class_names.index("Ankle boot")
+# Components slow enough to be killed while they work, in the order the run meets them.
+KILLED_IN = ("ImageExampleGen", "StatisticsGen", "Transform", "Trainer", "AdversarialExamples", "Evaluator",
+             "PushCheck")
+
+
+def retrain_args(data, output) -> list[str]:
+    """`cnnpipe retrain` on real spans: one quick epoch, one ε, a low bar to bless."""
+    return ["retrain", "--data", str(data), "--output", str(output), "--model-name", MODEL, "--schema", "fashion_mnist",
+            "--class-names", ",".join(FASHION_MNIST.class_names), "--epochs", "1", "--batch-size", "32",
+            "--epsilons", "0.1", "--pgd-steps", "3", "--min-accuracy", "0.3", "--max-accuracy-drop", "0.3"]
+
+
+def cnnpipe_process(*args: str, cwd) -> subprocess.Popen:
+    """`cnnpipe` in its own process group, its output one stream of lines."""
+    return subprocess.Popen([sys.executable, "-m", "cnnpipe.pipeline.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def kill_in(component: str, args: list[str], cwd) -> str:
+    """Runs `cnnpipe` until `component` has worked for a second, then kills it and its children; its output."""
+    process = cnnpipe_process(*args, cwd=cwd)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.rstrip().endswith(f"▶ {component}"):
+            time.sleep(1.0)
+            os.killpg(process.pid, signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    lines += process.stdout.readlines()
+    assert process.returncode == -signal.SIGKILL, f"the run ended before {component}:\n{''.join(lines)}"
+    return "".join(lines)
+
+
+def finished_components(output: str) -> dict[str, bool]:
+    """Component -> whether it came from the cache, from a run's progress lines."""
+    return {match[1]: bool(match[2]) for match in re.finditer(r"✓ (\S+) [\d.]+s( \(cached\))?", output)}
+
+
+@dataclasses.dataclass
+class RetrainingDay:
+    """What the scenario saw: the output of each attempt, the serving directory, and the clients' answers."""
+
+    serving_base: str
+    killed: dict[str, str] = dataclasses.field(default_factory=dict)  # component -> output of the killed attempt
+    left_after_kill: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # what the model dir held
+    resumed: Optional[subprocess.CompletedProcess] = None  # the attempt that finished span 1
+    left_after_resume: list[str] = dataclasses.field(default_factory=list)
+    second_run: Optional[subprocess.CompletedProcess] = None  # tried while span 2 was retrained
+    retraining_pid: int = 0
+    span2: str = ""
+    span2_code: int = -1
+    answered: list[int] = dataclasses.field(default_factory=list)  # the version that answered each request
+    failures: list[str] = dataclasses.field(default_factory=list)
+
+
+def write_span(data, span: int, start: int, count: int, drop_eval_class: int = -1) -> None:
+    """Real train and t10k images; with `drop_eval_class`, the eval split has none of that class."""
+    images, labels = fashion_mnist("train", start + count)
+    write_idx(str(data / f"span-{span}"), "train", images[start:], labels[start:])
+    first, last = start // 3, (start + count) // 3
+    images, labels = fashion_mnist("t10k", last)
+    keep = labels[first:] != drop_eval_class
+    write_idx(str(data / f"span-{span}"), "t10k", images[first:][keep], labels[first:][keep])
+
+
+def serve_while(serving_dir: str, seen: "RetrainingDay", newest_version, work) -> None:
+    """Runs `work()` while two clients call `cnnpipe serve` on `serving_dir`; records every answer, then waits
+    (bounded) until the server answers with `newest_version()`."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = MODEL, "predict_image"
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto([encode(pixels) for pixels in fashion_mnist("t10k", 4)[0]]))
+    with running_server(serving_dir) as server:
+        stop = threading.Event()
+
+        def client() -> None:
+            stub = server.predict_stub()
+            while not stop.is_set():
+                try:
+                    seen.answered.append(stub.Predict(request, timeout=60).model_spec.version.value)
+                except grpc.RpcError as error:
+                    seen.failures.append(f"{error.code()}: {error.details()}")
+
+        clients = [threading.Thread(target=client) for _ in range(2)]
+        for thread in clients:
+            thread.start()
+        work()
+        deadline = time.monotonic() + 60  # a bound against hanging, not a speed requirement
+        while (not seen.answered or seen.answered[-1] != newest_version()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stop.set()
+        for thread in clients:
+            thread.join()
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory) -> RetrainingDay:
+    """Span 1 retrained with the run killed in each component and started again each time; then span 2 (whose
+    eval split lacks a class) retrained while `cnnpipe serve` answers clients from the same serving directory,
+    with a second run on the same output tried meanwhile."""
+    root = tmp_path_factory.mktemp("retraining_day")
+    data, output = root / "data", root / "out"
+    seen = RetrainingDay(serving_base=str(output / "serving" / MODEL))
+    write_span(data, 1, 0, 600)
+    for component in KILLED_IN:
+        seen.killed[component] = kill_in(component, retrain_args(data, output), root)
+        seen.left_after_kill[component] = versions(seen.serving_base)
+    seen.resumed = cnnpipe(*retrain_args(data, output), cwd=root)
+    seen.left_after_resume = versions(seen.serving_base)
+
+    def retrain_span_2() -> None:
+        retraining = cnnpipe_process(*retrain_args(data, output), cwd=root)
+        seen.retraining_pid = retraining.pid
+        lines = [retraining.stdout.readline()]
+        while lines[-1] and "▶" not in lines[-1]:  # the lock is held once the first component starts
+            lines.append(retraining.stdout.readline())
+        seen.second_run = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "cnnpipe.pipeline.cli", *retrain_args(data, output)],
+            cwd=root, capture_output=True, text=True, timeout=600)
+        lines += retraining.stdout.readlines()
+        seen.span2, seen.span2_code = "".join(lines), retraining.wait(timeout=60)
+
+    write_span(data, 2, 600, 900, drop_eval_class=ANKLE_BOOT)
+    serve_while(str(output / "serving"), seen, lambda: int(versions(seen.serving_base)[-1]), retrain_span_2)
+    return seen
+
+
+@pytest.mark.fault("orchestration", "retrain killed (SIGKILL) in each of 7 components, then run again each time",
+                   "no version from a killed attempt; the next attempt reuses what finished and pushes one version")
+def test_a_run_killed_in_each_component_resumes_and_pushes_once(day, observed):
+    assert all(left == [] for left in day.left_after_kill.values())
+    assert day.resumed.returncode == 0, day.resumed.stdout + day.resumed.stderr
+    finished = finished_components(day.resumed.stdout)
+    # What the attempts finished came from the cache, up to the Trainer: the attempt killed in PushCheck had
+    # blessed its model, so that model is now the last blessed one, the warm start and the baseline.
+    assert [c for c in KILLED_IN[:3] if finished.get(c)] == list(KILLED_IN[:3])
+    assert "warm start from" in day.resumed.stdout
+    assert not finished["AtomicPusher"] and "Pushed to" in day.resumed.stdout
+    assert len(day.left_after_resume) == 1 and day.left_after_resume[0].isdigit()
+    observed(f"no version after any of the {len(KILLED_IN)} kills; the 8th attempt took "
+             f"{sum(finished.values())} components from the cache and pushed version {day.left_after_resume[0]}")
+
+
+@pytest.mark.fault("orchestration", "a second run on the same --output while a run holds it",
+                   "refused at once, before TFX loads, naming the process that holds it; exit 1")
+def test_a_second_run_is_refused_before_tfx_loads(day, observed):
+    second = day.second_run
+    message = second.stderr.strip().splitlines()[-1]
+    assert second.returncode == 1
+    assert f"another cnnpipe run (pid {day.retraining_pid}) is using this output directory" in message
+    imported = {line.split("|")[-1].strip() for line in second.stderr.splitlines() if line.startswith("import time:")}
+    assert "tfx" not in imported and "tensorflow" not in imported
+    observed(f"exit 1 with {len(imported)} modules imported, none of TFX or TensorFlow: {message}")
+
+
+@pytest.mark.fault("serving", "retrain pushes a new version while `cnnpipe serve` answers from the same directory",
+                   "every request answered; the server switches to the new version")
+def test_retraining_while_serving_answers_every_request(day, observed):
+    assert day.span2_code == 0, day.span2
+    assert day.failures == []
+    old, new = (int(name) for name in versions(day.serving_base))
+    switch = day.answered.index(new)
+    assert set(day.answered[:switch]) == {old} and set(day.answered[switch:]) == {new}
+    observed(f"{len(day.answered)} requests answered, 0 failed; version {old} until the push, then {new}")
+
+
+@pytest.mark.fault("evaluation", "a class with no eval images (span 2's eval split lacks Ankle boot)",
+                   "the run finishes; the summary marks the class not evaluated and warns")
+def test_a_class_without_eval_images_is_named_in_the_summary(day, observed):
+    line = next(line for line in day.span2.splitlines() if line.strip().startswith("Ankle boot"))
+    assert "not evaluated: the eval split has no images of it" in line
+    assert "Warning: 1 class(es) were not evaluated" in day.span2
+    observed(line.strip())
