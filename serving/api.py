@@ -21,7 +21,11 @@ SIGNATURE_DEF = "signature_def"  # the one metadata field TF Serving answers
 # After a request of this many images, freed memory goes back to the system (a trim takes 1-3 ms; such a request
 # takes hundreds).
 TRIM_AFTER_IMAGES = 64
-_malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc's; elsewhere memory is left as it is
+_libc = ctypes.CDLL(None)
+_malloc_trim = getattr(_libc, "malloc_trim", None)  # glibc's; elsewhere memory is left as it is
+_mallopt = getattr(_libc, "mallopt", None)
+M_ARENA_MAX = -8  # mallopt's parameter (glibc's malloc.h)
+MALLOC_ARENAS = 2
 
 
 class InFlight:
@@ -49,11 +53,20 @@ class InFlight:
             return self._changed.wait_for(lambda: self.count == 0, timeout)
 
 
+def limit_malloc_arenas() -> None:
+    """Caps glibc's malloc arenas at MALLOC_ARENAS (process-wide), before the server's threads start. By default
+    glibc gives threads up to 8 arenas per core, and each arena keeps free memory of the large requests that ran in
+    it: on 2 cores, after 36 large requests from 4 clients at once, 16 arenas held 320-340 MB and 2 held 185 MB
+    (docs/benchmarks.md)."""
+    if _mallopt:
+        _mallopt(M_ARENA_MAX, MALLOC_ARENAS)
+
+
 @contextlib.contextmanager
 def batch_of(images: int, max_batch_images: int) -> Iterator[None]:
     """Around the work on a request of `images` images (instances): refuses more than the server's limit, and after
-    a large request hands the memory it freed back to the system. glibc keeps freed memory in its arenas (one per
-    thread that allocated) for reuse; the trim returned a third of what 48 large requests left (docs/benchmarks.md)."""
+    a large request hands the memory it freed back to the system. glibc keeps freed memory in its arenas (see
+    `limit_malloc_arenas`) for reuse; the trim returned a third of what 48 large requests left (docs/benchmarks.md)."""
     try:
         if images > max_batch_images:
             raise invalid(f"this request has {images} images (instances); this server takes at most "

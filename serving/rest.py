@@ -17,6 +17,7 @@ import re
 import selectors
 import socket
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional
 
@@ -33,6 +34,11 @@ PATH = re.compile(
 )
 ACTIONS = {"GET": ("", "/metadata"), "POST": (":predict", ":classify", ":regress")}
 MAX_LINE = 65536  # of a chunk size or trailer line, as of a header line
+# Predictions run on a pool of this many long-lived threads (as many as the gRPC server has), not on each connection's
+# own thread: TensorFlow 2.16 keeps state for every thread that calls it and never frees it (a FunctionCallOptions and
+# a list, in pywrap_tfe_src.cc's thread_local map made with `new`), so a thread per connection left that behind for
+# every connection, without bound (docs/benchmarks.md).
+MODEL_THREADS = 16
 log = logging.getLogger("cnnpipe.serving")
 
 
@@ -46,8 +52,8 @@ class BodyRefused(Exception):
 
 
 class RestServer(ThreadingHTTPServer):
-    """A thread per connection; each connection counts in `in_flight` from its accept to its close, so that a
-    drain waits for requests already sent on open connections."""
+    """A thread per connection, predictions on `model_threads`; each connection counts in `in_flight` from its
+    accept to its close, so that a drain waits for requests already sent on open connections."""
 
     daemon_threads = True  # a request still running at the drain deadline does not hold the process
     block_on_close = False  # the drain waits on `in_flight`, with a deadline
@@ -57,6 +63,7 @@ class RestServer(ThreadingHTTPServer):
         super().__init__(address, RestHandler)
         self.manager, self.max_request_bytes, self.max_batch_images = manager, max_request_bytes, max_batch_images
         self.in_flight = in_flight
+        self.model_threads = ThreadPoolExecutor(MODEL_THREADS, thread_name_prefix="rest-model")
         self.draining = False
         self._drain_signal, self._drain_trigger = socket.socketpair()  # readable once draining
 
@@ -265,7 +272,7 @@ class RestHandler(BaseHTTPRequestHandler):
         _, signature = servable.signature(signature_name)
         with api.batch_of(tensors.rest_rows(request), self.server.max_batch_images):
             inputs, row_format = tensors.from_rest(request, signature.inputs)
-            _, outputs = api.predict(servable, signature_name, inputs)
+            _, outputs = self.server.model_threads.submit(api.predict, servable, signature_name, inputs).result()
             return tensors.to_rest(outputs, row_format)
 
     def _json(self, body: bytes) -> Any:

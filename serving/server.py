@@ -124,6 +124,7 @@ def serve(options: ServerOptions) -> None:
     if binary:
         _launch_model_server(binary, options)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    api.limit_malloc_arenas()
     server = RunningServer(options)
     source = options.model_config_file or options.serving_dir
     print(f"cnnpipe: serving {source}: REST on {options.host}:{options.rest_port}, gRPC on "
