@@ -1,6 +1,8 @@
-"""A retraining day on real Fashion-MNIST spans: a run killed in each component and resumed, then a new span
-retrained while `cnnpipe serve` answers clients from the same serving directory and a second run on the same
-output is tried. The slowest scenario of the suite, in a module of its own so that it runs beside the others."""
+"""A retraining day on real Fashion-MNIST spans, `cnnpipe retrain` over the newest two: span 1 with the run killed
+in each component and resumed; span 2 (more data) retrained while `cnnpipe serve` answers clients from the same
+serving directory and a second run on the same output is tried; span 3, whose labels mean nothing, not pushed;
+then a retrain with no new span. The slowest scenario of the suite, in a module of its own so that it runs beside
+the others."""
 
 import dataclasses
 import os
@@ -17,8 +19,13 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
+import numpy as np
+
 from conftest import cnnpipe, encode, fashion_mnist, running_server, versions, write_idx
+from cnnpipe.pipeline import retrain, summary
+from cnnpipe.pipeline.cli import EXIT_NOT_PUSHED
 from cnnpipe.pipeline.datasets import FASHION_MNIST
+from cnnpipe.pipeline.output_dir import metadata_path
 
 MODEL = "fashion"
 ANKLE_BOOT = FASHION_MNIST.class_names.index("Ankle boot")
@@ -27,11 +34,12 @@ KILLED_IN = ("ImageExampleGen", "StatisticsGen", "Transform", "Trainer", "Advers
              "PushCheck")
 
 
-def retrain_args(data, output) -> list[str]:
-    """`cnnpipe retrain` on real spans: one quick epoch, one ε, a low bar to bless."""
+def retrain_args(data, output, min_accuracy: float = 0.3, max_accuracy_drop: float = 0.3) -> list[str]:
+    """`cnnpipe retrain` on the newest two real spans: one quick epoch, one ε, by default a low bar to bless."""
     return ["retrain", "--data", str(data), "--output", str(output), "--model-name", MODEL, "--schema", "fashion_mnist",
             "--class-names", ",".join(FASHION_MNIST.class_names), "--epochs", "1", "--batch-size", "32",
-            "--epsilons", "0.1", "--pgd-steps", "3", "--min-accuracy", "0.3", "--max-accuracy-drop", "0.3"]
+            "--epsilons", "0.1", "--pgd-steps", "3", "--span-window", "2", "--min-accuracy", str(min_accuracy),
+            "--max-accuracy-drop", str(max_accuracy_drop)]
 
 
 def cnnpipe_process(*args: str, cwd) -> subprocess.Popen:
@@ -61,6 +69,18 @@ def finished_components(output: str) -> dict[str, bool]:
     return {match[1]: bool(match[2]) for match in re.finditer(r"✓ (\S+) [\d.]+s( \(cached\))?", output)}
 
 
+def trainer_spans(output) -> list[int]:
+    """The spans of the examples behind the newest Trainer execution, traced in MLMD through Transform."""
+    store = summary.store(metadata_path(str(output)))
+    types = {t.name.rsplit(".", 1)[-1]: t.name for t in store.get_execution_types()}
+    trainer = max(store.get_executions_by_type(types["Trainer"]), key=lambda e: e.id)
+    inputs = [e.artifact_id for e in store.get_events_by_execution_ids([trainer.id]) if e.path.steps[0].key == "examples"]
+    transform = next(e.execution_id for e in store.get_events_by_artifact_ids(inputs) if e.type == e.OUTPUT)
+    raw = [e.artifact_id for e in store.get_events_by_execution_ids([transform])
+           if e.type == e.INPUT and e.path.steps[0].key == "examples"]
+    return sorted(artifact.custom_properties["span"].int_value for artifact in store.get_artifacts_by_id(raw))
+
+
 @dataclasses.dataclass
 class RetrainingDay:
     """What the scenario saw: the output of each attempt, the serving directory, and the clients' answers."""
@@ -70,22 +90,34 @@ class RetrainingDay:
     left_after_kill: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # what the model dir held
     resumed: Optional[subprocess.CompletedProcess] = None  # the attempt that finished span 1
     left_after_resume: list[str] = dataclasses.field(default_factory=list)
+    blessed_after_span_1: str = ""  # the export of span 1's blessed model
     second_run: Optional[subprocess.CompletedProcess] = None  # tried while span 2 was retrained
     retraining_pid: int = 0
     span2: str = ""
     span2_code: int = -1
     answered: list[int] = dataclasses.field(default_factory=list)  # the version that answered each request
     failures: list[str] = dataclasses.field(default_factory=list)
+    span2_run: Optional[summary.RunSummary] = None
+    span2_trained_on: list[int] = dataclasses.field(default_factory=list)
+    left_after_span2: list[str] = dataclasses.field(default_factory=list)
+    span3: Optional[subprocess.CompletedProcess] = None  # labels that mean nothing
+    span3_trained_on: list[int] = dataclasses.field(default_factory=list)
+    left_after_span3: list[str] = dataclasses.field(default_factory=list)
+    again: Optional[subprocess.CompletedProcess] = None  # no new span
+    trained_spans: list[int] = dataclasses.field(default_factory=list)
+    left_at_the_end: list[str] = dataclasses.field(default_factory=list)
 
 
-def write_span(data, span: int, start: int, count: int, drop_eval_class: int = -1) -> None:
-    """Real train and t10k images; with `drop_eval_class`, the eval split has none of that class."""
+def write_span(data, span: int, start: int, count: int, drop_eval_class: int = -1, shuffle_labels: bool = False) -> None:
+    """Real train and t10k images; with `drop_eval_class`, the eval split has none of that class; with
+    `shuffle_labels`, labels that mean nothing."""
     images, labels = fashion_mnist("train", start + count)
-    write_idx(str(data / f"span-{span}"), "train", images[start:], labels[start:])
+    shuffled = np.random.default_rng(span).permutation if shuffle_labels else lambda labels: labels
+    write_idx(str(data / f"span-{span}"), "train", images[start:], shuffled(labels[start:]))
     first, last = start // 3, (start + count) // 3
     images, labels = fashion_mnist("t10k", last)
     keep = labels[first:] != drop_eval_class
-    write_idx(str(data / f"span-{span}"), "t10k", images[first:][keep], labels[first:][keep])
+    write_idx(str(data / f"span-{span}"), "t10k", images[first:][keep], shuffled(labels[first:][keep]))
 
 
 def serve_while(serving_dir: str, seen: "RetrainingDay", newest_version, work) -> None:
@@ -119,18 +151,21 @@ def serve_while(serving_dir: str, seen: "RetrainingDay", newest_version, work) -
 
 @pytest.fixture(scope="module")
 def day(tmp_path_factory) -> RetrainingDay:
-    """Span 1 retrained with the run killed in each component and started again each time; then span 2 (whose
-    eval split lacks a class) retrained while `cnnpipe serve` answers clients from the same serving directory,
-    with a second run on the same output tried meanwhile."""
+    """Span 1 retrained with the run killed in each component and started again each time; then span 2 retrained
+    while `cnnpipe serve` answers clients from the same serving directory, with a second run on the same output
+    tried meanwhile (neither eval split has Ankle boots); then span 3 with shuffled labels and the bar of a
+    production run; then a retrain with no new span."""
     root = tmp_path_factory.mktemp("retraining_day")
     data, output = root / "data", root / "out"
     seen = RetrainingDay(serving_base=str(output / "serving" / MODEL))
-    write_span(data, 1, 0, 600)
+    write_span(data, 1, 0, 600, drop_eval_class=ANKLE_BOOT)
     for component in KILLED_IN:
         seen.killed[component] = kill_in(component, retrain_args(data, output), root)
         seen.left_after_kill[component] = versions(seen.serving_base)
     seen.resumed = cnnpipe(*retrain_args(data, output), cwd=root)
     seen.left_after_resume = versions(seen.serving_base)
+    seen.blessed_after_span_1 = os.path.join(summary.run_outputs(metadata_path(str(output)), MODEL)[1]["model"].uri,
+                                             "Format-Serving")
 
     def retrain_span_2() -> None:
         retraining = cnnpipe_process(*retrain_args(data, output), cwd=root)
@@ -146,6 +181,15 @@ def day(tmp_path_factory) -> RetrainingDay:
 
     write_span(data, 2, 600, 900, drop_eval_class=ANKLE_BOOT)
     serve_while(str(output / "serving"), seen, lambda: int(versions(seen.serving_base)[-1]), retrain_span_2)
+    seen.span2_run = summary.summarize(metadata_path(str(output)), MODEL)
+    seen.span2_trained_on, seen.left_after_span2 = trainer_spans(output), versions(seen.serving_base)
+
+    write_span(data, 3, 1500, 600, shuffle_labels=True)
+    seen.span3 = cnnpipe(*retrain_args(data, output, min_accuracy=0.5, max_accuracy_drop=0.0), cwd=root)
+    seen.span3_trained_on, seen.left_after_span3 = trainer_spans(output), versions(seen.serving_base)
+    seen.again = cnnpipe(*retrain_args(data, output), cwd=root)
+    seen.trained_spans = retrain.trained_spans(metadata_path(str(output)), MODEL)
+    seen.left_at_the_end = versions(seen.serving_base)
     return seen
 
 
@@ -195,3 +239,25 @@ def test_a_class_without_eval_images_is_named_in_the_summary(day, observed):
     assert "not evaluated: the eval split has no images of it" in line
     assert "Warning: 1 class(es) were not evaluated" in day.span2
     observed(line.strip())
+
+
+def test_a_span_with_more_data_is_trained_on_the_newest_two_from_the_last_blessed_model(day):
+    assert f"warm start from {day.blessed_after_span_1}: 5 layers copied" in day.span2  # LeNet-5's five
+    run = day.span2_run
+    assert run.blessed and run.baseline_accuracy is not None and run.accuracy >= run.baseline_accuracy
+    assert day.span2_trained_on == [1, 2]
+    assert len(day.left_after_span2) == 2
+
+
+def test_a_span_whose_labels_mean_nothing_is_not_pushed(day):
+    assert day.span3.returncode == EXIT_NOT_PUSHED, day.span3.stdout + day.span3.stderr
+    assert "Blessed: no." in day.span3.stdout and "Not pushed." in day.span3.stdout
+    assert day.span3_trained_on == [2, 3]
+    assert day.left_after_span3 == day.left_after_span2  # span 2's version is still the newest served
+
+
+def test_a_retrain_without_a_new_span_does_nothing(day):
+    assert day.again.returncode == 0, day.again.stderr
+    assert "no new span" in day.again.stdout and "span 3 is already trained" in day.again.stdout
+    assert day.trained_spans == [1, 2, 3]
+    assert day.left_at_the_end == day.left_after_span2
