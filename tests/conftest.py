@@ -187,6 +187,15 @@ def pushed_run(tmp_path_factory, worker_id) -> PipelineConfig:
     return config
 
 
+@pytest.fixture(scope="session")
+def pushed_outputs(pushed_run) -> dict:
+    """The shared run's output artifacts by output key ("examples", "model", "evaluation", ...), from MLMD."""
+    from cnnpipe.pipeline import summary  # noqa: PLC0415 - TFX
+    from cnnpipe.pipeline.output_dir import metadata_path  # noqa: PLC0415
+
+    return summary.run_outputs(metadata_path(pushed_run.output_dir), pushed_run.name)[1]
+
+
 @dataclasses.dataclass
 class Server:
     rest: str  # base URL

@@ -24,32 +24,20 @@ from cnnpipe.pipeline.datasets import FASHION_MNIST
 from cnnpipe.pipeline.thresholds import Thresholds
 
 
-@pytest.fixture(scope="module")
-def first_run(pushed_run) -> PipelineConfig:
-    """The shared run, read only."""
-    return pushed_run
-
-
-@pytest.fixture(scope="module")
-def first_outputs(first_run):
-    """The first run's artifacts by output key."""
-    return summary.run_outputs(local_runner.metadata_path(first_run.output_dir), first_run.name)[1]
-
-
 @pytest.fixture
-def run_copy(first_run, tmp_path) -> PipelineConfig:
+def run_copy(pushed_run, tmp_path) -> PipelineConfig:
     """The shared run's settings with a copy of its outputs (metadata, artifacts, served versions) to run the
     pipeline again on; the copied metadata still names the shared run's artifacts, which nothing changes."""
-    shutil.copytree(first_run.output_dir, tmp_path / "out")
-    return dataclasses.replace(first_run, output_dir=str(tmp_path / "out"))
+    shutil.copytree(pushed_run.output_dir, tmp_path / "out")
+    return dataclasses.replace(pushed_run, output_dir=str(tmp_path / "out"))
 
 
 def served_versions(config: PipelineConfig) -> list[str]:
     return sorted(os.listdir(config.serving_base))
 
 
-def test_every_component_recorded_its_outputs_in_mlmd(first_outputs):
-    outputs = first_outputs
+def test_every_component_recorded_its_outputs_in_mlmd(pushed_outputs):
+    outputs = pushed_outputs
     expected = {
         "examples", "statistics", "schema", "anomalies", "transform_graph", "transformed_examples",
         "model", "model_run", "evaluation", "blessing", "pushed_model",
@@ -59,10 +47,10 @@ def test_every_component_recorded_its_outputs_in_mlmd(first_outputs):
         assert tf.io.gfile.exists(artifact.uri), artifact.uri
 
 
-def test_pushed_model_classifies_the_real_test_slice(first_run):
-    versions = served_versions(first_run)
+def test_pushed_model_classifies_the_real_test_slice(pushed_run):
+    versions = served_versions(pushed_run)
     assert len(versions) == 1 and versions[0].isdigit()
-    model = tf.saved_model.load(os.path.join(first_run.serving_base, versions[0]))
+    model = tf.saved_model.load(os.path.join(pushed_run.serving_base, versions[0]))
     images, labels = fashion_mnist("t10k", TEST)
     examples = []
     for index, (pixels, label) in enumerate(zip(images, labels)):
@@ -76,30 +64,30 @@ def test_pushed_model_classifies_the_real_test_slice(first_run):
     assert names == [FASHION_MNIST.class_names[i] for i in class_ids]
 
 
-def test_summary_reports_accuracy_blessing_and_push(first_run):
-    result = summary.summarize(local_runner.metadata_path(first_run.output_dir), first_run.name)
+def test_summary_reports_accuracy_blessing_and_push(pushed_run):
+    result = summary.summarize(local_runner.metadata_path(pushed_run.output_dir), pushed_run.name)
     assert result.accuracy >= 0.5 and result.blessed
     assert set(result.per_class_accuracy) == set(FASHION_MNIST.class_names)
-    assert result.pushed_to == os.path.join(first_run.serving_base, served_versions(first_run)[0])
+    assert result.pushed_to == os.path.join(pushed_run.serving_base, served_versions(pushed_run)[0])
     assert "Blessed: yes" in result.format() and result.pushed_to in result.format()
 
 
 
-def test_the_trainer_reads_every_example_once_per_epoch_and_mixes_examples_stored_by_class(first_outputs, tmp_path):
+def test_the_trainer_reads_every_example_once_per_epoch_and_mixes_examples_stored_by_class(pushed_outputs, tmp_path):
     """The Trainer's input (TFXIO, then a shuffle of the whole split): Transform's training examples, rewritten
     sorted by label, reach the model mixed; without shuffling, the first batch is one class."""
     import tensorflow_transform as tft  # noqa: PLC0415
     from cnnpipe.core import features  # noqa: PLC0415
     from cnnpipe.models import trainer  # noqa: PLC0415
 
-    split = os.path.join(first_outputs["transformed_examples"].uri, "Split-train", "*")
+    split = os.path.join(pushed_outputs["transformed_examples"].uri, "Split-train", "*")
     records = list(tf.data.TFRecordDataset(tf.io.gfile.glob(split), compression_type="GZIP").as_numpy_iterator())
     label = lambda record: tf.train.Example.FromString(record).features.feature[features.LABEL_XF].int64_list.value[0]  # noqa: E731
     by_class = str(tmp_path / "by_class.gz")
     with tf.io.TFRecordWriter(by_class, "GZIP") as writer:
         for record in sorted(records, key=label):
             writer.write(record)
-    tft_output = tft.TFTransformOutput(first_outputs["transform_graph"].uri)
+    tft_output = tft.TFTransformOutput(pushed_outputs["transform_graph"].uri)
     shuffled, in_order = (trainer.input_fn(trainer.tf_example_files(), [by_class], tft_output, 32, shuffle=shuffle)
                           for shuffle in (True, False))
     epochs = [np.concatenate([labels for _, labels in shuffled.as_numpy_iterator()]) for _ in range(2)]
@@ -109,14 +97,14 @@ def test_the_trainer_reads_every_example_once_per_epoch_and_mixes_examples_store
     assert len(set(next(iter(in_order))[1].numpy())) == 1
 
 
-def test_two_workers_train_one_model_that_the_evaluator_blesses(first_run, first_outputs, tmp_path):
-    examples = first_outputs["transformed_examples"].uri
-    training = dataclasses.replace(first_run.training_config(FASHION_MNIST.class_names), strategy="multi_worker")
+def test_two_workers_train_one_model_that_the_evaluator_blesses(pushed_run, pushed_outputs, tmp_path):
+    examples = pushed_outputs["transformed_examples"].uri
+    training = dataclasses.replace(pushed_run.training_config(FASHION_MNIST.class_names), strategy="multi_worker")
     fn_args = tmp_path / "fn_args.json"
     fn_args.write_text(json.dumps({
         "train_files": [os.path.join(examples, "Split-train", "*")],
         "eval_files": [os.path.join(examples, "Split-eval", "*")],
-        "transform_output": first_outputs["transform_graph"].uri,
+        "transform_output": pushed_outputs["transform_graph"].uri,
         "serving_model_dir": str(tmp_path / "model"),
         "model_run_dir": str(tmp_path / "run"),
         "custom_config": dataclasses.asdict(training),
@@ -143,13 +131,13 @@ def test_two_workers_train_one_model_that_the_evaluator_blesses(first_run, first
         tfma.default_eval_shared_model(path, model_name=name, eval_config=config)
         for name, path in [
             (tfma.CANDIDATE_KEY, str(tmp_path / "model")),
-            (tfma.BASELINE_KEY, os.path.join(first_outputs["model"].uri, "Format-Serving")),
+            (tfma.BASELINE_KEY, os.path.join(pushed_outputs["model"].uri, "Format-Serving")),
         ]
     )
     tfma.run_model_analysis(
         eval_shared_model=[candidate, baseline],
         eval_config=config,
-        data_location=os.path.join(first_outputs["examples"].uri, "Split-eval", "*"),
+        data_location=os.path.join(pushed_outputs["examples"].uri, "Split-eval", "*"),
         output_path=str(tmp_path / "evaluation"),
     )
     assert tfma.load_validation_result(str(tmp_path / "evaluation")).validation_ok

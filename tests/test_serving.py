@@ -32,7 +32,7 @@ from cnnpipe.components import evaluation_results, push_check
 from cnnpipe.components.ingestion.formats import make_example
 from cnnpipe.components.pusher import existing_versions, publish
 from cnnpipe.models import trainer
-from cnnpipe.pipeline import cli, local_runner, summary
+from cnnpipe.pipeline import cli
 from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 from cnnpipe.serving import model_config, tensors
@@ -51,11 +51,6 @@ def pipeline(pushed_run) -> PipelineConfig:
 
 
 @pytest.fixture(scope="module")
-def outputs(pipeline):
-    return summary.run_outputs(local_runner.metadata_path(pipeline.output_dir), pipeline.name)[1]
-
-
-@pytest.fixture(scope="module")
 def first_version(pipeline) -> str:
     versions = existing_versions(pipeline.serving_base)
     assert len(versions) == 1
@@ -63,15 +58,15 @@ def first_version(pipeline) -> str:
 
 
 @pytest.fixture(scope="module")
-def second_model(pipeline, outputs, tmp_path_factory) -> str:
+def second_model(pipeline, pushed_outputs, tmp_path_factory) -> str:
     """Another model (seed 1) trained and exported by the real Trainer's run_fn on the same examples."""
     root = tmp_path_factory.mktemp("second")
-    examples = outputs["transformed_examples"].uri
+    examples = pushed_outputs["transformed_examples"].uri
     training = dataclasses.replace(pipeline.training_config(FASHION_MNIST.class_names), seed=1)
     trainer.run_fn(tfx.components.FnArgs(
         train_files=[os.path.join(examples, "Split-train", "*")],
         eval_files=[os.path.join(examples, "Split-eval", "*")],
-        transform_output=outputs["transform_graph"].uri,
+        transform_output=pushed_outputs["transform_graph"].uri,
         serving_model_dir=str(root / "model"),
         model_run_dir=str(root / "run"),
         custom_config=dataclasses.asdict(training),
@@ -143,9 +138,9 @@ def test_the_pusher_lists_the_pushed_model_in_models_config(pipeline, first_vers
     assert set(tf.saved_model.load(first_version).signatures) == set(SIGNATURES)
 
 
-def test_a_model_that_disagrees_with_the_evaluator_is_refused(outputs, first_version, second_model):
-    eval_files = os.path.join(outputs["examples"].uri, "Split-eval", "*")
-    evaluated = evaluation_results.candidate_accuracy(outputs["evaluation"].uri)
+def test_a_model_that_disagrees_with_the_evaluator_is_refused(pushed_outputs, first_version, second_model):
+    eval_files = os.path.join(pushed_outputs["examples"].uri, "Split-eval", "*")
+    evaluated = evaluation_results.candidate_accuracy(pushed_outputs["evaluation"].uri)
     assert push_check.check(first_version, eval_files, evaluated).startswith("push check: embed, predict_image")
     with pytest.raises(push_check.PushCheckError, match=r"but the Evaluator measured"):
         push_check.check(second_model, eval_files, evaluated)  # another model than the one evaluated
