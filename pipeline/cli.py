@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     kubeflow.add_argument("--image", required=True, help="the image every step runs in, built from kubeflow/Dockerfile")
     kubeflow.add_argument("-o", "--package", default=config.KUBEFLOW_PACKAGE,
                           help=f"the pipeline spec file to write (default {config.KUBEFLOW_PACKAGE})")
+    kubeflow.add_argument("--spec-version", choices=config.KUBEFLOW_SPEC_VERSIONS,
+                          default=config.KUBEFLOW_SPEC_VERSIONS[0],
+                          help=f"the KFP pipeline spec schema (default {config.KUBEFLOW_SPEC_VERSIONS[0]}, which open-source "
+                          "Kubeflow Pipelines 2.x requires; Vertex AI Pipelines takes either)")
     compile_.set_defaults(func=_compile)
 
     submit = commands.add_parser("submit", help="run the compiled pipeline once on Kubeflow Pipelines")
@@ -240,9 +244,10 @@ def _compile(args: argparse.Namespace) -> int:
     from cnnpipe.pipeline.config import KUBEFLOW_BEAM_ARGS  # noqa: PLC0415
 
     config = pipeline_config(args, KUBEFLOW_BEAM_ARGS)
-    spec = kubeflow_runner.compile_pipeline(config, args.pipeline_root, args.image, args.package)
+    spec = kubeflow_runner.compile_pipeline(config, args.pipeline_root, args.image, args.package, args.spec_version)
     serving = kubeflow_runner.for_kubeflow(config, args.pipeline_root).serving_base
-    print(f"cnnpipe: pipeline '{spec.pipeline_info.name}', {len(spec.root.dag.tasks)} steps, written to {args.package}")
+    print(f"cnnpipe: pipeline '{spec.pipeline_info.name}', {len(spec.root.dag.tasks)} steps, written to {args.package} "
+          f"(pipeline spec schema {spec.schema_version})")
     print(f"  image {args.image}\n  pipeline root {spec.default_pipeline_root}\n  serving {serving}")
     print(f"  Beam args {' '.join(config.beam_args)}")
     print(f"Run it with: cnnpipe submit --host URL --package {args.package}")

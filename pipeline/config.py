@@ -25,6 +25,9 @@ DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1"
 # Kubeflow (pipeline/kubeflow_runner.py): every core of the step's pod, one Beam worker process each.
 KUBEFLOW_BEAM_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
 KUBEFLOW_PACKAGE = "kubeflow/pipeline.yaml"
+# KFP pipeline spec schemas: open-source Kubeflow Pipelines 2.x accepts only 2.1 (`runtimeValue.constant`
+# parameters); Vertex AI Pipelines accepts both.
+KUBEFLOW_SPEC_VERSIONS = ("2.1", "2.0")
 KUBEFLOW_EXPERIMENT = "cnnpipe"
 
 

@@ -21,7 +21,7 @@ from tfx.orchestration.pipeline import Pipeline
 
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.pipeline import dag
-from cnnpipe.pipeline.config import KUBEFLOW_EXPERIMENT, KUBEFLOW_PACKAGE, PipelineConfig
+from cnnpipe.pipeline.config import KUBEFLOW_EXPERIMENT, KUBEFLOW_PACKAGE, KUBEFLOW_SPEC_VERSIONS, PipelineConfig
 from cnnpipe.schemas import SCHEMA_DIR
 
 if TYPE_CHECKING:
@@ -65,14 +65,17 @@ def build_pipeline(config: PipelineConfig, pipeline_root: str) -> Pipeline:
 
 
 def compile_pipeline(
-    config: PipelineConfig, pipeline_root: str, image: str, package_path: str = KUBEFLOW_PACKAGE
+    config: PipelineConfig, pipeline_root: str, image: str, package_path: str = KUBEFLOW_PACKAGE,
+    spec_version: str = KUBEFLOW_SPEC_VERSIONS[0],
 ) -> "pipeline_spec_pb2.PipelineSpec":
-    """Writes the KFP v2 pipeline spec (YAML) of `config` to `package_path`; returns the PipelineSpec proto."""
+    """Writes the KFP v2 pipeline spec (YAML) of `config` to `package_path` in schema `spec_version` ("2.1", the
+    one open-source Kubeflow Pipelines 2.x accepts, or "2.0"); returns the PipelineSpec proto."""
     require_kfp()
     from kfp.compiler import pipeline_spec_builder  # noqa: PLC0415
     from kfp.pipeline_spec import pipeline_spec_pb2  # noqa: PLC0415
 
-    runner = KubeflowV2DagRunner(config=KubeflowV2DagRunnerConfig(default_image=image))
+    runner = KubeflowV2DagRunner(config=KubeflowV2DagRunnerConfig(
+        default_image=image, use_pipeline_spec_2_1=spec_version == "2.1"))
     try:
         job = runner.run(build_pipeline(config, pipeline_root), write_out=False)  # a PipelineJob, as a dict
     except TypeError as error:  # TFX compiles the latest-artifact and latest-blessed-model resolvers only

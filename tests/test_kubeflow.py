@@ -43,7 +43,7 @@ def compiled(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("kubeflow")
     result = cnnpipe("compile", "--pipeline-root", PIPELINE_ROOT, "--image", IMAGE, "-o", "pipeline.yaml", cwd=directory)
     assert result.returncode == 0, result.stderr
-    assert "13 steps, written to pipeline.yaml" in result.stdout
+    assert "13 steps, written to pipeline.yaml (pipeline spec schema 2.1.0)" in result.stdout
     return directory / "pipeline.yaml"
 
 
@@ -62,7 +62,13 @@ def container(spec: pipeline_spec_pb2.PipelineSpec, task: str) -> dict:
 
 
 def constant(spec: pipeline_spec_pb2.PipelineSpec, task: str, parameter: str) -> str:
-    return spec.root.dag.tasks[task].inputs.parameters[parameter].runtime_value.constant_value.string_value
+    return spec.root.dag.tasks[task].inputs.parameters[parameter].runtime_value.constant.string_value
+
+
+def constant_fields(spec: pipeline_spec_pb2.PipelineSpec) -> set[str]:
+    """How the tasks' constant parameters are written: `constant` (schema 2.1) or `constant_value` (2.0)."""
+    return {parameter.runtime_value.WhichOneof("value") for task in spec.root.dag.tasks.values()
+            for parameter in task.inputs.parameters.values() if parameter.HasField("runtime_value")}
 
 
 def test_every_component_is_a_step_and_the_resolver_queries_mlmd(spec):
@@ -126,6 +132,26 @@ def test_pipeline_root_data_schema_and_serving_are_where_the_pods_find_them(spec
     assert f'"base_directory": "{PIPELINE_ROOT}/serving/fashion_mnist"' in constant(spec, "AtomicPusher", "push_destination")
     assert constant(spec, "Trainer", "run_fn") == "cnnpipe.models.trainer.run_fn"
     assert constant(spec, "Transform", "preprocessing_fn") == "cnnpipe.models.preprocessing.preprocessing_fn"
+
+
+def test_the_spec_is_in_the_schema_open_source_kubeflow_pipelines_accepts(spec):
+    """KFP 2.x's API server takes pipeline spec schema 2.1.0 only, and its driver reads each constant parameter from
+    `runtimeValue.constant`: parameters typed with `parameterType`, none with the deprecated `constantValue`."""
+    assert spec.schema_version == "2.1.0"
+    assert constant_fields(spec) == {"constant"}
+    parameters = [parameter for component in spec.components.values()
+                  for parameter in component.input_definitions.parameters.values()]
+    assert parameters and all(parameter.parameter_type and not parameter.type for parameter in parameters)
+
+
+def test_spec_version_2_0_is_there_for_a_target_that_needs_it(tmp_path):
+    config = PipelineConfig.from_options(data=write_fashion_mnist_slice(str(tmp_path / "data"), 30, 10),
+                                         class_names=FASHION_MNIST.class_names, schema="fashion_mnist")
+    spec = kubeflow_runner.compile_pipeline(config, "gs://cnnpipe-test/root", IMAGE, str(tmp_path / "spec.yaml"),
+                                            spec_version="2.0")
+    assert spec.schema_version == "2.0.0"
+    assert constant_fields(spec) == {"constant_value"}
+    assert "schemaVersion: 2.0.0" in (tmp_path / "spec.yaml").read_text()
 
 
 def test_the_installed_kfp_loads_the_spec(compiled, spec):
