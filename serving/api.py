@@ -21,6 +21,11 @@ SIGNATURE_DEF = "signature_def"  # the one metadata field TF Serving answers
 # After a request of this many images, freed memory goes back to the system (a trim takes 1-3 ms; such a request
 # takes hundreds).
 TRIM_AFTER_IMAGES = 64
+# Threads that run the models, per API (gRPC's handlers; REST's predictions). Long-lived on purpose: TensorFlow 2.16
+# keeps state for every thread that calls it and never frees it (a FunctionCallOptions and a list, in
+# pywrap_tfe_src.cc's thread_local map made with `new`), so a thread per connection leaked without bound
+# (docs/benchmarks.md).
+MODEL_THREADS = 16
 _libc = ctypes.CDLL(None)
 _malloc_trim = getattr(_libc, "malloc_trim", None)  # glibc's; elsewhere memory is left as it is
 _mallopt = getattr(_libc, "mallopt", None)

@@ -89,7 +89,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def grpc_server(manager: ModelManager, address: str, max_request_bytes: int, max_batch_images: int,
-                in_flight: api.InFlight, threads: int = 16) -> grpc.Server:
+                in_flight: api.InFlight, threads: int = api.MODEL_THREADS) -> grpc.Server:
     """A started gRPC server with both services on `address` (host:port); `in_flight` counts its calls."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),

@@ -34,11 +34,6 @@ PATH = re.compile(
 )
 ACTIONS = {"GET": ("", "/metadata"), "POST": (":predict", ":classify", ":regress")}
 MAX_LINE = 65536  # of a chunk size or trailer line, as of a header line
-# Predictions run on a pool of this many long-lived threads (as many as the gRPC server has), not on each connection's
-# own thread: TensorFlow 2.16 keeps state for every thread that calls it and never frees it (a FunctionCallOptions and
-# a list, in pywrap_tfe_src.cc's thread_local map made with `new`), so a thread per connection left that behind for
-# every connection, without bound (docs/benchmarks.md).
-MODEL_THREADS = 16
 log = logging.getLogger("cnnpipe.serving")
 
 
@@ -63,7 +58,7 @@ class RestServer(ThreadingHTTPServer):
         super().__init__(address, RestHandler)
         self.manager, self.max_request_bytes, self.max_batch_images = manager, max_request_bytes, max_batch_images
         self.in_flight = in_flight
-        self.model_threads = ThreadPoolExecutor(MODEL_THREADS, thread_name_prefix="rest-model")
+        self.model_threads = ThreadPoolExecutor(api.MODEL_THREADS, thread_name_prefix="rest-model")
         self.draining = False
         self._drain_signal, self._drain_trigger = socket.socketpair()  # readable once draining
 

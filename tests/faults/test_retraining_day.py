@@ -15,11 +15,10 @@ import time
 from typing import Optional
 
 import grpc
+import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
-
-import numpy as np
 
 from conftest import cnnpipe, encode, fashion_mnist, running_server, versions, write_idx
 from cnnpipe.pipeline import retrain, summary
