@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 from google.protobuf import json_format
 
 from cnnpipe.core.names import SERVING_DEFAULT
-from cnnpipe.serving import api, tensors
+from cnnpipe.serving import api, json_body, tensors
 from cnnpipe.serving.errors import ServingError, invalid, not_found
 from cnnpipe.serving.manager import ModelManager
 
@@ -275,7 +275,7 @@ class RestHandler(BaseHTTPRequestHandler):
             raise invalid(f"JSON Parse error: The document is empty. POST {self.path} came without a body; send a "
                           'JSON object with "instances" or "inputs"')
         try:
-            return json.loads(body)
+            return json_body.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise invalid(f"JSON Parse error: {error} in the body of POST {self.path}") from None
 

@@ -23,6 +23,8 @@ def _is_b64(value: Any) -> bool:
 
 def _nested_shape(value: Any, name: str) -> tuple[tuple[int, ...], list]:
     """The shape of nested JSON lists and their leaves in row-major order; ragged lists are refused."""
+    if isinstance(value, np.ndarray):  # an array json_body read, inside lists json.loads read
+        return value.shape, value.ravel().tolist()
     if not isinstance(value, list):
         return (), [value]
     if not value:
@@ -60,6 +62,16 @@ def _numeric_leaves(leaves: list, dtype: tf.DType, name: str) -> np.ndarray:
     return np.array(leaves, dtype=wanted)
 
 
+def _parsed_numbers(array: np.ndarray, dtype: tf.DType, name: str) -> np.ndarray:
+    """An array of numbers json_body read, checked as `_numeric_leaves` checks JSON numbers."""
+    if dtype == tf.string:
+        _string_leaf(array.flat[0].item(), name)  # refuses a number
+    if array.dtype.kind == "f" and not dtype.is_floating:
+        raise invalid(f"input '{name}' takes {dtype.name} values, but numbers with a fraction or an exponent were sent")
+    _numeric_leaves([array.flat[0].item()], dtype, name)  # refuses numbers for a bool input
+    return array.astype(dtype.as_numpy_dtype, copy=False)
+
+
 def check_shape(array: np.ndarray, spec: tf.TensorSpec, name: str) -> np.ndarray:
     """`array`, when its shape fits the signature's; an INVALID_ARGUMENT error names both otherwise."""
     expected = spec.shape
@@ -73,7 +85,10 @@ def check_shape(array: np.ndarray, spec: tf.TensorSpec, name: str) -> np.ndarray
 
 
 def from_json(value: Any, spec: tf.TensorSpec, name: str) -> np.ndarray:
-    """One input's JSON value (nested lists; strings or {"b64": ...} for string inputs) as an array."""
+    """One input's JSON value (nested lists, or an ndarray json_body read; strings or {"b64": ...} for string
+    inputs) as an array."""
+    if isinstance(value, np.ndarray):
+        return check_shape(_parsed_numbers(value, spec.dtype, name), spec, name)
     shape, leaves = _nested_shape(value, name)
     if spec.dtype == tf.string:
         array = np.empty(len(leaves), dtype=object)
@@ -107,7 +122,7 @@ def from_rest(body: Any, specs: Specs) -> tuple[dict[str, np.ndarray], bool]:
         _check_names(set(columns), specs, '"inputs"')
         return {name: from_json(columns[name], specs[name], name) for name in specs}, False
     instances = body["instances"]
-    if not isinstance(instances, list) or not instances:
+    if not isinstance(instances, (list, np.ndarray)) or len(instances) == 0:
         raise invalid('"instances" must be a non-empty list, one entry per example')
     if all(_named(instance) for instance in instances):
         for index, instance in enumerate(instances):
@@ -125,11 +140,11 @@ def rest_rows(body: Any) -> int:
     `from_rest` refuses)."""
     if not isinstance(body, dict):
         return 0
-    if isinstance(body.get("instances"), list):
+    if isinstance(body.get("instances"), (list, np.ndarray)):
         return len(body["instances"])
     columns = body.get("inputs")
     values = columns.values() if _named(columns) else [columns]
-    return max((len(value) for value in values if isinstance(value, list)), default=0)
+    return max((len(value) for value in values if isinstance(value, (list, np.ndarray))), default=0)
 
 
 def _json_value(array: np.ndarray, name: str) -> Any:

@@ -10,7 +10,7 @@ import os
 import shutil
 import threading
 import time
-from typing import Iterator
+from typing import Iterator, Optional
 
 import grpc
 import numpy as np
@@ -35,7 +35,7 @@ from cnnpipe.models import trainer
 from cnnpipe.pipeline import cli
 from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.datasets import FASHION_MNIST
-from cnnpipe.serving import model_config, tensors
+from cnnpipe.serving import json_body, model_config, tensors
 from cnnpipe.serving.errors import ServingError
 from cnnpipe.serving.options import ServerOptions
 from cnnpipe.serving.server import model_server_command
@@ -478,3 +478,64 @@ def test_the_own_conversions_give_what_tensorflows_give():
     with pytest.raises(ServingError, match="input 'images': the TensorProto cannot be read") as error:
         tensors.from_proto(too_many, spec, "images")
     assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# --- json_body.py: large arrays of numbers read by NumPy --------------------------------------------
+
+PIXELS = {"pixels": tf.TensorSpec([None, 28, 28, 1], tf.float32)}
+
+
+def test_large_pixel_arrays_are_read_as_json_reads_them():
+    """A body of real pixels, as floats and as integers, gives the arrays json.loads + from_rest give, read into an
+    ndarray without a Python number per pixel."""
+    images = fashion_mnist("t10k", 64)[0][..., None]
+    for pixels in (images / 255, images.astype(int)):
+        body = json.dumps({"signature_name": "predict_pixels", "instances": pixels.tolist()}, indent=1).encode()
+        parsed = json_body.loads(body)
+        assert isinstance(parsed["instances"], np.ndarray) and parsed["signature_name"] == "predict_pixels"
+        ours, theirs = tensors.from_rest(parsed, PIXELS)[0]["pixels"], tensors.from_rest(json.loads(body), PIXELS)[0]["pixels"]
+        assert ours.dtype == theirs.dtype == np.float32 and np.array_equal(ours, theirs)
+        assert tensors.rest_rows(parsed) == 64
+        columnar = json_body.loads(json.dumps({"inputs": {"pixels": pixels.tolist()}}).encode())
+        assert np.array_equal(tensors.from_rest(columnar, PIXELS)[0]["pixels"], theirs)
+
+
+def test_what_is_not_a_regular_array_of_json_numbers_is_left_to_json():
+    """Every large literal json_body does not read is parsed by json.loads, with json.loads's errors: the answer
+    is the same either way."""
+    rows = json.dumps(fashion_mnist("t10k", 32)[0].tolist())  # 32 x 28 x 28 integers, over json_body.LARGE_BYTES
+    assert len(rows) > json_body.LARGE_BYTES
+    same = [
+        '{"note": "%s"}' % rows,  # in a string
+        '{"instances": %s}' % rows.replace("]], [[", "]], [[0, ", 1),  # ragged
+        '{"instances": %s}' % rows.replace("[[[0,", "[[[18446744073709551616,", 1),  # beyond int64
+        '{"instances": %s, "more": [%s, "x"]}' % (rows, rows),  # an array beside a list json.loads reads
+    ]
+    for body in same:
+        assert _as_lists(json_body.loads(body.encode())) == json.loads(body)
+    for body in ['{"instances": %s}' % rows.replace(" 0,", " 00,", 1), '{%s: 1}' % rows]:  # not JSON
+        assert _json_error(json_body.loads, body.encode()) == _json_error(json.loads, body) is not None
+    fractions = json_body.loads(('{"instances": %s}' % rows.replace(" 0,", " 0.5,", 1)).encode())
+    with pytest.raises(ServingError, match="takes int64 values, but numbers with a fraction or an exponent were sent"):
+        tensors.from_rest(fractions, {"x": tf.TensorSpec(None, tf.int64)})
+    with pytest.raises(ServingError, match="takes strings"):
+        tensors.from_rest(fractions, {"x": tf.TensorSpec(None, tf.string)})
+
+
+def _json_error(parse, body) -> Optional[str]:
+    try:
+        parse(body)
+    except json.JSONDecodeError as error:
+        return str(error)
+    return None
+
+
+def _as_lists(value):
+    """`value` with ndarrays as nested lists."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, list):
+        return [_as_lists(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _as_lists(item) for key, item in value.items()}
+    return value
