@@ -13,6 +13,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils, path_utils
 
+from cnnpipe.components.served_model import baseline_dir
 from cnnpipe.core.errors import RobustnessError
 from cnnpipe.core.names import BASELINE, CANDIDATE
 from cnnpipe.robustness.adversarial_examples import write
@@ -45,8 +46,8 @@ def AdversarialExamples(
     Inputs:
       examples: ExampleGen's Examples (tf.Examples with an encoded `image` and an int64 `label`).
       model: the candidate, the Trainer's Model.
-      baseline_model: optional, the latest blessed Model (the resolver's output); attacked with its own
-        gradients.
+      baseline_model: optional, the served model (ServedModel's output; it may hold none); attacked with its
+        own gradients.
       No transform graph: each exported model carries its own and is attacked through it.
     Parameters:
       split: the split to attack and write (default "eval").
@@ -78,8 +79,9 @@ def AdversarialExamples(
     if split not in available:
         raise RobustnessError(f"{examples.uri} has no split '{split}'; set `split` to one of {', '.join(available)}.")
     models = {CANDIDATE: PixelModel(serving_model_dir(model))}
-    if baseline_model is not None:
-        models[BASELINE] = PixelModel(serving_model_dir(baseline_model))
+    baseline = baseline_dir(baseline_model) if baseline_model is not None else None
+    if baseline:
+        models[BASELINE] = PixelModel(baseline)
     adversarial_examples.split_names = artifact_utils.encode_split_names([split])
     sources = write(
         io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], split)),

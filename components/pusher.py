@@ -1,19 +1,24 @@
-"""AtomicPusher: TFX's Pusher, but a new version appears in the serving directory all at once.
+"""AtomicPusher: TFX's Pusher, but no server loads a new version before it is complete.
 
 It pushes a model that both the Evaluator (`model_blessing`) and the push check (`infra_blessing`,
-components/push_check.py) blessed. The model is copied to a hidden staging directory beside the
-versions and renamed to its integer version when complete (TF Serving ignores names that are not
-integers), so a server polling `<base>/<model>/` never loads a half-written version. Versions only
-increase. After a push the Pusher keeps only the newest `keep_versions` versions (all by default)
-and rewrites `<serving_dir>/models.config` listing the served models.
+components/push_check.py) blessed. On a local filesystem the model is copied to a hidden staging
+directory beside the versions and renamed to its integer version when complete (TF Serving ignores
+names that are not integers), so a server polling `<base>/<model>/` never sees a half-written version.
+On an object store (gs://, s3://), where a rename is a copy object by object, the version is written in
+place with its saved_model.pb last: a server may see the directory early, but cannot load it before it
+is complete. Each version holds a push record (the run and Model artifact it came from) that ServedModel
+reads. Versions only increase. After a push the Pusher keeps only the newest `keep_versions` versions
+(all by default) and rewrites `<serving_dir>/models.config` listing the served models.
 """
 
+import contextlib
+import json
 import os
 import re
 import socket
 import time
 import uuid
-from typing import Optional
+from typing import Iterator, Optional
 
 import tensorflow as tf
 from absl import logging
@@ -26,10 +31,12 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import io_utils, proto_utils
 
+from cnnpipe.components.served_model import PUSH_RECORD
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.serving import model_config
 from cnnpipe.serving.model_config import versions as existing_versions
 
+SAVED_MODEL_PB = "saved_model.pb"
 STAGING_PREFIX = ".staging-"
 DELETING_PREFIX = ".deleting-"
 KEEP_VERSIONS_KEY = "keep_versions"
@@ -79,10 +86,11 @@ def remove_abandoned_staging(base_dir: str) -> list[str]:
     return abandoned
 
 
-def _copy(model_dir: str, staging: str, base_dir: str) -> None:
-    """Copies the model to its staging directory; a failure to write is a PushError naming the cause."""
+@contextlib.contextmanager
+def _writing_under(base_dir: str) -> Iterator[None]:
+    """Turns a failure to write a version into a PushError naming the cause."""
     try:
-        io_utils.copy_dir(model_dir, staging)
+        yield
     except (tf.errors.OpError, OSError, filesystem.NotFoundError) as error:
         cause = "the disk is full" if isinstance(error, tf.errors.ResourceExhaustedError) else \
             (str(error).strip().splitlines() or [type(error).__name__])[0]
@@ -93,15 +101,59 @@ def _copy(model_dir: str, staging: str, base_dir: str) -> None:
         ) from None
 
 
-def publish(model_dir: str, base_dir: str) -> str:
-    """Copies `model_dir` to `<base_dir>/<next version>` atomically; returns the version's path.
+def _write_record(version_dir: str, record: Optional[dict]) -> None:
+    """Writes the push record (served_model.PUSH_RECORD) into a version being written."""
+    if record:
+        path = os.path.join(version_dir, PUSH_RECORD)
+        tf.io.gfile.makedirs(os.path.dirname(path))
+        with tf.io.gfile.GFile(path, "w") as f:
+            f.write(json.dumps(record, indent=1, sort_keys=True))
 
-    When the newest version already is this model (same SavedModel fingerprint), nothing is copied
-    and that version's path is returned. Staging directories that killed pushes left behind are
-    removed first.
+
+def _publish_by_rename(model_dir: str, base_dir: str, record: Optional[dict]) -> str:
+    """On a local filesystem: the model is written to a hidden staging directory, then renamed to its version."""
+    for path in remove_abandoned_staging(base_dir):
+        logging.info("Removed %s, left by a push that was killed", path)
+    staging = os.path.join(base_dir, _staging_name())
+    try:
+        with _writing_under(base_dir):
+            io_utils.copy_dir(model_dir, staging)
+            _write_record(staging, record)
+        destination = os.path.join(base_dir, str(next_version(base_dir)))
+        tf.io.gfile.rename(staging, destination)
+    finally:
+        if tf.io.gfile.exists(staging):
+            tf.io.gfile.rmtree(staging)
+    return destination
+
+
+def _publish_graph_last(model_dir: str, base_dir: str, record: Optional[dict]) -> str:
+    """On an object store, where a rename is a copy object by object: the version's files are written in place and
+    its saved_model.pb, without which no server loads a SavedModel, last. A push that fails removes what it wrote."""
+    destination = os.path.join(base_dir, str(next_version(base_dir)))
+    graph = os.path.join(destination, SAVED_MODEL_PB)
+    try:
+        with _writing_under(base_dir):
+            io_utils.copy_dir(model_dir, destination, deny_regex_patterns=[f"^{re.escape(model_dir.rstrip('/'))}/"
+                                                                          f"{re.escape(SAVED_MODEL_PB)}$"])
+            _write_record(destination, record)
+            tf.io.gfile.copy(os.path.join(model_dir, SAVED_MODEL_PB), graph)
+    finally:
+        if not tf.io.gfile.exists(graph) and tf.io.gfile.exists(destination):
+            tf.io.gfile.rmtree(destination)
+    return destination
+
+
+def publish(model_dir: str, base_dir: str, record: Optional[dict] = None) -> str:
+    """Copies `model_dir` to `<base_dir>/<next version>` so that no server loads it before it is complete;
+    returns the version's path. `record` (JSON) is written into the version as served_model.PUSH_RECORD.
+
+    A local `base_dir` gets the version by a rename (atomic), an object store (a URI such as gs://) gets its
+    saved_model.pb last. When the newest version already is this model (same SavedModel fingerprint), nothing is
+    copied and that version's path is returned.
     """
-    if not tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
-        raise FileNotFoundError(f"{model_dir}: no saved_model.pb, so there is no model to push")
+    if not tf.io.gfile.exists(os.path.join(model_dir, SAVED_MODEL_PB)):
+        raise FileNotFoundError(f"{model_dir}: no {SAVED_MODEL_PB}, so there is no model to push")
     versions = existing_versions(base_dir)
     if versions:
         newest = os.path.join(base_dir, str(versions[-1]))
@@ -109,17 +161,8 @@ def publish(model_dir: str, base_dir: str) -> str:
         if fingerprint and fingerprint == _fingerprint(newest):
             return newest
     tf.io.gfile.makedirs(base_dir)
-    for path in remove_abandoned_staging(base_dir):
-        logging.info("Removed %s, left by a push that was killed", path)
-    staging = os.path.join(base_dir, _staging_name())
-    try:
-        _copy(model_dir, staging, base_dir)
-        destination = os.path.join(base_dir, str(next_version(base_dir)))
-        tf.io.gfile.rename(staging, destination)
-    finally:
-        if tf.io.gfile.exists(staging):
-            tf.io.gfile.rmtree(staging)
-    return destination
+    publish_version = _publish_graph_last if "://" in base_dir else _publish_by_rename
+    return publish_version(model_dir, base_dir, record)
 
 
 def prune(base_dir: str, keep: int) -> list[str]:
@@ -158,7 +201,7 @@ class Executor(pusher_executor.Executor):
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
         base_dir = destination.filesystem.base_directory
-        serving_path = publish(model_dir, base_dir)
+        serving_path = publish(model_dir, base_dir, self._push_record(input_dict))
         keep = exec_properties.get(KEEP_VERSIONS_KEY)
         if keep:
             for path in prune(base_dir, keep):
@@ -166,6 +209,18 @@ class Executor(pusher_executor.Executor):
         model_config.write(os.path.dirname(base_dir.rstrip("/")))
         io_utils.copy_dir(model_dir, model_push.uri)
         self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=os.path.basename(serving_path))
+
+
+    def _push_record(self, input_dict: dict[str, list[types.Artifact]]) -> dict:
+        """The pipeline run and the Model artifact a version comes from (ServedModel reads it back)."""
+        model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
+        context = self._context
+        return {
+            "model_uri": model.uri,
+            "model_id": model.id,
+            "pipeline": context.pipeline_info.id if context and context.pipeline_info else "",
+            "pipeline_run_id": (context.pipeline_run_id if context else None) or "",
+        }
 
 
 class AtomicPusher(base_component.BaseComponent):

@@ -154,8 +154,9 @@ def run_fn(fn_args: FnArgs) -> None:
     train = input_fn(fn_args.data_accessor, fn_args.train_files, tft_output, batch_size, shuffle=True, augment=augment)
     evaluation = input_fn(fn_args.data_accessor, fn_args.eval_files, tft_output, batch_size)
     base_model = fn_args.base_model if config.warm_start == WARM_START_LATEST else config.warm_start
-    if config.warm_start == WARM_START_LATEST and not base_model:
-        print("warm start: no blessed model yet, training from scratch", flush=True)
+    if config.warm_start == WARM_START_LATEST and not warm_start.holds_saved_model(base_model):
+        print("warm start: no model is served yet, training from scratch", flush=True)
+        base_model = None
     with strategy.scope():
         model = build_model(config, base_model)
         fitted = model

@@ -14,7 +14,7 @@ from cnnpipe.core.options import key_value, option, shape
 ADVERSARIAL_METHODS = (FGSM_RS, PGD)  # adversarial training (models/adversarial_training.py)
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
 NORMALIZATIONS = ("scale", "standardize")  # of the pixels, in preprocessing_fn (models/preprocessing.py)
-WARM_START_LATEST = "latest"  # warm start from the last blessed model of this pipeline
+WARM_START_LATEST = "latest"  # warm start from the model this pipeline's serving base path serves
 GROUP = "model and training"
 
 
@@ -38,7 +38,7 @@ class TrainingConfig:
                               metavar="FRACTION", default_help="off")
     flip: bool = option(False, "augment: random horizontal flips", GROUP)
     warm_start: Optional[str] = option(
-        None, "initialize from a pushed model (its directory or model base path) or from the last blessed one "
+        None, "initialize from a pushed model (its directory or model base path) or from the served one "
         "('latest'); the head is replaced when the class count differs", GROUP, metavar="PATH|latest")
     freeze_features: bool = option(False, "with --warm-start: train only the classification head", GROUP)
     seed: int = option(0, "random seed for initialization, shuffling and the attacks' random starts", GROUP)

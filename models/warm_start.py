@@ -5,6 +5,7 @@ Layers are matched by name; a layer whose weights have the same shapes takes the
 """
 
 import os
+from typing import Optional
 
 import tensorflow as tf
 import tf_keras as keras
@@ -14,9 +15,14 @@ from cnnpipe.core.versions import integer_versions
 from cnnpipe.models import blocks
 
 
+def holds_saved_model(path: Optional[str]) -> bool:
+    """Whether `path` is a SavedModel directory."""
+    return bool(path) and tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))
+
+
 def saved_model_dir(path: str) -> str:
     """`path` itself when it holds a SavedModel, else its newest integer version (a TF Serving base path)."""
-    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+    if holds_saved_model(path):
         return path
     # models may not import serving/model_config.versions (the layers), so it lists the path itself
     versions = integer_versions(tf.io.gfile.listdir(path)) if tf.io.gfile.isdir(path) else []

@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     retrain = commands.add_parser(
         "retrain", help="run locally on the newest span (DATA/span-N/) unless it was trained already, warm-started "
-        "from the last blessed model; push only when blessed against it (safe from cron)")
+        "from the served model; push only when blessed against it (safe from cron)")
     add_pipeline_options(retrain)
     retrain.set_defaults(func=_retrain)
 

@@ -7,21 +7,22 @@ import dataclasses
 from typing import Optional
 
 from ml_metadata.proto import metadata_store_pb2
-from tfx.components import Evaluator, ExampleValidator, SchemaGen, StatisticsGen, Trainer, Transform
+from tfx.components import ExampleValidator, SchemaGen, StatisticsGen, Trainer, Transform
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.common.resolver import Resolver
-from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.dsl.input_resolution.strategies.span_range_strategy import SpanRangeStrategy
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import pusher_pb2, range_config_pb2, trainer_pb2
 from tfx.types import Channel, standard_artifacts
 
 from cnnpipe.components.adversarial import AdversarialExamples
+from cnnpipe.components.evaluator import Evaluator
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.components.ingestion.component import ImageExampleGen
 from cnnpipe.components.ingestion.source import DataSource
 from cnnpipe.components.push_check import PushCheck
 from cnnpipe.components.pusher import AtomicPusher
+from cnnpipe.components.served_model import ServedModel
 from cnnpipe.components.validation_gate import ValidationGate
 from cnnpipe.models.training_config import WARM_START_LATEST, TrainingConfig
 from cnnpipe.pipeline.config import PipelineConfig
@@ -31,6 +32,8 @@ from cnnpipe.robustness.settings import AttackSettings
 
 PREPROCESSING_FN = "cnnpipe.models.preprocessing.preprocessing_fn"
 RUN_FN = "cnnpipe.models.trainer.run_fn"
+SERVED_MODEL = "ServedModel"
+UNCACHED = (SERVED_MODEL,)  # node ids the runners never cache: what is served changes between runs
 
 
 def create_pipeline(
@@ -53,9 +56,10 @@ def create_pipeline(
 
     With data in spans, ExampleGen ingests the newest span, which is validated and evaluated on;
     Transform and the Trainer see the newest `span_window` spans. With `attacks`, the Evaluator
-    measures the candidate and the last blessed model on the eval images attacked with each one's
-    own gradients too. Without `thresholds.compare_with_baseline` there is no latest-blessed-model
-    resolver: the blessing rests on the thresholds' lower bounds alone.
+    measures the candidate and the served model (ServedModel's copy of the newest version under
+    `serving_base`, the baseline) on the eval images attacked with each one's own gradients too.
+    Without `thresholds.compare_with_baseline` there is no ServedModel step: the blessing rests on
+    the thresholds' lower bounds alone.
     """
     example_gen = ImageExampleGen(source, eval_percent=eval_percent)
     examples = example_gen.outputs["examples"]
@@ -93,13 +97,10 @@ def create_pipeline(
     transform.add_upstream_node(validation_gate)  # bad data never reaches Transform
     compare_with_baseline = thresholds.compare_with_baseline
     if training.warm_start == WARM_START_LATEST and not compare_with_baseline:
-        raise CnnpipeError("warm-starting from the last blessed model (--warm-start latest, or retrain) needs it resolved: drop --no-baseline.")
-    baseline_resolvers = [Resolver(
-        strategy_class=LatestBlessedModelStrategy,
-        model=Channel(type=standard_artifacts.Model),
-        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")] if compare_with_baseline else []
-    baseline = baseline_resolvers[0].outputs["model"] if baseline_resolvers else None
+        raise CnnpipeError("warm-starting from the served model (--warm-start latest, or retrain) needs the "
+                           "baseline step: drop --no-baseline.")
+    served_models = [ServedModel(serving_base=serving_base).with_id(SERVED_MODEL)] if compare_with_baseline else []
+    baseline = served_models[0].outputs["baseline"] if served_models else None
     trainer = Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
@@ -108,7 +109,7 @@ def create_pipeline(
         train_args=trainer_pb2.TrainArgs(splits=["train"]),
         eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
         custom_config=dataclasses.asdict(training),
-        # fn_args.base_model: the last blessed model, for --warm-start latest
+        # fn_args.base_model: the served model, for --warm-start latest
         base_model=baseline if training.warm_start == WARM_START_LATEST else None,
     )
     adversarial = [AdversarialExamples(
@@ -148,7 +149,7 @@ def create_pipeline(
         pipeline_root=pipeline_root,
         components=[
             example_gen, statistics_gen, schema_gen, example_validator, validation_gate,
-            *span_resolvers, transform, *baseline_resolvers, trainer, *adversarial, evaluator, push_check, pusher,
+            *span_resolvers, transform, *served_models, trainer, *adversarial, evaluator, push_check, pusher,
         ],
         enable_cache=True,
         metadata_connection_config=metadata_connection_config,

@@ -78,13 +78,16 @@ def compile_pipeline(
         default_image=image, use_pipeline_spec_2_1=spec_version == "2.1"))
     try:
         job = runner.run(build_pipeline(config, pipeline_root), write_out=False)  # a PipelineJob, as a dict
-    except TypeError as error:  # TFX compiles the latest-artifact and latest-blessed-model resolvers only
+    except TypeError as error:  # TFX compiles the latest-artifact and latest-blessed-model resolvers only (span windows)
         if "resolver policy" not in str(error):
             raise
         raise CnnpipeError(
             f"cannot compile for Kubeflow: {error} With data in spans, compile with --span-window 1 (the newest span)."
         ) from None
     spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
+    for task in dag.UNCACHED:
+        if task in spec.root.dag.tasks:
+            spec.root.dag.tasks[task].caching_options.enable_cache = False
     spec.default_pipeline_root = pipeline_root  # a PipelineJob's runtime config holds it; a spec file, here
     os.makedirs(os.path.dirname(os.path.abspath(package_path)), exist_ok=True)
     pipeline_spec_builder.write_pipeline_spec_to_file(spec, DESCRIPTION, pipeline_spec_pb2.PlatformSpec(), package_path)

@@ -13,9 +13,11 @@ import sys
 from typing import Iterator, TextIO
 
 from absl import logging as absl_logging
+from tfx.dsl.compiler import compiler
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 from tfx.orchestration.metadata import sqlite_metadata_connection_config
 from tfx.orchestration.pipeline import Pipeline
+from tfx.proto.orchestration import pipeline_pb2
 
 from cnnpipe.pipeline import dag
 from cnnpipe.pipeline.config import PipelineConfig
@@ -27,6 +29,15 @@ def build_pipeline(config: PipelineConfig) -> Pipeline:
     """The pipeline for `config`, with its state under `config.output_dir`."""
     metadata = sqlite_metadata_connection_config(metadata_path(config.output_dir))
     return dag.pipeline_for(config, config.name, os.path.join(config.output_dir, "pipeline"), config.schema_file(), metadata)
+
+
+def compile_pipeline(pipeline: Pipeline) -> pipeline_pb2.Pipeline:
+    """The pipeline's IR, caching on except for the steps that must run every time (dag.UNCACHED)."""
+    compiled = compiler.Compiler().compile(pipeline)
+    for node in compiled.nodes:
+        if node.pipeline_node.node_info.id in dag.UNCACHED:
+            node.pipeline_node.execution_options.caching_options.enable_cache = False
+    return compiled
 
 
 @contextlib.contextmanager
@@ -69,7 +80,7 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout) -> dict[str, float]:
     print(f"cnnpipe: pipeline '{config.name}' — output in {config.output_dir}, full log in {log_file}", file=out, flush=True)
     with logging_to(log_file), ComponentProgress(pipeline.metadata_connection_config, config.name, out) as progress:
         try:
-            LocalDagRunner().run(pipeline)
+            LocalDagRunner().run_with_ir(compile_pipeline(pipeline))
         except Exception:
             logging.exception("The run failed.")
             raise

@@ -14,7 +14,7 @@ from cnnpipe.pipeline.summary import RobustnessPoint  # noqa: E402
 
 CSV_NAME = "robustness.csv"
 PNG_NAME = "robustness.png"
-MODELS = {CANDIDATE: "candidate", BASELINE: "last blessed"}
+MODELS = {CANDIDATE: "candidate", BASELINE: "served"}
 
 
 def report_dir(output_dir: str, run_id: str) -> str:

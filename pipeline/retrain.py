@@ -1,4 +1,4 @@
-"""Scheduled retraining: run the pipeline on a new span, warm-started from the last blessed model.
+"""Scheduled retraining: run the pipeline on a new span, warm-started from the served model.
 
 `retrain` is safe to run from cron: with no span newer than the newest one a run has finished
 (through the Pusher, pushed or not) it does nothing, and a run that was killed or failed is run
@@ -53,7 +53,7 @@ class RetrainResult:
 def retrain(config: PipelineConfig, out: TextIO = sys.stdout) -> RetrainResult:
     """Runs the pipeline on the newest span unless a run on it has finished already.
 
-    The Trainer warm-starts from the last blessed model (from MLMD), the Evaluator compares
+    The Trainer warm-starts from the served model (the newest pushed version), the Evaluator compares
     with it, and the Pusher pushes only a model that is blessed.
     """
     spans = data_source.spans(config.data_path)
@@ -68,7 +68,7 @@ def retrain(config: PipelineConfig, out: TextIO = sys.stdout) -> RetrainResult:
         print(f"cnnpipe retrain: no new span in {config.data_path} (span {done[-1]} is already trained); "
               "nothing to do.", file=out, flush=True)
         return RetrainResult(spans[-1])
-    print(f"cnnpipe retrain: span {spans[-1]} has no finished run; training from the last blessed model.", file=out,
+    print(f"cnnpipe retrain: span {spans[-1]} has no finished run; training from the served model.", file=out,
           flush=True)
     local_runner.run(config.with_options(warm_start=WARM_START_LATEST), out)
     return RetrainResult(spans[-1], summary.summarize(metadata_file, config.name))

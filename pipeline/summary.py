@@ -50,7 +50,7 @@ class RunSummary:
             return f"Run {self.run_id}: no evaluation (the run stopped before the Evaluator)."
         lines = [f"Eval accuracy {self.accuracy:.2%} (loss {self.loss:.4f})"]
         if self.baseline_accuracy is not None:
-            lines[0] += f"; last blessed model {self.baseline_accuracy:.2%}"
+            lines[0] += f"; served model {self.baseline_accuracy:.2%}"
         lines += ["Per class:"] + [f"  {name:<14} {value:.2%}" for name, value in self.per_class_accuracy.items()]
         lines += [f"  {name:<14} not evaluated: the eval split has no images of it" for name in self.unevaluated_classes]
         if self.unevaluated_classes:
@@ -70,9 +70,9 @@ class RunSummary:
 
 
 def robustness_table(points: list[RobustnessPoint]) -> str:
-    """attack, ε, candidate and (when there is one) last blessed model's accuracy, one row a point."""
+    """attack, ε, candidate and (when there is one) served model's accuracy, one row a point."""
     with_baseline = any(point.baseline is not None for point in points)
-    rows = [f"{'attack':<7} {'ε':>5} {'candidate':>10}" + (f" {'last blessed':>13}" if with_baseline else "")]
+    rows = [f"{'attack':<7} {'ε':>5} {'candidate':>10}" + (f" {'served':>13}" if with_baseline else "")]
     for point in points:
         row = f"{point.attack:<7} {point.epsilon:>5.3g} {point.candidate:>10.2%}"
         if with_baseline:
@@ -145,7 +145,7 @@ def _failure(failure, slice_key) -> str:
     where = _slice_name(slice_key)
     if key.is_diff:
         allowed = max(-threshold.change_threshold.absolute.value, 0)
-        return (f"{key.name}{where} is {-value:.4f} below the last blessed model's (allowed: {allowed:.4f}; "
+        return (f"{key.name}{where} is {-value:.4f} below the served model's (allowed: {allowed:.4f}; "
                 f"over by {-value - allowed:.4f}).")
     if threshold.value_threshold.HasField("lower_bound"):
         bound = threshold.value_threshold.lower_bound.value

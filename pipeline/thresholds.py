@@ -13,19 +13,19 @@ from cnnpipe.core.options import option
 @dataclasses.dataclass(frozen=True)
 class Thresholds:
     """What a candidate must reach to be blessed. Drops are in accuracy (0.01 is one point) below the
-    last blessed model's on the same slice; None compares nothing."""
+    served model's on the same slice; None compares nothing."""
 
     min_accuracy: float = option(0.85, "lowest clean eval accuracy to bless", "blessing")
     max_accuracy_drop: Optional[float] = option(
-        0.0, "how far below the last blessed model's accuracy a model may be and still be blessed", "blessing")
+        0.0, "how far below the served model's accuracy a model may be and still be blessed", "blessing")
     compare_with_baseline: bool = option(
-        True, "do not compare with the last blessed model: bless on --min-accuracy alone, with no TFX resolver "
-        "(open-source Kubeflow Pipelines cannot run one; kubeflow/README.md)", "blessing", flag="--no-baseline")
+        True, "do not compare with the served model: bless on --min-accuracy alone, with no baseline step",
+        "blessing", flag="--no-baseline")
     robust_epsilon: float = option(0.1, "the ε whose attacked slices the bounds below gate", "robustness")
     min_fgsm_accuracy: float = option(0.0, "lowest accuracy under FGSM at --robust-epsilon to bless", "robustness")
     min_pgd_accuracy: float = option(0.0, "lowest accuracy under PGD at --robust-epsilon to bless", "robustness")
     max_robust_accuracy_drop: Optional[float] = option(
-        None, "how far below the last blessed model's accuracy under each attack at --robust-epsilon a model may "
+        None, "how far below the served model's accuracy under each attack at --robust-epsilon a model may "
         "be and still be blessed", "robustness", metavar="DROP", default_help="not compared")
 
     def without_baseline(self) -> "Thresholds":

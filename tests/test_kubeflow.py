@@ -25,7 +25,7 @@ DOCKERFILE = REPO / "kubeflow" / "Dockerfile"
 # The arguments kubeflow/pipeline.yaml was compiled with (kubeflow/README.md: placeholders to replace).
 PIPELINE_ROOT = "gs://BUCKET/cnnpipe"
 IMAGE = "REGISTRY/cnnpipe:0.1.0"
-RESOLVER = "latest_blessed_model_resolver"
+SERVED_MODEL = "ServedModel"
 COMPONENTS = {
     "ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "ValidationGate", "Transform",
     "Trainer", "AdversarialExamples", "Evaluator", "PushCheck", "AtomicPusher",
@@ -43,7 +43,7 @@ def compiled(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("kubeflow")
     result = cnnpipe("compile", "--pipeline-root", PIPELINE_ROOT, "--image", IMAGE, "-o", "pipeline.yaml", cwd=directory)
     assert result.returncode == 0, result.stderr
-    assert "13 steps, written to pipeline.yaml (pipeline spec schema 2.1.0)" in result.stdout
+    assert "12 steps, written to pipeline.yaml (pipeline spec schema 2.1.0)" in result.stdout
     return directory / "pipeline.yaml"
 
 
@@ -71,13 +71,15 @@ def constant_fields(spec: pipeline_spec_pb2.PipelineSpec) -> set[str]:
             for parameter in task.inputs.parameters.values() if parameter.HasField("runtime_value")}
 
 
-def test_every_component_is_a_step_and_the_resolver_queries_mlmd(spec):
-    tasks = set(spec.root.dag.tasks)
-    assert tasks == COMPONENTS | {f"{RESOLVER}-model-blessing-resolver", f"{RESOLVER}-model-resolver"}
+def test_every_component_is_a_step_and_the_baseline_is_the_served_model(spec):
+    """No resolver (on Kubeflow only Vertex AI runs one): the baseline is read from the serving base path by a step
+    of its own, which is never cached, since what is served changes between runs."""
+    tasks = spec.root.dag.tasks
+    assert set(tasks) == COMPONENTS | {SERVED_MODEL}
     assert spec.pipeline_info.name == "fashion-mnist"
-    resolver = executors(spec)[f"{RESOLVER}-model-blessing-resolver_executor"]["resolver"]
-    blessing_query = resolver["outputArtifactQueries"]
-    assert "metadata.blessed.number_value=1" in blessing_query["model_blessing"]["filter"]
+    assert all("container" in executor for executor in executors(spec).values())
+    assert constant(spec, SERVED_MODEL, "serving_base") == f"{PIPELINE_ROOT}/serving/fashion_mnist"
+    assert {task for task in tasks if not tasks[task].caching_options.enable_cache} == {SERVED_MODEL}
 
 
 def test_the_dag_edges_follow_the_artifacts(spec):
@@ -87,7 +89,7 @@ def test_the_dag_edges_follow_the_artifacts(spec):
                                                             "StatisticsGen"}
     assert "ValidationGate" in tasks["Transform"].dependent_tasks  # bad data never reaches Transform
     assert "Transform" in tasks["Trainer"].dependent_tasks
-    assert {"AdversarialExamples", "Trainer", f"{RESOLVER}-model-resolver"} <= set(tasks["Evaluator"].dependent_tasks)
+    assert {"AdversarialExamples", "Trainer", SERVED_MODEL} <= set(tasks["Evaluator"].dependent_tasks)
     assert {"Evaluator", "Trainer"} <= set(tasks["PushCheck"].dependent_tasks)
     assert {"Evaluator", "PushCheck", "Trainer"} <= set(tasks["AtomicPusher"].dependent_tasks)
 
@@ -98,10 +100,10 @@ def test_the_dag_edges_follow_the_artifacts(spec):
     assert source("Trainer", "examples") == ("Transform", "transformed_examples")
     assert source("Trainer", "transform_graph") == ("Transform", "transform_graph")
     assert source("Evaluator", "model") == ("Trainer", "model")
-    assert source("Evaluator", "baseline_model") == (f"{RESOLVER}-model-resolver", "model")
+    assert source("Evaluator", "baseline_model") == (SERVED_MODEL, "baseline")
     assert source("AdversarialExamples", "examples") == ("ImageExampleGen", "examples")
     assert source("AdversarialExamples", "model") == ("Trainer", "model")
-    assert source("AdversarialExamples", "baseline_model") == (f"{RESOLVER}-model-resolver", "model")
+    assert source("AdversarialExamples", "baseline_model") == (SERVED_MODEL, "baseline")
     assert source("Evaluator", "examples") == ("AdversarialExamples", "adversarial_examples")
     assert source("AtomicPusher", "model_blessing") == ("Evaluator", "blessing")
     assert source("PushCheck", "model") == ("Trainer", "model")
@@ -109,7 +111,7 @@ def test_the_dag_edges_follow_the_artifacts(spec):
 
 
 def test_every_step_runs_the_image_with_the_beam_args_and_importable_executors(spec):
-    containers = {task: container(spec, task) for task in COMPONENTS}
+    containers = {task: container(spec, task) for task in COMPONENTS | {SERVED_MODEL}}
     for task, step in containers.items():
         args = step["args"]
         assert step["image"] == IMAGE, task
@@ -194,13 +196,11 @@ def test_a_span_window_kubeflow_cannot_resolve_is_refused_by_name(tmp_path):
     assert "span-{SPAN}/train" in constant(spec, "ImageExampleGen", "input_config")
 
 
-def test_without_a_baseline_the_spec_has_no_resolver_and_blesses_on_the_lower_bound(tmp_path):
-    """What open-source Kubeflow Pipelines can run: no MLMD resolver step, no change threshold."""
+def test_without_a_baseline_there_is_no_served_model_step_and_no_change_threshold(tmp_path):
     config = PipelineConfig.from_options(data=write_fashion_mnist_slice(str(tmp_path / "data"), 30, 10),
                             class_names=FASHION_MNIST.class_names, schema="fashion_mnist", compare_with_baseline=False)
     spec = kubeflow_runner.compile_pipeline(config, "gs://cnnpipe-test/root", IMAGE, str(tmp_path / "spec.yaml"))
     assert set(spec.root.dag.tasks) == COMPONENTS
-    assert not any("resolver" in executor for executor in executors(spec).values())
     assert "baseline_model" not in spec.root.dag.tasks["Evaluator"].inputs.artifacts
     thresholds = json.loads(constant(spec, "Evaluator", "eval_config"))["metrics_specs"][0]["metrics"][0]
     threshold = thresholds["per_slice_thresholds"][0]["threshold"]

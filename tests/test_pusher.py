@@ -3,6 +3,7 @@
 import os
 
 import pytest
+import tensorflow as tf
 from tfx.proto import pusher_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import proto_utils
@@ -17,6 +18,7 @@ from cnnpipe.components.pusher import (
     prune,
     publish,
 )
+from cnnpipe.components.served_model import PUSH_RECORD, newest_served, push_record
 from cnnpipe.serving import model_config
 
 
@@ -138,3 +140,28 @@ def test_the_executor_pushes_blessed_models_only_and_keeps_the_newest_versions(t
     assert sorted(os.listdir(serving / "fashion")) == sorted(versions[1:])
     [config] = model_config.read(str(serving / "models.config")).model_config_list.config
     assert (config.name, config.base_path) == ("fashion", str(serving / "fashion"))
+
+
+def test_on_an_object_store_the_graph_is_written_last(tmp_path, monkeypatch):
+    """TensorFlow's ram:// filesystem renames a directory file by file, as GCS and S3 do. There a version is
+    written in place, and whenever a server polling the base path could find its saved_model.pb, every other file
+    of the model, and the push record, is there already."""
+    model = make_model_dir(tmp_path / "model", "first")
+    (tmp_path / "model" / "fingerprint.pb").write_text("checksums")
+    base = f"ram://{tmp_path.name}/serving/fashion"
+    expected = sorted(["saved_model.pb", "fingerprint.pb", "variables/variables.index", PUSH_RECORD])
+    seen_with_graph = []
+    copy = tf.io.gfile.copy
+
+    def copy_then_look(source: str, destination: str, overwrite: bool = False) -> None:
+        copy(source, destination, overwrite)
+        for version in existing_versions(base):
+            version_dir = f"{base}/{version}"
+            if tf.io.gfile.exists(f"{version_dir}/saved_model.pb"):
+                seen_with_graph.append(sorted(os.path.relpath(os.path.join(d, f), version_dir)
+                                              for d, _, files in tf.io.gfile.walk(version_dir) for f in files))
+
+    monkeypatch.setattr(tf.io.gfile, "copy", copy_then_look)
+    version = publish(model, base, {"model_uri": "a Trainer's Model"})
+    assert seen_with_graph == [expected]
+    assert newest_served(base) == version and push_record(version) == {"model_uri": "a Trainer's Model"}

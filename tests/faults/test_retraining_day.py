@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from ml_metadata.proto import metadata_store_pb2
 from tensorflow_serving.apis import predict_pb2
 
 from conftest import cnnpipe, encode, fashion_mnist, running_server, versions, write_idx
@@ -89,7 +90,7 @@ class RetrainingDay:
     left_after_kill: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # what the model dir held
     resumed: Optional[subprocess.CompletedProcess] = None  # the attempt that finished span 1
     left_after_resume: list[str] = dataclasses.field(default_factory=list)
-    blessed_after_span_1: str = ""  # the export of span 1's blessed model
+    span1_model: str = ""  # the Model artifact span 1's run trained, blessed and pushed
     second_run: Optional[subprocess.CompletedProcess] = None  # tried while span 2 was retrained
     retraining_pid: int = 0
     span2: str = ""
@@ -97,6 +98,7 @@ class RetrainingDay:
     answered: list[int] = dataclasses.field(default_factory=list)  # the version that answered each request
     failures: list[str] = dataclasses.field(default_factory=list)
     span2_run: Optional[summary.RunSummary] = None
+    span2_baseline: Optional[metadata_store_pb2.Artifact] = None  # ServedModel's output in span 2's run
     span2_trained_on: list[int] = dataclasses.field(default_factory=list)
     left_after_span2: list[str] = dataclasses.field(default_factory=list)
     span3: Optional[subprocess.CompletedProcess] = None  # labels that mean nothing
@@ -163,8 +165,7 @@ def day(tmp_path_factory) -> RetrainingDay:
         seen.left_after_kill[component] = versions(seen.serving_base)
     seen.resumed = cnnpipe(*retrain_args(data, output), cwd=root)
     seen.left_after_resume = versions(seen.serving_base)
-    seen.blessed_after_span_1 = os.path.join(summary.run_outputs(metadata_path(str(output)), MODEL)[1]["model"].uri,
-                                             "Format-Serving")
+    seen.span1_model = summary.run_outputs(metadata_path(str(output)), MODEL)[1]["model"].uri
 
     def retrain_span_2() -> None:
         retraining = cnnpipe_process(*retrain_args(data, output), cwd=root)
@@ -181,6 +182,7 @@ def day(tmp_path_factory) -> RetrainingDay:
     write_span(data, 2, 600, 900, drop_eval_class=ANKLE_BOOT)
     serve_while(str(output / "serving"), seen, lambda: int(versions(seen.serving_base)[-1]), retrain_span_2)
     seen.span2_run = summary.summarize(metadata_path(str(output)), MODEL)
+    seen.span2_baseline = summary.run_outputs(metadata_path(str(output)), MODEL)[1]["baseline"]
     seen.span2_trained_on, seen.left_after_span2 = trainer_spans(output), versions(seen.serving_base)
 
     write_span(data, 3, 1500, 600, shuffle_labels=True)
@@ -198,10 +200,10 @@ def test_a_run_killed_in_each_component_resumes_and_pushes_once(day, observed):
     assert all(left == [] for left in day.left_after_kill.values())
     assert day.resumed.returncode == 0, day.resumed.stdout + day.resumed.stderr
     finished = finished_components(day.resumed.stdout)
-    # What the attempts finished came from the cache, up to the Trainer: the attempt killed in PushCheck had
-    # blessed its model, so that model is now the last blessed one, the warm start and the baseline.
+    # What the attempts finished came from the cache, up to the Trainer, which takes the served model (none: the
+    # killed attempts pushed nothing), looked up anew by each attempt.
     assert [c for c in KILLED_IN[:3] if finished.get(c)] == list(KILLED_IN[:3])
-    assert "warm start from" in day.resumed.stdout
+    assert "warm start: no model is served yet, training from scratch" in day.resumed.stdout
     assert not finished["AtomicPusher"] and "Pushed to" in day.resumed.stdout
     assert len(day.left_after_resume) == 1 and day.left_after_resume[0].isdigit()
     observed(f"no version after any of the {len(KILLED_IN)} kills; the 8th attempt took "
@@ -240,8 +242,12 @@ def test_a_class_without_eval_images_is_named_in_the_summary(day, observed):
     observed(line.strip())
 
 
-def test_a_span_with_more_data_is_trained_on_the_newest_two_from_the_last_blessed_model(day):
-    assert f"warm start from {day.blessed_after_span_1}: 5 layers copied" in day.span2  # LeNet-5's five
+def test_a_span_with_more_data_is_trained_on_the_newest_two_from_the_served_model(day):
+    """The baseline and warm start is the version served after span 1, traced back to the model span 1 trained."""
+    baseline = {key: value.string_value for key, value in day.span2_baseline.custom_properties.items()}
+    assert baseline["served_from"] == os.path.join(day.serving_base, day.left_after_resume[0])
+    assert baseline["pushed_model_uri"] == day.span1_model
+    assert f"warm start from {day.span2_baseline.uri}/Format-Serving: 5 layers copied" in day.span2  # LeNet-5's five
     run = day.span2_run
     assert run.blessed and run.baseline_accuracy is not None and run.accuracy >= run.baseline_accuracy
     assert day.span2_trained_on == [1, 2]

@@ -1,0 +1,63 @@
+"""ServedModel: the model being served, the baseline a candidate must beat, read where the Pusher writes.
+
+The newest integer version under the serving base path that holds a complete SavedModel (what a server
+serves) is copied into this step's Model artifact (`Format-Serving`), so the Evaluator compares with it, the
+Trainer warm-starts from it and the attacks reach it with no resolver: on the local runner, on open-source
+Kubeflow Pipelines and on Vertex AI alike. With nothing served yet, the artifact holds no model
+(`served_version` 0) and the others go on without a baseline. The version's push record (the pipeline run and
+the Model artifact it was trained as, `components/pusher.py` writes it) becomes the artifact's custom
+properties: the lineage to that training run, in ML Metadata. The step is never cached (`dag.py`): what is
+served changes between runs.
+"""
+
+import json
+import os
+from typing import Optional
+
+import tensorflow as tf
+from absl import logging
+from tfx import types
+from tfx.dsl.component.experimental.annotations import OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import standard_artifacts
+from tfx.utils import io_utils, path_utils
+
+from cnnpipe.models.warm_start import holds_saved_model
+from cnnpipe.serving.model_config import versions
+
+SERVED_VERSION, SERVED_FROM = "served_version", "served_from"  # the artifact's custom properties
+PUSH_RECORD = os.path.join("assets.extra", "cnnpipe_push.json")  # in each pushed version; servers ignore it
+
+
+def newest_served(base_path: str) -> Optional[str]:
+    """The newest version under `base_path` with its saved_model.pb (written last on object stores), or None."""
+    complete = [path for path in (os.path.join(base_path, str(v)) for v in versions(base_path)) if holds_saved_model(path)]
+    return complete[-1] if complete else None
+
+
+def baseline_dir(model: types.Artifact) -> Optional[str]:
+    """The SavedModel directory of ServedModel's Model artifact, or None when nothing was served."""
+    path = path_utils.serving_model_path(model.uri)
+    return path if holds_saved_model(path) else None
+
+
+def push_record(version_dir: str) -> dict:
+    """What the Pusher recorded about a version (empty for a version pushed otherwise)."""
+    path = os.path.join(version_dir, PUSH_RECORD)
+    return json.loads(tf.io.gfile.GFile(path).read()) if tf.io.gfile.exists(path) else {}
+
+
+@component
+def ServedModel(serving_base: Parameter[str], baseline: OutputArtifact[standard_artifacts.Model]) -> None:
+    """Copies the newest served version under `serving_base` into `baseline`, with where it came from."""
+    served = newest_served(serving_base)
+    if served is None:
+        baseline.set_int_custom_property(SERVED_VERSION, 0)
+        logging.info("No model is served under %s yet: there is no baseline to beat.", serving_base)
+        return
+    io_utils.copy_dir(served, path_utils.serving_model_path(baseline.uri))
+    baseline.set_int_custom_property(SERVED_VERSION, int(os.path.basename(served)))
+    baseline.set_string_custom_property(SERVED_FROM, served)
+    for key, value in push_record(served).items():
+        baseline.set_string_custom_property(f"pushed_{key}", str(value))
+    logging.info("The baseline is the served version %s.", served)
