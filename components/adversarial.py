@@ -13,6 +13,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils, path_utils
 
+from cnnpipe.components.parameters import json_parameter
 from cnnpipe.components.served_model import baseline_dir
 from cnnpipe.core.errors import RobustnessError
 from cnnpipe.core.names import BASELINE, CANDIDATE
@@ -67,8 +68,8 @@ def AdversarialExamples(
       `source_examples` and `attacked_models`.
     """
     settings = AttackSettings(
-        attacks=tuple(attacks or AttackSettings.attacks),
-        epsilons=tuple(epsilons or AttackSettings.epsilons),
+        attacks=tuple(json_parameter(attacks) or AttackSettings.attacks),
+        epsilons=tuple(json_parameter(epsilons) or AttackSettings.epsilons),
         pgd_steps=pgd_steps,
         pgd_step_fraction=pgd_step_fraction,
         max_examples=max_examples,

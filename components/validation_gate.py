@@ -19,6 +19,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
+from cnnpipe.components.parameters import json_parameter
 from cnnpipe.core.errors import DataValidationError
 from cnnpipe.core import features
 
@@ -118,6 +119,7 @@ def ValidationGate(
 ) -> None:
     """Raises DataValidationError, naming the bad records, when any split has anomalies, a label is no
     class id, or a class has no training examples."""
+    class_names = json_parameter(class_names)
     schema_proto = with_label_domain(io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri)),
                                      len(class_names))
     reports = [

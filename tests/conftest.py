@@ -30,7 +30,7 @@ from cnnpipe.pipeline.datasets import FASHION_MNIST
 
 # The slowest modules, slowest first. pytest-xdist (--no-loadscope-reorder) hands modules to its two workers in
 # collection order, so these start at once and the quick ones fill in around them: both workers end together.
-SLOWEST_FIRST = ("faults/test_retraining_day.py", "test_robustness_gate.py", "test_pipeline.py")
+SLOWEST_FIRST = ("test_kubeflow_run.py", "faults/test_retraining_day.py", "test_robustness_gate.py", "test_pipeline.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

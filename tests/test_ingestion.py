@@ -309,6 +309,16 @@ def test_read_images_skips_hidden_folders_as_detection_does(tmp_path):
         assert_that(labels, equal_to([0, 0, 0, 1, 1, 1, 2, 2, 2]))
 
 
+def test_a_span_pattern_no_driver_resolved_is_named(tmp_path):
+    """Where ExampleGen's driver does not run (open-source Kubeflow Pipelines), the split pattern reaches the
+    executor with {SPAN} in it: it says so instead of reading no images."""
+    (tmp_path / "span-1").mkdir()
+    write_folders(tmp_path / "span-1")
+    with pytest.raises(IngestionError, match=r"'span-\{SPAN\}/\*/\*' still holds \{SPAN\}: ExampleGen's driver"):
+        with test_pipeline.TestPipeline() as pipeline:
+            _ = pipeline | executor.ReadImages(folder_properties(tmp_path), "span-{SPAN}/*/*")
+
+
 def test_read_images_stops_at_a_corrupt_png_and_names_it(tmp_path):
     path = write_folders(tmp_path)[3]
     with open(path, "r+b") as f:

@@ -1,6 +1,7 @@
 """ImageExampleGen's executor: a Beam PTransform from image files to serialized tf.Examples."""
 
 import os
+import re
 from typing import Any
 
 import apache_beam as beam
@@ -13,6 +14,8 @@ from tfx.utils import proto_utils
 
 from cnnpipe.core.errors import IngestionError
 from cnnpipe.components.ingestion import formats
+
+_UNRESOLVED = re.compile(r"\{(SPAN|VERSION|YYYY|MM|DD)\}")  # TFX's span and version specs, which its driver resolves
 
 
 def custom_config(data_format: str, class_names: tuple[str, ...]) -> example_gen_pb2.CustomConfig:
@@ -40,6 +43,14 @@ def ReadImages(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_p
 
     Class folders: every non-hidden file of every class folder (symlinks followed) must be an image.
     """
+    unresolved = _UNRESOLVED.search(split_pattern)
+    if unresolved:
+        raise IngestionError(
+            f"the input pattern '{split_pattern}' still holds {unresolved.group()}: ExampleGen's driver, which picks the "
+            "newest span, did not run (open-source Kubeflow Pipelines does not run it; Vertex AI Pipelines with pipeline "
+            "spec 2.1 and `cnnpipe run` do). There, give the pipeline the newest images at a path without span-N "
+            "directories."
+        )
     data_format, class_names = _options(exec_properties)
     pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
     if data_format == "folder":

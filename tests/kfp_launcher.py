@@ -1,0 +1,268 @@
+"""A local stand-in for a Kubeflow Pipelines v2 launcher: runs a compiled pipeline spec's tasks, in order.
+
+For each task, in topological order, it does what the orchestrator does for the task's pod: builds its
+ExecutorInput (constant parameters, the artifacts upstream tasks wrote, fresh output URIs under the pipeline root,
+the executor output file), resolves the container's placeholders with kfp.local's helpers, runs the container's
+command with this interpreter, checks its exit code, reads the ExecutorOutput it wrote and hands the output
+artifacts (URI and metadata as the executor wrote them) to the tasks downstream.
+
+What the orchestrator supplies depends on which one runs the spec (CONTRACTS):
+
+- "kfp", open-source Kubeflow Pipelines 2.x: its API server takes schema 2.1.0 only; its driver sets
+  `inputs.parameterValues` alone; its backend runs no lifecycle hook; its launcher records each output in ML
+  Metadata, so a downstream task gets it named by its metadata id, its metadata as MLMD gives it back (booleans as
+  numbers, lists and structs wrapped as {"list": …} / {"struct": …}) with the `display_name` and
+  `store_session_info` the launcher adds.
+- "vertex", Vertex AI Pipelines: either schema; the deprecated typed `inputs.parameters` besides
+  `parameterValues`; the container's `lifecycle.preCacheCheck` (ExampleGen's driver) runs before the container,
+  writing the executor output file the container then reads; artifacts named by their metadata resource names.
+
+TFX's container entrypoint (kubeflow_v2_run_executor.py) reads `parameterValues` when the spec passes
+`--json_serialized_inputs_spec_args` (schema 2.1) and `inputs.parameters` when it does not (schema 2.0): a 2.0 spec
+exercises the Vertex contract's typed parameters, a 2.1 spec the parameter values both contracts set.
+
+Only container executors run here: an importer or resolver (ML Metadata queries) is refused, by task, up front.
+"""
+
+import dataclasses
+import itertools
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import yaml
+from google.protobuf import json_format, struct_pb2
+from kfp.local import executor_input_utils, executor_output_utils, graph_utils, placeholder_utils
+from kfp.pipeline_spec import pipeline_spec_pb2 as pb
+
+INTERPRETERS = ("python", "python3")  # the image's Python, replaced by this one
+STDERR_TAIL = 4000  # characters of a failed task's stderr to show
+ParameterType = pb.ParameterType.ParameterTypeEnum
+
+
+class LaunchError(Exception):
+    """A task the harness cannot run, or one that failed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Contract:
+    """What an orchestrator accepts and puts in a task's ExecutorInput (the module's docstring)."""
+
+    name: str
+    schemas: tuple[str, ...]  # pipeline spec schema versions it accepts
+    typed_parameters: bool  # also sets the deprecated `inputs.parameters`
+    runs_pre_cache_check: bool  # runs a container's lifecycle.preCacheCheck first
+    output_file: str  # the executor output file's name in the task's root
+    artifact_name: str  # a recorded artifact's name, formatted with its metadata id
+    through_mlmd: bool  # downstream metadata as KFP's launcher records it in ML Metadata and reads it back
+
+
+KFP = Contract("kfp", ("2.1.0",), typed_parameters=False, runs_pre_cache_check=False,
+               output_file="output_metadata.json", artifact_name="{}", through_mlmd=True)
+VERTEX = Contract("vertex", ("2.0.0", "2.1.0"), typed_parameters=True, runs_pre_cache_check=True,
+                  output_file="executor_output.json",
+                  artifact_name="projects/cnnpipe-test/locations/local/metadataStores/default/artifacts/{}",
+                  through_mlmd=False)
+CONTRACTS = {contract.name: contract for contract in (KFP, VERTEX)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRun:
+    """A task that ran: its ExecutorInput, what ran ("preCacheCheck", "executor"), the outputs handed downstream."""
+
+    executor_input: pb.ExecutorInput
+    steps: tuple[str, ...]
+    outputs: dict[str, pb.RuntimeArtifact]
+
+
+def load_spec(path: str) -> pb.PipelineSpec:
+    """The PipelineSpec in a compiled YAML or JSON file (its first document)."""
+    with open(path) as f:
+        return json_format.ParseDict(next(yaml.safe_load_all(f)), pb.PipelineSpec())
+
+
+def deployment(spec: pb.PipelineSpec) -> pb.PipelineDeploymentConfig:
+    """The spec's executors, typed (the spec holds them as a Struct)."""
+    return json_format.ParseDict(json_format.MessageToDict(spec.deployment_spec), pb.PipelineDeploymentConfig())
+
+
+def executor_of(spec: pb.PipelineSpec, executors: pb.PipelineDeploymentConfig,
+                task: str) -> pb.PipelineDeploymentConfig.ExecutorSpec:
+    """The executor that runs `task`."""
+    return executors.executors[spec.components[spec.root.dag.tasks[task].component_ref.name].executor_label]
+
+
+def check_runnable(spec: pb.PipelineSpec, contract: Contract) -> None:
+    """Refuses, before anything runs, a schema the orchestrator would refuse and an executor the harness cannot run."""
+    if spec.schema_version not in contract.schemas:
+        raise LaunchError(f"the {contract.name} contract takes pipeline spec schema {' or '.join(contract.schemas)}, "
+                          f"not {spec.schema_version}")
+    executors = deployment(spec)
+    for task in spec.root.dag.tasks:
+        kind = executor_of(spec, executors, task).WhichOneof("spec")
+        if kind != "container":
+            raise LaunchError(f"task '{task}' has a {kind} executor, which this harness cannot run: it runs "
+                              "container executors only (importers and resolvers query ML Metadata)")
+
+
+def execution_order(spec: pb.PipelineSpec) -> list[str]:
+    """The root DAG's tasks, each after the tasks it depends on."""
+    return graph_utils.topological_sort_tasks(dict(spec.root.dag.tasks))[::-1]
+
+
+def parameter_value(task: str, key: str, parameter: pb.TaskInputsSpec.InputParameterSpec) -> struct_pb2.Value:
+    """A constant input parameter as `parameterValues` holds it, from `runtimeValue.constant` (schema 2.1) or
+    `runtimeValue.constantValue` (2.0)."""
+    kind = parameter.runtime_value.WhichOneof("value")
+    if kind == "constant":
+        return parameter.runtime_value.constant
+    if kind == "constant_value":
+        typed = parameter.runtime_value.constant_value
+        value = getattr(typed, typed.WhichOneof("value"))
+        return struct_pb2.Value(string_value=value) if isinstance(value, str) else struct_pb2.Value(number_value=value)
+    raise LaunchError(f"task '{task}': input parameter '{key}' is not a constant, which this harness cannot supply")
+
+
+def typed_parameter(parameter: pb.TaskInputsSpec.InputParameterSpec, value: struct_pb2.Value,
+                    definition: pb.ComponentInputsSpec.ParameterSpec) -> pb.Value:
+    """A constant input parameter as the deprecated, typed `inputs.parameters` holds it."""
+    if parameter.runtime_value.HasField("constant_value"):  # schema 2.0 writes it typed
+        return parameter.runtime_value.constant_value
+    if definition.parameter_type == ParameterType.NUMBER_INTEGER:
+        return pb.Value(int_value=int(value.number_value))
+    if definition.parameter_type == ParameterType.NUMBER_DOUBLE:
+        return pb.Value(double_value=value.number_value)
+    if definition.parameter_type == ParameterType.STRING:
+        return pb.Value(string_value=value.string_value)
+    raise LaunchError(f"a {ParameterType.Name(definition.parameter_type)} parameter has no typed `inputs.parameters`")
+
+
+def mlmd_round_trip(metadata: struct_pb2.Struct) -> struct_pb2.Struct:
+    """Metadata as KFP's launcher stores it in ML Metadata and its driver reads it back for a downstream task."""
+    stored = struct_pb2.Struct()
+    for key, value in metadata.fields.items():
+        kind = value.WhichOneof("kind")
+        if kind == "bool_value":
+            stored.fields[key].number_value = float(value.bool_value)
+        elif kind in ("list_value", "struct_value"):
+            stored.fields[key].struct_value.fields[kind.removesuffix("_value")].CopyFrom(value)
+        else:
+            stored.fields[key].CopyFrom(value)
+    return stored
+
+
+class Launcher:
+    """Runs one compiled pipeline spec, task by task, under one contract; artifacts under `pipeline_root`."""
+
+    def __init__(self, spec: pb.PipelineSpec, contract: Contract, pipeline_root: str, pythonpath: Sequence[str],
+                 timeout: float):
+        self.spec, self.contract, self.timeout = spec, contract, timeout
+        self.executors = deployment(spec)
+        self.pipeline_root = pipeline_root
+        self.run_id = f"{spec.pipeline_info.name}-{uuid.uuid4().hex[:8]}"
+        self.metadata_ids: Iterator[int] = itertools.count(1)
+        paths = [*pythonpath, *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
+        self.runs: dict[str, TaskRun] = {}
+
+    def run(self) -> dict[str, TaskRun]:
+        check_runnable(self.spec, self.contract)
+        for task in execution_order(self.spec):
+            executor_input = self.executor_input(task)
+            steps = self.launch(task, executor_input)
+            written = executor_output_utils.load_executor_output(executor_input.outputs.output_file)
+            outputs = {key: self.recorded(key, provisioned.artifacts[0], written.artifacts.get(key))
+                       for key, provisioned in executor_input.outputs.artifacts.items()}
+            self.runs[task] = TaskRun(executor_input, steps, outputs)
+        return self.runs
+
+    def task_root(self, task: str) -> Path:
+        return Path(self.pipeline_root) / self.run_id / task
+
+    def component(self, task: str) -> pb.ComponentSpec:
+        return self.spec.components[self.spec.root.dag.tasks[task].component_ref.name]
+
+    def executor_input(self, task: str) -> pb.ExecutorInput:
+        """The task's ExecutorInput: constant parameters, upstream outputs, fresh output URIs, the output file."""
+        spec, component = self.spec.root.dag.tasks[task], self.component(task)
+        inputs = pb.ExecutorInput.Inputs()
+        for key, parameter in spec.inputs.parameters.items():
+            value = parameter_value(task, key, parameter)
+            inputs.parameter_values[key].CopyFrom(value)
+            if self.contract.typed_parameters:
+                inputs.parameters[key].CopyFrom(
+                    typed_parameter(parameter, value, component.input_definitions.parameters[key]))
+        for key, artifact in spec.inputs.artifacts.items():
+            if not artifact.HasField("task_output_artifact"):
+                raise LaunchError(f"task '{task}': input artifact '{key}' is not an upstream task's output")
+            source = artifact.task_output_artifact
+            inputs.artifacts[key].artifacts.append(self.runs[source.producer_task].outputs[source.output_artifact_key])
+        root = str(self.task_root(task))
+        outputs = pb.ExecutorInput.Outputs(output_file=os.path.join(root, self.contract.output_file))
+        for key, definition in component.output_definitions.artifacts.items():
+            outputs.artifacts[key].CopyFrom(
+                executor_input_utils.artifact_type_schema_to_artifact_list(key, definition.artifact_type, root))
+        return pb.ExecutorInput(inputs=inputs, outputs=outputs)
+
+    def launch(self, task: str, executor_input: pb.ExecutorInput) -> tuple[str, ...]:
+        """Runs the task's container, after its pre-cache check where the contract runs one; returns what ran."""
+        container = executor_of(self.spec, self.executors, task).container
+        steps = {"executor": [*container.command, *container.args]}
+        if self.contract.runs_pre_cache_check and container.lifecycle.HasField("pre_cache_check"):
+            hook = container.lifecycle.pre_cache_check
+            steps = {"preCacheCheck": [*hook.command, *hook.args], **steps}
+        self.task_root(task).mkdir(parents=True)
+        for step, template in steps.items():
+            self.execute(task, step, self.command(task, template, executor_input))
+        return tuple(steps)
+
+    def command(self, task: str, template: list[str], executor_input: pb.ExecutorInput) -> list[str]:
+        """`template` with its placeholders resolved ({{$}} is the ExecutorInput's JSON), this interpreter for the
+        image's Python."""
+        resolved = placeholder_utils.replace_placeholders(
+            full_command=template,
+            executor_input_dict=executor_input_utils.executor_input_to_dict(executor_input, self.component(task)),
+            pipeline_resource_name=self.run_id, task_resource_name=task, pipeline_root=self.pipeline_root,
+            unique_pipeline_id=self.run_id)
+        if resolved[0] not in INTERPRETERS:
+            raise LaunchError(f"task '{task}' runs {resolved[0]!r}; this harness runs Python entry points only")
+        return [sys.executable, *resolved[1:]]
+
+    def execute(self, task: str, step: str, argv: list[str]) -> None:
+        """Runs `argv` in the task's root, its output in STEP.out and STEP.err there; fails with stderr's tail."""
+        cwd = self.task_root(task)
+        with open(cwd / f"{step}.out", "w") as stdout, open(cwd / f"{step}.err", "w") as stderr:
+            code = subprocess.run(argv, cwd=cwd, env=self.env, stdout=stdout, stderr=stderr,
+                                  timeout=self.timeout).returncode
+        if code != 0:
+            tail = (cwd / f"{step}.err").read_text()[-STDERR_TAIL:]
+            raise LaunchError(f"task '{task}' ({step}, {self.contract.name} contract) exited with {code}; "
+                              f"its stderr ends:\n{tail}")
+
+    def recorded(self, key: str, provisioned: pb.RuntimeArtifact,
+                 written: Optional[pb.ArtifactList]) -> pb.RuntimeArtifact:
+        """An output as a downstream task gets it: the URI and metadata the executor wrote over the provisioned ones,
+        named by its metadata id (and, under KFP, its metadata as ML Metadata keeps it)."""
+        artifact = pb.RuntimeArtifact()
+        artifact.CopyFrom(provisioned)
+        if written is not None and written.artifacts:
+            artifact.uri = written.artifacts[0].uri or artifact.uri
+            for field, value in written.artifacts[0].metadata.fields.items():
+                artifact.metadata.fields[field].CopyFrom(value)
+        artifact.name = self.contract.artifact_name.format(next(self.metadata_ids))
+        if self.contract.through_mlmd:
+            artifact.metadata.update({"display_name": key, "store_session_info": json.dumps({"Provider": "file"})})
+            artifact.metadata.CopyFrom(mlmd_round_trip(artifact.metadata))
+        return artifact
+
+
+def run_pipeline(spec_path: str, contract: str, pipeline_root: Optional[str] = None, pythonpath: Sequence[str] = (),
+                 timeout: float = 1800) -> dict[str, TaskRun]:
+    """Runs every task of the compiled spec at `spec_path` under `contract` ("kfp" or "vertex"), with `pythonpath`
+    before the inherited PYTHONPATH; artifacts under `pipeline_root` (default the spec's). Returns the runs by task."""
+    spec = load_spec(spec_path)
+    return Launcher(spec, CONTRACTS[contract], pipeline_root or spec.default_pipeline_root, pythonpath, timeout).run()

@@ -1,0 +1,160 @@
+"""The compiled Kubeflow spec runs, not only compiles: `cnnpipe compile` on a small real Fashion-MNIST slice, every
+task then run as a KFP v2 launcher runs it (tests/kfp_launcher.py) under the open-source Kubeflow Pipelines and the
+Vertex AI Pipelines contracts, to a pushed model version that answers a real PNG."""
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+import yaml
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+import kfp_launcher
+from conftest import cnnpipe, encode, fashion_mnist, versions, write_fashion_mnist_slice
+from cnnpipe.components.evaluation_results import metrics_by_slice
+from cnnpipe.core.names import BASELINE
+from cnnpipe.pipeline.datasets import FASHION_MNIST
+from cnnpipe.schemas import SCHEMA_DIR
+
+TRAIN, TEST = 200, 100
+MODEL = "fashion"
+SERVED_VERSION = "1"  # the suite's pushed model, served before the "vertex" run
+IMPORT_ROOT = str(SCHEMA_DIR.parent.parent)  # where this process imports cnnpipe from: the tasks import the same code
+IN_MEMORY = ("--beam-arg=--direct_running_mode=in_memory", "--beam-arg=--direct_num_workers=1")
+# Per contract, the spec schema that makes TFX's entrypoint read what the contract alone sets (kfp_launcher's
+# docstring): parameterValues given an inputs spec (2.1), the typed `inputs.parameters` without one (2.0). The KFP run
+# keeps the Beam args `compile` writes (one DirectRunner worker process per core); the Vertex run's Beam runs in
+# memory, a minute faster: the contracts differ in what the launcher supplies, not in Beam.
+CONTRACTS = {"kfp": ("2.1", ()), "vertex": ("2.0", IN_MEMORY)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Launched:
+    contract: str
+    spec: pipeline_spec_pb2.PipelineSpec
+    runs: dict[str, kfp_launcher.TaskRun]
+    serving: Path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """A real Fashion-MNIST slice and the curated schema outside schemas/, so that `compile` keeps its local path
+    (it writes a curated schema's path in the image, /opt/cnnpipe/schemas/, which this machine lacks)."""
+    root = tmp_path_factory.mktemp("data")
+    write_fashion_mnist_slice(str(root / "fashion"), TRAIN, TEST)
+    shutil.copy(SCHEMA_DIR / "fashion_mnist.pbtxt", root / "schema.pbtxt")
+    return root
+
+
+def compile_spec(directory: Path, data: Path, spec_version: str, beam_args: tuple[str, ...]) -> Path:
+    """`cnnpipe compile` with the default steps, the served model as the baseline included: one quick epoch, one
+    attack at one ε, and a low bar to bless (also against a better served model)."""
+    result = cnnpipe("compile", "--pipeline-root", str(directory / "root"), "--image", "local/cnnpipe:test",
+                     "-o", "pipeline.yaml", "--spec-version", spec_version, "--data", str(data / "fashion"),
+                     "--schema", str(data / "schema.pbtxt"), "--class-names", ",".join(FASHION_MNIST.class_names),
+                     "--model-name", MODEL, "--serving-dir", str(directory / "serving"), "--epochs", "1",
+                     "--batch-size", "32", "--min-accuracy", "0.05", "--max-accuracy-drop", "1", "--attacks", "fgsm",
+                     "--epsilons", "0.1", *beam_args, cwd=directory)
+    assert result.returncode == 0, result.stderr
+    return directory / "pipeline.yaml"
+
+
+@pytest.fixture(scope="module", params=list(CONTRACTS))
+def launched(request, data, tmp_path_factory) -> Launched:
+    """The pipeline compiled for the contract (once per contract) and every task of it run under the contract. Under
+    "kfp" nothing is served yet; under "vertex" the suite's pushed model is, and is the baseline."""
+    directory = tmp_path_factory.mktemp(request.param)
+    serving = directory / "serving" / MODEL
+    if request.param == "vertex":
+        served = request.getfixturevalue("pushed_run").serving_base
+        shutil.copytree(Path(served) / versions(served)[-1], serving / SERVED_VERSION)
+    spec = compile_spec(directory, data, *CONTRACTS[request.param])
+    runs = kfp_launcher.run_pipeline(str(spec), request.param, pythonpath=[IMPORT_ROOT])
+    return Launched(request.param, kfp_launcher.load_spec(str(spec)), runs, serving)
+
+
+def test_every_task_runs_and_the_blessing_names_the_model_it_blessed(launched):
+    """Each task exited 0 (the launcher raises otherwise); TFX's entrypoint turned the Evaluator's model id back
+    into the name the launcher gave the Trainer's model."""
+    assert set(launched.runs) == set(launched.spec.root.dag.tasks)
+    assert {"ImageExampleGen", "Transform", "Trainer", "AdversarialExamples", "Evaluator", "AtomicPusher"} <= set(
+        launched.runs)
+    blessing = launched.runs["Evaluator"].outputs["blessing"].metadata.fields
+    assert blessing["blessed"].number_value == 1
+    assert blessing["current_model_id"].string_value == launched.runs["Trainer"].outputs["model"].name
+
+
+def test_each_contract_takes_its_own_path_into_the_executors(launched):
+    """kfp: parameterValues, read as the 2.1 spec's inputs spec tells TFX, and no lifecycle hook; vertex: the typed
+    `inputs.parameters` TFX reads from a 2.0 spec, and ExampleGen's pre-cache check (its driver) first."""
+    executors = kfp_launcher.deployment(launched.spec)
+    for task, run in launched.runs.items():
+        args = kfp_launcher.executor_of(launched.spec, executors, task).container.args
+        assert ("--json_serialized_inputs_spec_args" in args) == (launched.contract == "kfp"), task
+        assert bool(run.executor_input.inputs.parameters) == (
+            launched.contract == "vertex" and bool(run.executor_input.inputs.parameter_values)), task
+    example_gen = {"kfp": ("executor",), "vertex": ("preCacheCheck", "executor")}[launched.contract]
+    assert launched.runs["ImageExampleGen"].steps == example_gen
+
+
+def test_the_baseline_is_the_model_being_served(launched):
+    """ServedModel, an ordinary container step, finds the served version (none under "kfp") and the Evaluator
+    measures it beside the candidate."""
+    baseline = launched.runs["ServedModel"].outputs["baseline"].metadata.fields
+    served = {"kfp": 0, "vertex": int(SERVED_VERSION)}[launched.contract]
+    assert int(baseline["served_version"].number_value) == served
+    measured = metrics_by_slice(launched.runs["Evaluator"].outputs["evaluation"].uri)
+    assert {model for model, _ in measured} == ({"", BASELINE} if served else {""})  # "": the candidate
+
+
+def test_the_pushed_version_answers_a_real_png(launched):
+    version = versions(launched.serving)[-1]
+    assert version != SERVED_VERSION
+    pushed = launched.runs["AtomicPusher"].outputs["pushed_model"].metadata.fields
+    assert pushed["pushed_destination"].string_value == str(launched.serving / version)
+    image = fashion_mnist("t10k", TEST + 1)[0][-1]  # a test image the pipeline has not seen
+    signature = tf.saved_model.load(str(launched.serving / version)).signatures["predict_image"]
+    outputs = signature(images=tf.constant([encode(image)]))
+    probabilities = outputs["probabilities"].numpy()
+    assert probabilities.shape == (1, len(FASHION_MNIST.class_names))
+    assert probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+    assert outputs["class_names"].numpy()[0].decode() in FASHION_MNIST.class_names
+
+
+def one_task_spec(path: Path, executor: dict, schema_version: str = "2.1.0") -> str:
+    """A spec of one task, `only`, whose executor is `executor`."""
+    spec = {"pipelineInfo": {"name": "one-task"}, "schemaVersion": schema_version,
+            "components": {"comp-only": {"executorLabel": "exec-only"}},
+            "deploymentSpec": {"executors": {"exec-only": executor}},
+            "root": {"dag": {"tasks": {"only": {"taskInfo": {"name": "only"}, "componentRef": {"name": "comp-only"}}}}}}
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+@pytest.mark.parametrize("kind, executor", [
+    ("importer", {"importer": {"artifactUri": {"constant": "gs://bucket/model"},
+                               "typeSchema": {"schemaTitle": "tfx.Model"}}}),
+    ("resolver", {"resolver": {"outputArtifactQueries": {"model": {"filter": 'schema_title="tfx.Model"'}}}}),
+])
+def test_an_executor_the_launcher_cannot_run_is_refused_by_task_before_anything_runs(tmp_path, kind, executor):
+    spec = one_task_spec(tmp_path / "spec.yaml", executor)
+    with pytest.raises(kfp_launcher.LaunchError, match=f"task 'only' has a {kind} executor"):
+        kfp_launcher.run_pipeline(spec, "vertex", pipeline_root=str(tmp_path / "root"))
+    assert not (tmp_path / "root").exists()
+
+
+def test_the_kfp_contract_refuses_the_schema_its_api_server_refuses(tmp_path):
+    spec = one_task_spec(tmp_path / "spec.yaml", {"container": {"image": "python", "command": ["python"]}}, "2.0.0")
+    with pytest.raises(kfp_launcher.LaunchError, match="takes pipeline spec schema 2.1.0, not 2.0.0"):
+        kfp_launcher.run_pipeline(spec, "kfp", pipeline_root=str(tmp_path / "root"))
+
+
+def test_a_failing_task_is_named_with_its_exit_code_and_stderr(tmp_path):
+    """The image's `python` runs as this interpreter, its placeholders resolved; its failure ends the run."""
+    failing = ["python", "-c", "import sys; sys.exit('cannot read {{$.outputs.output_file}}')"]
+    spec = one_task_spec(tmp_path / "spec.yaml", {"container": {"image": "python", "command": failing}})
+    with pytest.raises(kfp_launcher.LaunchError, match=r"'only' \(executor, kfp contract\) exited with 1") as error:
+        kfp_launcher.run_pipeline(spec, "kfp", pipeline_root=str(tmp_path / "root"))
+    assert f"cannot read {tmp_path / 'root'}" in str(error.value) and "output_metadata.json" in str(error.value)
