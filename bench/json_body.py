@@ -7,7 +7,6 @@ alternating, and the ratio.
 """
 
 import argparse
-import gzip
 import json
 import statistics
 import time
@@ -15,15 +14,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from cnnpipe.pipeline.datasets import FASHION_MNIST
+import report  # bench/report.py, beside this script
 from cnnpipe.serving import json_body, tensors
 
 SPECS = {"pixels": tf.TensorSpec([None, 28, 28, 1], tf.float32)}
-
-
-def test_images(count: int) -> np.ndarray:
-    with gzip.open(f"{FASHION_MNIST.path}/t10k-images-idx3-ubyte.gz") as f:
-        return np.frombuffer(f.read()[16:], np.uint8).reshape(-1, 28, 28, 1)[:count]
 
 
 def seconds(parse, body: bytes) -> float:
@@ -37,7 +31,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    images = test_images(args.images)
+    images = report.fashion_mnist_arrays("t10k", args.images)[0][..., None]
     print(f"{'pixels':<10} {'body MB':>8} {'json.loads s':>13} {'json_body s':>12} {'ratio':>7}")
     for kind, pixels in (("0-255", images.astype(int)), ("0-1", images / 255)):
         body = json.dumps({"signature_name": "predict_pixels", "instances": pixels.tolist()}).encode()
