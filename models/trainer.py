@@ -19,7 +19,7 @@ from tfx_bsl.public import tfxio
 
 from cnnpipe.core.errors import TrainingError
 from cnnpipe.core import features
-from cnnpipe.models import adversarial_training, registry, signatures, warm_start
+from cnnpipe.models import adversarial_training, embedding, registry, signatures, warm_start
 from cnnpipe.models.training_config import STRATEGIES, WARM_START_LATEST, TrainingConfig
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -138,6 +138,8 @@ def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
 def build_model(config: TrainingConfig, base_model: Optional[str] = None) -> keras.Model:
     """The registry's model, initialized from `base_model` when given."""
     model = registry.build(config.model, config.input_shape, len(config.class_names), **config.model_options)
+    if config.embedding_dim:
+        model = embedding.with_embedding(model, config.embedding_dim)
     if base_model:
         print(warm_start.initialize(model, base_model, config.freeze_features), flush=True)
     return model

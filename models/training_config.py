@@ -41,6 +41,9 @@ class TrainingConfig:
         None, "initialize from a pushed model (its directory or model base path) or from the served one "
         "('latest'); the head is replaced when the class count differs", GROUP, metavar="PATH|latest")
     freeze_features: bool = option(False, "with --warm-start: train only the classification head", GROUP)
+    embedding_dim: Optional[int] = option(
+        None, "end the model in an L2-normalized embedding of this size and a cosine classifier, so that the embed "
+        "signature ranks similar images (visual search)", GROUP, metavar="D", default_help="the features, as built")
     seed: int = option(0, "random seed for initialization, shuffling and the attacks' random starts", GROUP)
     adversarial: Optional[str] = option(
         None, "adversarial training: fit on FGSM-from-a-random-start or PGD copies of each batch", GROUP,
@@ -56,6 +59,8 @@ class TrainingConfig:
                 f"epochs ({self.epochs}), batch size ({self.batch_size}) and learning rate ({self.learning_rate}) "
                 "must be positive."
             )
+        if self.embedding_dim is not None and self.embedding_dim < 1:
+            raise TrainingError(f"--embedding-dim must be positive, not {self.embedding_dim}.")
         if self.strategy not in STRATEGIES:
             raise TrainingError(f"unknown strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}.")
         if self.adversarial not in (None, *ADVERSARIAL_METHODS):

@@ -5,7 +5,7 @@ import pytest
 import tf_keras as keras
 
 from conftest import fashion_mnist
-from cnnpipe.models import registry
+from cnnpipe.models import embedding, registry, signatures, warm_start
 
 SMALL = (28, 28, 1)
 
@@ -72,3 +72,24 @@ def test_small_models_learn_from_real_fashion_mnist(name):
 def test_unknown_model_names_the_known_ones():
     with pytest.raises(ValueError, match="lenet5"):
         registry.get("vgg")
+
+
+def test_an_embedding_head_learns_a_normalized_embedding_that_warm_starts_whole(tmp_path):
+    """--embedding-dim on real Fashion-MNIST: the loss falls, the embed output has the size asked for and unit
+    length, probabilities sum to 1; saved as the Trainer saves, the model warm-starts another one layer for layer."""
+    images, labels = fashion_mnist("train", 512)
+    images = images[..., None].astype("float32") / 127.5 - 1
+    keras.utils.set_random_seed(0)
+    model = embedding.with_embedding(registry.build("lenet5", SMALL, 10), 32)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    history = model.fit(images, labels, batch_size=64, epochs=3, verbose=0).history["loss"]
+    assert history[-1] < 0.7 * history[0]
+    embeddings = signatures.embedding_model(model).predict(images[:64], verbose=0)
+    assert embeddings.shape == (64, 32)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(model.predict(images[:64], verbose=0).sum(axis=1), 1.0, rtol=1e-5)
+    model.save(str(tmp_path / "1"), save_format="tf")
+    fresh = embedding.with_embedding(registry.build("lenet5", SMALL, 10), 32)
+    report = warm_start.initialize(fresh, str(tmp_path))
+    assert "6 layers copied, 0 initialized afresh" in report  # LeNet-5 but its head, the embedding, the new head
+    np.testing.assert_allclose(fresh.predict(images[:8], verbose=0), model.predict(images[:8], verbose=0), rtol=1e-5)
