@@ -31,7 +31,7 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import io_utils, proto_utils
 
-from cnnpipe.components.served_model import PUSH_RECORD
+from cnnpipe.components.served_model import PUSH_RECORD, newest_served
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.serving import model_config
 from cnnpipe.serving.model_config import versions as existing_versions
@@ -149,17 +149,15 @@ def publish(model_dir: str, base_dir: str, record: Optional[dict] = None) -> str
     returns the version's path. `record` (JSON) is written into the version as served_model.PUSH_RECORD.
 
     A local `base_dir` gets the version by a rename (atomic), an object store (a URI such as gs://) gets its
-    saved_model.pb last. When the newest version already is this model (same SavedModel fingerprint), nothing is
-    copied and that version's path is returned.
+    saved_model.pb last. When the newest complete version already is this model (same SavedModel fingerprint),
+    nothing is copied and that version's path is returned.
     """
     if not tf.io.gfile.exists(os.path.join(model_dir, SAVED_MODEL_PB)):
         raise FileNotFoundError(f"{model_dir}: no {SAVED_MODEL_PB}, so there is no model to push")
-    versions = existing_versions(base_dir)
-    if versions:
-        newest = os.path.join(base_dir, str(versions[-1]))
-        fingerprint = _fingerprint(model_dir)
-        if fingerprint and fingerprint == _fingerprint(newest):
-            return newest
+    newest = newest_served(base_dir)  # a version a killed push left without its saved_model.pb is none
+    fingerprint = _fingerprint(model_dir)
+    if newest and fingerprint and fingerprint == _fingerprint(newest):
+        return newest
     tf.io.gfile.makedirs(base_dir)
     publish_version = _publish_graph_last if "://" in base_dir else _publish_by_rename
     return publish_version(model_dir, base_dir, record)

@@ -1,6 +1,7 @@
 """AtomicPusher's publish: whole versions appear at once, with increasing integer names."""
 
 import os
+import time
 
 import pytest
 import tensorflow as tf
@@ -165,3 +166,17 @@ def test_on_an_object_store_the_graph_is_written_last(tmp_path, monkeypatch):
     version = publish(model, base, {"model_uri": "a Trainer's Model"})
     assert seen_with_graph == [expected]
     assert newest_served(base) == version and push_record(version) == {"model_uri": "a Trainer's Model"}
+
+
+def test_on_an_object_store_a_version_a_killed_push_left_is_not_the_model_pushed(tmp_path):
+    """A push killed mid-way leaves a version without its saved_model.pb (fingerprint.pb copied already): pushing
+    the same model again writes a complete version rather than taking that one for it."""
+    model = make_model_dir(tmp_path / "model", "first")
+    (tmp_path / "model" / "fingerprint.pb").write_text("checksums")
+    base = f"ram://{tmp_path.name}/serving/fashion"
+    half = f"{base}/{int(time.time()) - 60}"
+    tf.io.gfile.makedirs(half)
+    tf.io.gfile.copy(os.path.join(model, "fingerprint.pb"), f"{half}/fingerprint.pb")
+    version = publish(model, base)
+    assert version != half and newest_served(base) == version
+    assert tf.io.gfile.exists(f"{version}/saved_model.pb")
