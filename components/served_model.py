@@ -31,8 +31,8 @@ PUSH_RECORD = os.path.join("assets.extra", "cnnpipe_push.json")  # in each pushe
 
 def newest_served(base_path: str) -> Optional[str]:
     """The newest version under `base_path` with its saved_model.pb (written last on object stores), or None."""
-    complete = [path for path in (os.path.join(base_path, str(v)) for v in versions(base_path)) if holds_saved_model(path)]
-    return complete[-1] if complete else None
+    newest_first = (os.path.join(base_path, str(version)) for version in reversed(versions(base_path)))
+    return next((path for path in newest_first if holds_saved_model(path)), None)
 
 
 def baseline_dir(model: types.Artifact) -> Optional[str]:
