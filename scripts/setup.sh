@@ -20,7 +20,7 @@ if [ ! -f "$stamp" ]; then
   [ -x "$VENV/bin/python" ] || "$python" -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --upgrade pip==24.2
   # tfx 1.16 declares Python <3.11 although all of its libraries ship 3.11 wheels.
-  "$VENV/bin/pip" install --quiet --ignore-requires-python -c constraints.txt -e ".[test]"
+  "$VENV/bin/pip" install --quiet --no-cache-dir --ignore-requires-python -c constraints.txt -e ".[test]"
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi
