@@ -7,7 +7,8 @@ constraints.txt pins the whole resolved set; these are the direct dependencies.
 
 from setuptools import setup
 
-SUBPACKAGES = ["pipeline", "components", "components.ingestion", "core", "models", "schemas", "serving", "robustness"]
+SUBPACKAGES = ["pipeline", "components", "components.ingestion", "core", "models", "schemas", "serving", "robustness",
+               "retrieval"]
 
 setup(
     name="cnnpipe",
@@ -28,6 +29,7 @@ setup(
         "tensorflow-transform==1.16.0",
         "tensorflow-model-analysis==0.47.1",
         "tensorflow-serving-api==2.16.1",
+        "scann==1.3.2",
         "apache-beam==2.59.0",
         "pyarrow==10.0.1",
         "numpy==1.26.4",

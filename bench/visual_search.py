@@ -1,52 +1,61 @@
-"""Visual search, measured: how well a pushed model's `embed` signature ranks Fashion-MNIST images of the query's
-class, beside raw pixels. Queries: the 10,000 test images; catalog: the 60,000 training images; relevant: an
-item of the query's class. Exact search by cosine similarity. Prints, per representation, its size, the time to
-embed the 70,000 images, precision@10 and mAP@100 (average precision over the top 100, divided by 100: every class
-has far more than 100 catalog items).
+"""Visual search, measured on the newest pushed version: how well it ranks, and its ScaNN index against exact search.
+
+Queries: the 10,000 Fashion-MNIST test images; catalog: the 60,000 training images; relevant: an item of the query's
+class. Prints, side by side in one run:
+- precision@10 and mAP@100 of exact cosine search over raw pixels, over the model's `embed` signature, and of the
+  pushed `search` signature itself (its catalog is the run's training split: the same 60,000 images);
+- the ScaNN index built as the pipeline builds it (`retrieval/index.py`) over the `embed` catalog: build time,
+  bytes per item, recall@10 against exact search, and the queries/s of both for the 10,000 queries in one batch,
+  and one query at a time (median latency).
 
     .venv/bin/python bench/visual_search.py [--serving-dir cnnpipe-output/serving] [--model fashion_mnist]
 """
 
 import argparse
 import os
+import tempfile
 import time
 
 import numpy as np
 import tensorflow as tf
 
 import report  # bench/report.py, beside this script
+from cnnpipe.models.catalog import normalized
+from cnnpipe.retrieval import index, metrics
 from cnnpipe.serving.model_config import versions
 
-TOP_K = 100
-PRECISION_AT = 10
-QUERY_BATCH = 500
-EMBED_BATCH = 1000
+TOP_K, PRECISION_AT = 100, 10
+BATCH = 1000
+SINGLE_QUERIES = 200
 
 
-def embed(model_dir: str, images: np.ndarray) -> np.ndarray:
-    """The `embed` signature's output for uint8 images [N, 28, 28], sent as PNGs as clients send them."""
-    signature = tf.saved_model.load(model_dir).signatures["embed"]
-    batches = []
-    for start in range(0, len(images), EMBED_BATCH):
-        pngs = tf.map_fn(tf.io.encode_png, tf.constant(images[start:start + EMBED_BATCH, ..., None]),
-                         fn_output_signature=tf.string)
-        batches.append(signature(images=pngs)["embeddings"].numpy())
-    return np.concatenate(batches)
+def pngs(images: np.ndarray) -> tf.Tensor:
+    return tf.map_fn(tf.io.encode_png, tf.constant(images[..., None]), fn_output_signature=tf.string)
 
 
-def ranking_quality(queries: np.ndarray, query_labels: np.ndarray, catalog: np.ndarray,
-                    catalog_labels: np.ndarray) -> tuple[float, float]:
-    """Precision@10 and mAP@100 of exact cosine search of `queries` in `catalog`."""
-    catalog = tf.math.l2_normalize(tf.constant(catalog, tf.float32), axis=1)
-    ranks = np.arange(1, TOP_K + 1)
-    precisions, average_precisions = [], []
-    for start in range(0, len(queries), QUERY_BATCH):
-        batch = tf.math.l2_normalize(tf.constant(queries[start:start + QUERY_BATCH], tf.float32), axis=1)
-        _, nearest = tf.math.top_k(tf.matmul(batch, catalog, transpose_b=True), k=TOP_K)
-        relevant = catalog_labels[nearest.numpy()] == query_labels[start:start + QUERY_BATCH, None]
-        precisions.append(relevant[:, :PRECISION_AT].mean(axis=1))
-        average_precisions.append((np.cumsum(relevant, axis=1) / ranks * relevant).sum(axis=1) / TOP_K)
-    return float(np.concatenate(precisions).mean()), float(np.concatenate(average_precisions).mean())
+def batched(signature, images: np.ndarray, output: str) -> np.ndarray:
+    """`output` of `signature` for uint8 images [N, 28, 28], sent as PNGs as clients send them."""
+    return np.concatenate([signature(images=pngs(images[start:start + BATCH]))[output].numpy()
+                           for start in range(0, len(images), BATCH)])
+
+
+def exact_top(queries: np.ndarray, catalog: np.ndarray, k: int) -> np.ndarray:
+    """Ids of the k most similar catalog rows (unit rows: cosine), best first."""
+    return np.concatenate([tf.math.top_k(tf.matmul(queries[s:s + BATCH], catalog, transpose_b=True), k=k).indices
+                           for s in range(0, len(queries), BATCH)])
+
+
+def ranking(found: np.ndarray, catalog_labels: np.ndarray, query_labels: np.ndarray) -> tuple[float, float]:
+    relevant = catalog_labels[found] == query_labels[:, None]
+    per_class = np.bincount(catalog_labels)[query_labels]
+    return (float(metrics.precision_at_k(relevant, PRECISION_AT).mean()),
+            float(metrics.average_precision_at_k(relevant, TOP_K, per_class).mean()))
+
+
+def seconds(function, *args) -> float:
+    started = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -58,20 +67,53 @@ def main() -> None:
     if not versions(base):
         raise SystemExit(f"{base}: no pushed version; run `make run` first (or pass --serving-dir and --model)")
     model_dir = os.path.join(base, str(versions(base)[-1]))
+    loaded = tf.saved_model.load(model_dir).signatures
+    if "search" not in loaded:
+        raise SystemExit(f"{model_dir} has no search signature: it was pushed with --no-search or before search")
     catalog_images, catalog_labels = report.fashion_mnist_arrays("train")
     query_images, query_labels = report.fashion_mnist_arrays("t10k")
     print(f"queries: {len(query_images):,} test images; catalog: {len(catalog_images):,} training images; "
           f"model {model_dir}", flush=True)
-    print(f"{'representation':<22} {'dims':>5} {'embed s':>8} {'P@10':>6} {'mAP@100':>8}")
-    representations = {"raw pixels": lambda images: images.reshape(len(images), -1).astype(np.float32),
-                        "embed signature": lambda images: embed(model_dir, images)}
-    for name, represent in representations.items():
-        start = time.perf_counter()
-        catalog, queries = represent(catalog_images), represent(query_images)
-        seconds = time.perf_counter() - start
-        precision, average_precision = ranking_quality(queries, query_labels, catalog, catalog_labels)
-        print(f"{name:<22} {catalog.shape[1]:>5} {seconds:>8.1f} {precision:>6.3f} {average_precision:>8.3f}",
-              flush=True)
+
+    print(f"\n{'ranking':<28} {'dims':>5} {'P@10':>6} {'mAP@100':>8}")
+    pixels = normalized(catalog_images.reshape(len(catalog_images), -1).astype(np.float32))
+    pixel_queries = normalized(query_images.reshape(len(query_images), -1).astype(np.float32))
+    catalog = normalized(batched(loaded["embed"], catalog_images, "embeddings"))
+    queries = normalized(batched(loaded["embed"], query_images, "embeddings"))
+    item_labels = {source: label for source, label in zip(
+        (f"train-images-idx3-ubyte.gz:{i}" for i in range(len(catalog_labels))), catalog_labels)}
+    sources = batched(loaded["search"], query_images, "neighbor_sources")
+    searched = np.vectorize(lambda s: item_labels[s.decode()])(sources)
+    for name, dims, result in [
+        ("raw pixels, exact", pixels.shape[1], ranking(exact_top(pixel_queries, pixels, TOP_K), catalog_labels,
+                                                       query_labels)),
+        ("embed signature, exact", catalog.shape[1], ranking(exact_top(queries, catalog, TOP_K), catalog_labels,
+                                                             query_labels)),
+    ]:
+        print(f"{name:<28} {dims:>5} {result[0]:>6.3f} {result[1]:>8.3f}", flush=True)
+    precision = float((searched[:, :PRECISION_AT] == query_labels[:, None]).mean())
+    print(f"{'search signature (pushed)':<28} {catalog.shape[1]:>5} {precision:>6.3f} {'-':>8}  "
+          f"(its top {searched.shape[1]})")
+
+    build_started = time.perf_counter()
+    searcher = index.build(catalog, PRECISION_AT)
+    build = time.perf_counter() - build_started
+    with tempfile.TemporaryDirectory() as scratch:
+        index.save(searcher, scratch, 0)
+        size = sum(os.path.getsize(os.path.join(scratch, f)) for f in os.listdir(scratch))
+    truth = exact_top(queries, catalog, PRECISION_AT)
+    found = searcher.search_batched(queries)[0]
+    exact_batch = seconds(exact_top, queries, catalog, PRECISION_AT)
+    ann_batch = seconds(searcher.search_batched, queries)
+    exact_single = np.median([seconds(lambda q: tf.math.top_k(tf.matmul(q, catalog, transpose_b=True), k=10).indices
+                                      .numpy(), queries[i:i + 1]) for i in range(SINGLE_QUERIES)])
+    ann_single = np.median([seconds(searcher.search, queries[i]) for i in range(SINGLE_QUERIES)])
+    print(f"\nScaNN index over {len(catalog):,} items: built in {build:.1f} s, {size / len(catalog):,.0f} bytes per "
+          f"item, recall@10 {metrics.recall(found, truth):.3f} against exact search")
+    print(f"{'search':<8} {'batch of 10,000: queries/s':>27} {'one query: median ms':>22}")
+    print(f"{'exact':<8} {len(queries) / exact_batch:>27,.0f} {1000 * exact_single:>22.2f}")
+    print(f"{'ScaNN':<8} {len(queries) / ann_batch:>27,.0f} {1000 * ann_single:>22.2f}")
+    print(f"ScaNN / exact: {exact_batch / ann_batch:.1f}x in a batch, {exact_single / ann_single:.1f}x one at a time")
 
 
 if __name__ == "__main__":

@@ -16,13 +16,21 @@ SERVING_DEFAULT = "serving_default"
 PREDICT_IMAGE = "predict_image"
 PREDICT_PIXELS = "predict_pixels"
 EMBED = "embed"
-INPUTS = {SERVING_DEFAULT: "examples", PREDICT_IMAGE: "images", PREDICT_PIXELS: "pixels", EMBED: "images"}
+SEARCH = "search"  # only in a model with a catalog (components/embedding_index.py)
+INPUTS = {SERVING_DEFAULT: "examples", PREDICT_IMAGE: "images", PREDICT_PIXELS: "pixels", EMBED: "images",
+          SEARCH: "images"}
 # The predict signatures' outputs, and embed's.
 PROBABILITIES = "probabilities"  # [N, classes]
 CLASS_IDS = "class_ids"  # [N], the most probable class
 CLASS_NAMES = "class_names"  # [N], its name
 ALL_CLASS_NAMES = "all_class_names"  # [N, classes]: each column's name
 EMBEDDINGS = "embeddings"
+# search's outputs, [N, k] each: the k catalog items most similar to each image, best first.
+NEIGHBOR_IDS = "neighbor_ids"  # the items' row numbers in the catalog's item table
+SCORES = "scores"  # cosine similarity
+NEIGHBOR_CLASS_NAMES = "neighbor_class_names"
+NEIGHBOR_SOURCES = "neighbor_sources"  # the file (and index) each item was read from
+SEARCH_ASSETS = "assets.extra/search"  # in a model with a catalog: its item table and its ScaNN index
 CLASS_NAMES_ASSET = "class_names.txt"  # in the SavedModel's assets/
 
 # Where a run writes, and what it serves, unless told otherwise (pipeline/config.py; `cnnpipe serve` and

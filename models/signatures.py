@@ -8,6 +8,8 @@ Every signature runs the Transform graph (the training preprocessing) and the mo
 - `predict_pixels`: float32 [N, H, W, C] pixels in [0, 255] (`pixels`), any size, 1-4 channels; other
   values (NaN, infinite, out of range) are refused with INVALID_ARGUMENT.
 - `embed`: encoded images to the penultimate layer's features (`embeddings` [N, D]).
+- `search` (a model exported with a catalog): encoded images to the catalog's k most similar items, best first
+  (`neighbor_ids`, `scores` (cosine), `neighbor_class_names`, `neighbor_sources`, [N, k] each; `models/catalog.py`).
 
 The three predict signatures return `probabilities` [N, classes], `class_ids` [N], `class_names`
 [N] and `all_class_names` [N, classes] (the name of each probability column, so a remote client
@@ -16,7 +18,7 @@ can name the top classes). The class names are also the asset `assets/class_name
 
 import os
 import tempfile
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -24,9 +26,9 @@ import tf_keras as keras
 
 from cnnpipe.core import features
 from cnnpipe.core.names import (ALL_CLASS_NAMES, CLASS_IDS, CLASS_NAMES, CLASS_NAMES_ASSET, EMBED, EMBEDDINGS, INPUTS,
-                               PREDICT_IMAGE, PREDICT_PIXELS, PROBABILITIES, SERVING_DEFAULT)
+                               PREDICT_IMAGE, PREDICT_PIXELS, PROBABILITIES, SEARCH, SERVING_DEFAULT)
 from cnnpipe.models import blocks, preprocessing
-
+from cnnpipe.models.catalog import Catalog, CatalogTable
 
 
 def _predictions(probabilities: tf.Tensor, class_names: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -59,7 +61,7 @@ def embedding_model(model: keras.Model) -> keras.Model:
 
 
 def _signatures(model: keras.Model, image_spec: dict) -> dict[str, Callable]:
-    """The serving functions; they read the Transform layer, embedder and class names tracked on `model`."""
+    """The serving functions; they read the Transform layer, embedder, class names and catalog tracked on `model`."""
 
     image_shape = [-1, *image_spec[features.IMAGE].shape]  # as tf.io.parse_example gives it, e.g. [N, 1]
 
@@ -85,14 +87,25 @@ def _signatures(model: keras.Model, image_spec: dict) -> dict[str, Callable]:
     def embed(images: tf.Tensor) -> dict[str, tf.Tensor]:
         return {EMBEDDINGS: model.embedder(model_input(images))}
 
-    return {SERVING_DEFAULT: serve_examples, PREDICT_IMAGE: predict_image, PREDICT_PIXELS: predict_pixels, EMBED: embed}
+    functions = {SERVING_DEFAULT: serve_examples, PREDICT_IMAGE: predict_image, PREDICT_PIXELS: predict_pixels,
+                 EMBED: embed}
+    if getattr(model, "catalog", None) is not None:
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUTS[SEARCH])])
+        def search(images: tf.Tensor) -> dict[str, tf.Tensor]:
+            return model.catalog.nearest(model.embedder(model_input(images)))
+
+        functions[SEARCH] = search
+    return functions
 
 
-def export(model: keras.Model, tft_output: tft.TFTransformOutput, class_names: Sequence[str], export_dir: str) -> None:
-    """Saves `model` as a SavedModel with the Transform graph, the serving signatures and the class names."""
+def export(model: keras.Model, tft_output: tft.TFTransformOutput, class_names: Sequence[str], export_dir: str,
+           catalog: Optional[Catalog] = None) -> None:
+    """Saves `model` as a SavedModel with the Transform graph, the serving signatures and the class names, and with
+    a `search` signature over `catalog` when one is given."""
     model.tft_layer = tft_output.transform_features_layer()  # tracked, so the graph is saved
     model.class_names = tf.Variable(list(class_names), trainable=False, name="class_names")
     model.embedder = embedding_model(model)
+    model.catalog = CatalogTable(catalog) if catalog else None
     image_spec = {features.IMAGE: tft_output.raw_feature_spec()[features.IMAGE]}
     with tempfile.TemporaryDirectory() as scratch:
         names_file = os.path.join(scratch, CLASS_NAMES_ASSET)

@@ -49,6 +49,10 @@ class PipelineConfig:
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     thresholds: Thresholds = dataclasses.field(default_factory=Thresholds)
     robustness: AttackSettings = dataclasses.field(default_factory=AttackSettings)  # the Evaluator's attacked slices
+    search: bool = option(True, "no visual search: no catalog index, no search signature", "visual search",
+                          flag="--no-search")
+    search_top_k: int = option(10, "catalog items the search signature returns per image", "visual search",
+                               metavar="K")
     output_dir: str = option(DEFAULT_OUTPUT_DIR, "pipeline root, metadata and logs", "outputs", flag="--output")
     serving_dir: Optional[str] = option(None, "TF Serving base directory", "outputs",
                                         default_help="OUTPUT/serving; on Kubeflow PIPELINE_ROOT/serving")

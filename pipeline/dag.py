@@ -16,6 +16,7 @@ from tfx.proto import pusher_pb2, range_config_pb2, trainer_pb2
 from tfx.types import Channel, standard_artifacts
 
 from cnnpipe.components.adversarial import AdversarialExamples
+from cnnpipe.components.embedding_index import EmbeddingIndex
 from cnnpipe.components.evaluator import Evaluator
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.components.ingestion.component import ImageExampleGen
@@ -49,17 +50,19 @@ def create_pipeline(
     attacks: Optional[AttackSettings] = AttackSettings(),
     keep_versions: Optional[int] = None,
     span_window: int = 1,
+    search_top_k: Optional[int] = 10,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: tuple[str, ...] = (),
 ) -> Pipeline:
-    """The TFX pipeline: ingest, validate, transform, train, attack, evaluate, push.
+    """The TFX pipeline: ingest, validate, transform, train, index, attack, evaluate, push.
 
     With data in spans, ExampleGen ingests the newest span, which is validated and evaluated on;
     Transform and the Trainer see the newest `span_window` spans. With `attacks`, the Evaluator
     measures the candidate and the served model (ServedModel's copy of the newest version under
     `serving_base`, the baseline) on the eval images attacked with each one's own gradients too.
     Without `thresholds.compare_with_baseline` there is no ServedModel step: the blessing rests on
-    the thresholds' lower bounds alone.
+    the thresholds' lower bounds alone. With `search_top_k`, the candidate is the EmbeddingIndex's: the
+    trained model with a `search` signature (that many neighbours) over the training split and its index.
     """
     example_gen = ImageExampleGen(source, eval_percent=eval_percent)
     examples = example_gen.outputs["examples"]
@@ -112,9 +115,12 @@ def create_pipeline(
         # fn_args.base_model: the served model, for --warm-start latest
         base_model=baseline if training.warm_start == WARM_START_LATEST else None,
     )
+    indexes = [EmbeddingIndex(model=trainer.outputs["model"], transform_graph=transform.outputs["transform_graph"],
+                              examples=examples, top_k=search_top_k)] if search_top_k else []
+    candidate = indexes[0].outputs["indexed_model"] if indexes else trainer.outputs["model"]
     adversarial = [AdversarialExamples(
         examples=examples,
-        model=trainer.outputs["model"],
+        model=candidate,
         baseline_model=baseline,
         attacks=list(attacks.attacks),
         epsilons=list(attacks.epsilons),
@@ -124,19 +130,19 @@ def create_pipeline(
     )] if attacks else []
     evaluator = Evaluator(
         examples=adversarial[0].outputs["adversarial_examples"] if adversarial else examples,
-        model=trainer.outputs["model"],
+        model=candidate,
         baseline_model=baseline,
         eval_config=eval_config(thresholds if compare_with_baseline else thresholds.without_baseline(),
                                 attacks.attacks if attacks else ()),
     )
     push_check = PushCheck(  # the candidate served from a fresh process answers as the Evaluator measured
-        model=trainer.outputs["model"],
+        model=candidate,
         model_blessing=evaluator.outputs["blessing"],
         examples=examples,
         evaluation=evaluator.outputs["evaluation"],
     )
     pusher = AtomicPusher(
-        model=trainer.outputs["model"],
+        model=candidate,
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=push_check.outputs["infra_blessing"],
         push_destination=pusher_pb2.PushDestination(
@@ -149,7 +155,7 @@ def create_pipeline(
         pipeline_root=pipeline_root,
         components=[
             example_gen, statistics_gen, schema_gen, example_validator, validation_gate,
-            *span_resolvers, transform, *served_models, trainer, *adversarial, evaluator, push_check, pusher,
+            *span_resolvers, transform, *served_models, trainer, *indexes, *adversarial, evaluator, push_check, pusher,
         ],
         enable_cache=True,
         metadata_connection_config=metadata_connection_config,
@@ -178,6 +184,7 @@ def pipeline_for(
         attacks=config.attack_settings(),
         keep_versions=config.keep_versions,
         span_window=config.span_window,
+        search_top_k=config.search_top_k if config.search else None,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam_args,
     )

@@ -1,6 +1,8 @@
 """What a finished run did, read back from ML Metadata and the Evaluator's output."""
 
 import dataclasses
+import json
+import os
 from typing import Optional
 
 import tensorflow_model_analysis as tfma
@@ -10,6 +12,7 @@ from tfx.orchestration.metadata import sqlite_metadata_connection_config
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
+from cnnpipe.components.embedding_index import METRICS_FILE as RETRIEVAL_FILE
 from cnnpipe.components.evaluation_results import ACCURACY, LOSS, Metrics, clean_slice, metrics_by_slice, slice_columns
 from cnnpipe.components.validation_gate import class_counts
 from cnnpipe.core import features
@@ -44,6 +47,7 @@ class RunSummary:
     failures: list[str] = dataclasses.field(default_factory=list)
     push_check_failure: Optional[str] = None  # why the push check refused a blessed model
     pushed_to: Optional[str] = None
+    retrieval: dict = dataclasses.field(default_factory=dict)  # EmbeddingIndex's figures (retrieval.json)
 
     def format(self) -> str:
         if self.accuracy is None:
@@ -51,7 +55,11 @@ class RunSummary:
         lines = [f"Eval accuracy {self.accuracy:.2%} (loss {self.loss:.4f})"]
         if self.baseline_accuracy is not None:
             lines[0] += f"; served model {self.baseline_accuracy:.2%}"
-        lines += ["Per class:"] + [f"  {name:<14} {value:.2%}" for name, value in self.per_class_accuracy.items()]
+        per_class_search = self.retrieval.get("per_class", {})
+        lines += ["Per class:" + ("           search P@10" if per_class_search else "")]
+        lines += [f"  {name:<14} {value:.2%}" + (f"  {per_class_search[name]['precision_at_10']:>15.3f}"
+                                                 if name in per_class_search else "")
+                  for name, value in self.per_class_accuracy.items()]
         lines += [f"  {name:<14} not evaluated: the eval split has no images of it" for name in self.unevaluated_classes]
         if self.unevaluated_classes:
             lines.append(f"Warning: {len(self.unevaluated_classes)} class(es) were not evaluated; add eval images of "
@@ -59,6 +67,8 @@ class RunSummary:
         if self.robustness:
             lines += ["Robustness (accuracy on eval images attacked with each model's own gradients):",
                       *("  " + line for line in robustness_table(self.robustness).splitlines())]
+        if self.retrieval:
+            lines += retrieval_lines(self.retrieval)
         if self.blessed:
             lines.append("Blessed: yes, it passed every threshold.")
         else:
@@ -67,6 +77,20 @@ class RunSummary:
             lines.append(f"Push check: {self.push_check_failure}")
         lines.append(f"Pushed to {self.pushed_to}" if self.pushed_to else "Not pushed.")
         return "\n".join(lines)
+
+
+def retrieval_lines(figures: dict) -> list[str]:
+    """The visual search figures in words: how well it ranks, and the ScaNN index against exact search."""
+    lines = [f"Visual search ({figures['queries']:,.0f} eval images as queries, {figures['catalog_items']:,.0f} "
+             "catalog items):"]
+    if "precision_at_10" in figures:
+        lines.append(f"  precision@10 {figures['precision_at_10']:.3f}, mAP@100 {figures['map_at_100']:.3f}")
+    speed_up = figures["ann_queries_per_second"] / figures["exact_queries_per_second"]
+    lines.append(f"  ScaNN index: recall@10 {figures['ann_recall_at_10']:.3f} against exact search, "
+                 f"{figures['ann_queries_per_second']:,.0f} queries/s against {figures['exact_queries_per_second']:,.0f} "
+                 f"({speed_up:.1f}x); built in {figures['build_seconds']:.1f} s, "
+                 f"{figures['index_bytes_per_item']:,.0f} bytes per item")
+    return lines
 
 
 def robustness_table(points: list[RobustnessPoint]) -> str:
@@ -193,6 +217,10 @@ def summarize(metadata_file: str, pipeline_name: str, run_id: Optional[str] = No
     infra_blessing = outputs.get("infra_blessing")
     if summary.blessed and infra_blessing is not None and not infra_blessing.custom_properties["blessed"].int_value:
         summary.push_check_failure = infra_blessing.custom_properties["reason"].string_value
+    indexed = outputs.get("indexed_model")
+    if indexed is not None and os.path.isfile(os.path.join(indexed.uri, RETRIEVAL_FILE)):
+        with open(os.path.join(indexed.uri, RETRIEVAL_FILE), encoding="utf-8") as f:
+            summary.retrieval = json.load(f)
     pushed = outputs.get("pushed_model")
     if pushed is not None and pushed.custom_properties["pushed"].int_value:
         summary.pushed_to = pushed.custom_properties["pushed_destination"].string_value

@@ -1,5 +1,5 @@
-"""`cnnpipe predict`: the top classes of image files, from a server over REST or gRPC, or in-process
-from the newest pushed version. All three call the `predict_image` signature.
+"""`cnnpipe predict` and `cnnpipe search`: the top classes of image files (the `predict_image` signature) and their
+most similar catalog items (`search`), from a server over REST or gRPC, or in-process from the newest pushed version.
 """
 
 import base64
@@ -13,14 +13,15 @@ import numpy as np
 
 from cnnpipe.core import images as core_images
 from cnnpipe.core.errors import CnnpipeError
-from cnnpipe.core.names import ALL_CLASS_NAMES, INPUTS, PREDICT_IMAGE, PROBABILITIES
+from cnnpipe.core.names import (ALL_CLASS_NAMES, INPUTS, NEIGHBOR_CLASS_NAMES, NEIGHBOR_IDS, NEIGHBOR_SOURCES,
+                                PREDICT_IMAGE, PROBABILITIES, SCORES, SEARCH)
 from cnnpipe.serving import model_config
 
-SIGNATURE = PREDICT_IMAGE
-OUTPUTS = (PROBABILITIES, ALL_CLASS_NAMES)  # what the top-k needs
+OUTPUTS = {PREDICT_IMAGE: (PROBABILITIES, ALL_CLASS_NAMES),  # what each command needs of its signature
+           SEARCH: (NEIGHBOR_IDS, SCORES, NEIGHBOR_CLASS_NAMES, NEIGHBOR_SOURCES)}
 TIMEOUT_SECONDS = 60
 
-Outputs = dict[str, np.ndarray]  # probabilities [N, classes] and all_class_names [N, classes]
+Outputs = dict[str, np.ndarray]  # each of the signature's OUTPUTS, [N, ...]
 
 
 def read_images(paths: list[str]) -> list[bytes]:
@@ -42,9 +43,9 @@ def _model_path(name: str, version: Optional[int]) -> str:
     return f"/v1/models/{name}" + (f"/versions/{version}" if version is not None else "")
 
 
-def predict_rest(server: str, name: str, version: Optional[int], images: list[bytes]) -> Outputs:
+def call_rest(server: str, name: str, version: Optional[int], signature: str, images: list[bytes]) -> Outputs:
     """TF Serving's REST predict, row format, images as {"b64": ...}."""
-    body = json.dumps({"signature_name": SIGNATURE,
+    body = json.dumps({"signature_name": signature,
                        "instances": [{"b64": base64.b64encode(image).decode()} for image in images]}).encode()
     url = f"http://{server}{_model_path(name, version)}:predict"
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
@@ -57,27 +58,27 @@ def predict_rest(server: str, name: str, version: Optional[int], images: list[by
     except urllib.error.URLError as error:
         raise CnnpipeError(f"cannot reach {url}: {error.reason}; is `cnnpipe serve` (or TF Serving) running there?") \
             from None
-    return {key: np.array([row[key] for row in predictions]) for key in OUTPUTS}
+    return {key: np.array([row[key] for row in predictions]) for key in OUTPUTS[signature]}
 
 
-def predict_grpc(server: str, name: str, version: Optional[int], images: list[bytes]) -> Outputs:
+def call_grpc(server: str, name: str, version: Optional[int], signature: str, images: list[bytes]) -> Outputs:
     """TF Serving's gRPC PredictionService.Predict."""
     import grpc  # noqa: PLC0415 - only this path needs gRPC and TensorFlow's protos
     import tensorflow as tf  # noqa: PLC0415
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: PLC0415
 
     request = predict_pb2.PredictRequest()
-    request.model_spec.name, request.model_spec.signature_name = name, SIGNATURE
+    request.model_spec.name, request.model_spec.signature_name = name, signature
     if version is not None:
         request.model_spec.version.value = version
-    request.inputs[INPUTS[SIGNATURE]].CopyFrom(tf.make_tensor_proto(images, dtype=tf.string))
-    request.output_filter.extend(OUTPUTS)
+    request.inputs[INPUTS[signature]].CopyFrom(tf.make_tensor_proto(images, dtype=tf.string))
+    request.output_filter.extend(OUTPUTS[signature])
     with grpc.insecure_channel(server) as channel:
         try:
             response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=TIMEOUT_SECONDS)
         except grpc.RpcError as error:
             raise CnnpipeError(f"gRPC {server} answered {error.code().name}: {error.details()}") from None
-    return {key: tf.make_ndarray(response.outputs[key]) for key in OUTPUTS}
+    return {key: tf.make_ndarray(response.outputs[key]) for key in OUTPUTS[signature]}
 
 
 def local_model_dir(serving_dir: str, name: str, version: Optional[int] = None) -> str:
@@ -93,12 +94,16 @@ def local_model_dir(serving_dir: str, name: str, version: Optional[int] = None) 
     return os.path.join(base_path, str(versions[-1] if version is None else version))
 
 
-def predict_local(model_dir: str, images: list[bytes]) -> Outputs:
+def call_local(model_dir: str, signature: str, images: list[bytes]) -> Outputs:
     """The SavedModel at `model_dir`, called in this process."""
     import tensorflow as tf  # noqa: PLC0415
 
-    outputs = tf.saved_model.load(model_dir).signatures[SIGNATURE](images=tf.constant(images))
-    return {key: outputs[key].numpy() for key in OUTPUTS}
+    signatures = tf.saved_model.load(model_dir).signatures
+    if signature not in signatures:
+        raise CnnpipeError(f"{model_dir} has no '{signature}' signature (it has {', '.join(sorted(signatures))})"
+                           + ("; it was pushed without visual search (--no-search)" if signature == SEARCH else ""))
+    outputs = signatures[signature](images=tf.constant(images))
+    return {key: outputs[key].numpy() for key in OUTPUTS[signature]}
 
 
 def top_classes(outputs: Outputs, k: int) -> list[list[tuple[str, float]]]:
@@ -116,4 +121,20 @@ def format_top_classes(paths: list[str], tops: list[list[tuple[str, float]]]) ->
     for path, top in zip(paths, tops):
         lines.append(path)
         lines += [f"  {name:<16} {probability:7.2%}" for name, probability in top]
+    return "\n".join(lines)
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def format_neighbours(paths: list[str], outputs: Outputs, k: int) -> str:
+    """Each image's `k` most similar catalog items: rank, score, class, item id and source."""
+    lines = []
+    for row, path in enumerate(paths):
+        lines.append(path)
+        for rank in range(min(k, outputs[SCORES].shape[1])):
+            lines.append(f"  {rank + 1:>3}. {float(outputs[SCORES][row, rank]):6.3f}  "
+                         f"{_text(outputs[NEIGHBOR_CLASS_NAMES][row, rank]) or '-':<16} "
+                         f"#{int(outputs[NEIGHBOR_IDS][row, rank]):<7} {_text(outputs[NEIGHBOR_SOURCES][row, rank])}")
     return "\n".join(lines)

@@ -1,9 +1,9 @@
-"""The `serve` and `predict` subcommands of the `cnnpipe` command line."""
+"""The `serve`, `predict` and `search` subcommands of the `cnnpipe` command line."""
 
 import argparse
 import os
 
-from cnnpipe.core.names import DEFAULT_DATASET, DEFAULT_OUTPUT_DIR, SERVING_SUBDIR
+from cnnpipe.core.names import DEFAULT_DATASET, DEFAULT_OUTPUT_DIR, PREDICT_IMAGE, SEARCH, SERVING_SUBDIR
 
 DEFAULT_SERVING_DIR = os.path.join(DEFAULT_OUTPUT_DIR, SERVING_SUBDIR)
 DEFAULT_MODEL = DEFAULT_DATASET  # a run names its model after its data set
@@ -31,7 +31,7 @@ def _seconds(text: str) -> float:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Adds `serve` and `predict` to the CLI's subcommands."""
+    """Adds `serve`, `predict` and `search` to the CLI's subcommands."""
     from cnnpipe.serving.batching import BatchingOptions  # noqa: PLC0415 - keeps --help fast
     from cnnpipe.serving.options import MAX_REQUEST_BYTES, ServerOptions  # noqa: PLC0415
 
@@ -72,19 +72,30 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve.set_defaults(func=_serve)
 
     predict = commands.add_parser("predict", help="the top classes of image files, from a server or in-process")
-    predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files of any size and colour mode")
-    predict.add_argument("--server", type=_host_port, metavar="HOST:PORT",
-                         help="a TF Serving compatible server; without it the newest pushed version runs in-process")
-    protocol = predict.add_mutually_exclusive_group()
+    _client_arguments(predict)
+    predict.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
+    predict.set_defaults(func=_predict)
+    search = commands.add_parser("search", help="the catalog items most like image files (visual search), from a "
+                                 "server or in-process")
+    _client_arguments(search)
+    search.add_argument("--top-k", type=int, default=10,
+                        help="items to show per image (default 10, at most what the model's search signature returns)")
+    search.set_defaults(func=_search)
+
+
+def _client_arguments(parser: argparse.ArgumentParser) -> None:
+    """The images, and where the model answering about them is: a server, or the newest pushed version."""
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files of any size and colour mode")
+    parser.add_argument("--server", type=_host_port, metavar="HOST:PORT",
+                        help="a TF Serving compatible server; without it the newest pushed version runs in-process")
+    protocol = parser.add_mutually_exclusive_group()
     protocol.add_argument("--grpc", dest="protocol", action="store_const", const="grpc", help="call the server by gRPC")
     protocol.add_argument("--rest", dest="protocol", action="store_const", const="rest",
                           help="call the server by REST (the default)")
-    predict.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})")
-    predict.add_argument("--version", type=int, help="model version (default: the newest)")
-    predict.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
-    predict.add_argument("--serving-dir", default=DEFAULT_SERVING_DIR,
-                         help=f"where pushed models are, without --server (default {DEFAULT_SERVING_DIR})")
-    predict.set_defaults(func=_predict)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})")
+    parser.add_argument("--version", type=int, help="model version (default: the newest)")
+    parser.add_argument("--serving-dir", default=DEFAULT_SERVING_DIR,
+                        help=f"where pushed models are, without --server (default {DEFAULT_SERVING_DIR})")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -104,18 +115,35 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _call(args: argparse.Namespace, signature: str) -> tuple[list[str], dict]:
+    """The images' outputs of `signature`, from the server or the pushed model that `args` name."""
     from cnnpipe.core.errors import CnnpipeError  # noqa: PLC0415
     from cnnpipe.serving import client  # noqa: PLC0415
 
     if args.protocol and not args.server:
-        raise CnnpipeError(f"--{args.protocol} calls a server: add --server HOST:PORT, or drop it to predict in-process.")
+        raise CnnpipeError(f"--{args.protocol} calls a server: add --server HOST:PORT, or drop it to run in-process.")
+    if args.top_k < 1:
+        raise CnnpipeError(f"--top-k {args.top_k}: give 1 or more.")
     images = client.read_images(args.images)
     if args.server and args.protocol == "grpc":
-        outputs = client.predict_grpc(args.server, args.model, args.version, images)
-    elif args.server:
-        outputs = client.predict_rest(args.server, args.model, args.version, images)
-    else:
-        outputs = client.predict_local(client.local_model_dir(args.serving_dir, args.model, args.version), images)
-    print(client.format_top_classes(args.images, client.top_classes(outputs, args.top_k)))
+        return args.images, client.call_grpc(args.server, args.model, args.version, signature, images)
+    if args.server:
+        return args.images, client.call_rest(args.server, args.model, args.version, signature, images)
+    model_dir = client.local_model_dir(args.serving_dir, args.model, args.version)
+    return args.images, client.call_local(model_dir, signature, images)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from cnnpipe.serving import client  # noqa: PLC0415
+
+    paths, outputs = _call(args, PREDICT_IMAGE)
+    print(client.format_top_classes(paths, client.top_classes(outputs, args.top_k)))
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from cnnpipe.serving import client  # noqa: PLC0415
+
+    paths, outputs = _call(args, SEARCH)
+    print(client.format_neighbours(paths, outputs, args.top_k))
     return 0

@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import os
 import re
 from typing import Callable, Optional
 
@@ -11,7 +12,9 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.python.saved_model import loader_impl
 
-from cnnpipe.core.names import SERVING_DEFAULT
+from cnnpipe.core.names import (EMBED, EMBEDDINGS, NEIGHBOR_CLASS_NAMES, NEIGHBOR_IDS, NEIGHBOR_SOURCES, SCORES, SEARCH,
+                                SEARCH_ASSETS, SERVING_DEFAULT)
+from cnnpipe.retrieval import index, items
 from cnnpipe.serving.batching import Batcher, BatchingOptions
 from cnnpipe.serving.errors import ServingError, invalid
 
@@ -73,8 +76,39 @@ def _tensor(value: np.ndarray) -> tf.Tensor:
     return tf.raw_ops.Identity(input=value)
 
 
+def indexed_search(loaded, path: str) -> Optional[Signature]:
+    """The `search` signature answered by the ScaNN index of the version at `path` (in `assets.extra/search/`), or
+    None without one: the signature's own specs, the query embedded by the `embed` signature, the neighbours looked
+    up in the index. An index built for another model is refused (FAILED_PRECONDITION, naming it)."""
+    search_dir = os.path.join(path, SEARCH_ASSETS)
+    if SEARCH not in loaded.signatures or not os.path.isdir(os.path.join(search_dir, index.INDEX_DIR)):
+        return None
+    exact, embed = loaded.signatures[SEARCH], loaded.signatures[EMBED]
+    checksum = tf.saved_model.experimental.read_fingerprint(path).saved_model_checksum
+    try:
+        searcher = index.load(os.path.join(search_dir, index.INDEX_DIR), checksum)
+    except index.IndexMismatch as error:
+        raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, str(error)) from None
+    table = items.read(os.path.join(search_dir, items.FILE))
+    class_names, sources = (np.array([text.encode() for text in column], object)  # bytes, as TensorFlow's strings
+                            for column in (table.class_names, table.sources))
+    top_k = exact.structured_outputs[SCORES].shape[1]
+
+    def search(**inputs: tf.Tensor) -> dict[str, np.ndarray]:
+        embeddings = embed(**inputs)[EMBEDDINGS].numpy()
+        unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        ids, scores = searcher.search_batched(unit, final_num_neighbors=top_k)
+        return {NEIGHBOR_IDS: ids.astype(np.int64), SCORES: scores, NEIGHBOR_CLASS_NAMES: class_names[ids],
+                NEIGHBOR_SOURCES: sources[ids]}
+
+    return Signature(search, exact.structured_input_signature[1], exact.structured_outputs)
+
+
 class Servable:
-    """A SavedModel version loaded for serving; `run` calls a signature (through the batcher when on)."""
+    """A SavedModel version loaded for serving; `run` calls a signature (through the batcher when on).
+
+    A version with a search index answers `search` with it (`search_index` says so), else with the signature's
+    own exact search."""
 
     def __init__(self, name: str, version: int, path: str, batching: Optional[BatchingOptions] = None):
         self.name, self.version, self.path = name, version, path
@@ -84,6 +118,10 @@ class Servable:
             key: Signature(function, function.structured_input_signature[1], function.structured_outputs)
             for key, function in self._loaded.signatures.items()
         }
+        indexed = indexed_search(self._loaded, path)
+        if indexed:
+            self.signatures[SEARCH] = indexed
+        self.search_index = "scann" if indexed else "exact" if SEARCH in self.signatures else None
         self._batcher = Batcher(self._call, batching) if batching else None
 
     def signature(self, signature_name: str) -> tuple[str, Signature]:
@@ -105,7 +143,7 @@ class Servable:
         signature = self.signatures[key]
         try:
             tensors = {name: _tensor(value) for name, value in inputs.items()}
-            return {name: value.numpy() for name, value in signature.function(**tensors).items()}
+            return {name: np.asarray(value) for name, value in signature.function(**tensors).items()}
         except tf.errors.OpError as error:
             raise ServingError(_status_code(error), f"signature '{key}' of {self.name} version {self.version} "
                                f"failed on this request: {_cause(error.message)}") from None

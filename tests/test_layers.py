@@ -1,4 +1,4 @@
-"""The import layers of .importlinter hold: pipeline > components > robustness | serving > models > core, no
+"""The import layers of .importlinter hold: pipeline > components > robustness | serving > models | retrieval > core, no
 cycles, serving independent of models, and a core that imports no TensorFlow, TFX, Beam or gRPC."""
 
 import os

@@ -40,7 +40,7 @@ def test_every_component_recorded_its_outputs_in_mlmd(pushed_outputs):
     outputs = pushed_outputs
     expected = {
         "examples", "statistics", "schema", "anomalies", "transform_graph", "transformed_examples",
-        "model", "model_run", "evaluation", "blessing", "pushed_model",
+        "model", "model_run", "indexed_model", "evaluation", "blessing", "pushed_model",
     }
     assert expected <= set(outputs)
     for artifact in outputs.values():
@@ -70,6 +70,12 @@ def test_summary_reports_accuracy_blessing_and_push(pushed_run):
     assert set(result.per_class_accuracy) == set(FASHION_MNIST.class_names)
     assert result.pushed_to == os.path.join(pushed_run.serving_base, served_versions(pushed_run)[0])
     assert "Blessed: yes" in result.format() and result.pushed_to in result.format()
+    search = result.retrieval  # the EmbeddingIndex's figures: the training split as catalog, eval images as queries
+    assert (search["catalog_items"], search["queries"]) == (TRAIN, TEST)
+    assert search["precision_at_10"] > 0.5 and 0 < search["map_at_100"] <= 1  # 10 classes: chance is 0.1
+    assert set(search["per_class"]) == set(FASHION_MNIST.class_names)
+    assert search["ann_recall_at_10"] >= 0.9 and search["build_seconds"] > 0 and search["index_bytes_per_item"] > 0
+    assert f"precision@10 {search['precision_at_10']:.3f}" in result.format()
 
 
 

@@ -539,3 +539,73 @@ def _as_lists(value):
     if isinstance(value, dict):
         return {key: _as_lists(item) for key, item in value.items()}
     return value
+
+
+# --- visual search -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def catalog_images() -> tuple[np.ndarray, list[str]]:
+    """Training images of the shared run, the pushed model's catalog, with the sources ingestion gave them."""
+    images = fashion_mnist("train", 40)[0][::8]
+    return images, [f"train-images-idx3-ubyte.gz:{index}" for index in range(0, 40, 8)]
+
+
+def test_a_catalog_image_finds_itself_first_in_the_exact_search_signature(first_version, catalog_images):
+    images, sources = catalog_images
+    found = in_process(first_version, "search", images=[encode(pixels) for pixels in images])
+    assert found["scores"].shape == found["neighbor_ids"].shape == (len(images), 10)
+    assert [s.decode() for s in found["neighbor_sources"][:, 0]] == sources
+    np.testing.assert_allclose(found["scores"][:, 0], 1.0, atol=1e-5)
+    assert (np.diff(found["scores"], axis=1) <= 1e-6).all()
+    class_names = in_process(first_version, "predict_image", images=[encode(pixels) for pixels in images])
+    assert found["neighbor_class_names"].shape == (len(images), 10) and class_names["class_names"].shape == (5,)
+
+
+def test_the_server_answers_search_from_the_scann_index_as_the_exact_signature_does(server, pipeline, first_version,
+                                                                                    catalog_images, test_images):
+    queries = [encode(pixels) for pixels in [*catalog_images[0], *test_images]]
+    exact = in_process(first_version, "search", images=queries)
+    response = rest_predict(server, pipeline.name, {"signature_name": "search", "instances": [b64(q) for q in queries]})
+    assert response.status_code == 200, response.text
+    answer = columns(response.json()["predictions"])
+    stub = server.predict_stub()
+    by_grpc = stub.Predict(grpc_request(pipeline.name, "search", images=queries), timeout=60)
+    assert tf.make_ndarray(by_grpc.outputs["neighbor_ids"]).tolist() == answer["neighbor_ids"]
+    ids = np.array(answer["neighbor_ids"])
+    assert (ids[:, 0] == exact["neighbor_ids"][:, 0]).all()  # the nearest item, exact or approximate alike
+    overlap = np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(ids, exact["neighbor_ids"])])
+    assert overlap >= 0.8  # a small catalog is searched by brute force; the full one's recall is in the summary
+    np.testing.assert_allclose(np.array(answer["scores"])[:, 0], exact["scores"][:, 0], atol=1e-4)
+    assert answer["neighbor_sources"][0][0] == catalog_images[1][0]
+
+
+def test_search_prints_the_neighbours_locally_and_from_the_server(server, pipeline, catalog_images, tmp_path, capsys):
+    image = str(tmp_path / "query.png")
+    with open(image, "wb") as f:
+        f.write(encode(catalog_images[0][0]))
+    serving_dir = os.path.dirname(pipeline.serving_base)
+    printed = {}
+    for mode, options in [("local", ["--serving-dir", serving_dir]),
+                          ("rest", ["--server", server.rest.removeprefix("http://")]),
+                          ("grpc", ["--server", server.grpc, "--grpc"])]:
+        assert cli.main(["search", image, "--model", pipeline.name, "--top-k", "3", *options]) == 0
+        printed[mode] = capsys.readouterr().out.splitlines()
+    assert printed["local"][0] == printed["rest"][0] == image and len(printed["local"]) == 4
+    first = printed["local"][1].split()
+    assert first[0] == "1." and float(first[1]) == pytest.approx(1.0, abs=1e-3)
+    assert first[-1] == catalog_images[1][0]
+    assert [line.split()[-1] for line in printed["rest"]] == [line.split()[-1] for line in printed["grpc"]]
+
+
+def test_a_version_whose_index_was_built_for_another_model_is_refused_by_name(first_version, tmp_path):
+    from cnnpipe.retrieval import index  # noqa: PLC0415
+    from cnnpipe.serving.servable import Servable  # noqa: PLC0415
+
+    copied = shutil.copytree(first_version, tmp_path / "7")
+    built_for = copied / "assets.extra" / "search" / index.INDEX_DIR / index.BUILT_FOR
+    built_for.write_text(json.dumps({"saved_model_checksum": 12345}))
+    with pytest.raises(ServingError) as raised:
+        Servable("fashion", 7, str(copied))
+    assert raised.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert str(built_for.parent) in raised.value.message and "built for another model" in raised.value.message

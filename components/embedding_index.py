@@ -1,0 +1,170 @@
+"""EmbeddingIndex: the trained model with its catalog, ready for visual search, as one Model artifact.
+
+After the Trainer: embeds the catalog (the run's training split) with the model's `embed` signature, exports the
+model again with a `search` signature over those embeddings (exact, in the graph: stock TF Serving answers it),
+and writes beside it, in `assets.extra/search/`, the catalog's item table (source, class, thumbnail) and a ScaNN
+index (`cnnpipe serve` answers `search` with it). The Evaluator, PushCheck and Pusher take this artifact as the
+candidate, so a pushed version never answers with another version's index.
+
+It measures the index with the eval split's images as queries (same class = relevant): precision@10 and
+mAP@100 of exact search, overall and per class; ScaNN's recall@10 against exact search and the queries/s of
+both; the build time and the index's bytes per item. They are the artifact's custom properties and
+`retrieval.json` beside the model.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from absl import logging
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.utils import io_utils, path_utils
+
+from cnnpipe.core import features
+from cnnpipe.core.names import CLASS_NAMES_ASSET, EMBED, EMBEDDINGS, SEARCH_ASSETS
+from cnnpipe.models import embedding, signatures  # noqa: F401 - embedding registers CosineClassifier for loading
+from cnnpipe.models.catalog import Catalog, normalized
+from cnnpipe.retrieval import index, items, metrics
+
+BATCH = 1024
+THUMBNAIL = 64  # pixels: larger images are shrunk to fit a square this size
+PRECISION_AT, AP_AT, RECALL_AT = 10, 100, 10
+METRICS_FILE = "retrieval.json"  # beside the SavedModel in the artifact
+_SPEC = {features.IMAGE: tf.io.FixedLenFeature([], tf.string),
+         features.CLASS_NAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
+         features.SOURCE: tf.io.FixedLenFeature([], tf.string, default_value=""),
+         features.HEIGHT: tf.io.FixedLenFeature([], tf.int64, default_value=THUMBNAIL + 1),
+         features.WIDTH: tf.io.FixedLenFeature([], tf.int64, default_value=THUMBNAIL + 1)}
+
+
+def _shrunk(image: tf.Tensor) -> tf.Tensor:
+    """A PNG of the encoded `image` shrunk to fit a THUMBNAIL-pixel square."""
+    decoded = tf.io.decode_image(image, expand_animations=False)
+    return tf.io.encode_png(tf.cast(tf.image.resize(decoded, [THUMBNAIL, THUMBNAIL], preserve_aspect_ratio=True,
+                                                    antialias=True), tf.uint8))
+
+
+def _thumbnails(batch: dict[str, tf.Tensor]) -> np.ndarray:
+    """Each image's thumbnail: its own encoded bytes when it fits THUMBNAIL pixels (Fashion-MNIST's do)."""
+    images = batch[features.IMAGE].numpy()
+    large = (batch[features.HEIGHT].numpy() > THUMBNAIL) | (batch[features.WIDTH].numpy() > THUMBNAIL)
+    for i in np.flatnonzero(large):
+        images[i] = _shrunk(images[i]).numpy()
+    return images
+
+
+def _read_split(examples: standard_artifacts.Examples, split: str, embed, thumbnails: bool) -> dict[str, np.ndarray]:
+    """A split's embeddings, class names and sources (and thumbnails), batch by batch through tf.data."""
+    files = tf.io.gfile.glob(io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], split)))
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(BATCH)
+    columns: dict[str, list] = {EMBEDDINGS: [], features.CLASS_NAME: [], features.SOURCE: [], "thumbnail": []}
+    started = time.monotonic()
+    for batch in records.map(lambda r: tf.io.parse_example(r, _SPEC)):
+        columns[EMBEDDINGS].append(embed(images=batch[features.IMAGE])[EMBEDDINGS].numpy())
+        columns[features.CLASS_NAME].append(batch[features.CLASS_NAME].numpy())
+        columns[features.SOURCE].append(batch[features.SOURCE].numpy())
+        if thumbnails:
+            columns["thumbnail"].append(_thumbnails(batch))
+        if len(columns[EMBEDDINGS]) % 10 == 0:
+            logging.info("EmbeddingIndex: %d %s images embedded in %.0f s", sum(map(len, columns[EMBEDDINGS])),
+                         split, time.monotonic() - started)
+    if not columns[EMBEDDINGS]:
+        raise ValueError(f"the {split} split has no images to embed")
+    return {key: np.concatenate(value) for key, value in columns.items() if value}
+
+
+def _exact_neighbours(queries: np.ndarray, catalog: np.ndarray, k: int) -> np.ndarray:
+    """The ids of each query's k most similar catalog items by cosine (unit rows), best first."""
+    found = [tf.math.top_k(tf.matmul(queries[start:start + BATCH], catalog, transpose_b=True), k=k).indices.numpy()
+             for start in range(0, len(queries), BATCH)]
+    return np.concatenate(found)
+
+
+def _timed(function, *args):
+    started = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - started
+
+
+def _measure(searcher: index.Searcher, catalog: dict, queries: dict, build_seconds: float, index_bytes: int) -> dict:
+    """The retrieval figures of exact search and of the ScaNN index for the eval images as queries."""
+    vectors, query_vectors = normalized(catalog[EMBEDDINGS]), normalized(queries[EMBEDDINGS])
+    k = min(AP_AT, len(vectors))
+    exact, _ = _timed(_exact_neighbours, query_vectors, vectors, k)
+    exact_top, exact_seconds = _timed(_exact_neighbours, query_vectors, vectors, min(RECALL_AT, k))
+    (ann_top, _), ann_seconds = _timed(searcher.search_batched, query_vectors, min(RECALL_AT, k))
+    figures = {
+        "catalog_items": len(vectors),
+        "queries": len(query_vectors),
+        "ann_recall_at_10": metrics.recall(ann_top, exact_top),
+        "exact_queries_per_second": len(query_vectors) / exact_seconds,
+        "ann_queries_per_second": len(query_vectors) / ann_seconds,
+        "build_seconds": build_seconds,
+        "index_bytes_per_item": index_bytes / len(vectors),
+    }
+    item_classes, query_classes = catalog[features.CLASS_NAME], queries[features.CLASS_NAME]
+    if (item_classes == b"").any() or (query_classes == b"").any():
+        return figures  # without classes on every image, relevance is unknown
+    relevant = item_classes[exact] == query_classes[:, None]
+    class_items = dict(zip(*np.unique(item_classes, return_counts=True)))
+    precision = metrics.precision_at_k(relevant, PRECISION_AT)
+    average_precision = metrics.average_precision_at_k(relevant, AP_AT, np.array([class_items.get(c, 0) for c in query_classes]))
+    figures.update(precision_at_10=float(precision.mean()), map_at_100=float(average_precision.mean()), per_class={
+        name.decode(): {"queries": int((query_classes == name).sum()),
+                        "precision_at_10": float(precision[query_classes == name].mean()),
+                        "map_at_100": float(average_precision[query_classes == name].mean())}
+        for name in np.unique(query_classes)})
+    return figures
+
+
+def _directory_bytes(directory: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(directory) for name in names)
+
+
+@component
+def EmbeddingIndex(
+    model: InputArtifact[standard_artifacts.Model],
+    transform_graph: InputArtifact[standard_artifacts.TransformGraph],
+    examples: InputArtifact[standard_artifacts.Examples],
+    indexed_model: OutputArtifact[standard_artifacts.Model],
+    top_k: Parameter[int] = 10,
+    catalog_split: Parameter[str] = "train",
+    query_split: Parameter[str] = "eval",
+) -> None:
+    """`model` exported again with a `search` signature over `catalog_split`'s images, with their item table and
+    ScaNN index, measured with `query_split`'s images as queries."""
+    model_dir = path_utils.serving_model_path(model.uri)
+    embed = tf.saved_model.load(model_dir).signatures[EMBED]
+    catalog = _read_split(examples, catalog_split, embed, thumbnails=True)
+    queries = _read_split(examples, query_split, embed, thumbnails=False)
+    logging.info("EmbeddingIndex: %d catalog images and %d queries embedded", len(catalog[EMBEDDINGS]),
+                 len(queries[EMBEDDINGS]))
+    class_names_of = np.char.decode(catalog[features.CLASS_NAME].astype(bytes)).tolist()
+    sources = np.char.decode(catalog[features.SOURCE].astype(bytes)).tolist()
+
+    export_dir = path_utils.serving_model_path(indexed_model.uri)
+    with open(os.path.join(model_dir, "assets", CLASS_NAMES_ASSET), encoding="utf-8") as f:
+        model_classes = f.read().splitlines()
+    keras_model = keras.models.load_model(model_dir, compile=False)
+    signatures.export(keras_model, tft.TFTransformOutput(transform_graph.uri), model_classes, export_dir,
+                      Catalog(catalog[EMBEDDINGS], class_names_of, sources, top_k))
+
+    search_dir = os.path.join(export_dir, SEARCH_ASSETS)
+    os.makedirs(search_dir, exist_ok=True)
+    items.write(items.Items(sources, class_names_of, catalog["thumbnail"].tolist()), os.path.join(search_dir, items.FILE))
+    searcher, build_seconds = _timed(index.build, normalized(catalog[EMBEDDINGS]), top_k)
+    checksum = tf.saved_model.experimental.read_fingerprint(export_dir).saved_model_checksum
+    index.save(searcher, os.path.join(search_dir, index.INDEX_DIR), checksum)
+    figures = _measure(searcher, catalog, queries, build_seconds, _directory_bytes(os.path.join(search_dir, index.INDEX_DIR)))
+    with open(os.path.join(indexed_model.uri, METRICS_FILE), "w", encoding="utf-8") as f:
+        json.dump(figures, f, indent=1)
+    for key, value in figures.items():
+        if isinstance(value, (int, float)):
+            indexed_model.set_float_custom_property(key, float(value))
+    logging.info("EmbeddingIndex: %s", {k: v for k, v in figures.items() if k != "per_class"})

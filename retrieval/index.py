@@ -1,0 +1,61 @@
+"""A catalog's ScaNN index: built over its normalized embeddings, saved beside the model, loaded and queried.
+
+The searcher scores by dot product, which on unit vectors is the cosine the exact `search` signature ranks by.
+Small catalogs are searched by brute force; larger ones through a k-means tree of about √n leaves, 4-bit
+anisotropic hashing and an exact re-scoring of the best candidates (ScaNN's recommended set-up).
+"""
+
+import json
+import os
+import re
+
+import numpy as np
+from scann.scann_ops.py import scann_ops_pybind
+
+Searcher = scann_ops_pybind.ScannSearcher
+BRUTE_FORCE_BELOW = 5000  # items: below this the partitioned index is not worth its training
+INDEX_DIR = "scann"  # in the model's assets.extra/search/
+ASSETS = "scann_assets.pbtxt"
+BUILT_FOR = "built_for.json"  # the SavedModel checksum of the model whose embeddings the index holds
+
+
+class IndexMismatch(ValueError):
+    """The index was built for another model than the one it is served with."""
+
+
+def build(embeddings: np.ndarray, top_k: int) -> Searcher:
+    """A searcher over `embeddings` (unit rows, float32 [items, D]) returning `top_k` neighbours by default."""
+    items, dims = embeddings.shape
+    builder = scann_ops_pybind.builder(embeddings, min(top_k, items), "dot_product")
+    if items < BRUTE_FORCE_BELOW:
+        return builder.score_brute_force().build()
+    leaves = int(np.sqrt(items))
+    builder = builder.tree(num_leaves=leaves, num_leaves_to_search=max(leaves // 10, 1), training_sample_size=items)
+    if dims % 2:
+        return builder.score_brute_force().build()
+    return builder.score_ah(2, anisotropic_quantization_threshold=0.2).reorder(min(100, items)).build()
+
+
+def save(searcher: Searcher, directory: str, model_checksum: int) -> None:
+    """Saves the searcher, and the checksum of the SavedModel (fingerprint.pb) whose embeddings it holds."""
+    os.makedirs(directory, exist_ok=True)
+    searcher.serialize(directory)
+    with open(os.path.join(directory, BUILT_FOR), "w", encoding="utf-8") as f:
+        json.dump({"saved_model_checksum": model_checksum}, f)
+
+
+def load(directory: str, model_checksum: int) -> Searcher:
+    """The searcher saved in `directory`, wherever that directory has been copied since; an IndexMismatch when it
+    was built for another model than the one whose SavedModel checksum is `model_checksum`.
+
+    ScaNN records its files by absolute path; they are read from `directory` instead."""
+    with open(os.path.join(directory, BUILT_FOR), encoding="utf-8") as f:
+        built_for = json.load(f)["saved_model_checksum"]
+    if built_for != model_checksum:
+        raise IndexMismatch(f"{directory}: this search index was built for another model (SavedModel checksum "
+                            f"{built_for}, this version's is {model_checksum}); rebuild it with `cnnpipe index`, "
+                            "or push the model and the index it was built with together")
+    with open(os.path.join(directory, ASSETS), encoding="utf-8") as f:
+        assets = re.sub(r'asset_path: "[^"]*?([^/"]+)"', lambda m: f'asset_path: "{os.path.join(directory, m[1])}"',
+                        f.read())
+    return Searcher(scann_ops_pybind.scann_pybind.ScannNumpy(directory, assets))

@@ -1,0 +1,34 @@
+"""The retrieval figures and the ScaNN index on their own: hand-worked rankings, and an index that still loads
+after it was copied elsewhere (as a push copies it)."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from cnnpipe.models.catalog import normalized
+from cnnpipe.retrieval import index, metrics
+
+
+def test_precision_and_average_precision_of_hand_worked_rankings():
+    relevant = np.array([[1, 0, 1, 0], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=bool)
+    np.testing.assert_allclose(metrics.precision_at_k(relevant, 2), [0.5, 0.0, 1.0])
+    # query 0: hits at ranks 1 and 3 -> (1/1 + 2/3) / min(4, 5 relevant in the catalog)
+    np.testing.assert_allclose(metrics.average_precision_at_k(relevant, 4, np.array([5, 0, 2])),
+                               [(1 + 2 / 3) / 4, 0.0, 4 / 2])
+    assert metrics.recall(np.array([[1, 2, 3], [4, 5, 6]]), np.array([[3, 2, 9], [4, 5, 6]])) == pytest.approx(5 / 6)
+
+
+@pytest.mark.parametrize("items", [300, 6000], ids=["brute force", "tree and hashing"])
+def test_an_index_copied_elsewhere_loads_and_finds_each_item_itself(tmp_path, items):
+    rng = np.random.default_rng(0)
+    embeddings = normalized(rng.normal(size=(items, 16)))
+    index.save(index.build(embeddings, 10), str(tmp_path / "built"), model_checksum=7)
+    copied = shutil.move(str(tmp_path / "built"), str(tmp_path / "pushed"))
+    searcher = index.load(copied, model_checksum=7)
+    ids, scores = searcher.search_batched(embeddings[:200])
+    assert ids.shape == (200, 10)
+    assert (ids[:, 0] == np.arange(200)).mean() >= 0.95
+    np.testing.assert_allclose(scores[ids[:, 0] == np.arange(200), 0], 1.0, atol=1e-2)
+    with pytest.raises(index.IndexMismatch, match="built for another model"):
+        index.load(copied, model_checksum=8)
