@@ -8,8 +8,9 @@ candidate, so a pushed version never answers with another version's index.
 
 It measures the index with the eval split's images as queries (same class = relevant): precision@10 and
 mAP@100 of exact search, overall and per class; ScaNN's recall@10 against exact search and the queries/s of
-both; the build time and the index's bytes per item. They are the artifact's custom properties and
-`retrieval.json` beside the model.
+both; the build time and the index's bytes per item; and the served model's precision@10 through its own
+`search` signature, when it has one. They are the artifact's custom properties and `retrieval.json` beside the
+model, with the thresholds the precision failed (`failures`), which the project's Evaluator turns into no blessing.
 """
 
 import json
@@ -26,8 +27,9 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils, path_utils
 
+from cnnpipe.components.served_model import baseline_dir
 from cnnpipe.core import features
-from cnnpipe.core.names import CLASS_NAMES_ASSET, EMBED, EMBEDDINGS, SEARCH_ASSETS
+from cnnpipe.core.names import CLASS_NAMES_ASSET, EMBED, EMBEDDINGS, NEIGHBOR_CLASS_NAMES, SEARCH, SEARCH_ASSETS
 from cnnpipe.models import embedding, signatures  # noqa: F401 - embedding registers CosineClassifier for loading
 from cnnpipe.models.catalog import Catalog, normalized
 from cnnpipe.retrieval import index, items, metrics
@@ -63,7 +65,8 @@ def _read_split(examples: standard_artifacts.Examples, split: str, embed, thumbn
     """A split's embeddings, class names and sources (and thumbnails), batch by batch through tf.data."""
     files = tf.io.gfile.glob(io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], split)))
     records = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(BATCH)
-    columns: dict[str, list] = {EMBEDDINGS: [], features.CLASS_NAME: [], features.SOURCE: [], "thumbnail": []}
+    columns: dict[str, list] = {EMBEDDINGS: [], features.CLASS_NAME: [], features.SOURCE: [], "thumbnail": [],
+                                features.IMAGE: []}
     started = time.monotonic()
     for batch in records.map(lambda r: tf.io.parse_example(r, _SPEC)):
         columns[EMBEDDINGS].append(embed(images=batch[features.IMAGE])[EMBEDDINGS].numpy())
@@ -71,6 +74,8 @@ def _read_split(examples: standard_artifacts.Examples, split: str, embed, thumbn
         columns[features.SOURCE].append(batch[features.SOURCE].numpy())
         if thumbnails:
             columns["thumbnail"].append(_thumbnails(batch))
+        else:  # queries: kept to ask the served model too
+            columns[features.IMAGE].append(batch[features.IMAGE].numpy())
         if len(columns[EMBEDDINGS]) % 10 == 0:
             logging.info("EmbeddingIndex: %d %s images embedded in %.0f s", sum(map(len, columns[EMBEDDINGS])),
                          split, time.monotonic() - started)
@@ -123,6 +128,33 @@ def _measure(searcher: index.Searcher, catalog: dict, queries: dict, build_secon
     return figures
 
 
+def _served_precision(baseline, queries: dict) -> float | None:
+    """Precision@10 of the served model's own `search` (its own catalog) for the queries; None without one."""
+    served = baseline_dir(baseline) if baseline is not None else None
+    signatures = tf.saved_model.load(served).signatures if served else {}
+    if SEARCH not in signatures or (queries[features.CLASS_NAME] == b"").any():
+        return None
+    found = np.concatenate([signatures[SEARCH](images=tf.constant(queries[features.IMAGE][start:start + BATCH]))
+                            [NEIGHBOR_CLASS_NAMES].numpy() for start in range(0, len(queries[EMBEDDINGS]), BATCH)])
+    return float(metrics.precision_at_k(found == queries[features.CLASS_NAME][:, None], PRECISION_AT).mean())
+
+
+def failures(figures: dict, min_precision: float, max_precision_drop: float | None) -> list[str]:
+    """The precision thresholds the figures fail, each in words with its margin."""
+    precision, served = figures.get("precision_at_10"), figures.get("served_precision_at_10")
+    found = []
+    if precision is None:
+        return ["search precision@10 is unknown (images without a class): drop --min-retrieval-precision."] \
+            if min_precision > 0 else []
+    if precision < min_precision:
+        found.append(f"search precision@10 {precision:.4f} is below the lower bound {min_precision:.4f} "
+                     f"(by {min_precision - precision:.4f}).")
+    if max_precision_drop is not None and served is not None and precision < served - max_precision_drop:
+        found.append(f"search precision@10 is {served - precision:.4f} below the served model's (allowed: "
+                     f"{max_precision_drop:.4f}; over by {served - precision - max_precision_drop:.4f}).")
+    return found
+
+
 def _directory_bytes(directory: str) -> int:
     return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(directory) for name in names)
 
@@ -133,12 +165,16 @@ def EmbeddingIndex(
     transform_graph: InputArtifact[standard_artifacts.TransformGraph],
     examples: InputArtifact[standard_artifacts.Examples],
     indexed_model: OutputArtifact[standard_artifacts.Model],
+    baseline: InputArtifact[standard_artifacts.Model] = None,
     top_k: Parameter[int] = 10,
     catalog_split: Parameter[str] = "train",
     query_split: Parameter[str] = "eval",
+    min_precision: Parameter[float] = 0.0,
+    max_precision_drop: Parameter[float] = None,
 ) -> None:
     """`model` exported again with a `search` signature over `catalog_split`'s images, with their item table and
-    ScaNN index, measured with `query_split`'s images as queries."""
+    ScaNN index, measured with `query_split`'s images as queries against the thresholds and the served model
+    (`baseline`, ServedModel's)."""
     model_dir = path_utils.serving_model_path(model.uri)
     embed = tf.saved_model.load(model_dir).signatures[EMBED]
     catalog = _read_split(examples, catalog_split, embed, thumbnails=True)
@@ -151,8 +187,10 @@ def EmbeddingIndex(
     export_dir = path_utils.serving_model_path(indexed_model.uri)
     with open(os.path.join(model_dir, "assets", CLASS_NAMES_ASSET), encoding="utf-8") as f:
         model_classes = f.read().splitlines()
-    keras_model = keras.models.load_model(model_dir, compile=False)
-    signatures.export(keras_model, tft.TFTransformOutput(transform_graph.uri), model_classes, export_dir,
+    loaded = keras.models.load_model(model_dir, compile=False)
+    # The model alone, as the Trainer built it: the loaded one also holds the layers `export` tracked on it.
+    model_only = keras.Model(loaded.inputs, loaded.outputs, name=loaded.name)
+    signatures.export(model_only, tft.TFTransformOutput(transform_graph.uri), model_classes, export_dir,
                       Catalog(catalog[EMBEDDINGS], class_names_of, sources, top_k))
 
     search_dir = os.path.join(export_dir, SEARCH_ASSETS)
@@ -162,9 +200,21 @@ def EmbeddingIndex(
     checksum = tf.saved_model.experimental.read_fingerprint(export_dir).saved_model_checksum
     index.save(searcher, os.path.join(search_dir, index.INDEX_DIR), checksum)
     figures = _measure(searcher, catalog, queries, build_seconds, _directory_bytes(os.path.join(search_dir, index.INDEX_DIR)))
+    served = _served_precision(baseline, queries)
+    if served is not None:
+        figures["served_precision_at_10"] = served
+    figures["failures"] = failures(figures, min_precision, max_precision_drop)
     with open(os.path.join(indexed_model.uri, METRICS_FILE), "w", encoding="utf-8") as f:
         json.dump(figures, f, indent=1)
     for key, value in figures.items():
         if isinstance(value, (int, float)):
             indexed_model.set_float_custom_property(key, float(value))
     logging.info("EmbeddingIndex: %s", {k: v for k, v in figures.items() if k != "per_class"})
+
+
+def retrieval_failures(model_uri: str) -> list[str]:
+    """The search thresholds that the EmbeddingIndex artifact at `model_uri` failed (none for another model)."""
+    path = os.path.join(model_uri, METRICS_FILE)
+    if not tf.io.gfile.exists(path):
+        return []
+    return json.loads(tf.io.gfile.GFile(path).read()).get("failures", [])

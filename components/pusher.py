@@ -52,10 +52,15 @@ def next_version(base_dir: str) -> int:
     return max([int(time.time())] + [version + 1 for version in existing_versions(base_dir)])
 
 
-def _fingerprint(model_dir: str) -> bytes:
-    """The SavedModel's fingerprint.pb (checksums of its graph, signatures and weights)."""
-    path = os.path.join(model_dir, "fingerprint.pb")
-    return tf.io.gfile.GFile(path, "rb").read() if tf.io.gfile.exists(path) else b""
+def _fingerprint(model_dir: str) -> Optional[tuple[int, int, int]]:
+    """The SavedModel's hashes of its graph, its signatures and its weights (fingerprint.pb), or None without one.
+
+    Not the object graph's hash: exporting one model twice (EmbeddingIndex exports the Trainer's again on every
+    run with a new baseline) gives the same graph, signatures and weights but a different object graph."""
+    if not tf.io.gfile.exists(os.path.join(model_dir, "fingerprint.pb")):
+        return None
+    found = tf.saved_model.experimental.read_fingerprint(model_dir)
+    return found.graph_def_program_hash, found.signature_def_hash, found.checkpoint_hash
 
 
 def _staging_name() -> str:
@@ -149,7 +154,7 @@ def publish(model_dir: str, base_dir: str, record: Optional[dict] = None) -> str
     returns the version's path. `record` (JSON) is written into the version as served_model.PUSH_RECORD.
 
     A local `base_dir` gets the version by a rename (atomic), an object store (a URI such as gs://) gets its
-    saved_model.pb last. When the newest complete version already is this model (same SavedModel fingerprint),
+    saved_model.pb last. When the newest complete version already is this model (same graph, signatures and weights),
     nothing is copied and that version's path is returned.
     """
     if not tf.io.gfile.exists(os.path.join(model_dir, SAVED_MODEL_PB)):

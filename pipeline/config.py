@@ -133,6 +133,9 @@ class PipelineConfig:
     def checked_thresholds(self) -> Thresholds:
         """The blessing's bounds, once each gated ε is one the run attacks."""
         t = self.thresholds
+        if not self.search and (t.min_retrieval_precision > 0 or t.max_retrieval_precision_drop is not None):
+            raise CnnpipeError("--min-retrieval-precision and --max-retrieval-precision-drop gate visual search: "
+                               "drop --no-search, or drop them.")
         gated = t.min_fgsm_accuracy > 0 or t.min_pgd_accuracy > 0 or t.max_robust_accuracy_drop is not None
         if gated and t.robust_epsilon not in self.robustness.epsilons:
             raise CnnpipeError(f"--robust-epsilon {t.robust_epsilon} is not one of --epsilons "

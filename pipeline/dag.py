@@ -115,8 +115,16 @@ def create_pipeline(
         # fn_args.base_model: the served model, for --warm-start latest
         base_model=baseline if training.warm_start == WARM_START_LATEST else None,
     )
-    indexes = [EmbeddingIndex(model=trainer.outputs["model"], transform_graph=transform.outputs["transform_graph"],
-                              examples=examples, top_k=search_top_k)] if search_top_k else []
+    gate = thresholds if compare_with_baseline else thresholds.without_baseline()
+    indexes = [EmbeddingIndex(
+        model=trainer.outputs["model"],
+        transform_graph=transform.outputs["transform_graph"],
+        examples=examples,
+        baseline=baseline,
+        top_k=search_top_k,
+        min_precision=gate.min_retrieval_precision,
+        max_precision_drop=gate.max_retrieval_precision_drop,
+    )] if search_top_k else []
     candidate = indexes[0].outputs["indexed_model"] if indexes else trainer.outputs["model"]
     adversarial = [AdversarialExamples(
         examples=examples,

@@ -12,7 +12,7 @@ from tfx.orchestration.metadata import sqlite_metadata_connection_config
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
-from cnnpipe.components.embedding_index import METRICS_FILE as RETRIEVAL_FILE
+from cnnpipe.components.embedding_index import METRICS_FILE as RETRIEVAL_FILE, retrieval_failures
 from cnnpipe.components.evaluation_results import ACCURACY, LOSS, Metrics, clean_slice, metrics_by_slice, slice_columns
 from cnnpipe.components.validation_gate import class_counts
 from cnnpipe.core import features
@@ -85,6 +85,8 @@ def retrieval_lines(figures: dict) -> list[str]:
              "catalog items):"]
     if "precision_at_10" in figures:
         lines.append(f"  precision@10 {figures['precision_at_10']:.3f}, mAP@100 {figures['map_at_100']:.3f}")
+    if "served_precision_at_10" in figures:
+        lines[-1] += f" (served model: precision@10 {figures['served_precision_at_10']:.3f})"
     speed_up = figures["ann_queries_per_second"] / figures["exact_queries_per_second"]
     lines.append(f"  ScaNN index: recall@10 {figures['ann_recall_at_10']:.3f} against exact search, "
                  f"{figures['ann_queries_per_second']:,.0f} queries/s against {figures['exact_queries_per_second']:,.0f} "
@@ -213,7 +215,8 @@ def summarize(metadata_file: str, pipeline_name: str, run_id: Optional[str] = No
     summary.robustness = robustness(metrics)
     blessing = outputs.get("blessing")
     summary.blessed = bool(blessing and blessing.custom_properties["blessed"].int_value)
-    summary.failures = _failures(evaluation.uri)
+    summary.failures = _failures(evaluation.uri) + (retrieval_failures(outputs["indexed_model"].uri)
+                                                    if "indexed_model" in outputs else [])
     infra_blessing = outputs.get("infra_blessing")
     if summary.blessed and infra_blessing is not None and not infra_blessing.custom_properties["blessed"].int_value:
         summary.push_check_failure = infra_blessing.custom_properties["reason"].string_value

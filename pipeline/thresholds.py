@@ -27,6 +27,12 @@ class Thresholds:
     max_robust_accuracy_drop: Optional[float] = option(
         None, "how far below the served model's accuracy under each attack at --robust-epsilon a model may "
         "be and still be blessed", "robustness", metavar="DROP", default_help="not compared")
+    min_retrieval_precision: float = option(
+        0.0, "lowest precision@10 of visual search (the eval images as queries) to bless", "visual search")
+    max_retrieval_precision_drop: Optional[float] = option(
+        None, "how far below the served model's search precision@10 a model may be and still be blessed",
+        "visual search", metavar="DROP", default_help="not compared")
 
     def without_baseline(self) -> "Thresholds":
-        return dataclasses.replace(self, max_accuracy_drop=None, max_robust_accuracy_drop=None)
+        return dataclasses.replace(self, max_accuracy_drop=None, max_robust_accuracy_drop=None,
+                                   max_retrieval_precision_drop=None)

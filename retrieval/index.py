@@ -49,12 +49,16 @@ def load(directory: str, model_checksum: int) -> Searcher:
     was built for another model than the one whose SavedModel checksum is `model_checksum`.
 
     ScaNN records its files by absolute path; they are read from `directory` instead."""
-    with open(os.path.join(directory, BUILT_FOR), encoding="utf-8") as f:
-        built_for = json.load(f)["saved_model_checksum"]
+    try:
+        with open(os.path.join(directory, BUILT_FOR), encoding="utf-8") as f:
+            built_for = json.load(f)["saved_model_checksum"]
+    except (OSError, ValueError, KeyError) as error:
+        raise IndexMismatch(f"{directory}: no record of the model this search index was built for ({error}); "
+                            "push the model with the index EmbeddingIndex built for it") from None
     if built_for != model_checksum:
         raise IndexMismatch(f"{directory}: this search index was built for another model (SavedModel checksum "
-                            f"{built_for}, this version's is {model_checksum}); rebuild it with `cnnpipe index`, "
-                            "or push the model and the index it was built with together")
+                            f"{built_for}, this version's is {model_checksum}); push the model with the index "
+                            "EmbeddingIndex built for it")
     with open(os.path.join(directory, ASSETS), encoding="utf-8") as f:
         assets = re.sub(r'asset_path: "[^"]*?([^/"]+)"', lambda m: f'asset_path: "{os.path.join(directory, m[1])}"',
                         f.read())

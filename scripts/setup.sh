@@ -25,15 +25,16 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-if [ ! -f "$DATA" ]; then
-  install=(apt-get install -y -qq dataset-fashion-mnist)
+# Fashion-MNIST, and Chromium with its driver for the page's test in a real headless browser.
+if [ ! -f "$DATA" ] || ! command -v chromedriver >/dev/null; then
+  install=(apt-get install -y -qq dataset-fashion-mnist chromium chromium-driver)
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq && "${install[@]}"
   elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
     sudo apt-get update -qq && sudo "${install[@]}"
   else
-    echo "setup: Fashion-MNIST is not installed and this user cannot install packages. As root, run:" >&2
-    echo "  apt-get update && apt-get install -y dataset-fashion-mnist" >&2
+    echo "setup: Fashion-MNIST or Chromium is not installed and this user cannot install packages. As root, run:" >&2
+    echo "  apt-get update && apt-get install -y dataset-fashion-mnist chromium chromium-driver" >&2
     exit 1
   fi
 fi

@@ -18,6 +18,7 @@ from cnnpipe.serving.manager import ModelManager
 from cnnpipe.serving.servable import Servable
 
 SIGNATURE_DEF = "signature_def"  # the one metadata field TF Serving answers
+SEARCH_INDEX = "search_index"  # this server's own: what answers `search` ("scann" or "exact"), for a model with it
 # After a request of this many images, freed memory goes back to the system (a trim takes 1-3 ms; such a request
 # takes hundreds).
 TRIM_AFTER_IMAGES = 64
@@ -97,6 +98,11 @@ def signature_def_map(servable: Servable) -> get_model_metadata_pb2.SignatureDef
     for key, signature_def in servable.signature_defs.items():
         signature_defs.signature_def[key].CopyFrom(signature_def)
     return signature_defs
+
+
+def search_index(servable: Servable) -> dict[str, str]:
+    """The metadata field naming what answers the version's `search` signature (none without one)."""
+    return {SEARCH_INDEX: servable.search_index} if servable.search_index else {}
 
 
 def model_spec(servable: Servable, signature_name: str = "") -> model_pb2.ModelSpec:

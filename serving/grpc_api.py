@@ -8,6 +8,7 @@ from concurrent import futures
 from typing import Callable, Optional
 
 import grpc
+from google.protobuf import wrappers_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     model_service_pb2_grpc,
@@ -67,12 +68,17 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     @_answers_errors
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,  # noqa: N802
                          context) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        unknown = set(request.metadata_field) - {api.SIGNATURE_DEF}
+        unknown = set(request.metadata_field) - {api.SIGNATURE_DEF, api.SEARCH_INDEX}
         if unknown or not request.metadata_field:
-            raise invalid(f"metadata_field must be ['{api.SIGNATURE_DEF}'], not {list(request.metadata_field)}")
+            raise invalid(f"metadata_field must be ['{api.SIGNATURE_DEF}'] (or this server's '{api.SEARCH_INDEX}'), "
+                          f"not {list(request.metadata_field)}")
         servable = self.manager.servable(request.model_spec.name, *_version(request.model_spec))
         response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=api.model_spec(servable))
-        response.metadata[api.SIGNATURE_DEF].Pack(api.signature_def_map(servable))
+        if api.SIGNATURE_DEF in request.metadata_field:
+            response.metadata[api.SIGNATURE_DEF].Pack(api.signature_def_map(servable))
+        for key, value in api.search_index(servable).items():
+            if key in request.metadata_field:
+                response.metadata[key].Pack(wrappers_pb2.StringValue(value=value))
         return response
 
 

@@ -162,6 +162,11 @@ class ModelManager:
         for model in models:
             self._unload(model, set(model.loaded))
 
+    def names(self) -> list[str]:
+        """The models served, by name."""
+        with self._lock:
+            return sorted(self._models)
+
     def _model(self, name: str) -> Model:
         model = self._models.get(name)
         if model is None:

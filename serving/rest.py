@@ -4,6 +4,8 @@
     POST /v1/models/NAME[/versions/V | /labels/L]:classify  {"examples": [...]}; also :regress
     GET  /v1/models/NAME[/versions/V | /labels/L]           model status
     GET  /v1/models/NAME[/versions/V | /labels/L]/metadata  signature defs
+    GET  /                                                  the visual search page (serving/page.py)
+    GET  /v1/models/NAME/versions/V/items/ID                a catalog item's thumbnail, for the page
 
 Errors are answered as {"error": "..."} with TF Serving's HTTP statuses (400 bad request, 404
 unknown model or version, 413 a body over the size limit); no request stops the server. A body
@@ -24,7 +26,7 @@ from typing import Any, Callable, Optional
 from google.protobuf import json_format
 
 from cnnpipe.core.names import SERVING_DEFAULT
-from cnnpipe.serving import api, json_body, tensors
+from cnnpipe.serving import api, json_body, page, tensors
 from cnnpipe.serving.errors import ServingError, invalid, not_found
 from cnnpipe.serving.manager import ModelManager
 
@@ -33,6 +35,8 @@ PATH = re.compile(
     r"(?P<action>:predict|:classify|:regress|/metadata)?$"
 )
 ACTIONS = {"GET": ("", "/metadata"), "POST": (":predict", ":classify", ":regress")}
+ITEM = re.compile(r"^/v1/models/(?P<name>[^/:]+)/versions/(?P<version>\d+)/items/(?P<item>\d+)$")
+PAGE_PATHS = ("/", "/index.html")
 MAX_LINE = 65536  # of a chunk size or trailer line, as of a header line
 log = logging.getLogger("cnnpipe.serving")
 
@@ -120,9 +124,11 @@ class RestHandler(BaseHTTPRequestHandler):
             self.connection.setblocking(True)
 
     def _answer(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
+        self._send(status, "application/json", json.dumps(body).encode())
+
+    def _send(self, status: int, content_type: str, data: bytes) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         if self.close_connection or self.server.draining:
             self.send_header("Connection", "close")  # and the connection closes after this answer
@@ -226,7 +232,27 @@ class RestHandler(BaseHTTPRequestHandler):
     # --- the API ---
 
     def do_GET(self) -> None:  # noqa: N802 - the base class's name
-        self._respond(self._get)
+        path = self.path.split("?")[0]
+        item = ITEM.match(path)
+        if path in PAGE_PATHS:
+            self._send(200, "text/html; charset=utf-8", page.page(self.server.manager.names()))
+        elif item:
+            try:
+                thumbnail = self._thumbnail(item["name"], int(item["version"]), int(item["item"]))
+            except ServingError as error:
+                self._answer(error.http_status, {"error": error.message})
+            else:
+                self._send(200, page.image_type(thumbnail), thumbnail)
+        else:
+            self._respond(self._get)
+
+    def _thumbnail(self, name: str, version: int, item: int) -> bytes:
+        catalog = self.server.manager.servable(name, version).items
+        if catalog is None:
+            raise not_found(f"{name} version {version} has no catalog (it was pushed without visual search)")
+        if item >= len(catalog):
+            raise not_found(f"{name} version {version} has no item {item}: its catalog holds {len(catalog)} items")
+        return catalog.thumbnails[item]
 
     def do_POST(self) -> None:  # noqa: N802
         try:
@@ -248,7 +274,7 @@ class RestHandler(BaseHTTPRequestHandler):
             return {
                 "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
                 "metadata": {api.SIGNATURE_DEF: json_format.MessageToDict(
-                    api.signature_def_map(servable), preserving_proto_field_name=True)},
+                    api.signature_def_map(servable), preserving_proto_field_name=True), **api.search_index(servable)},
             }
         if label:
             version = manager.servable(name, None, label).version

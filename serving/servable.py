@@ -76,10 +76,17 @@ def _tensor(value: np.ndarray) -> tf.Tensor:
     return tf.raw_ops.Identity(input=value)
 
 
-def indexed_search(loaded, path: str) -> Optional[Signature]:
+def catalog_items(path: str) -> Optional[items.Items]:
+    """The item table of the version at `path` (in `assets.extra/search/`), or None without one."""
+    table = os.path.join(path, SEARCH_ASSETS, items.FILE)
+    return items.read(table) if os.path.isfile(table) else None
+
+
+def indexed_search(loaded, path: str, table: items.Items) -> Optional[Signature]:
     """The `search` signature answered by the ScaNN index of the version at `path` (in `assets.extra/search/`), or
     None without one: the signature's own specs, the query embedded by the `embed` signature, the neighbours looked
-    up in the index. An index built for another model is refused (FAILED_PRECONDITION, naming it)."""
+    up in the index and the item table. An index built for another model is refused (FAILED_PRECONDITION, naming
+    it)."""
     search_dir = os.path.join(path, SEARCH_ASSETS)
     if SEARCH not in loaded.signatures or not os.path.isdir(os.path.join(search_dir, index.INDEX_DIR)):
         return None
@@ -89,7 +96,6 @@ def indexed_search(loaded, path: str) -> Optional[Signature]:
         searcher = index.load(os.path.join(search_dir, index.INDEX_DIR), checksum)
     except index.IndexMismatch as error:
         raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, str(error)) from None
-    table = items.read(os.path.join(search_dir, items.FILE))
     class_names, sources = (np.array([text.encode() for text in column], object)  # bytes, as TensorFlow's strings
                             for column in (table.class_names, table.sources))
     top_k = exact.structured_outputs[SCORES].shape[1]
@@ -108,7 +114,7 @@ class Servable:
     """A SavedModel version loaded for serving; `run` calls a signature (through the batcher when on).
 
     A version with a search index answers `search` with it (`search_index` says so), else with the signature's
-    own exact search."""
+    own exact search; `items` is its catalog's item table (thumbnails for the page)."""
 
     def __init__(self, name: str, version: int, path: str, batching: Optional[BatchingOptions] = None):
         self.name, self.version, self.path = name, version, path
@@ -118,7 +124,8 @@ class Servable:
             key: Signature(function, function.structured_input_signature[1], function.structured_outputs)
             for key, function in self._loaded.signatures.items()
         }
-        indexed = indexed_search(self._loaded, path)
+        self.items = catalog_items(path)
+        indexed = indexed_search(self._loaded, path, self.items) if self.items else None
         if indexed:
             self.signatures[SEARCH] = indexed
         self.search_index = "scann" if indexed else "exact" if SEARCH in self.signatures else None

@@ -77,13 +77,13 @@ def launched(request, data, tmp_path_factory) -> Launched:
 
 def test_every_task_runs_and_the_blessing_names_the_model_it_blessed(launched):
     """Each task exited 0 (the launcher raises otherwise); TFX's entrypoint turned the Evaluator's model id back
-    into the name the launcher gave the Trainer's model."""
+    into the name the launcher gave the candidate, EmbeddingIndex's model."""
     assert set(launched.runs) == set(launched.spec.root.dag.tasks)
-    assert {"ImageExampleGen", "Transform", "Trainer", "AdversarialExamples", "Evaluator", "AtomicPusher"} <= set(
-        launched.runs)
+    assert {"ImageExampleGen", "Transform", "Trainer", "EmbeddingIndex", "AdversarialExamples", "Evaluator",
+            "AtomicPusher"} <= set(launched.runs)
     blessing = launched.runs["Evaluator"].outputs["blessing"].metadata.fields
     assert blessing["blessed"].number_value == 1
-    assert blessing["current_model_id"].string_value == launched.runs["Trainer"].outputs["model"].name
+    assert blessing["current_model_id"].string_value == launched.runs["EmbeddingIndex"].outputs["indexed_model"].name
 
 
 def test_each_contract_takes_its_own_path_into_the_executors(launched):

@@ -159,6 +159,31 @@ def test_second_run_with_the_same_inputs_reuses_the_cache_and_pushes_nothing_new
     assert served_versions(run_copy) == before
 
 
+def test_a_search_precision_below_its_bound_is_not_blessed_and_the_summary_says_so(run_copy):
+    """Run again on the copy, the candidate is the model already served: the served model's own `search` signature
+    gives the precision@10 EmbeddingIndex measured, and a lower bound above it withholds the blessing."""
+    local_runner.run(run_copy.with_options(min_retrieval_precision=0.99), out=io.StringIO())
+    result = summary.summarize(local_runner.metadata_path(run_copy.output_dir), run_copy.name)
+    precision = result.retrieval["precision_at_10"]
+    assert result.retrieval["served_precision_at_10"] == pytest.approx(precision, abs=0.005)  # ties may fall apart
+    assert not result.blessed and result.pushed_to is None
+    assert result.failures == [f"search precision@10 {precision:.4f} is below the lower bound 0.9900 "
+                               f"(by {0.99 - precision:.4f})."]
+    assert "(served model: precision@10" in result.format()
+
+
+def test_the_search_thresholds_in_words():
+    from cnnpipe.components.embedding_index import failures  # noqa: PLC0415
+
+    figures = {"precision_at_10": 0.80, "served_precision_at_10": 0.85}
+    assert failures(figures, 0.0, None) == [] and failures(figures, 0.0, 0.05) == []
+    assert failures(figures, 0.9, 0.01) == [
+        "search precision@10 0.8000 is below the lower bound 0.9000 (by 0.1000).",
+        "search precision@10 is 0.0500 below the served model's (allowed: 0.0100; over by 0.0400)."]
+    assert failures({}, 0.5, None) == [
+        "search precision@10 is unknown (images without a class): drop --min-retrieval-precision."]
+
+
 def test_label_outside_the_schema_stops_the_run_before_transform(run_copy, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(run_copy.data, bad)

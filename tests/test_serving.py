@@ -14,7 +14,9 @@ from typing import Iterator, Optional
 
 import grpc
 import numpy as np
+from google.protobuf import wrappers_pb2
 import pytest
+from PIL import Image
 import requests
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
@@ -578,6 +580,13 @@ def test_the_server_answers_search_from_the_scann_index_as_the_exact_signature_d
     assert overlap >= 0.8  # a small catalog is searched by brute force; the full one's recall is in the summary
     np.testing.assert_allclose(np.array(answer["scores"])[:, 0], exact["scores"][:, 0], atol=1e-4)
     assert answer["neighbor_sources"][0][0] == catalog_images[1][0]
+    metadata = requests.get(f"{server.rest}/v1/models/{pipeline.name}/metadata", timeout=30).json()["metadata"]
+    assert metadata["search_index"] == "scann" and "search" in metadata["signature_def"]["signature_def"]
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["search_index"])
+    request.model_spec.name = pipeline.name
+    answered_by = wrappers_pb2.StringValue()
+    stub.GetModelMetadata(request, timeout=30).metadata["search_index"].Unpack(answered_by)
+    assert answered_by.value == "scann"
 
 
 def test_search_prints_the_neighbours_locally_and_from_the_server(server, pipeline, catalog_images, tmp_path, capsys):
@@ -609,3 +618,46 @@ def test_a_version_whose_index_was_built_for_another_model_is_refused_by_name(fi
         Servable("fashion", 7, str(copied))
     assert raised.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert str(built_for.parent) in raised.value.message and "built for another model" in raised.value.message
+
+
+def test_the_search_page_shows_the_class_and_the_neighbours_search_returns(server, pipeline, first_version,
+                                                                           catalog_images, tmp_path):
+    """The page at `/` in a real headless Chromium: an image picked, its class and its neighbours' thumbnails shown
+    as the `search` signature answers; the screenshot goes to the run's reports."""
+    from selenium import webdriver  # noqa: PLC0415 - only this test drives a browser
+    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+    from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
+
+    query = tmp_path / "query.png"
+    query.write_bytes(encode(catalog_images[0][0]))
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1100,800", f"--user-data-dir={tmp_path / 'chromium'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        driver.get(server.rest + "/")
+        driver.find_element(By.ID, "file").send_keys(str(query))
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#neighbours li")
+                                        or d.find_element(By.ID, "status").get_attribute("class") == "error")
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#neighbours img')].every(i => i.complete && i.naturalWidth > 0)"))
+        shown = [int(item.get_attribute("data-id")) for item in driver.find_elements(By.CSS_SELECTOR, "#neighbours li")]
+        prediction, status = driver.find_element(By.ID, "prediction").text, driver.find_element(By.ID, "status").text
+        reports = os.path.join(pipeline.output_dir, "reports")
+        os.makedirs(reports, exist_ok=True)
+        driver.save_screenshot(os.path.join(reports, "search-page.png"))
+    finally:
+        driver.quit()
+    answer = rest_predict(server, pipeline.name, {"signature_name": "search", "instances": [b64(query.read_bytes())]})
+    assert shown == answer.json()["predictions"][0]["neighbor_ids"], status
+    assert shown[0] == in_process(first_version, "search", images=[query.read_bytes()])["neighbor_ids"][0, 0]
+    expected = in_process(first_version, "predict_image", images=[query.read_bytes()])
+    assert prediction == (f"{expected['class_names'][0].decode()}: "
+                          f"{100 * expected['probabilities'][0].max():.1f}% probability")
+    assert status == f"{pipeline.name} version {os.path.basename(first_version)}; search answered by scann."
+    with Image.open(os.path.join(reports, "search-page.png")) as screenshot:
+        assert screenshot.size[0] >= 1000

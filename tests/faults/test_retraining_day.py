@@ -30,8 +30,8 @@ from cnnpipe.pipeline.output_dir import metadata_path
 MODEL = "fashion"
 ANKLE_BOOT = FASHION_MNIST.class_names.index("Ankle boot")
 # Components slow enough to be killed while they work, in the order the run meets them.
-KILLED_IN = ("ImageExampleGen", "StatisticsGen", "Transform", "Trainer", "AdversarialExamples", "Evaluator",
-             "PushCheck")
+KILLED_IN = ("ImageExampleGen", "StatisticsGen", "Transform", "Trainer", "EmbeddingIndex", "AdversarialExamples",
+             "Evaluator", "PushCheck")
 
 
 def retrain_args(data, output, min_accuracy: float = 0.3, max_accuracy_drop: float = 0.3) -> list[str]:
@@ -194,7 +194,7 @@ def day(tmp_path_factory) -> RetrainingDay:
     return seen
 
 
-@pytest.mark.fault("orchestration", "retrain killed (SIGKILL) in each of 7 components, then run again each time",
+@pytest.mark.fault("orchestration", "retrain killed (SIGKILL) in each of 8 components, then run again each time",
                    "no version from a killed attempt; the next attempt reuses what finished and pushes one version")
 def test_a_run_killed_in_each_component_resumes_and_pushes_once(day, observed):
     assert all(left == [] for left in day.left_after_kill.values())
@@ -206,7 +206,7 @@ def test_a_run_killed_in_each_component_resumes_and_pushes_once(day, observed):
     assert "warm start: no model is served yet, training from scratch" in day.resumed.stdout
     assert not finished["AtomicPusher"] and "Pushed to" in day.resumed.stdout
     assert len(day.left_after_resume) == 1 and day.left_after_resume[0].isdigit()
-    observed(f"no version after any of the {len(KILLED_IN)} kills; the 8th attempt took "
+    observed(f"no version after any of the {len(KILLED_IN)} kills; the {len(KILLED_IN) + 1}th attempt took "
              f"{sum(finished.values())} components from the cache and pushed version {day.left_after_resume[0]}")
 
 
