@@ -28,7 +28,7 @@ IMAGE = "REGISTRY/cnnpipe:0.1.0"
 SERVED_MODEL = "ServedModel"
 COMPONENTS = {
     "ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "ValidationGate", "Transform",
-    "Trainer", "AdversarialExamples", "Evaluator", "PushCheck", "AtomicPusher",
+    "Trainer", "EmbeddingIndex", "AdversarialExamples", "Evaluator", "PushCheck", "AtomicPusher",
 }
 TFX_EXECUTOR_COMMAND = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 
@@ -43,7 +43,7 @@ def compiled(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("kubeflow")
     result = cnnpipe("compile", "--pipeline-root", PIPELINE_ROOT, "--image", IMAGE, "-o", "pipeline.yaml", cwd=directory)
     assert result.returncode == 0, result.stderr
-    assert "12 steps, written to pipeline.yaml (pipeline spec schema 2.1.0)" in result.stdout
+    assert "13 steps, written to pipeline.yaml (pipeline spec schema 2.1.0)" in result.stdout
     return directory / "pipeline.yaml"
 
 
@@ -89,9 +89,10 @@ def test_the_dag_edges_follow_the_artifacts(spec):
                                                             "StatisticsGen"}
     assert "ValidationGate" in tasks["Transform"].dependent_tasks  # bad data never reaches Transform
     assert "Transform" in tasks["Trainer"].dependent_tasks
-    assert {"AdversarialExamples", "Trainer", SERVED_MODEL} <= set(tasks["Evaluator"].dependent_tasks)
-    assert {"Evaluator", "Trainer"} <= set(tasks["PushCheck"].dependent_tasks)
-    assert {"Evaluator", "PushCheck", "Trainer"} <= set(tasks["AtomicPusher"].dependent_tasks)
+    assert {"Trainer", "Transform", "ImageExampleGen"} <= set(tasks["EmbeddingIndex"].dependent_tasks)
+    assert {"AdversarialExamples", "EmbeddingIndex", SERVED_MODEL} <= set(tasks["Evaluator"].dependent_tasks)
+    assert {"Evaluator", "EmbeddingIndex"} <= set(tasks["PushCheck"].dependent_tasks)
+    assert {"Evaluator", "PushCheck", "EmbeddingIndex"} <= set(tasks["AtomicPusher"].dependent_tasks)
 
     def source(task: str, key: str) -> tuple[str, str]:
         artifact = tasks[task].inputs.artifacts[key].task_output_artifact
@@ -99,14 +100,17 @@ def test_the_dag_edges_follow_the_artifacts(spec):
 
     assert source("Trainer", "examples") == ("Transform", "transformed_examples")
     assert source("Trainer", "transform_graph") == ("Transform", "transform_graph")
-    assert source("Evaluator", "model") == ("Trainer", "model")
+    assert source("EmbeddingIndex", "model") == ("Trainer", "model")
+    assert source("EmbeddingIndex", "examples") == ("ImageExampleGen", "examples")
+    assert source("EmbeddingIndex", "baseline") == (SERVED_MODEL, "baseline")
+    assert source("Evaluator", "model") == ("EmbeddingIndex", "indexed_model")
     assert source("Evaluator", "baseline_model") == (SERVED_MODEL, "baseline")
     assert source("AdversarialExamples", "examples") == ("ImageExampleGen", "examples")
-    assert source("AdversarialExamples", "model") == ("Trainer", "model")
+    assert source("AdversarialExamples", "model") == ("EmbeddingIndex", "indexed_model")
     assert source("AdversarialExamples", "baseline_model") == (SERVED_MODEL, "baseline")
     assert source("Evaluator", "examples") == ("AdversarialExamples", "adversarial_examples")
     assert source("AtomicPusher", "model_blessing") == ("Evaluator", "blessing")
-    assert source("PushCheck", "model") == ("Trainer", "model")
+    assert source("PushCheck", "model") == ("EmbeddingIndex", "indexed_model")
     assert source("AtomicPusher", "infra_blessing") == ("PushCheck", "infra_blessing")
 
 
@@ -225,10 +229,12 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
         adversarial="pgd", adversarial_epsilon=0.2, adversarial_steps=3,
         output_dir=str(tmp_path / "out"), serving_dir=str(tmp_path / "serving"), model_name="shoes",
         keep_versions=3, span_window=2, beam_args=("--direct_num_workers=2",),
+        search=True, search_top_k=5, min_retrieval_precision=0.5, max_retrieval_precision_drop=0.02,
     )
     assert set(settings) == set(flags()), f"give the new settings {set(flags()) - set(settings)} a value here"
     config = PipelineConfig.from_options(**settings)
-    assert all(config.options()[name] != PipelineConfig().options()[name] for name in settings)
+    # Search stays on (its default) so that the EmbeddingIndex's wiring is compared too; --no-search is below.
+    assert all(config.options()[name] != PipelineConfig().options()[name] for name in settings if name != "search")
     local = local_runner.build_pipeline(config)
     kubeflow = kubeflow_runner.build_pipeline(config, "gs://cnnpipe-test/root")
 
@@ -246,6 +252,12 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
     assert wiring(kubeflow) == wiring(local)
     assert kubeflow.beam_pipeline_args == local.beam_pipeline_args
     assert kubeflow.metadata_connection_config is None
+    assert "EmbeddingIndex" in wiring(local)
+    without_search = config.with_options(search=False, min_retrieval_precision=0.0, max_retrieval_precision_drop=None)
+    unindexed = wiring(local_runner.build_pipeline(without_search))
+    assert wiring(kubeflow_runner.build_pipeline(without_search, "gs://cnnpipe-test/root")) == unindexed
+    assert set(unindexed) == set(wiring(local)) - {"EmbeddingIndex"}
+    assert unindexed["Evaluator"][1]["model"][1:] == ("Trainer", "model")
 
 
 def pin(requirement: str) -> tuple[str, str]:

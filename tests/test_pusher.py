@@ -5,6 +5,7 @@ import time
 
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import fingerprint_pb2
 from tfx.proto import pusher_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import proto_utils
@@ -21,6 +22,14 @@ from cnnpipe.components.pusher import (
 )
 from cnnpipe.components.served_model import PUSH_RECORD, newest_served, push_record
 from cnnpipe.serving import model_config
+
+
+def write_fingerprint(model_dir, weights: int, object_graph: int = 1) -> None:
+    """A fingerprint.pb as TensorFlow writes it: hashes of the graph, signatures, weights and object graph."""
+    fingerprint = fingerprint_pb2.FingerprintDef(graph_def_program_hash=1, signature_def_hash=2,
+                                                 checkpoint_hash=weights, saved_object_graph_hash=object_graph)
+    with open(os.path.join(model_dir, "fingerprint.pb"), "wb") as f:
+        f.write(fingerprint.SerializeToString())
 
 
 def make_model_dir(path, content: str) -> str:
@@ -72,11 +81,15 @@ def test_a_failed_copy_leaves_no_version_and_no_staging(tmp_path):
 def test_the_model_already_served_is_not_pushed_again(tmp_path):
     base = str(tmp_path / "serving" / "fashion")
     model = make_model_dir(tmp_path / "a", "first")
-    with open(os.path.join(model, "fingerprint.pb"), "wb") as f:
-        f.write(b"checksums of model a")
+    write_fingerprint(model, weights=3)
     first = publish(model, base)
     assert publish(model, base) == first
+    # Exported again (EmbeddingIndex does on every run): same graph, signatures and weights, a new object graph.
+    write_fingerprint(model, weights=3, object_graph=2)
+    assert publish(model, base) == first
     assert existing_versions(base) == [int(os.path.basename(first))]
+    write_fingerprint(model, weights=4)
+    assert publish(model, base) != first
 
 
 def test_prune_keeps_the_newest_versions(tmp_path):
@@ -148,7 +161,7 @@ def test_on_an_object_store_the_graph_is_written_last(tmp_path, monkeypatch):
     written in place, and whenever a server polling the base path could find its saved_model.pb, every other file
     of the model, and the push record, is there already."""
     model = make_model_dir(tmp_path / "model", "first")
-    (tmp_path / "model" / "fingerprint.pb").write_text("checksums")
+    write_fingerprint(model, weights=3)
     base = f"ram://{tmp_path.name}/serving/fashion"
     expected = sorted(["saved_model.pb", "fingerprint.pb", "variables/variables.index", PUSH_RECORD])
     seen_with_graph = []
@@ -172,7 +185,7 @@ def test_on_an_object_store_a_version_a_killed_push_left_is_not_the_model_pushed
     """A push killed mid-way leaves a version without its saved_model.pb (fingerprint.pb copied already): pushing
     the same model again writes a complete version rather than taking that one for it."""
     model = make_model_dir(tmp_path / "model", "first")
-    (tmp_path / "model" / "fingerprint.pb").write_text("checksums")
+    write_fingerprint(model, weights=3)
     base = f"ram://{tmp_path.name}/serving/fashion"
     half = f"{base}/{int(time.time()) - 60}"
     tf.io.gfile.makedirs(half)
