@@ -43,7 +43,7 @@ from cnnpipe.serving.options import ServerOptions
 from cnnpipe.serving.server import model_server_command
 
 MAX_REQUEST_BYTES = 1_000_000
-SIGNATURES = ("serving_default", "predict_image", "predict_pixels", "embed")
+SIGNATURES = ("serving_default", "predict_image", "predict_pixels", "embed", "search")
 
 
 @pytest.fixture(scope="module")

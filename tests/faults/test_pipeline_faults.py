@@ -101,6 +101,8 @@ def served_version(pushed_run, serving_dir) -> str:
 @pytest.mark.fault("push", "the serving directory's disk is full (a 4 MB tmpfs)",
                    "the push fails naming the disk; no version or staging left; the served version keeps serving")
 def test_a_push_to_a_full_disk_fails_cleanly_and_the_old_version_serves(pushed_run, tmp_path, observed):
+    from tensorflow.core.protobuf import fingerprint_pb2  # noqa: PLC0415
+
     from cnnpipe.components.pusher import PushError, publish  # noqa: PLC0415
 
     disk = tmp_path / "disk"
@@ -110,8 +112,12 @@ def test_a_push_to_a_full_disk_fails_cleanly_and_the_old_version_serves(pushed_r
     try:
         served = served_version(pushed_run, disk / "serving")
         candidate = shutil.copytree(served, str(tmp_path / "candidate"))
-        with open(os.path.join(candidate, "fingerprint.pb"), "ab") as f:
-            f.write(b"another model")  # not the served one, so it is copied
+        fingerprint_file = os.path.join(candidate, "fingerprint.pb")
+        with open(fingerprint_file, "rb") as f:
+            another_model = fingerprint_pb2.FingerprintDef.FromString(f.read())
+        another_model.checkpoint_hash += 1  # other weights: not the served model, so it is copied
+        with open(fingerprint_file, "wb") as f:
+            f.write(another_model.SerializeToString())
         with open(disk / "filler", "wb") as f:
             f.write(b"\0" * (shutil.disk_usage(disk).free - 64 * 1024))
         images = [encode(pixels) for pixels in fashion_mnist("t10k", 2)[0]]

@@ -90,7 +90,7 @@ class RetrainingDay:
     left_after_kill: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # what the model dir held
     resumed: Optional[subprocess.CompletedProcess] = None  # the attempt that finished span 1
     left_after_resume: list[str] = dataclasses.field(default_factory=list)
-    span1_model: str = ""  # the Model artifact span 1's run trained, blessed and pushed
+    span1_model: str = ""  # the Model artifact span 1's run indexed (EmbeddingIndex), blessed and pushed
     second_run: Optional[subprocess.CompletedProcess] = None  # tried while span 2 was retrained
     retraining_pid: int = 0
     span2: str = ""
@@ -165,7 +165,7 @@ def day(tmp_path_factory) -> RetrainingDay:
         seen.left_after_kill[component] = versions(seen.serving_base)
     seen.resumed = cnnpipe(*retrain_args(data, output), cwd=root)
     seen.left_after_resume = versions(seen.serving_base)
-    seen.span1_model = summary.run_outputs(metadata_path(str(output)), MODEL)[1]["model"].uri
+    seen.span1_model = summary.run_outputs(metadata_path(str(output)), MODEL)[1]["indexed_model"].uri
 
     def retrain_span_2() -> None:
         retraining = cnnpipe_process(*retrain_args(data, output), cwd=root)
