@@ -1,21 +1,25 @@
 """EmbeddingIndex: the trained model with its catalog, ready for visual search, as one Model artifact.
 
-After the Trainer: embeds the catalog (the run's training split) with the model's `embed` signature, exports the
-model again with a `search` signature over those embeddings (exact, in the graph: stock TF Serving answers it),
-and writes beside it, in `assets.extra/search/`, the catalog's item table (source, class, thumbnail) and a ScaNN
-index (`cnnpipe serve` answers `search` with it). The Evaluator, PushCheck and Pusher take this artifact as the
+After the Trainer: embeds the catalog (the run's training split, or every image of a `catalog` of its own) with
+the model's `embed` signature, exports the model again with a `search` signature over those embeddings (exact, in
+the graph: stock TF Serving answers it), and writes beside it, in `assets.extra/search/`, the catalog's item table
+(source, class, thumbnail) and a ScaNN index (`cnnpipe serve` answers `search` with it), and in
+`assets.extra/transform_graph/` the Transform output the model was exported with, so that `cnnpipe index` can
+index a pushed model anew over another catalog. The Evaluator, PushCheck and Pusher take this artifact as the
 candidate, so a pushed version never answers with another version's index.
 
 It measures the index with the eval split's images as queries (same class = relevant): precision@10 and
 mAP@100 of exact search, overall and per class; ScaNN's recall@10 against exact search and the queries/s of
 both; the build time and the index's bytes per item; and the served model's precision@10 through its own
-`search` signature, when it has one. They are the artifact's custom properties and `retrieval.json` beside the
+`search` signature, when it has one. Without query images (`cnnpipe index`), catalog items are the queries of
+the recall and speed figures. They are the artifact's custom properties and `retrieval.json` beside the
 model, with the thresholds the precision failed (`failures`), which the project's Evaluator turns into no blessing.
 """
 
 import json
 import os
 import time
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -29,14 +33,18 @@ from tfx.utils import io_utils, path_utils
 
 from cnnpipe.components.served_model import baseline_dir
 from cnnpipe.core import features
-from cnnpipe.core.names import CLASS_NAMES_ASSET, EMBED, EMBEDDINGS, NEIGHBOR_CLASS_NAMES, SEARCH, SEARCH_ASSETS
+from cnnpipe.core.errors import CnnpipeError
+from cnnpipe.core.names import (CLASS_NAMES_ASSET, EMBED, EMBEDDINGS, NEIGHBOR_CLASS_NAMES, SEARCH, SEARCH_ASSETS,
+                                TRANSFORM_ASSETS)
 from cnnpipe.models import embedding, signatures  # noqa: F401 - embedding registers CosineClassifier for loading
 from cnnpipe.models.catalog import Catalog, normalized
+from cnnpipe.models.warm_start import holds_saved_model
 from cnnpipe.retrieval import index, items, metrics
 
 BATCH = 1024
 THUMBNAIL = 64  # pixels: larger images are shrunk to fit a square this size
 PRECISION_AT, AP_AT, RECALL_AT = 10, 100, 10
+RECALL_SAMPLE = 1000  # catalog items that are the queries of the recall and speed figures when there are no queries
 METRICS_FILE = "retrieval.json"  # beside the SavedModel in the artifact
 _SPEC = {features.IMAGE: tf.io.FixedLenFeature([], tf.string),
          features.CLASS_NAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
@@ -61,9 +69,14 @@ def _thumbnails(batch: dict[str, tf.Tensor]) -> np.ndarray:
     return images
 
 
-def _read_split(examples: standard_artifacts.Examples, split: str, embed, thumbnails: bool) -> dict[str, np.ndarray]:
-    """A split's embeddings, class names and sources (and thumbnails), batch by batch through tf.data."""
-    files = tf.io.gfile.glob(io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], split)))
+def _split_files(examples: standard_artifacts.Examples, splits: list[str]) -> list[str]:
+    return [file for split in splits for file in
+            tf.io.gfile.glob(io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], split)))]
+
+
+def _read(files: list[str], name: str, embed, thumbnails: bool) -> dict[str, np.ndarray]:
+    """The embeddings, class names and sources (and thumbnails, or the images) of the tf.Examples in `files`,
+    batch by batch through tf.data; `name` says which images they are in errors and progress."""
     records = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(BATCH)
     columns: dict[str, list] = {EMBEDDINGS: [], features.CLASS_NAME: [], features.SOURCE: [], "thumbnail": [],
                                 features.IMAGE: []}
@@ -78,9 +91,9 @@ def _read_split(examples: standard_artifacts.Examples, split: str, embed, thumbn
             columns[features.IMAGE].append(batch[features.IMAGE].numpy())
         if len(columns[EMBEDDINGS]) % 10 == 0:
             logging.info("EmbeddingIndex: %d %s images embedded in %.0f s", sum(map(len, columns[EMBEDDINGS])),
-                         split, time.monotonic() - started)
+                         name, time.monotonic() - started)
     if not columns[EMBEDDINGS]:
-        raise ValueError(f"the {split} split has no images to embed")
+        raise CnnpipeError(f"EmbeddingIndex: the {name} has no images to embed ({len(files)} files).")
     return {key: np.concatenate(value) for key, value in columns.items() if value}
 
 
@@ -97,22 +110,28 @@ def _timed(function, *args):
     return result, time.perf_counter() - started
 
 
-def _measure(searcher: index.Searcher, catalog: dict, queries: dict, build_seconds: float, index_bytes: int) -> dict:
-    """The retrieval figures of exact search and of the ScaNN index for the eval images as queries."""
-    vectors, query_vectors = normalized(catalog[EMBEDDINGS]), normalized(queries[EMBEDDINGS])
+def _measure(searcher: index.Searcher, catalog: dict, queries: Optional[dict], build_seconds: float,
+             index_bytes: int) -> dict:
+    """The retrieval figures of exact search and of the ScaNN index for the query images; without them, the
+    recall and speed of a sample of catalog items as queries."""
+    vectors = normalized(catalog[EMBEDDINGS])
+    sample = np.random.default_rng(0).permutation(len(vectors))[:RECALL_SAMPLE]
+    query_vectors = normalized(queries[EMBEDDINGS]) if queries else vectors[sample]
     k = min(AP_AT, len(vectors))
     exact, _ = _timed(_exact_neighbours, query_vectors, vectors, k)
     exact_top, exact_seconds = _timed(_exact_neighbours, query_vectors, vectors, min(RECALL_AT, k))
     (ann_top, _), ann_seconds = _timed(searcher.search_batched, query_vectors, min(RECALL_AT, k))
     figures = {
         "catalog_items": len(vectors),
-        "queries": len(query_vectors),
+        "queries": len(queries[EMBEDDINGS]) if queries else 0,
         "ann_recall_at_10": metrics.recall(ann_top, exact_top),
         "exact_queries_per_second": len(query_vectors) / exact_seconds,
         "ann_queries_per_second": len(query_vectors) / ann_seconds,
         "build_seconds": build_seconds,
         "index_bytes_per_item": index_bytes / len(vectors),
     }
+    if not queries:
+        return figures
     item_classes, query_classes = catalog[features.CLASS_NAME], queries[features.CLASS_NAME]
     if (item_classes == b"").any() or (query_classes == b"").any():
         return figures  # without classes on every image, relevance is unknown
@@ -128,9 +147,9 @@ def _measure(searcher: index.Searcher, catalog: dict, queries: dict, build_secon
     return figures
 
 
-def _served_precision(baseline, queries: dict) -> float | None:
+def _served_precision(baseline, queries: Optional[dict]) -> float | None:
     """Precision@10 of the served model's own `search` (its own catalog) for the queries; None without one."""
-    served = baseline_dir(baseline) if baseline is not None else None
+    served = baseline_dir(baseline) if baseline is not None and queries else None
     signatures = tf.saved_model.load(served).signatures if served else {}
     if SEARCH not in signatures or (queries[features.CLASS_NAME] == b"").any():
         return None
@@ -162,9 +181,10 @@ def _directory_bytes(directory: str) -> int:
 @component
 def EmbeddingIndex(
     model: InputArtifact[standard_artifacts.Model],
-    transform_graph: InputArtifact[standard_artifacts.TransformGraph],
-    examples: InputArtifact[standard_artifacts.Examples],
     indexed_model: OutputArtifact[standard_artifacts.Model],
+    transform_graph: InputArtifact[standard_artifacts.TransformGraph] = None,
+    examples: InputArtifact[standard_artifacts.Examples] = None,
+    catalog: InputArtifact[standard_artifacts.Examples] = None,
     baseline: InputArtifact[standard_artifacts.Model] = None,
     top_k: Parameter[int] = 10,
     catalog_split: Parameter[str] = "train",
@@ -172,34 +192,49 @@ def EmbeddingIndex(
     min_precision: Parameter[float] = 0.0,
     max_precision_drop: Parameter[float] = None,
 ) -> None:
-    """`model` exported again with a `search` signature over `catalog_split`'s images, with their item table and
-    ScaNN index, measured with `query_split`'s images as queries against the thresholds and the served model
-    (`baseline`, ServedModel's)."""
+    """`model` exported again with a `search` signature over the catalog's images, with their item table and ScaNN
+    index, measured with `examples`' `query_split` images as queries against the thresholds and the served model
+    (`baseline`, ServedModel's). The catalog is every split of `catalog`, else `examples`' `catalog_split`; the
+    Transform output is `transform_graph`'s, else the one `model` carries (a model this component exported)."""
     model_dir = path_utils.serving_model_path(model.uri)
+    if not holds_saved_model(model_dir):
+        raise CnnpipeError(f"{model_dir} holds no model to index: nothing is served yet. Push one with `cnnpipe run`, "
+                           "then index it.")
     embed = tf.saved_model.load(model_dir).signatures[EMBED]
-    catalog = _read_split(examples, catalog_split, embed, thumbnails=True)
-    queries = _read_split(examples, query_split, embed, thumbnails=False)
-    logging.info("EmbeddingIndex: %d catalog images and %d queries embedded", len(catalog[EMBEDDINGS]),
-                 len(queries[EMBEDDINGS]))
-    class_names_of = np.char.decode(catalog[features.CLASS_NAME].astype(bytes)).tolist()
-    sources = np.char.decode(catalog[features.SOURCE].astype(bytes)).tolist()
+    if catalog is not None:
+        catalog_name = f"catalog ({catalog.uri})"
+        catalog_files = _split_files(catalog, artifact_utils.decode_split_names(catalog.split_names))
+    else:
+        catalog_name, catalog_files = f"{catalog_split} split", _split_files(examples, [catalog_split])
+    items_read = _read(catalog_files, catalog_name, embed, thumbnails=True)
+    queries = _read(_split_files(examples, [query_split]), f"{query_split} split", embed, thumbnails=False) \
+        if examples is not None else None
+    logging.info("EmbeddingIndex: %d catalog images and %d queries embedded", len(items_read[EMBEDDINGS]),
+                 len(queries[EMBEDDINGS]) if queries else 0)
+    class_names_of = np.char.decode(items_read[features.CLASS_NAME].astype(bytes)).tolist()
+    sources = np.char.decode(items_read[features.SOURCE].astype(bytes)).tolist()
 
+    transform_dir = transform_graph.uri if transform_graph is not None else os.path.join(model_dir, TRANSFORM_ASSETS)
+    if not tf.io.gfile.isdir(transform_dir):
+        raise CnnpipeError(f"{model_dir} carries no Transform output ({TRANSFORM_ASSETS}/): it was not exported by "
+                           "EmbeddingIndex. Push a model with `cnnpipe run` first, then index it.")
     export_dir = path_utils.serving_model_path(indexed_model.uri)
     with open(os.path.join(model_dir, "assets", CLASS_NAMES_ASSET), encoding="utf-8") as f:
         model_classes = f.read().splitlines()
     loaded = keras.models.load_model(model_dir, compile=False)
     # The model alone, as the Trainer built it: the loaded one also holds the layers `export` tracked on it.
     model_only = keras.Model(loaded.inputs, loaded.outputs, name=loaded.name)
-    signatures.export(model_only, tft.TFTransformOutput(transform_graph.uri), model_classes, export_dir,
-                      Catalog(catalog[EMBEDDINGS], class_names_of, sources, top_k))
+    signatures.export(model_only, tft.TFTransformOutput(transform_dir), model_classes, export_dir,
+                      Catalog(items_read[EMBEDDINGS], class_names_of, sources, top_k))
+    io_utils.copy_dir(transform_dir, os.path.join(export_dir, TRANSFORM_ASSETS))
 
     search_dir = os.path.join(export_dir, SEARCH_ASSETS)
     os.makedirs(search_dir, exist_ok=True)
-    items.write(items.Items(sources, class_names_of, catalog["thumbnail"].tolist()), os.path.join(search_dir, items.FILE))
-    searcher, build_seconds = _timed(index.build, normalized(catalog[EMBEDDINGS]), top_k)
+    items.write(items.Items(sources, class_names_of, items_read["thumbnail"].tolist()), os.path.join(search_dir, items.FILE))
+    searcher, build_seconds = _timed(index.build, normalized(items_read[EMBEDDINGS]), top_k)
     checksum = tf.saved_model.experimental.read_fingerprint(export_dir).saved_model_checksum
     index.save(searcher, os.path.join(search_dir, index.INDEX_DIR), checksum)
-    figures = _measure(searcher, catalog, queries, build_seconds, _directory_bytes(os.path.join(search_dir, index.INDEX_DIR)))
+    figures = _measure(searcher, items_read, queries, build_seconds, _directory_bytes(os.path.join(search_dir, index.INDEX_DIR)))
     served = _served_precision(baseline, queries)
     if served is not None:
         figures["served_precision_at_10"] = served

@@ -69,19 +69,21 @@ def check(model_dir: str, eval_files: str, evaluator_accuracy: Optional[float]) 
 @component
 def PushCheck(
     model: InputArtifact[standard_artifacts.Model],
-    model_blessing: InputArtifact[standard_artifacts.ModelBlessing],
     examples: InputArtifact[standard_artifacts.Examples],
-    evaluation: InputArtifact[standard_artifacts.ModelEvaluation],
     infra_blessing: OutputArtifact[standard_artifacts.InfraBlessing],
+    model_blessing: InputArtifact[standard_artifacts.ModelBlessing] = None,
+    evaluation: InputArtifact[standard_artifacts.ModelEvaluation] = None,
 ) -> None:
-    """Blesses the candidate for serving when `check` passes; a model the Evaluator did not bless is not checked."""
-    if not model_utils.is_model_blessed(model_blessing):
+    """Blesses the candidate for serving when `check` passes; a model the Evaluator did not bless is not checked.
+    Without an evaluation (`cnnpipe index`: the served weights with a new catalog) the accuracy is not compared."""
+    if model_blessing is not None and not model_utils.is_model_blessed(model_blessing):
         infra_blessing.set_int_custom_property(BLESSED, 0)
         infra_blessing.set_string_custom_property(REASON, "not checked: the Evaluator did not bless the model")
         return
     eval_files = os.path.join(artifact_utils.get_split_uri([examples], "eval"), "*")
     try:
-        report = check(path_utils.serving_model_path(model.uri), eval_files, candidate_accuracy(evaluation.uri))
+        report = check(path_utils.serving_model_path(model.uri), eval_files,
+                       candidate_accuracy(evaluation.uri) if evaluation is not None else None)
     except PushCheckError as error:
         infra_blessing.set_int_custom_property(BLESSED, 0)
         infra_blessing.set_string_custom_property(REASON, str(error))

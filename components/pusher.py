@@ -235,12 +235,13 @@ class AtomicPusher(base_component.BaseComponent):
     def __init__(
         self,
         model: types.BaseChannel,
-        model_blessing: types.BaseChannel,
         push_destination: pusher_pb2.PushDestination,
+        model_blessing: Optional[types.BaseChannel] = None,
         infra_blessing: Optional[types.BaseChannel] = None,
         keep_versions: Optional[int] = None,
     ):
-        """`infra_blessing` is PushCheck's output; `keep_versions` keeps only the newest versions (None keeps all)."""
+        """`model_blessing` is the Evaluator's (none for `cnnpipe index`: the served weights, a new catalog),
+        `infra_blessing` PushCheck's; `keep_versions` keeps only the newest versions (None keeps all)."""
         super().__init__(spec=AtomicPusherSpec(
             model=model,
             model_blessing=model_blessing,

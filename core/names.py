@@ -31,6 +31,7 @@ SCORES = "scores"  # cosine similarity
 NEIGHBOR_CLASS_NAMES = "neighbor_class_names"
 NEIGHBOR_SOURCES = "neighbor_sources"  # the file (and index) each item was read from
 SEARCH_ASSETS = "assets.extra/search"  # in a model with a catalog: its item table and its ScaNN index
+TRANSFORM_ASSETS = "assets.extra/transform_graph"  # in a model with a catalog: its Transform's output, to index anew
 CLASS_NAMES_ASSET = "class_names.txt"  # in the SavedModel's assets/
 
 # Where a run writes, and what it serves, unless told otherwise (pipeline/config.py; `cnnpipe serve` and

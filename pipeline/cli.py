@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 EXIT_NOT_PUSHED = 2
+# `cnnpipe index`'s settings: the catalog, and where the served model is and its run's state go.
+INDEX_OPTIONS = ("catalog", "search_top_k", "output_dir", "serving_dir", "model_name", "keep_versions", "beam_args")
 
 
 def _parser(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -53,12 +55,14 @@ def add_flag(group: argparse._ArgumentGroup, field: dataclasses.Field, default: 
     group.add_argument(flag_of(field), **kwargs)
 
 
-def add_pipeline_options(command: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
-    """The flags of PipelineConfig's settings, but those in `skip`, generated from its fields by group."""
+def add_pipeline_options(command: argparse.ArgumentParser, skip: Sequence[str] = (),
+                         only: Optional[Sequence[str]] = None) -> None:
+    """The flags of PipelineConfig's settings (`only` those, when given), but those in `skip`, generated from its
+    fields by group."""
     from cnnpipe.pipeline.config import PipelineConfig, flags  # noqa: PLC0415
 
     defaults = PipelineConfig().options()
-    fields = [(field, defaults[name]) for name, field in flags().items()]
+    fields = [(field, defaults[name]) for name, field in flags().items() if only is None or name in only]
     for name in GROUPS:
         group = command.add_argument_group(name)
         for field, default in fields:
@@ -91,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         "from the served model; push only when blessed against it (safe from cron)")
     add_pipeline_options(retrain)
     retrain.set_defaults(func=_retrain)
+
+    index = commands.add_parser(
+        "index", help="index the served model anew over --catalog PATH and push it as a new version (the same "
+        "weights, the new catalog's search and item table), atomically")
+    add_pipeline_options(index, only=INDEX_OPTIONS)
+    index.set_defaults(func=_index)
 
     compile_ = commands.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines (a KFP v2 pipeline spec)")
     add_pipeline_options(compile_, skip=("output_dir",))
@@ -184,6 +194,23 @@ def _run(args: argparse.Namespace) -> int:
     result = summary.summarize(local_runner.metadata_path(config.output_dir), config.name)
     _print_summary(result, config.output_dir, config.name)
     return 0 if result.pushed_to else EXIT_NOT_PUSHED
+
+
+def _index(args: argparse.Namespace) -> int:
+    from cnnpipe.pipeline.config import PipelineConfig  # noqa: PLC0415
+    from cnnpipe.pipeline.output_dir import check_metadata, output_lock  # noqa: PLC0415
+
+    config = pipeline_config(args, PipelineConfig().beam_args)
+    with output_lock(config.output_dir):
+        check_metadata(config.output_dir)
+        from cnnpipe.pipeline import local_runner, summary  # noqa: PLC0415
+
+        pipeline = local_runner.build_index_pipeline(config)
+        seconds = local_runner.run(config, pipeline=pipeline)
+    print("\nComponent wall times: " + ", ".join(f"{name} {s:.1f}s" for name, s in seconds.items()) + "\n")
+    lines = summary.index_lines(local_runner.metadata_path(config.output_dir), pipeline.pipeline_info.pipeline_name)
+    print("\n".join(lines))
+    return 0 if lines[-1].startswith("Pushed to") else EXIT_NOT_PUSHED
 
 
 def _print_summary(result: "RunSummary", output_dir: str, pipeline_name: str) -> None:

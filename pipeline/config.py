@@ -53,6 +53,9 @@ class PipelineConfig:
                           flag="--no-search")
     search_top_k: int = option(10, "catalog items the search signature returns per image", "visual search",
                                metavar="K")
+    catalog: Optional[str] = option(None, "the images search answers with, in any format --data takes, with "
+                                    "their own classes", "visual search", metavar="PATH",
+                                    default_help="the training split")
     output_dir: str = option(DEFAULT_OUTPUT_DIR, "pipeline root, metadata and logs", "outputs", flag="--output")
     serving_dir: Optional[str] = option(None, "TF Serving base directory", "outputs",
                                         default_help="OUTPUT/serving; on Kubeflow PIPELINE_ROOT/serving")
@@ -106,6 +109,13 @@ class PipelineConfig:
             raise CnnpipeError(f"{known.name} is not installed at {known.path}; install it with: {known.install_hint}")
         class_names = self.class_names or (known.class_names if known else None)
         return source.detect(self.data_path, self.data_format, class_names)
+
+    def catalog_source(self) -> Optional["DataSource"]:
+        """The --catalog images, inspected as --data is; None to index the training split."""
+        from cnnpipe.components.ingestion import source  # noqa: PLC0415 - TensorFlow
+        if self.catalog and not self.search:
+            raise CnnpipeError("--catalog is what visual search answers with: drop --no-search, or drop --catalog.")
+        return source.detect(self.catalog) if self.catalog else None
 
     def schema_file(self) -> Optional[str]:
         """The curated schema to validate against, or None to infer one with SchemaGen."""

@@ -34,7 +34,12 @@ from cnnpipe.robustness.settings import AttackSettings
 PREPROCESSING_FN = "cnnpipe.models.preprocessing.preprocessing_fn"
 RUN_FN = "cnnpipe.models.trainer.run_fn"
 SERVED_MODEL = "ServedModel"
+CATALOG_EXAMPLE_GEN = "CatalogExampleGen"  # ingests --catalog
 UNCACHED = (SERVED_MODEL,)  # node ids the runners never cache: what is served changes between runs
+
+
+def _push_destination(serving_base: str) -> pusher_pb2.PushDestination:
+    return pusher_pb2.PushDestination(filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=serving_base))
 
 
 def create_pipeline(
@@ -51,6 +56,7 @@ def create_pipeline(
     keep_versions: Optional[int] = None,
     span_window: int = 1,
     search_top_k: Optional[int] = 10,
+    catalog: Optional[DataSource] = None,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: tuple[str, ...] = (),
 ) -> Pipeline:
@@ -62,7 +68,8 @@ def create_pipeline(
     `serving_base`, the baseline) on the eval images attacked with each one's own gradients too.
     Without `thresholds.compare_with_baseline` there is no ServedModel step: the blessing rests on
     the thresholds' lower bounds alone. With `search_top_k`, the candidate is the EmbeddingIndex's: the
-    trained model with a `search` signature (that many neighbours) over the training split and its index.
+    trained model with a `search` signature (that many neighbours) over the training split (or all of `catalog`,
+    which CatalogExampleGen ingests) and its index.
     """
     example_gen = ImageExampleGen(source, eval_percent=eval_percent)
     examples = example_gen.outputs["examples"]
@@ -116,10 +123,12 @@ def create_pipeline(
         base_model=baseline if training.warm_start == WARM_START_LATEST else None,
     )
     gate = thresholds if compare_with_baseline else thresholds.without_baseline()
+    catalog_gens = [ImageExampleGen(catalog).with_id(CATALOG_EXAMPLE_GEN)] if catalog and search_top_k else []
     indexes = [EmbeddingIndex(
         model=trainer.outputs["model"],
         transform_graph=transform.outputs["transform_graph"],
         examples=examples,
+        catalog=catalog_gens[0].outputs["examples"] if catalog_gens else None,
         baseline=baseline,
         top_k=search_top_k,
         min_precision=gate.min_retrieval_precision,
@@ -153,9 +162,7 @@ def create_pipeline(
         model=candidate,
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=push_check.outputs["infra_blessing"],
-        push_destination=pusher_pb2.PushDestination(
-            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=serving_base)
-        ),
+        push_destination=_push_destination(serving_base),
         keep_versions=keep_versions,
     )
     return Pipeline(
@@ -163,7 +170,7 @@ def create_pipeline(
         pipeline_root=pipeline_root,
         components=[
             example_gen, statistics_gen, schema_gen, example_validator, validation_gate,
-            *span_resolvers, transform, *served_models, trainer, *indexes, *adversarial, evaluator, push_check, pusher,
+            *span_resolvers, transform, *served_models, trainer, *catalog_gens, *indexes, *adversarial, evaluator, push_check, pusher,
         ],
         enable_cache=True,
         metadata_connection_config=metadata_connection_config,
@@ -193,6 +200,36 @@ def pipeline_for(
         keep_versions=config.keep_versions,
         span_window=config.span_window,
         search_top_k=config.search_top_k if config.search else None,
+        catalog=config.catalog_source(),
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam_args,
+    )
+
+
+def create_index_pipeline(
+    name: str,
+    pipeline_root: str,
+    catalog: DataSource,
+    serving_base: str,
+    *,
+    search_top_k: int = 10,
+    keep_versions: Optional[int] = None,
+    metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+    beam_pipeline_args: tuple[str, ...] = (),
+) -> Pipeline:
+    """`cnnpipe index`: the served model (its weights, signatures and Transform output) indexed anew over
+    `catalog`, checked from a fresh process and pushed as a new version, atomically like any push."""
+    catalog_gen = ImageExampleGen(catalog).with_id(CATALOG_EXAMPLE_GEN)
+    served = ServedModel(serving_base=serving_base).with_id(SERVED_MODEL)
+    index = EmbeddingIndex(model=served.outputs["baseline"], catalog=catalog_gen.outputs["examples"], top_k=search_top_k)
+    push_check = PushCheck(model=index.outputs["indexed_model"], examples=catalog_gen.outputs["examples"])
+    pusher = AtomicPusher(model=index.outputs["indexed_model"], infra_blessing=push_check.outputs["infra_blessing"],
+                          push_destination=_push_destination(serving_base), keep_versions=keep_versions)
+    return Pipeline(
+        pipeline_name=name,
+        pipeline_root=pipeline_root,
+        components=[catalog_gen, served, index, push_check, pusher],
+        enable_cache=True,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(beam_pipeline_args),
     )

@@ -10,7 +10,7 @@ import datetime
 import logging
 import os
 import sys
-from typing import Iterator, TextIO
+from typing import Iterator, Optional, TextIO
 
 from absl import logging as absl_logging
 from tfx.dsl.compiler import compiler
@@ -19,6 +19,7 @@ from tfx.orchestration.metadata import sqlite_metadata_connection_config
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto.orchestration import pipeline_pb2
 
+from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.pipeline import dag
 from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.output_dir import metadata_path
@@ -29,6 +30,22 @@ def build_pipeline(config: PipelineConfig) -> Pipeline:
     """The pipeline for `config`, with its state under `config.output_dir`."""
     metadata = sqlite_metadata_connection_config(metadata_path(config.output_dir))
     return dag.pipeline_for(config, config.name, os.path.join(config.output_dir, "pipeline"), config.schema_file(), metadata)
+
+
+def index_pipeline_name(config: PipelineConfig) -> str:
+    return f"{config.name}-index"
+
+
+def build_index_pipeline(config: PipelineConfig) -> Pipeline:
+    """`cnnpipe index`'s pipeline for `config` (its --catalog, serving directory and model name)."""
+    catalog = config.catalog_source()
+    if catalog is None:
+        raise CnnpipeError("cnnpipe index needs --catalog PATH: the images the served model's search answers with.")
+    return dag.create_index_pipeline(
+        index_pipeline_name(config), os.path.join(config.output_dir, "pipeline"), catalog, config.serving_base,
+        search_top_k=config.search_top_k, keep_versions=config.keep_versions,
+        metadata_connection_config=sqlite_metadata_connection_config(metadata_path(config.output_dir)),
+        beam_pipeline_args=config.beam_args)
 
 
 def compile_pipeline(pipeline: Pipeline) -> pipeline_pb2.Pipeline:
@@ -70,15 +87,16 @@ def logging_to(log_file: str) -> Iterator[None]:
             handler.setLevel(level)
 
 
-def run(config: PipelineConfig, out: TextIO = sys.stdout) -> dict[str, float]:
-    """Runs the whole pipeline; returns each component's wall time in seconds.
+def run(config: PipelineConfig, out: TextIO = sys.stdout, pipeline: Optional[Pipeline] = None) -> dict[str, float]:
+    """Runs the whole pipeline (or `pipeline`, built for `config`); returns each component's wall time in seconds.
 
     Raises the component's exception when one fails (CnnpipeError for bad data).
     """
-    pipeline = build_pipeline(config)
+    pipeline = pipeline or build_pipeline(config)
+    name = pipeline.pipeline_info.pipeline_name
     log_file = os.path.join(config.output_dir, "logs", f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}.log")
-    print(f"cnnpipe: pipeline '{config.name}' — output in {config.output_dir}, full log in {log_file}", file=out, flush=True)
-    with logging_to(log_file), ComponentProgress(pipeline.metadata_connection_config, config.name, out) as progress:
+    print(f"cnnpipe: pipeline '{name}' — output in {config.output_dir}, full log in {log_file}", file=out, flush=True)
+    with logging_to(log_file), ComponentProgress(pipeline.metadata_connection_config, name, out) as progress:
         try:
             LocalDagRunner().run_with_ir(compile_pipeline(pipeline))
         except Exception:

@@ -56,9 +56,9 @@ class RunSummary:
         if self.baseline_accuracy is not None:
             lines[0] += f"; served model {self.baseline_accuracy:.2%}"
         per_class_search = self.retrieval.get("per_class", {})
-        lines += ["Per class:" + ("           search P@10" if per_class_search else "")]
-        lines += [f"  {name:<14} {value:.2%}" + (f"  {per_class_search[name]['precision_at_10']:>15.3f}"
-                                                 if name in per_class_search else "")
+        lines += [f"{'Per class:':<16} {'accuracy':>8}" + ("  search P@10" if per_class_search else "")]
+        lines += [f"  {name:<14} {value:>8.2%}" + (f"  {per_class_search[name]['precision_at_10']:>11.3f}"
+                                                   if name in per_class_search else "")
                   for name, value in self.per_class_accuracy.items()]
         lines += [f"  {name:<14} not evaluated: the eval split has no images of it" for name in self.unevaluated_classes]
         if self.unevaluated_classes:
@@ -82,7 +82,8 @@ class RunSummary:
 def retrieval_lines(figures: dict) -> list[str]:
     """The visual search figures in words: how well it ranks, and the ScaNN index against exact search."""
     lines = [f"Visual search ({figures['queries']:,.0f} eval images as queries, {figures['catalog_items']:,.0f} "
-             "catalog items):"]
+             "catalog items):" if figures["queries"] else f"Visual search ({figures['catalog_items']:,.0f} catalog "
+             f"items, {min(figures['catalog_items'], 1000):,.0f} of them the queries of the figures below):"]
     if "precision_at_10" in figures:
         lines.append(f"  precision@10 {figures['precision_at_10']:.3f}, mAP@100 {figures['map_at_100']:.3f}")
     if "served_precision_at_10" in figures:
@@ -93,6 +94,22 @@ def retrieval_lines(figures: dict) -> list[str]:
                  f"({speed_up:.1f}x); built in {figures['build_seconds']:.1f} s, "
                  f"{figures['index_bytes_per_item']:,.0f} bytes per item")
     return lines
+
+
+def index_lines(metadata_file: str, pipeline_name: str) -> list[str]:
+    """What the newest `cnnpipe index` run did: the catalog's figures, and where it pushed (or why not)."""
+    _, outputs = run_outputs(metadata_file, pipeline_name)
+    figures = os.path.join(outputs["indexed_model"].uri, RETRIEVAL_FILE) if "indexed_model" in outputs else None
+    if figures is None or not os.path.isfile(figures):
+        return ["The catalog was not indexed: the run stopped before EmbeddingIndex finished."]
+    with open(figures, encoding="utf-8") as f:
+        lines = retrieval_lines(json.load(f))
+    pushed, check = outputs.get("pushed_model"), outputs.get("infra_blessing")
+    if pushed is not None and pushed.custom_properties["pushed"].int_value:
+        return lines + [f"Pushed to {pushed.custom_properties['pushed_destination'].string_value} (the served "
+                        "model's weights with this catalog)"]
+    reason = check.custom_properties["reason"].string_value if check is not None else "the run stopped before it"
+    return lines + [f"Not pushed: {reason}"]
 
 
 def robustness_table(points: list[RobustnessPoint]) -> str:

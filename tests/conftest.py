@@ -13,8 +13,9 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -235,3 +236,38 @@ def running_server(serving_dir: str, *options: str) -> Iterator[Server]:
         if process.poll() is None:
             process.terminate()
         process.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def clients_calling(server: Server, request, record: Callable, failures: list[str], clients: int = 2) -> Iterator[None]:
+    """`clients` threads sending `request` to `server`'s gRPC Predict until the block ends: each answer goes to
+    `record`, each error to `failures`."""
+    import grpc  # noqa: PLC0415
+
+    stop = threading.Event()
+
+    def client() -> None:
+        stub = server.predict_stub()
+        while not stop.is_set():
+            try:
+                record(stub.Predict(request, timeout=60))
+            except grpc.RpcError as error:
+                failures.append(f"{error.code()}: {error.details()}")
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 60) -> None:
+    """Polls `condition` until it holds or `seconds` pass: a bound against hanging, not a speed requirement."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.2)
+

@@ -230,6 +230,7 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
         output_dir=str(tmp_path / "out"), serving_dir=str(tmp_path / "serving"), model_name="shoes",
         keep_versions=3, span_window=2, beam_args=("--direct_num_workers=2",),
         search=True, search_top_k=5, min_retrieval_precision=0.5, max_retrieval_precision_drop=0.02,
+        catalog=FASHION_MNIST.path,
     )
     assert set(settings) == set(flags()), f"give the new settings {set(flags()) - set(settings)} a value here"
     config = PipelineConfig.from_options(**settings)
@@ -252,11 +253,12 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
     assert wiring(kubeflow) == wiring(local)
     assert kubeflow.beam_pipeline_args == local.beam_pipeline_args
     assert kubeflow.metadata_connection_config is None
-    assert "EmbeddingIndex" in wiring(local)
-    without_search = config.with_options(search=False, min_retrieval_precision=0.0, max_retrieval_precision_drop=None)
+    assert wiring(local)["EmbeddingIndex"][1]["catalog"][1:] == ("CatalogExampleGen", "examples")
+    without_search = config.with_options(search=False, min_retrieval_precision=0.0, max_retrieval_precision_drop=None,
+                                         catalog=None)
     unindexed = wiring(local_runner.build_pipeline(without_search))
     assert wiring(kubeflow_runner.build_pipeline(without_search, "gs://cnnpipe-test/root")) == unindexed
-    assert set(unindexed) == set(wiring(local)) - {"EmbeddingIndex"}
+    assert set(unindexed) == set(wiring(local)) - {"EmbeddingIndex", "CatalogExampleGen"}
     assert unindexed["Evaluator"][1]["model"][1:] == ("Trainer", "model")
 
 

@@ -172,6 +172,26 @@ def test_a_search_precision_below_its_bound_is_not_blessed_and_the_summary_says_
     assert "(served model: precision@10" in result.format()
 
 
+def test_a_run_with_its_own_catalog_serves_search_over_it(run_copy, tmp_path):
+    """--catalog: CatalogExampleGen ingests class folders of PNGs, and the pushed version's search answers with
+    them (the model is the one served, now with another catalog, so it is pushed as a new version)."""
+    images, labels = fashion_mnist("t10k", TEST + 12)
+    for number in range(TEST, TEST + 12):
+        folder = tmp_path / "catalog" / FASHION_MNIST.class_names[labels[number]].replace("/", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"item-{number}.png").write_bytes(encode(images[number]))
+    before = served_versions(run_copy)
+    progress = io.StringIO()
+    local_runner.run(run_copy.with_options(catalog=str(tmp_path / "catalog")), out=progress)
+    assert "CatalogExampleGen" in progress.getvalue()
+    result = summary.summarize(local_runner.metadata_path(run_copy.output_dir), run_copy.name)
+    assert result.retrieval["catalog_items"] == 12 and result.pushed_to, result.format()
+    assert served_versions(run_copy)[:-1] == before
+    query = tmp_path / "catalog" / FASHION_MNIST.class_names[labels[TEST]].replace("/", "_") / f"item-{TEST}.png"
+    found = tf.saved_model.load(result.pushed_to).signatures["search"](images=tf.constant([query.read_bytes()]))
+    assert found["neighbor_sources"].numpy()[0, 0].decode() == str(query)
+
+
 def test_the_search_thresholds_in_words():
     from cnnpipe.components.embedding_index import failures  # noqa: PLC0415
 

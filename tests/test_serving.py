@@ -239,6 +239,8 @@ def test_status_and_metadata_over_rest_and_grpc(server, pipeline, first_version)
 BAD_REST_REQUESTS = [
     ("non-image bytes", {"signature_name": "predict_image", "instances": [b64(b"this is not an image")]}, None, 400,
      "Unknown image file format"),
+    ("non-image search", {"signature_name": "search", "instances": [b64(b"this is not an image")]}, None, 400,
+     "Unknown image file format"),
     ("wrong shape", {"signature_name": "predict_pixels", "instances": [[1.0, 2.0]]}, None, 400,
      "has shape [1, 2], but the signature takes [-1, -1, -1, -1]"),
     ("wrong dtype", {"signature_name": "predict_pixels", "instances": [[[["dark"]]]]}, None, 400,
@@ -278,6 +280,8 @@ def test_bad_grpc_requests_get_status_codes_and_the_server_goes_on(server, pipel
     stub = server.predict_stub()
     bad = [
         (grpc_request(pipeline.name, "predict_image", images=[b"not an image"]), grpc.StatusCode.INVALID_ARGUMENT,
+         "Unknown image file format"),
+        (grpc_request(pipeline.name, "search", images=[b"not an image"]), grpc.StatusCode.INVALID_ARGUMENT,
          "Unknown image file format"),
         (grpc_request(pipeline.name, "predict_image", images=[1.0, 2.0]), grpc.StatusCode.INVALID_ARGUMENT,
          "takes string values, but float32 was sent"),

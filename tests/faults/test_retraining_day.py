@@ -10,18 +10,16 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from typing import Optional
 
-import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from conftest import cnnpipe, encode, fashion_mnist, running_server, versions, write_idx
+from conftest import clients_calling, cnnpipe, encode, fashion_mnist, running_server, versions, wait_until, write_idx
 from cnnpipe.pipeline import retrain, summary
 from cnnpipe.pipeline.cli import EXIT_NOT_PUSHED
 from cnnpipe.pipeline.datasets import FASHION_MNIST
@@ -128,26 +126,10 @@ def serve_while(serving_dir: str, seen: "RetrainingDay", newest_version, work) -
     request.model_spec.name, request.model_spec.signature_name = MODEL, "predict_image"
     request.inputs["images"].CopyFrom(tf.make_tensor_proto([encode(pixels) for pixels in fashion_mnist("t10k", 4)[0]]))
     with running_server(serving_dir) as server:
-        stop = threading.Event()
-
-        def client() -> None:
-            stub = server.predict_stub()
-            while not stop.is_set():
-                try:
-                    seen.answered.append(stub.Predict(request, timeout=60).model_spec.version.value)
-                except grpc.RpcError as error:
-                    seen.failures.append(f"{error.code()}: {error.details()}")
-
-        clients = [threading.Thread(target=client) for _ in range(2)]
-        for thread in clients:
-            thread.start()
-        work()
-        deadline = time.monotonic() + 60  # a bound against hanging, not a speed requirement
-        while (not seen.answered or seen.answered[-1] != newest_version()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        stop.set()
-        for thread in clients:
-            thread.join()
+        with clients_calling(server, request, lambda answer: seen.answered.append(answer.model_spec.version.value),
+                             seen.failures):
+            work()
+            wait_until(lambda: bool(seen.answered) and seen.answered[-1] == newest_version())
 
 
 @pytest.fixture(scope="module")
