@@ -1,12 +1,14 @@
 """Load on `cnnpipe serve`: REST and gRPC, batch 1 and 32, 1 and 16 concurrent clients.
 
 Prints throughput, p50 and p99 latency per case and the ratio of the server's throughput to calling
-the SavedModel's `predict_image` in this process with the same batch and concurrency. Requests are
+the SavedModel's signature (`predict_image`, or `--signature search`) in this process with the same batch and
+concurrency. The server answers `search` from the version's ScaNN index, the SavedModel by exact search. Requests are
 real Fashion-MNIST test images as PNG (b64 over REST). Only loopback traffic; every case is bounded
 in time and count.
 
     .venv/bin/python bench/serving_load.py [--serving-dir cnnpipe-output/serving] [--model fashion_mnist]
                                            [--seconds 10] [--no-batching] [--serve-arg OPTION ...]
+                                           [--signature predict_image|search] [--batches 1,32]
 """
 
 import argparse
@@ -30,9 +32,8 @@ from PIL import Image  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 import report  # noqa: E402 - bench/report.py, beside this script
-from cnnpipe.serving.client import local_model_dir  # noqa: E402
+from cnnpipe.serving.client import OUTPUTS, local_model_dir  # noqa: E402
 
-SIGNATURE = "predict_image"
 MAX_REQUESTS_PER_CASE = 200_000
 
 
@@ -68,8 +69,8 @@ def start_server(serving_dir: str, options: list[str]) -> tuple[subprocess.Popen
     raise SystemExit("cnnpipe serve did not start within 2 minutes")
 
 
-def rest_caller(port: int, model: str, images: list[bytes]) -> Callable[[], Callable[[], None]]:
-    body = json.dumps({"signature_name": SIGNATURE,
+def rest_caller(port: int, model: str, signature: str, images: list[bytes]) -> Callable[[], Callable[[], None]]:
+    body = json.dumps({"signature_name": signature,
                        "instances": [{"b64": base64.b64encode(image).decode()} for image in images]}).encode()
     headers = {"Content-Type": "application/json"}
 
@@ -88,9 +89,9 @@ def rest_caller(port: int, model: str, images: list[bytes]) -> Callable[[], Call
     return new_client
 
 
-def grpc_caller(port: int, model: str, images: list[bytes]) -> Callable[[], Callable[[], None]]:
+def grpc_caller(port: int, model: str, signature: str, images: list[bytes]) -> Callable[[], Callable[[], None]]:
     request = predict_pb2.PredictRequest()
-    request.model_spec.name, request.model_spec.signature_name = model, SIGNATURE
+    request.model_spec.name, request.model_spec.signature_name = model, signature
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(images, dtype=tf.string))
 
     def new_client() -> Callable[[], None]:
@@ -100,10 +101,10 @@ def grpc_caller(port: int, model: str, images: list[bytes]) -> Callable[[], Call
     return new_client
 
 
-def in_process_caller(model_dir: str, images: list[bytes]) -> Callable[[], Callable[[], None]]:
-    function = tf.saved_model.load(model_dir).signatures[SIGNATURE]
-    tensor = tf.constant(images)
-    return lambda: (lambda: function(images=tensor)["probabilities"].numpy())
+def in_process_caller(model_dir: str, signature: str, images: list[bytes]) -> Callable[[], Callable[[], None]]:
+    function = tf.saved_model.load(model_dir).signatures[signature]
+    tensor, output = tf.constant(images), OUTPUTS[signature][0]
+    return lambda: (lambda: function(images=tensor)[output].numpy())
 
 
 def measure(new_client: Callable[[], Callable[[], None]], clients: int, seconds: float) -> dict[str, float]:
@@ -140,6 +141,8 @@ def main() -> None:
     parser.add_argument("--no-batching", action="store_true", help="serve without request batching")
     parser.add_argument("--serve-arg", action="append", default=[], metavar="OPTION",
                         help="another `cnnpipe serve` option, repeatable, e.g. --serve-arg=--num-batch-threads=1")
+    parser.add_argument("--signature", choices=sorted(OUTPUTS), default="predict_image")
+    parser.add_argument("--batches", default="1,32", help="images per request, comma-separated (default 1,32)")
     args = parser.parse_args()
 
     model_dir = local_model_dir(args.serving_dir, args.model)
@@ -147,18 +150,19 @@ def main() -> None:
     images = [png(p) for p in pixels]
     options = ([] if args.no_batching else ["--enable-batching"]) + args.serve_arg
     server, rest_port, grpc_port = start_server(args.serving_dir, options)
-    print(f"model {model_dir}; cnnpipe serve {' '.join(options)}; "
+    print(f"model {model_dir}, signature {args.signature}; cnnpipe serve {' '.join(options)}; "
           f"{args.seconds:g} s per case; {os.cpu_count()} CPU cores shared by clients and server\n")
     print(f"{'path':10} {'batch':>5} {'clients':>7} {'requests/s':>11} {'images/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
           f"{'vs in-process':>13}")
     try:
-        for batch in (1, 32):
+        for batch in map(int, args.batches.split(",")):
             for clients in (1, 16):
-                local = measure(in_process_caller(model_dir, images[:batch]), clients, args.seconds)
+                local = measure(in_process_caller(model_dir, args.signature, images[:batch]), clients, args.seconds)
                 rows = [("in-process", local)]
                 for name, caller in (("REST", rest_caller), ("gRPC", grpc_caller)):
                     port = rest_port if name == "REST" else grpc_port
-                    rows.append((name, measure(caller(port, args.model, images[:batch]), clients, args.seconds)))
+                    rows.append((name, measure(caller(port, args.model, args.signature, images[:batch]), clients,
+                                               args.seconds)))
                 for name, figures in rows:
                     ratio = figures["requests/s"] / local["requests/s"]
                     print(f"{name:10} {batch:>5} {clients:>7} {figures['requests/s']:>11.1f} "

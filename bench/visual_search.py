@@ -6,9 +6,11 @@ class. Prints, side by side in one run:
   pushed `search` signature itself (its catalog is the run's training split: the same 60,000 images);
 - the ScaNN index built as the pipeline builds it (`retrieval/index.py`) over the `embed` catalog: build time,
   bytes per item, recall@10 against exact search, and the queries/s of both for the 10,000 queries in one batch,
-  and one query at a time (median latency).
+  and one query at a time (median latency);
+- what search adds to the run that pushed the model: EmbeddingIndex's wall time against the whole run's (ML
+  Metadata of --output).
 
-    .venv/bin/python bench/visual_search.py [--serving-dir cnnpipe-output/serving] [--model fashion_mnist]
+    .venv/bin/python bench/visual_search.py [--output cnnpipe-output] [--serving-dir OUTPUT/serving] [--model fashion_mnist]
 """
 
 import argparse
@@ -21,6 +23,8 @@ import tensorflow as tf
 
 import report  # bench/report.py, beside this script
 from cnnpipe.models.catalog import normalized
+from cnnpipe.pipeline import summary
+from cnnpipe.pipeline.output_dir import metadata_path
 from cnnpipe.retrieval import index, metrics
 from cnnpipe.serving.model_config import versions
 
@@ -60,10 +64,11 @@ def seconds(function, *args) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serving-dir", default="cnnpipe-output/serving")
+    parser.add_argument("--output", default="cnnpipe-output", help="the run's --output (its metadata.sqlite)")
+    parser.add_argument("--serving-dir", help="default OUTPUT/serving")
     parser.add_argument("--model", default="fashion_mnist")
     args = parser.parse_args()
-    base = os.path.join(args.serving_dir, args.model)
+    base = os.path.join(args.serving_dir or os.path.join(args.output, "serving"), args.model)
     if not versions(base):
         raise SystemExit(f"{base}: no pushed version; run `make run` first (or pass --serving-dir and --model)")
     model_dir = os.path.join(base, str(versions(base)[-1]))
@@ -114,6 +119,11 @@ def main() -> None:
     print(f"{'exact':<8} {len(queries) / exact_batch:>27,.0f} {1000 * exact_single:>22.2f}")
     print(f"{'ScaNN':<8} {len(queries) / ann_batch:>27,.0f} {1000 * ann_single:>22.2f}")
     print(f"ScaNN / exact: {exact_batch / ann_batch:.1f}x in a batch, {exact_single / ann_single:.1f}x one at a time")
+    if os.path.isfile(metadata_path(args.output)):
+        times = summary.wall_times(metadata_path(args.output), args.model)
+        print(f"\nWhat search adds to the newest run of {args.model} in {args.output}: EmbeddingIndex "
+              f"{times.get('EmbeddingIndex', 0):.1f} s of the run's {times['run']:.1f} s "
+              f"({times.get('EmbeddingIndex', 0) / times['run']:.1%}; cached components count 0)")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from cnnpipe.components.validation_gate import class_counts
 from cnnpipe.core import features
 from cnnpipe.models.class_names import read_class_names
 from cnnpipe.core.names import BASELINE, NO_ATTACK
+from cnnpipe.pipeline.progress import NODE_CONTEXT
 
 _OUTPUT = metadata_store_pb2.Event.OUTPUT
 
@@ -156,6 +157,20 @@ def run_outputs(metadata_file: str, pipeline_name: str,
     executions = [e.id for e in mlmd.get_executions_by_context(run.id)]
     keys = {e.artifact_id: e.path.steps[0].key for e in mlmd.get_events_by_execution_ids(executions) if e.type == _OUTPUT}
     return run.name, {keys[a.id]: a for a in mlmd.get_artifacts_by_id(list(keys))}
+
+
+def wall_times(metadata_file: str, pipeline_name: str, run_id: Optional[str] = None) -> dict[str, float]:
+    """Seconds each component of a run (default: the newest) took, by its id, and "run": first start to last end."""
+    mlmd = store(metadata_file)
+    executions = mlmd.get_executions_by_context(_run(mlmd, pipeline_name, run_id).id)
+    seconds = {}
+    for execution in executions:
+        node = next(c for c in mlmd.get_contexts_by_execution(execution.id) if c.type == NODE_CONTEXT)
+        seconds[node.name.removeprefix(f"{pipeline_name}.")] = (execution.last_update_time_since_epoch
+                                                                 - execution.create_time_since_epoch) / 1000
+    seconds["run"] = (max(e.last_update_time_since_epoch for e in executions)
+                      - min(e.create_time_since_epoch for e in executions)) / 1000
+    return seconds
 
 
 def robustness(metrics: Metrics) -> list[RobustnessPoint]:
