@@ -20,7 +20,7 @@ from typing import Optional
 from tfx.components.util import model_utils
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
 from tfx.dsl.component.experimental.decorators import component
-from tfx.types import artifact_utils, standard_artifacts
+from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
 from cnnpipe.core.errors import CnnpipeError
@@ -75,12 +75,14 @@ def PushCheck(
     evaluation: InputArtifact[standard_artifacts.ModelEvaluation] = None,
 ) -> None:
     """Blesses the candidate for serving when `check` passes; a model the Evaluator did not bless is not checked.
-    Without an evaluation (`cnnpipe index`: the served weights with a new catalog) the accuracy is not compared."""
+    Without an evaluation (`cnnpipe index`: the served weights with a new catalog) the accuracy is not compared,
+    and the model answers every split's examples (a small catalog's hash split may leave eval empty)."""
     if model_blessing is not None and not model_utils.is_model_blessed(model_blessing):
         infra_blessing.set_int_custom_property(BLESSED, 0)
         infra_blessing.set_string_custom_property(REASON, "not checked: the Evaluator did not bless the model")
         return
-    eval_files = os.path.join(artifact_utils.get_split_uri([examples], "eval"), "*")
+    splits = "eval" if evaluation is not None else "*"  # ExampleGen writes a split's files under Split-<name>/
+    eval_files = os.path.join(examples.uri, f"Split-{splits}", "*")
     try:
         report = check(path_utils.serving_model_path(model.uri), eval_files,
                        candidate_accuracy(evaluation.uri) if evaluation is not None else None)
