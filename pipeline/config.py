@@ -53,8 +53,8 @@ class PipelineConfig:
                           flag="--no-search")
     search_top_k: int = option(10, "catalog items the search signature returns per image", "visual search",
                                metavar="K")
-    catalog: Optional[str] = option(None, "the images search answers with, in any format --data takes, with "
-                                    "their own classes", "visual search", metavar="PATH",
+    catalog: Optional[str] = option(None, "the images search answers with: any format --data takes, with "
+                                    "their own classes, or one folder of images without classes", "visual search", metavar="PATH",
                                     default_help="the training split")
     output_dir: str = option(DEFAULT_OUTPUT_DIR, "pipeline root, metadata and logs", "outputs", flag="--output")
     serving_dir: Optional[str] = option(None, "TF Serving base directory", "outputs",
@@ -108,7 +108,11 @@ class PipelineConfig:
         if known and not os.path.isdir(known.path):
             raise CnnpipeError(f"{known.name} is not installed at {known.path}; install it with: {known.install_hint}")
         class_names = self.class_names or (known.class_names if known else None)
-        return source.detect(self.data_path, self.data_format, class_names)
+        data = source.detect(self.data_path, self.data_format, class_names)
+        if not data.class_names:
+            raise CnnpipeError(f"{self.data_path}: a folder of images without classes; training needs them. Put each "
+                               "class's images in a folder named after it (a --catalog may be a folder without classes).")
+        return data
 
     def catalog_source(self) -> Optional["DataSource"]:
         """The --catalog images, inspected as --data is; None to index the training split."""

@@ -87,8 +87,10 @@ def retrieval_lines(figures: dict) -> list[str]:
              f"items, {min(figures['catalog_items'], 1000):,.0f} of them the queries of the figures below):"]
     if "precision_at_10" in figures:
         lines.append(f"  precision@10 {figures['precision_at_10']:.3f}, mAP@100 {figures['map_at_100']:.3f}")
-    if "served_precision_at_10" in figures:
-        lines[-1] += f" (served model: precision@10 {figures['served_precision_at_10']:.3f})"
+        if "served_precision_at_10" in figures:
+            lines[-1] += f" (served model: precision@10 {figures['served_precision_at_10']:.3f})"
+    elif figures["queries"]:
+        lines.append("  precision@10 and mAP@100 unknown: images without a class among the catalog or the queries")
     speed_up = figures["ann_queries_per_second"] / figures["exact_queries_per_second"]
     lines.append(f"  ScaNN index: recall@10 {figures['ann_recall_at_10']:.3f} against exact search, "
                  f"{figures['ann_queries_per_second']:,.0f} queries/s against {figures['exact_queries_per_second']:,.0f} "

@@ -15,7 +15,6 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
 from conftest import SHARED_TEST, clients_calling, cnnpipe, encode, fashion_mnist, running_server, versions, wait_until
-from cnnpipe.pipeline.datasets import FASHION_MNIST
 
 NEW_ITEMS = 24
 
@@ -37,15 +36,12 @@ class Indexing:
 
 @pytest.fixture(scope="module")
 def new_items(tmp_path_factory) -> list[Path]:
-    """Test images the shared run never saw, as class folders of PNGs: the items a shop added today."""
-    root = tmp_path_factory.mktemp("new_items")
-    images, labels = fashion_mnist("t10k", SHARED_TEST + NEW_ITEMS)
-    paths = []
-    for number in range(SHARED_TEST, SHARED_TEST + NEW_ITEMS):
-        folder = root / "catalog" / FASHION_MNIST.class_names[labels[number]].replace("/", "_")
-        folder.mkdir(parents=True, exist_ok=True)
-        paths.append(folder / f"item-{number}.png")
-        paths[-1].write_bytes(encode(images[number]))
+    """Test images the shared run never saw, as one folder of PNGs without classes: the items a shop added today."""
+    folder = tmp_path_factory.mktemp("new_items") / "catalog"
+    folder.mkdir()
+    paths = [folder / f"item-{number}.png" for number in range(SHARED_TEST, SHARED_TEST + NEW_ITEMS)]
+    for path, image in zip(paths, fashion_mnist("t10k", SHARED_TEST + NEW_ITEMS)[0][SHARED_TEST:]):
+        path.write_bytes(encode(image))
     return paths
 
 
@@ -62,11 +58,11 @@ def indexing(pushed_run, new_items, tmp_path_factory) -> Indexing:
     served = versions(pushed_run.serving_base)[-1]
     shutil.copytree(os.path.join(pushed_run.serving_base, served), os.path.join(serving_dir, pushed_run.name, served))
     seen = Indexing(os.path.join(serving_dir, pushed_run.name), served)
-    catalog = new_items[0].parent.parent
+    catalog = new_items[0].parent
     (root / "empty" / "Bag").mkdir(parents=True)
     seen.empty = cnnpipe(*index_command(root / "empty", root, serving_dir, pushed_run.name), cwd=root)
     broken = shutil.copytree(catalog, root / "broken")
-    (broken / "Bag" / "cut-off.png").write_bytes(new_items[0].read_bytes()[:40])
+    (broken / "cut-off.png").write_bytes(new_items[0].read_bytes()[:40])
     seen.broken = cnnpipe(*index_command(broken, root, serving_dir, pushed_run.name), cwd=root)
     seen.left_after_refusals = versions(seen.serving_base)
 
@@ -112,6 +108,7 @@ def test_the_new_version_has_the_served_weights_and_finds_the_new_items_first(in
     assert [s.decode() for s in found["neighbor_sources"][:, 0]] == [str(path) for path in new_items]
     np.testing.assert_allclose(found["scores"][:, 0], 1.0, atol=1e-5)
     assert {s.decode() for s in found["neighbor_sources"].ravel()} <= {str(path) for path in new_items}
+    assert not found["neighbor_class_names"].astype(bool).any()  # the new items have no classes
     images = tf.constant([encode(pixels) for pixels in fashion_mnist("t10k", 8)[0]])
     outputs = [tf.saved_model.load(d).signatures["predict_image"](images=images)["probabilities"].numpy()
                for d in (old_dir, new_dir)]

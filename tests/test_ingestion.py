@@ -15,8 +15,9 @@ from google.protobuf import json_format
 from PIL import Image
 
 from conftest import encode, fashion_mnist, write_idx
-from cnnpipe.core.errors import IngestionError
+from cnnpipe.core.errors import CnnpipeError, IngestionError
 from cnnpipe.components.ingestion import executor, formats, source
+from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 
 NAMES = FASHION_MNIST.class_names
@@ -223,6 +224,24 @@ def test_detects_class_folders_without_a_split(tmp_path):
     assert data.format == "folder" and not data.has_own_split
     assert data.class_names == ("Bag", "Sandal", "Trouser")
     assert sorted(tf.io.gfile.glob(os.path.join(data.input_base, data.split_patterns["all"]))) == sorted(paths)
+
+
+def test_a_folder_of_images_without_classes_is_a_catalog_not_training_data(tmp_path):
+    """A shop's new items need no classes to be searched; training does."""
+    items = tmp_path / "items"
+    items.mkdir()
+    for number, image in enumerate(fashion_mnist("t10k", 3)[0]):
+        (items / f"item-{number}.png").write_bytes(encode(image))
+    (items / ".DS_Store").write_bytes(b"not an image")
+    data = source.detect(str(items))
+    assert (data.format, data.split_patterns, data.class_names) == ("images", {"all": "*"}, ())
+    properties = {"input_base": str(items), "custom_config": json_format.MessageToJson(executor.custom_config("images", ()))}
+    with test_pipeline.TestPipeline() as pipeline:
+        examples = pipeline | executor.ReadImages(properties, "*") | beam.Map(
+            lambda r: (parse(r)["label"], parse(r)["class_name"], os.path.basename(parse(r)["source"].decode())))
+        assert_that(examples, equal_to([(formats.NO_LABEL, b"", f"item-{number}.png") for number in range(3)]))
+    with pytest.raises(CnnpipeError, match=f"{items}: a folder of images without classes; training needs them"):
+        PipelineConfig(data=str(items)).data_source()
 
 
 def test_class_folders_split_into_train_and_test(tmp_path):

@@ -6,7 +6,11 @@ import shutil
 import numpy as np
 import pytest
 
+from cnnpipe.components import embedding_index
+from cnnpipe.core import features
+from cnnpipe.core.names import EMBEDDINGS
 from cnnpipe.models.catalog import normalized
+from cnnpipe.pipeline import summary
 from cnnpipe.retrieval import index, metrics
 
 
@@ -32,3 +36,15 @@ def test_an_index_copied_elsewhere_loads_and_finds_each_item_itself(tmp_path, it
     np.testing.assert_allclose(scores[ids[:, 0] == np.arange(200), 0], 1.0, atol=1e-2)
     with pytest.raises(index.IndexMismatch, match="built for another model"):
         index.load(copied, model_checksum=8)
+
+
+def test_a_catalog_without_classes_is_measured_for_speed_and_recall_and_its_precision_is_unknown():
+    rng = np.random.default_rng(0)
+    catalog = {EMBEDDINGS: normalized(rng.normal(size=(300, 16))), features.CLASS_NAME: np.full(300, b"")}
+    queries = {EMBEDDINGS: normalized(rng.normal(size=(20, 16))), features.CLASS_NAME: np.full(20, b"Bag")}
+    figures = embedding_index._measure(index.build(catalog[EMBEDDINGS], 10), catalog, queries, 0.5, 30_000)
+    assert "precision_at_10" not in figures and figures["queries"] == 20 and figures["ann_recall_at_10"] == 1.0
+    assert embedding_index.failures(figures, 0.0, 0.01) == []
+    assert "unknown" in embedding_index.failures(figures, 0.5, None)[0]
+    assert summary.retrieval_lines(figures)[1] == (
+        "  precision@10 and mAP@100 unknown: images without a class among the catalog or the queries")

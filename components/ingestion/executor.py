@@ -41,7 +41,8 @@ def _options(exec_properties: dict[str, Any]) -> tuple[str, list[str]]:
 def ReadImages(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str) -> beam.PCollection:
     """Reads the files that `split_pattern` matches under input_base as tf.Examples.
 
-    Class folders: every non-hidden file of every class folder (symlinks followed) must be an image.
+    Class folders: every non-hidden file of every class folder (symlinks followed) must be an image; so must
+    every non-hidden file of a folder of images without classes.
     """
     unresolved = _UNRESOLVED.search(split_pattern)
     if unresolved:
@@ -53,10 +54,12 @@ def ReadImages(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_p
         )
     data_format, class_names = _options(exec_properties)
     pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
-    if data_format == "folder":
+    if data_format in ("folder", "images"):
+        patterns = formats.class_file_patterns(os.path.dirname(os.path.dirname(pattern))) \
+            if data_format == "folder" else [pattern]
         return (
             pipeline
-            | "ClassFolders" >> beam.Create(formats.class_file_patterns(os.path.dirname(os.path.dirname(pattern))))
+            | "Patterns" >> beam.Create(patterns)
             | "MatchFiles" >> fileio.MatchAll()
             | "NotHidden" >> beam.Filter(lambda match: not formats.is_hidden(match.path))
             | "ReadMatches" >> fileio.ReadMatches()

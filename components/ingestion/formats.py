@@ -21,6 +21,7 @@ from cnnpipe.core import images
 from cnnpipe.core import features
 
 _IDX_UNSIGNED_BYTE = 0x08
+NO_LABEL = -1  # the label of an image without a class
 
 
 def make_example(image: bytes, label: int, class_name: str, source: str, height: int, width: int) -> bytes:
@@ -224,15 +225,17 @@ def class_file_patterns(root: str) -> list[str]:
 
 
 def read_image_file(path: str, data: bytes, class_names: Sequence[str]) -> bytes:
-    """One image of a class-per-folder tree as an example; its class is its folder's name."""
-    class_name = os.path.basename(os.path.dirname(path))
-    if class_name not in class_names:
+    """One image of a class-per-folder tree as an example; its class is its folder's name. Without class names (a
+    folder of images without classes: a catalog's new items) it has no class."""
+    class_name = os.path.basename(os.path.dirname(path)) if class_names else ""
+    if class_names and class_name not in class_names:
         raise IngestionError(
             f"{path}: its folder '{class_name}' is not one of the classes {list(class_names)}; "
             "every split must have the same class folders."
         )
     image, height, width = ingest_image(data, path)
-    return make_example(image, class_names.index(class_name), class_name, path, height, width)
+    label = class_names.index(class_name) if class_names else NO_LABEL
+    return make_example(image, label, class_name, path, height, width)
 
 
 # --- TFRecords of tf.Example -----------------------------------------------------------------

@@ -10,7 +10,7 @@ import tensorflow as tf
 from cnnpipe.core.errors import IngestionError
 from cnnpipe.components.ingestion import formats
 
-FORMATS = ("idx", "folder", "tfrecord")
+FORMATS = ("idx", "folder", "images", "tfrecord")  # images: one folder of images without classes (a catalog)
 TRAIN, EVAL = "train", "eval"
 # Directory or file-name prefixes that mark a data set's own evaluation split.
 EVAL_PREFIXES = ("t10k", "test", "eval", "val", "validation")
@@ -92,11 +92,14 @@ def _detect_format(path: str) -> str:
     for data_format, suffix in _FILE_SUFFIXES.items():
         if tf.io.gfile.glob(os.path.join(path, "*" + suffix)):
             return data_format
-    if any(tf.io.gfile.isdir(os.path.join(path, name)) for name in tf.io.gfile.listdir(path)):
+    names = [name for name in tf.io.gfile.listdir(path) if not formats.is_hidden(name)]
+    if any(tf.io.gfile.isdir(os.path.join(path, name)) for name in names):
         return "folder"
+    if names:
+        return "images"
     raise IngestionError(
-        f"{path}: found no IDX files (*-images-idx3-ubyte[.gz]), no TFRecords (*.tfrecord[.gz]) and no "
-        "class folders. Point --data at one of those, or name the format with --format."
+        f"{path}: found no IDX files (*-images-idx3-ubyte[.gz]), no TFRecords (*.tfrecord[.gz]), no class folders "
+        "and no images. Point --data at one of those, or name the format with --format."
     )
 
 
@@ -108,6 +111,8 @@ def _split_patterns(path: str, data_format: str) -> dict[str, str]:
         if TRAIN in names and eval_name:
             return {TRAIN: f"{TRAIN}/*/*", EVAL: f"{eval_name}/*/*"}
         return {"all": "*/*"}
+    if data_format == "images":
+        return {"all": "*"}
     suffix = _FILE_SUFFIXES[data_format]
     names = [os.path.basename(f) for f in tf.io.gfile.glob(os.path.join(path, "*" + suffix))]
     if not names:
@@ -121,7 +126,10 @@ def _split_patterns(path: str, data_format: str) -> dict[str, str]:
 def _class_names(
     path: str, data_format: str, patterns: list[str], given: Optional[Sequence[str]]
 ) -> tuple[str, ...]:
-    """Class names: given, else `class_names.txt`, else folder names, else numbers from IDX labels."""
+    """Class names: given, else `class_names.txt`, else folder names, else numbers from IDX labels; images without
+    classes have none."""
+    if data_format == "images":
+        return ()
     given = given or _names_file(path)
     if given:
         return tuple(given)
