@@ -5,6 +5,10 @@ image's embedding towards its class direction and away from the others', so the 
 ranks images of one class first: what visual search needs. The classifier keeps the name of every model's head
 (`blocks.HEAD`), so the `embed` signature returns the normalized embedding and the serving signatures, warm start
 and the Evaluator see a model like any other.
+
+Training adds a supervised contrastive term on the embeddings of each batch (Khosla et al., 2020), which ranks an
+image's same-class batch mates above the others directly: `with_contrastive_output` gives the trained model the
+embedding as a second output, and the term is that output's loss.
 """
 
 import tensorflow as tf
@@ -13,7 +17,9 @@ import tf_keras as keras
 from cnnpipe.models import blocks
 
 EMBEDDING = "embedding"
+NORMALIZED = f"{EMBEDDING}_normalized"
 SCALE = 16.0  # the cosines' scale: softmax over values in [-1, 1] alone cannot approach one-hot
+TEMPERATURE = 0.1  # of the contrastive term's softmax over cosines
 
 
 @keras.utils.register_keras_serializable(package="cnnpipe")
@@ -39,6 +45,34 @@ def with_embedding(model: keras.Model, dim: int) -> keras.Model:
     """`model` with its head replaced by a `dim`-d normalized embedding and a cosine classifier."""
     features = model.get_layer(blocks.HEAD).input
     embedding = keras.layers.Dense(dim, name=EMBEDDING)(features)
-    normalized = keras.layers.UnitNormalization(name=f"{EMBEDDING}_normalized")(embedding)
+    normalized = keras.layers.UnitNormalization(name=NORMALIZED)(embedding)
     classes = model.get_layer(blocks.HEAD).units
     return keras.Model(model.inputs, CosineClassifier(classes, name=blocks.HEAD)(normalized), name=model.name)
+
+
+@keras.utils.register_keras_serializable(package="cnnpipe")
+class SupervisedContrastiveLoss(keras.losses.Loss):
+    """Per image of a batch of unit embeddings: the mean, over its same-class batch mates, of minus the log-softmax
+    of their cosine / temperature among all its batch mates (0 for an image without one)."""
+
+    def __init__(self, temperature: float = TEMPERATURE, **kwargs):
+        super().__init__(**kwargs)
+        self.temperature = temperature
+
+    def call(self, labels: tf.Tensor, embeddings: tf.Tensor) -> tf.Tensor:
+        labels = tf.reshape(labels, [-1])
+        others = 1.0 - tf.eye(tf.shape(labels)[0])
+        logits = tf.matmul(embeddings, embeddings, transpose_b=True) / self.temperature - 1e9 * (1.0 - others)
+        log_softmax = logits - tf.reduce_logsumexp(logits, axis=1, keepdims=True)
+        mates = tf.cast(tf.equal(labels[:, None], labels[None, :]), log_softmax.dtype) * others
+        return -tf.reduce_sum(mates * log_softmax, axis=1) / tf.maximum(tf.reduce_sum(mates, axis=1), 1.0)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+def with_contrastive_output(model: keras.Model) -> keras.Model:
+    """`model` (from `with_embedding`) with its normalized embedding as a second output, for training only: compiled
+    with `SupervisedContrastiveLoss` on it, each label trains both outputs. The exported model is `model` itself."""
+    return keras.Model(model.inputs, {blocks.HEAD: model.output, NORMALIZED: model.get_layer(NORMALIZED).output},
+                       name=model.name)

@@ -13,8 +13,9 @@ def lenet5(
     dropout: float = 0.0,
     l2: float = 5e-4,
     use_bias: bool = True,
+    width: float = 1.0,
 ) -> keras.Model:
-    """conv 5x5x6, pool, conv 5x5x16, pool, FC 120, FC 84, FC classes.
+    """conv 5x5x6, pool, conv 5x5x16, pool, FC 120, FC 84, FC classes; `width` scales the filters and units.
 
     conv1 pads by 2 pixels ("same"), so a 28x28 image behaves as LeNet-5's 32x32 frame:
     61,706 parameters for 28x28x1 inputs and 10 classes. `l2` penalizes the hidden layers'
@@ -22,14 +23,15 @@ def lenet5(
     lecture asks about; see docs/pitfalls.md).
     """
     hidden = {"activation": "relu", "use_bias": use_bias, "kernel_regularizer": keras.regularizers.L2(l2) if l2 else None}
+    conv1, conv2, fc1, fc2 = (max(1, round(size * width)) for size in (6, 16, 120, 84))
     inputs = keras.Input(shape=input_shape, name=features.IMAGE_XF)
-    x = layers.Conv2D(6, 5, padding="same", name="conv1", **hidden)(inputs)
+    x = layers.Conv2D(conv1, 5, padding="same", name="conv1", **hidden)(inputs)
     x = layers.MaxPooling2D(2, name="pool1")(x)
-    x = layers.Conv2D(16, 5, name="conv2", **hidden)(x)
+    x = layers.Conv2D(conv2, 5, name="conv2", **hidden)(x)
     x = layers.MaxPooling2D(2, name="pool2")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(120, name="fc1", **hidden)(x)
+    x = layers.Dense(fc1, name="fc1", **hidden)(x)
     x = layers.Dropout(dropout, name="dropout1")(x)
-    x = layers.Dense(84, name="fc2", **hidden)(x)
+    x = layers.Dense(fc2, name="fc2", **hidden)(x)
     x = layers.Dropout(dropout, name="dropout2")(x)
     return keras.Model(inputs, blocks.classifier(x, num_classes), name="lenet5")

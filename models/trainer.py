@@ -19,7 +19,7 @@ from tfx_bsl.public import tfxio
 
 from cnnpipe.core.errors import TrainingError
 from cnnpipe.core import features
-from cnnpipe.models import adversarial_training, embedding, registry, signatures, warm_start
+from cnnpipe.models import adversarial_training, blocks, embedding, registry, signatures, warm_start
 from cnnpipe.models.training_config import STRATEGIES, WARM_START_LATEST, TrainingConfig
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -126,12 +126,14 @@ def cosine_schedule(learning_rate: float, epochs: int) -> keras.callbacks.Learni
 
 
 def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
-    """`model` compiled with Adam, cross-entropy and accuracy."""
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+    """`model` compiled with Adam, cross-entropy and accuracy, and the contrastive term on an embedding output
+    (`embedding.with_contrastive_output`)."""
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if isinstance(model.output, dict):
+        loss = {blocks.HEAD: loss, embedding.NORMALIZED: embedding.SupervisedContrastiveLoss()}
+        metrics = {blocks.HEAD: metrics}
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
     return model
 
 
@@ -165,6 +167,8 @@ def run_fn(fn_args: FnArgs) -> None:
         if config.adversarial:
             fitted = adversarial_training.wrap(model, config.adversarial, config.adversarial_epsilon,
                                                config.adversarial_steps, tft_output, config.input_shape)
+        elif config.embedding_dim:
+            fitted = embedding.with_contrastive_output(model)
         compile_model(fitted, config.learning_rate)
     adversarial = f", adversarial {config.adversarial} at ε {config.adversarial_epsilon}" if config.adversarial else ""
     print(f"Training {config.model} ({model.count_params():,} parameters) for {config.epochs} epochs, "

@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tf_keras as keras
 
 from conftest import fashion_mnist
-from cnnpipe.models import embedding, registry, signatures, warm_start
+from cnnpipe.models import embedding, registry, signatures, trainer, warm_start
 
 SMALL = (28, 28, 1)
 
@@ -74,6 +75,14 @@ def test_unknown_model_names_the_known_ones():
         registry.get("vgg")
 
 
+def test_the_contrastive_term_of_hand_worked_embeddings():
+    """Items 0 and 1 share a class; item 2 has no batch mate of its class. At temperature 1, item 0's mate is
+    orthogonal to it and item 2 is itself: -log(e^0 / (e^0 + e^1)); item 1 sees both at cosine 0: log 2."""
+    embeddings = tf.constant([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    per_image = embedding.SupervisedContrastiveLoss(temperature=1.0).call(tf.constant([0, 0, 1]), embeddings)
+    np.testing.assert_allclose(per_image, [np.log(1 + np.e), np.log(2), 0.0], rtol=1e-6)
+
+
 def test_an_embedding_head_learns_a_normalized_embedding_that_warm_starts_whole(tmp_path):
     """--embedding-dim on real Fashion-MNIST: the loss falls, the embed output has the size asked for and unit
     length, probabilities sum to 1; saved as the Trainer saves, the model warm-starts another one layer for layer."""
@@ -81,9 +90,10 @@ def test_an_embedding_head_learns_a_normalized_embedding_that_warm_starts_whole(
     images = images[..., None].astype("float32") / 127.5 - 1
     keras.utils.set_random_seed(0)
     model = embedding.with_embedding(registry.build("lenet5", SMALL, 10), 32)
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    history = model.fit(images, labels, batch_size=64, epochs=3, verbose=0).history["loss"]
-    assert history[-1] < 0.7 * history[0]
+    fitted = trainer.compile_model(embedding.with_contrastive_output(model), 1e-3)  # as the Trainer trains it
+    history = fitted.fit(images, labels, batch_size=64, epochs=3, verbose=0).history
+    for loss in ("probabilities_loss", "embedding_normalized_loss"):
+        assert history[loss][-1] < 0.9 * history[loss][0], (loss, history[loss])
     embeddings = signatures.embedding_model(model).predict(images[:64], verbose=0)
     assert embeddings.shape == (64, 32)
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
