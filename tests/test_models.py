@@ -19,6 +19,8 @@ def test_lenet5_parameter_count_matches_the_hand_count():
     fc3 = 84 * 10 + 10
     model = registry.build("lenet5", SMALL, 10)
     assert model.count_params() == conv1 + conv2 + fc1 + fc2 + fc3 == 61_706
+    wide = registry.build("lenet5", SMALL, 10, width=4)  # 24 and 64 filters, 480 and 336 units
+    assert [wide.get_layer(name).output.shape[-1] for name in ("conv1", "conv2", "fc1", "fc2")] == [24, 64, 480, 336]
 
 
 def test_alexnet_at_227_with_1000_classes_has_62_378_344_parameters():
