@@ -1,0 +1,86 @@
+"""Which training makes a model's `embed` output rank best for visual search, side by side in one run.
+
+Each variant trains the same registry model as the Trainer does (`models/trainer.py`: `build_model`,
+`compile_model`, Adam with cosine decay, batch 128, the same seed) on the 60,000 Fashion-MNIST training images
+scaled to [-1, 1] as Transform scales them, in memory (no pipeline: the ranking, not the plumbing, is measured).
+It prints test accuracy and precision@10 / mAP@100 of exact cosine search with the 10,000 test images as queries and
+the 60,000 training images as the catalog (same class = relevant), as `bench/visual_search.py` measures them:
+
+- features as built: the model's penultimate layer (the default `embed`);
+- cosine classifier: `--embedding-dim D`'s normalized embedding, trained by cross-entropy alone;
+- cosine classifier + contrastive: the same with the supervised contrastive term (what `--embedding-dim` trains).
+
+    .venv/bin/python bench/retrieval_training.py [--epochs 20] [--embedding-dim 64] [--model-option width=4]
+"""
+
+import argparse
+import dataclasses
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+import report  # noqa: E402 - bench/report.py, beside this script
+from visual_search import TOP_K, exact_top, ranking  # noqa: E402
+from cnnpipe.core.options import key_value  # noqa: E402
+from cnnpipe.models import embedding, signatures, trainer  # noqa: E402
+from cnnpipe.models.catalog import normalized  # noqa: E402
+from cnnpipe.models.training_config import TrainingConfig  # noqa: E402
+from cnnpipe.pipeline.datasets import FASHION_MNIST  # noqa: E402
+
+VARIANTS = ("features as built", "cosine classifier", "cosine classifier + contrastive")
+
+
+def scaled(images: np.ndarray) -> np.ndarray:
+    return images[..., None].astype(np.float32) / 127.5 - 1.0
+
+
+def train(variant: str, config: TrainingConfig, images: np.ndarray, labels: np.ndarray) -> keras.Model:
+    """The model of `variant`, fitted as the Trainer fits it."""
+    keras.utils.set_random_seed(config.seed)
+    model = trainer.build_model(config if variant != VARIANTS[0] else dataclasses.replace(config, embedding_dim=None))
+    fitted = embedding.with_contrastive_output(model) if variant == VARIANTS[2] else model
+    trainer.compile_model(fitted, config.learning_rate)
+    batches = (tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(len(images), seed=config.seed)
+               .batch(config.batch_size).prefetch(tf.data.AUTOTUNE))
+    fitted.fit(batches, epochs=config.epochs, verbose=0,
+               callbacks=[trainer.cosine_schedule(config.learning_rate, config.epochs)])
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="lenet5")
+    parser.add_argument("--model-option", action="append", default=[], type=key_value, metavar="KEY=VALUE")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--embedding-dim", type=int, default=64)
+    args = parser.parse_args()
+    config = TrainingConfig(model=args.model, model_options=dict(args.model_option), input_shape=(28, 28, 1),
+                            epochs=args.epochs, embedding_dim=args.embedding_dim,
+                            class_names=FASHION_MNIST.class_names)
+    catalog_images, catalog_labels = report.fashion_mnist_arrays("train")
+    query_images, query_labels = report.fashion_mnist_arrays("t10k")
+    catalog_pixels, query_pixels = scaled(catalog_images), scaled(query_images)
+    options = "".join(f" {key}={value}" for key, value in config.model_options.items())
+    print(f"{config.model}{options}, {config.epochs} epochs; queries: {len(query_images):,} "
+          f"test images, catalog: {len(catalog_images):,} training images", flush=True)
+    print(f"\n{'variant':<34} {'dims':>5} {'accuracy':>9} {'P@10':>6} {'mAP@100':>8} {'train s':>8}")
+    for variant in VARIANTS:
+        started = time.perf_counter()
+        model = train(variant, config, catalog_pixels, catalog_labels)
+        seconds = time.perf_counter() - started
+        accuracy = float((model.predict(query_pixels, batch_size=1000, verbose=0).argmax(1) == query_labels).mean())
+        embed = signatures.embedding_model(model)
+        catalog = normalized(embed.predict(catalog_pixels, batch_size=1000, verbose=0))
+        queries = normalized(embed.predict(query_pixels, batch_size=1000, verbose=0))
+        precision, average_precision = ranking(exact_top(queries, catalog, TOP_K), catalog_labels, query_labels)
+        print(f"{variant:<34} {catalog.shape[1]:>5} {accuracy:>9.2%} {precision:>6.3f} {average_precision:>8.3f} "
+              f"{seconds:>8.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
