@@ -23,7 +23,7 @@ def test_precision_and_average_precision_of_hand_worked_rankings():
     assert metrics.recall(np.array([[1, 2, 3], [4, 5, 6]]), np.array([[3, 2, 9], [4, 5, 6]])) == pytest.approx(5 / 6)
 
 
-@pytest.mark.parametrize("items", [300, 6000], ids=["brute force", "tree and hashing"])
+@pytest.mark.parametrize("items", [300, 6000], ids=["brute force", "k-means tree"])
 def test_an_index_copied_elsewhere_loads_and_finds_each_item_itself(tmp_path, items):
     rng = np.random.default_rng(0)
     embeddings = normalized(rng.normal(size=(items, 16)))
