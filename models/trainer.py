@@ -130,7 +130,7 @@ def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
     (`embedding.with_contrastive_output`)."""
     loss = keras.losses.SparseCategoricalCrossentropy()
     metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    if isinstance(model.output, dict):
+    if embedding.NORMALIZED in (model.output_names or []):  # a subclassed model (adversarial training) has none
         loss = {blocks.HEAD: loss, embedding.NORMALIZED: embedding.SupervisedContrastiveLoss()}
         metrics = {blocks.HEAD: metrics}
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
