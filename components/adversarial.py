@@ -42,7 +42,7 @@ def AdversarialExamples(
     batch_size: Parameter[int] = AttackSettings.batch_size,
     seed: Parameter[int] = AttackSettings.seed,
 ) -> None:
-    """Writes the clean copy and the FGSM and PGD copies of the examples' `split`.
+    """Writes the clean copy and the attacked copies (FGSM, PGD, APGD) of the examples' `split`.
 
     Inputs:
       examples: ExampleGen's Examples (tf.Examples with an encoded `image` and an int64 `label`).
@@ -52,7 +52,7 @@ def AdversarialExamples(
       No transform graph: each exported model carries its own and is attacked through it.
     Parameters:
       split: the split to attack and write (default "eval").
-      attacks: "fgsm" and/or "pgd" (default both).
+      attacks: of "fgsm", "pgd", "apgd-ce" and "apgd-dlr" (default fgsm and pgd).
       epsilons: L-inf bounds on the [0, 1] pixel scale, each in (0, 1] (default 0.05, 0.1, 0.2, 0.3);
         the clean copy (ε 0) is always written. Each is applied as round(255 ε) 8-bit levels.
       pgd_steps: PGD's iterations (default 10); pgd_step_fraction: its step size as a fraction of ε

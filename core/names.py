@@ -6,7 +6,10 @@ the attacks, and where a run writes by default. The feature keys are `core/featu
 FGSM = "fgsm"
 FGSM_RS = "fgsm-rs"  # FGSM from a random start: training only
 PGD = "pgd"
-ATTACKS = (FGSM, PGD)  # evaluated
+APGD_CE, APGD_DLR = "apgd-ce", "apgd-dlr"  # Auto-PGD with cross-entropy, with the difference of logits ratio
+ATTACKS = (FGSM, PGD, APGD_CE, APGD_DLR)  # evaluated
+DEFAULT_ATTACKS = (FGSM, PGD)
+WORST_CASE = "worst-case"  # the slice of images that every attack was tried on, broken if any broke them
 NO_ATTACK = "none"  # the clean copies' attack tag
 CANDIDATE = "candidate"  # the model names TFMA and TFX's Evaluator give the two models
 BASELINE = "baseline"

@@ -150,7 +150,11 @@ class PipelineConfig:
         if not self.search and (t.min_retrieval_precision > 0 or t.max_retrieval_precision_drop is not None):
             raise CnnpipeError("--min-retrieval-precision and --max-retrieval-precision-drop gate visual search: "
                                "drop --no-search, or drop them.")
-        gated = t.min_fgsm_accuracy > 0 or t.min_pgd_accuracy > 0 or t.max_robust_accuracy_drop is not None
+        if t.min_robust_accuracy > 0 and len(self.robustness.attacks) < 2:
+            raise CnnpipeError("--min-robust-accuracy gates the worst case of two or more --attacks (e.g. "
+                               "fgsm,pgd,apgd-ce,apgd-dlr); with one, bound that attack's accuracy instead.")
+        gated = (t.min_fgsm_accuracy > 0 or t.min_pgd_accuracy > 0 or t.min_robust_accuracy > 0
+                 or t.max_robust_accuracy_drop is not None)
         if gated and t.robust_epsilon not in self.robustness.epsilons:
             raise CnnpipeError(f"--robust-epsilon {t.robust_epsilon} is not one of --epsilons "
                                f"{','.join(map(str, self.robustness.epsilons))}: the bounds gate an ε that is attacked.")

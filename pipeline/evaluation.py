@@ -45,12 +45,14 @@ def _threshold(lower_bound: float, max_drop: Optional[float]) -> tfma.MetricThre
 
 
 def _gates(thresholds: Thresholds, attacks: Sequence[str]) -> list[tfma.PerSliceMetricThreshold]:
-    """The clean bound on the clean slice; each attack's bound on its slice at `robust_epsilon`."""
+    """The clean bound on the clean slice; each attack's bound on its slice at `robust_epsilon`, and with more than one
+    attack their worst case's (`--min-robust-accuracy`)."""
     gates = [(CLEAN if attacks else OVERALL, thresholds.min_accuracy, thresholds.max_accuracy_drop)]
-    bounds = {names.FGSM: thresholds.min_fgsm_accuracy, names.PGD: thresholds.min_pgd_accuracy}
-    for attack in attacks:
-        if bounds[attack] > 0 or thresholds.max_robust_accuracy_drop is not None:
-            gates.append((attack_slice(attack, thresholds.robust_epsilon), bounds[attack],
+    bounds = {names.FGSM: thresholds.min_fgsm_accuracy, names.PGD: thresholds.min_pgd_accuracy,
+              names.WORST_CASE: thresholds.min_robust_accuracy}
+    for attack in [*attacks, names.WORST_CASE] if len(attacks) > 1 else attacks:
+        if bounds.get(attack, 0.0) > 0 or thresholds.max_robust_accuracy_drop is not None:
+            gates.append((attack_slice(attack, thresholds.robust_epsilon), bounds.get(attack, 0.0),
                           thresholds.max_robust_accuracy_drop))
     return [tfma.PerSliceMetricThreshold(slicing_specs=[spec], threshold=_threshold(lower, drop))
             for spec, lower, drop in gates]

@@ -118,9 +118,10 @@ def index_lines(metadata_file: str, pipeline_name: str) -> list[str]:
 def robustness_table(points: list[RobustnessPoint]) -> str:
     """attack, ε, candidate and (when there is one) served model's accuracy, one row a point."""
     with_baseline = any(point.baseline is not None for point in points)
-    rows = [f"{'attack':<7} {'ε':>5} {'candidate':>10}" + (f" {'served':>13}" if with_baseline else "")]
+    width = max([7] + [len(point.attack) for point in points])
+    rows = [f"{'attack':<{width}} {'ε':>5} {'candidate':>10}" + (f" {'served':>13}" if with_baseline else "")]
     for point in points:
-        row = f"{point.attack:<7} {point.epsilon:>5.3g} {point.candidate:>10.2%}"
+        row = f"{point.attack:<{width}} {point.epsilon:>5.3g} {point.candidate:>10.2%}"
         if with_baseline:
             row += f" {point.baseline:>13.2%}" if point.baseline is not None else f" {'-':>13}"
         rows.append(row)

@@ -24,6 +24,9 @@ class Thresholds:
     robust_epsilon: float = option(0.1, "the ε whose attacked slices the bounds below gate", "robustness")
     min_fgsm_accuracy: float = option(0.0, "lowest accuracy under FGSM at --robust-epsilon to bless", "robustness")
     min_pgd_accuracy: float = option(0.0, "lowest accuracy under PGD at --robust-epsilon to bless", "robustness")
+    min_robust_accuracy: float = option(0.0, "lowest accuracy at --robust-epsilon under every attack at once (the "
+                                        "worst-case slice: an image counts if no attack broke it) to bless",
+                                        "robustness")
     max_robust_accuracy_drop: Optional[float] = option(
         None, "how far below the served model's accuracy under each attack at --robust-epsilon a model may "
         "be and still be blessed", "robustness", metavar="DROP", default_help="not compared")

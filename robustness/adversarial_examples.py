@@ -28,7 +28,7 @@ from cnnpipe.core import features
 from cnnpipe.models import preprocessing
 from cnnpipe.robustness import attacks
 from cnnpipe.robustness.pixel_model import PixelModel
-from cnnpipe.core.names import BASELINE, CANDIDATE, FGSM, NO_ATTACK, PGD
+from cnnpipe.core.names import APGD_CE, APGD_DLR, BASELINE, CANDIDATE, FGSM, NO_ATTACK, PGD, WORST_CASE
 from cnnpipe.robustness.settings import AttackSettings
 
 WEIGHT_KEYS = {CANDIDATE: features.WEIGHT_CANDIDATE, BASELINE: features.WEIGHT_BASELINE}
@@ -50,15 +50,34 @@ class Copy:
 
 def adversarial_batches(models: Mapping[str, PixelModel], pixels: Mapping[str, tf.Tensor], labels: tf.Tensor,
                         settings: AttackSettings, seed: tuple[int, int]) -> Iterator[Copy]:
-    """Every model's attacks on one batch, each model with its own gradients and its own input size."""
+    """Every model's attacks on one batch, each model with its own gradients and its own input size, then (with
+    more than one attack) their worst case per ε."""
     for name, model in models.items():
+        made = []
         if FGSM in settings.attacks:
-            made = attacks.fgsm(model.probabilities, pixels[name], labels, settings.epsilons)
-            yield from (Copy(name, FGSM, e, x) for e, x in zip(settings.epsilons, made))
+            made += [Copy(name, FGSM, e, x) for e, x in
+                     zip(settings.epsilons, attacks.fgsm(model.probabilities, pixels[name], labels, settings.epsilons))]
         if PGD in settings.attacks:
-            made = attacks.pgd(model.probabilities, pixels[name], labels, settings.epsilons, settings.pgd_steps,
-                               settings.pgd_step_fraction, seed)
-            yield from (Copy(name, PGD, e, x) for e, x in zip(settings.epsilons, made))
+            made += [Copy(name, PGD, e, x) for e, x in zip(settings.epsilons, attacks.pgd(
+                model.probabilities, pixels[name], labels, settings.epsilons, settings.pgd_steps,
+                settings.pgd_step_fraction, seed))]
+        for loss in (APGD_CE, APGD_DLR):
+            if loss in settings.attacks:
+                made += [Copy(name, loss, e, x) for e, x in zip(settings.epsilons, attacks.apgd(
+                    model.probabilities, pixels[name], labels, settings.epsilons, loss, settings.apgd_steps, seed))]
+        yield from made
+        if settings.worst_case:
+            yield from (worst_case(model, [copy for copy in made if copy.epsilon == e], labels) for e in settings.epsilons)
+
+
+def worst_case(model: PixelModel, copies: list[Copy], labels: tf.Tensor) -> Copy:
+    """Per image, the first of the attacks' `copies` (one ε) that `model` misclassifies, else the last: the image
+    counts as robust only if every attack failed on it (what AutoAttack reports)."""
+    chosen = copies[-1].pixels
+    for copy in reversed(copies[:-1]):
+        fooled = tf.argmax(model.probabilities(copy.pixels), axis=-1, output_type=labels.dtype) != labels
+        chosen = tf.where(fooled[:, tf.newaxis, tf.newaxis, tf.newaxis], copy.pixels, chosen)
+    return Copy(copies[0].attacked_model, WORST_CASE, copies[0].epsilon, chosen)
 
 
 def tagged(source: tf.train.Example, attack: str, epsilon: float, attacked_model: str,
@@ -125,8 +144,10 @@ def write(examples_pattern: str, output_dir: str, models: Mapping[str, PixelMode
     if not files:
         raise RobustnessError(f"no examples match {examples_pattern}; give the split directory ExampleGen wrote.")
     total, done, started, reported = _count(files, settings.max_examples), 0, time.monotonic(), time.monotonic()
-    progress(f"Adversarial examples: {total:,} source images x {settings.copies_per_model} attacks "
-             f"({', '.join(settings.attacks)} at ε {', '.join(map(str, settings.epsilons))}) against {', '.join(models)}")
+    worst = ", and their worst case" if settings.worst_case else ""
+    progress(f"Adversarial examples: {total:,} source images x {settings.copies_per_model} copies "
+             f"({', '.join(settings.attacks)}{worst} at ε {', '.join(map(str, settings.epsilons))}) against "
+             f"{', '.join(models)}")
     tf.io.gfile.makedirs(output_dir)
     options = tf.io.TFRecordOptions(compression_type="GZIP")
     with tf.io.TFRecordWriter(os.path.join(output_dir, OUTPUT_FILE), options) as writer:

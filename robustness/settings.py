@@ -7,7 +7,7 @@ TensorFlow here: the CLI builds its options from these fields and stays fast to 
 import dataclasses
 
 from cnnpipe.core.errors import RobustnessError
-from cnnpipe.core.names import ATTACKS, NO_ATTACK
+from cnnpipe.core.names import ATTACKS, DEFAULT_ATTACKS, NO_ATTACK
 from cnnpipe.core.options import names, numbers, option
 
 
@@ -20,16 +20,17 @@ def attack_names(text: str) -> tuple[str, ...]:
 class AttackSettings:
     """Which copies to make; no `attacks` makes none. `max_examples` 0 attacks every source example."""
 
-    attacks: tuple[str, ...] = option(ATTACKS, "attacks on the eval images, each model with its own gradients; "
-                                      "none: clean images only", "robustness", parse=attack_names,
-                                      metavar="fgsm,pgd|none")
+    attacks: tuple[str, ...] = option(DEFAULT_ATTACKS, "attacks on the eval images, each model with its own "
+                                      "gradients, of fgsm, pgd, apgd-ce, apgd-dlr; none: clean images only",
+                                      "robustness", parse=attack_names, metavar="fgsm,pgd|none")
     epsilons: tuple[float, ...] = option((0.05, 0.1, 0.2, 0.3), "L-inf bounds on the [0, 1] pixel scale; the clean "
                                          "images are ε 0", "robustness", parse=numbers, metavar="E,...")
     pgd_steps: int = option(10, "PGD's steps", "robustness")
     pgd_step_fraction: float = 0.25  # PGD's step size, a fraction of ε
+    apgd_steps: int = 20  # APGD's steps, with either loss
     max_examples: int = 0
     batch_size: int = 256
-    seed: int = 0  # PGD's random starts
+    seed: int = 0  # PGD's and APGD's random starts
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.attacks if name not in ATTACKS]
@@ -52,5 +53,10 @@ class AttackSettings:
             )
 
     @property
+    def worst_case(self) -> bool:
+        """Whether the copies include the worst case of the attacks: with more than one."""
+        return len(self.attacks) > 1
+
+    @property
     def copies_per_model(self) -> int:
-        return len(self.attacks) * len(self.epsilons)
+        return (len(self.attacks) + self.worst_case) * len(self.epsilons)

@@ -136,8 +136,41 @@ def test_fgsm_agrees_with_adversarial_robustness_toolbox(candidate, test_set):
         assert same_images >= 0.95 and same_pixels >= 0.999
 
 
+@pytest.mark.filterwarnings("ignore:PyTorch not found")
+@pytest.mark.parametrize("loss, art_loss", [("apgd-ce", "cross_entropy"), ("apgd-dlr", "difference_logits_ratio")])
+def test_apgd_agrees_with_adversarial_robustness_toolbox_and_is_at_least_as_strong_as_pgd(candidate, test_set, loss,
+                                                                                         art_loss):
+    """ART's AutoProjectedGradientDescent, with the same budget, steps and one random start, leaves the same accuracy
+    within 1.5 points; ART needs logits for DLR: the log-probabilities are the logits up to a shift per example."""
+    from art.attacks.evasion import AutoProjectedGradientDescent  # noqa: PLC0415 - test-only dependency
+    from art.estimators.classification import TensorFlowV2Classifier  # noqa: PLC0415
+
+    pixels, labels = test_set
+    logits = art_loss == "difference_logits_ratio"
+    classifier = TensorFlowV2Classifier(
+        model=lambda x, training=False: tf.math.log(candidate.probabilities(x)) if logits else candidate.probabilities(x),
+        nb_classes=len(FASHION_MNIST.class_names), input_shape=candidate.input_shape, clip_values=(0.0, 255.0),
+        loss_object=tf.keras.losses.CategoricalCrossentropy(from_logits=logits),
+    )
+    one_hot = tf.one_hot(labels, len(FASHION_MNIST.class_names)).numpy()
+    accuracy = lambda images: float(np.mean(np.argmax(candidate.probabilities(images), axis=1) == labels.numpy()))
+    for epsilon in (0.02, 0.05):
+        budget = float(attacks.pixel_budget(epsilon))
+        theirs = AutoProjectedGradientDescent(classifier, eps=budget, eps_step=2 * budget, max_iter=20, nb_random_init=1,
+                                              batch_size=len(labels), loss_type=art_loss, verbose=False)
+        (ours,) = attacks.apgd(candidate.probabilities, pixels, labels, [epsilon], loss, steps=20)
+        (pgd,) = attacks.pgd(candidate.probabilities, pixels, labels, [epsilon], steps=20)
+        ours_accuracy, art_accuracy = accuracy(ours), accuracy(tf.constant(theirs.generate(pixels.numpy(), one_hot)))
+        print(f"ε {epsilon}: {loss} {ours_accuracy:.3f}, ART {art_accuracy:.3f}, PGD-20 {accuracy(pgd):.3f}")
+        assert abs(ours_accuracy - art_accuracy) <= 0.015
+        assert accuracy(ours) < accuracy(pixels) - 0.05
+        assert np.all(ours.numpy() == np.round(ours.numpy())) and 0 <= ours.numpy().min() and ours.numpy().max() <= 255
+        assert np.abs(ours.numpy() - pixels.numpy()).max() <= budget
+    assert loss != "apgd-ce" or ours_accuracy <= accuracy(pgd) + 0.005
+
+
 @pytest.mark.parametrize("settings, message", [
-    ({"attacks": ("fgsm", "cw")}, "choose one or more of fgsm, pgd"),
+    ({"attacks": ("fgsm", "cw")}, "choose one or more of fgsm, pgd, apgd-ce, apgd-dlr"),
     ({"epsilons": (0.1, 25)}, "in (0, 1], on the [0, 1] pixel scale"),
     ({"epsilons": (0.0, 0.1)}, "the clean copy (ε = 0) is always written"),
     ({"pgd_steps": 0}, "at least one step"),
@@ -158,6 +191,8 @@ def test_a_model_without_the_transform_graph_is_refused(tmp_path):
 
 # The component, run by TFX on a small slice of the real test set.
 SOURCES, COMPONENT_EPSILONS, STEPS, COMPONENT_BATCH = 120, [0.1, 0.3], 3, 50
+COMPONENT_ATTACKS = ["fgsm", "pgd", "apgd-dlr"]
+SLICES = [*COMPONENT_ATTACKS, "worst-case"]  # with more than one attack, their worst case too
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +213,7 @@ def component_run(models, tmp_path_factory) -> dict:
     )
     adversarial = AdversarialExamples(
         examples=examples.outputs["result"], model=candidate_model.outputs["result"],
-        baseline_model=baseline_model.outputs["result"], epsilons=COMPONENT_EPSILONS, pgd_steps=STEPS,
+        baseline_model=baseline_model.outputs["result"], attacks=COMPONENT_ATTACKS, epsilons=COMPONENT_EPSILONS, pgd_steps=STEPS,
         max_examples=SOURCES, batch_size=COMPONENT_BATCH,
     )
     pipeline = tfx.dsl.Pipeline(
@@ -215,10 +250,10 @@ def test_component_writes_a_clean_copy_and_every_attack_per_source(component_run
         for r in records
     )
     expected = {("none", "none", 0.0): SOURCES}
-    expected.update({(m, a, e): SOURCES for m in ("candidate", "baseline") for a in ("fgsm", "pgd") for e in COMPONENT_EPSILONS})
+    expected.update({(m, a, e): SOURCES for m in ("candidate", "baseline") for a in SLICES for e in COMPONENT_EPSILONS})
     assert kinds == expected
     sources = collections.Counter(value(r, features.SOURCE).decode() for r in records)
-    assert sources == {f"t10k-images-idx3-ubyte.gz:{i}": 1 + 2 * 2 * len(COMPONENT_EPSILONS) for i in range(SOURCES)}
+    assert sources == {f"t10k-images-idx3-ubyte.gz:{i}": 1 + 2 * len(SLICES) * len(COMPONENT_EPSILONS) for i in range(SOURCES)}
     for r in records:  # the source's features travel with every copy
         index = int(value(r, features.SOURCE).decode().rsplit(":", 1)[1])
         label = int(component_run["labels"][index])
@@ -273,7 +308,7 @@ def test_each_model_is_attacked_with_its_own_gradients(models, component_run):
     written = {}
     for name in ("candidate", "baseline"):
         model = PixelModel(models[name])
-        for attack in ("fgsm", "pgd"):
+        for attack in COMPONENT_ATTACKS:
             found = copies(records, name, attack, 0.1)
             assert [value(r, features.SOURCE).decode() for r in found] == [f"t10k-images-idx3-ubyte.gz:{i}" for i in range(SOURCES)]
             written[name, attack] = np.stack([decoded(r) for r in found])
@@ -282,7 +317,24 @@ def test_each_model_is_attacked_with_its_own_gradients(models, component_run):
                            seed=(0, i // COMPONENT_BATCH))[0] for i in range(0, SOURCES, COMPONENT_BATCH)]  # seed: (seed, batch)
         np.testing.assert_array_equal(written[name, "fgsm"], fgsm.numpy()[..., 0])
         np.testing.assert_array_equal(written[name, "pgd"], np.concatenate(pgd)[..., 0])
+        apgd = [attacks.apgd(model.probabilities, pixels[i:i + COMPONENT_BATCH], labels[i:i + COMPONENT_BATCH], [0.1],
+                             "apgd-dlr", seed=(0, i // COMPONENT_BATCH))[0] for i in range(0, SOURCES, COMPONENT_BATCH)]
+        np.testing.assert_array_equal(written[name, "apgd-dlr"], np.concatenate(apgd)[..., 0])
     assert np.mean(np.any(written["candidate", "fgsm"] != written["baseline", "fgsm"], axis=(1, 2))) > 0.9
+
+
+def test_the_worst_case_copy_is_broken_exactly_when_some_attack_broke_the_image(models, component_run):
+    """Per model and ε, the worst-case copy is one of the attacks' copies, and the model misclassifies it exactly
+    when it misclassifies one of them: an image counts as robust only if every attack failed."""
+    records, labels = component_run["records"], component_run["labels"][:SOURCES]
+    for name in ("candidate", "baseline"):
+        for epsilon in COMPONENT_EPSILONS:
+            attacked = {a: np.stack([decoded(r) for r in copies(records, name, a, epsilon)]) for a in SLICES}
+            wrong = {a: np.argmax(served_probabilities(models[name], images[..., None]), axis=1) != labels
+                     for a, images in attacked.items()}
+            np.testing.assert_array_equal(wrong["worst-case"], np.any([wrong[a] for a in COMPONENT_ATTACKS], axis=0))
+            assert all(any(np.array_equal(worst, attacked[a][i]) for a in COMPONENT_ATTACKS)
+                       for i, worst in enumerate(attacked["worst-case"]))
 
 
 def test_tfma_measures_each_model_on_the_clean_copies_and_its_own_attacks(models, component_run, tmp_path):
@@ -310,7 +362,7 @@ def test_tfma_measures_each_model_on_the_clean_copies_and_its_own_attacks(models
                 measured[(entry.key.model_name, slice_key[features.ATTACK], slice_key[features.EPSILON])] = entry.value.double_value.value
     records, labels = component_run["records"], component_run["labels"][:SOURCES]
     for name in names:
-        for attack, epsilon in [("none", 0.0)] + [(a, e) for a in ("fgsm", "pgd") for e in COMPONENT_EPSILONS]:
+        for attack, epsilon in [("none", 0.0)] + [(a, e) for a in SLICES for e in COMPONENT_EPSILONS]:
             written = copies(records, "none" if attack == "none" else name, attack, epsilon)
             independent = served_accuracy(models[name], np.stack([decoded(r) for r in written])[..., None], labels)
             assert measured[(name, attack, epsilon)] == pytest.approx(independent, abs=1e-6), (name, attack, epsilon)

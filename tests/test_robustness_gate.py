@@ -65,10 +65,12 @@ def test_a_model_that_passes_clean_accuracy_but_fails_fgsm_is_not_pushed(fragile
 
 def test_accuracy_falls_as_epsilon_grows(fragile_run):
     points = {(p.attack, p.epsilon): p.candidate for p in fragile_run["summary"].robustness}
-    assert set(points) == {("none", 0.0)} | {(a, e) for a in ("fgsm", "pgd") for e in EPSILONS}
-    for attack in ("fgsm", "pgd"):
+    assert set(points) == {("none", 0.0)} | {(a, e) for a in ("fgsm", "pgd", "worst-case") for e in EPSILONS}
+    for attack in ("fgsm", "pgd", "worst-case"):
         curve = [points["none", 0.0]] + [points[attack, e] for e in EPSILONS]
         assert curve == sorted(curve, reverse=True) and curve[-1] < curve[0] - 0.1, (attack, curve)
+    for epsilon in EPSILONS:  # an image counts as robust only if neither attack broke it
+        assert points["worst-case", epsilon] <= min(points["fgsm", epsilon], points["pgd", epsilon])
 
 
 def test_the_evaluators_fgsm_slice_equals_an_independent_attack(fragile_run):
@@ -102,7 +104,7 @@ def test_the_report_is_written_and_cnnpipe_report_prints_it_again(fragile_run):
     with open(directory / "robustness.csv") as file:
         rows = list(csv.DictReader(file))
     assert [(r["model"], r["attack"], float(r["epsilon"])) for r in rows] == [
-        ("candidate", "none", 0.0), *(("candidate", a, e) for a in ("fgsm", "pgd") for e in EPSILONS)]
+        ("candidate", "none", 0.0), *(("candidate", a, e) for a in ("fgsm", "pgd", "worst-case") for e in EPSILONS)]
     assert [float(r["accuracy"]) for r in rows] == pytest.approx([p.candidate for p in run.robustness], abs=1e-6)
     with Image.open(directory / "robustness.png") as image:
         assert image.format == "PNG" and image.width > 500
@@ -134,3 +136,17 @@ def test_report_names_a_directory_without_a_run(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == (f"cnnpipe: {tmp_path}: no metadata.sqlite here; give the --output directory of "
                                      "a `cnnpipe run` (default cnnpipe-output).")
+
+
+def test_the_worst_case_gate_needs_two_attacks_and_bounds_their_worst_case_slice():
+    from cnnpipe.pipeline import evaluation  # noqa: PLC0415 - TFMA
+    from cnnpipe.pipeline.config import PipelineConfig  # noqa: PLC0415
+    from cnnpipe.core.errors import CnnpipeError  # noqa: PLC0415
+
+    config = PipelineConfig.from_options(attacks=("fgsm", "pgd", "apgd-ce"), min_robust_accuracy=0.4)
+    gates = evaluation.eval_config(config.checked_thresholds(), config.robustness.attacks).metrics_specs[0] \
+        .metrics[0].per_slice_thresholds
+    worst = [gate for gate in gates if dict(gate.slicing_specs[0].feature_values).get(features.ATTACK) == "worst-case"]
+    assert len(worst) == 1 and worst[0].threshold.value_threshold.lower_bound.value == 0.4
+    with pytest.raises(CnnpipeError, match="--min-robust-accuracy gates the worst case of two or more --attacks"):
+        PipelineConfig.from_options(attacks=("pgd",), min_robust_accuracy=0.4).checked_thresholds()
