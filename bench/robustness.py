@@ -98,7 +98,8 @@ def main() -> None:
     models = {CANDIDATE: PixelModel(args.model or newest_version(SERVED))}
     if args.baseline:
         models[BASELINE] = PixelModel(args.baseline)
-    settings = AttackSettings(pgd_steps=args.pgd_steps, batch_size=args.batch_size)
+    settings = AttackSettings(pgd_steps=args.pgd_steps, batch_size=args.batch_size,
+                              worst_case_epsilon=Thresholds().robust_epsilon)  # as the pipeline's default run
     print(f"model {models[CANDIDATE].model_dir}; {os.cpu_count()} CPUs, load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 

@@ -38,6 +38,7 @@ def AdversarialExamples(
     epsilons: Parameter[List[float]] = None,
     pgd_steps: Parameter[int] = AttackSettings.pgd_steps,
     pgd_step_fraction: Parameter[float] = AttackSettings.pgd_step_fraction,
+    worst_case_epsilon: Parameter[float] = None,
     max_examples: Parameter[int] = AttackSettings.max_examples,
     batch_size: Parameter[int] = AttackSettings.batch_size,
     seed: Parameter[int] = AttackSettings.seed,
@@ -57,6 +58,8 @@ def AdversarialExamples(
         the clean copy (ε 0) is always written. Each is applied as round(255 ε) 8-bit levels.
       pgd_steps: PGD's iterations (default 10); pgd_step_fraction: its step size as a fraction of ε
         (default 0.25); PGD starts from a uniform random point of the ε-ball, drawn from `seed`.
+      worst_case_epsilon: with more than one attack, the ε at which to write their worst case too (attack
+        "worst-case": per image the first attacked image that fools the model, else the last); default none.
       max_examples: attack the first N examples only (default 0: all); batch_size: images per batch.
     Output adversarial_examples: Examples with the one split `split`, gzipped TFRecords of
       tf.Example as ExampleGen writes them. Per source example: one clean copy (attack "none",
@@ -72,6 +75,7 @@ def AdversarialExamples(
         epsilons=tuple(json_parameter(epsilons) or AttackSettings.epsilons),
         pgd_steps=pgd_steps,
         pgd_step_fraction=pgd_step_fraction,
+        worst_case_epsilon=worst_case_epsilon,
         max_examples=max_examples,
         batch_size=batch_size,
         seed=seed,

@@ -161,10 +161,12 @@ class PipelineConfig:
         return t
 
     def attack_settings(self) -> Optional[AttackSettings]:
-        """The AdversarialExamples settings (PGD's random starts from the run's seed), or None: no attack."""
+        """The AdversarialExamples settings (the attacks' random starts from the run's seed, the worst case at the
+        gated ε), or None: no attack."""
         if not self.robustness.attacks:
             return None
-        return dataclasses.replace(self.robustness, seed=self.training.seed)
+        return dataclasses.replace(self.robustness, seed=self.training.seed,
+                                   worst_case_epsilon=self.thresholds.robust_epsilon)
 
     def training_config(self, class_names: tuple[str, ...]) -> TrainingConfig:
         """The Trainer's config for data with `class_names`, its input shape the model's unless given."""

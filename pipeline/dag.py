@@ -143,6 +143,7 @@ def create_pipeline(
         epsilons=list(attacks.epsilons),
         pgd_steps=attacks.pgd_steps,
         pgd_step_fraction=attacks.pgd_step_fraction,
+        worst_case_epsilon=attacks.worst_case_epsilon,
         seed=attacks.seed,
     )] if attacks else []
     evaluator = Evaluator(

@@ -51,7 +51,7 @@ class Copy:
 def adversarial_batches(models: Mapping[str, PixelModel], pixels: Mapping[str, tf.Tensor], labels: tf.Tensor,
                         settings: AttackSettings, seed: tuple[int, int]) -> Iterator[Copy]:
     """Every model's attacks on one batch, each model with its own gradients and its own input size, then (with
-    more than one attack) their worst case per ε."""
+    more than one attack) their worst case at the settings' `worst_case_epsilon`."""
     for name, model in models.items():
         made = []
         if FGSM in settings.attacks:
@@ -67,7 +67,7 @@ def adversarial_batches(models: Mapping[str, PixelModel], pixels: Mapping[str, t
                     model.probabilities, pixels[name], labels, settings.epsilons, loss, settings.apgd_steps, seed))]
         yield from made
         if settings.worst_case:
-            yield from (worst_case(model, [copy for copy in made if copy.epsilon == e], labels) for e in settings.epsilons)
+            yield worst_case(model, [copy for copy in made if copy.epsilon == settings.worst_case_epsilon], labels)
 
 
 def worst_case(model: PixelModel, copies: list[Copy], labels: tf.Tensor) -> Copy:
@@ -144,7 +144,7 @@ def write(examples_pattern: str, output_dir: str, models: Mapping[str, PixelMode
     if not files:
         raise RobustnessError(f"no examples match {examples_pattern}; give the split directory ExampleGen wrote.")
     total, done, started, reported = _count(files, settings.max_examples), 0, time.monotonic(), time.monotonic()
-    worst = ", and their worst case" if settings.worst_case else ""
+    worst = f", and their worst case at ε {settings.worst_case_epsilon}" if settings.worst_case else ""
     progress(f"Adversarial examples: {total:,} source images x {settings.copies_per_model} copies "
              f"({', '.join(settings.attacks)}{worst} at ε {', '.join(map(str, settings.epsilons))}) against "
              f"{', '.join(models)}")

@@ -5,6 +5,7 @@ TensorFlow here: the CLI builds its options from these fields and stays fast to 
 """
 
 import dataclasses
+from typing import Optional
 
 from cnnpipe.core.errors import RobustnessError
 from cnnpipe.core.names import ATTACKS, DEFAULT_ATTACKS, NO_ATTACK
@@ -28,6 +29,7 @@ class AttackSettings:
     pgd_steps: int = option(10, "PGD's steps", "robustness")
     pgd_step_fraction: float = 0.25  # PGD's step size, a fraction of ε
     apgd_steps: int = 20  # APGD's steps, with either loss
+    worst_case_epsilon: Optional[float] = None  # the ε whose worst case of the attacks is written (the gated one)
     max_examples: int = 0
     batch_size: int = 256
     seed: int = 0  # PGD's and APGD's random starts
@@ -54,9 +56,9 @@ class AttackSettings:
 
     @property
     def worst_case(self) -> bool:
-        """Whether the copies include the worst case of the attacks: with more than one."""
-        return len(self.attacks) > 1
+        """Whether the copies include the worst case of the attacks at `worst_case_epsilon`: with more than one."""
+        return len(self.attacks) > 1 and self.worst_case_epsilon in self.epsilons
 
     @property
     def copies_per_model(self) -> int:
-        return (len(self.attacks) + self.worst_case) * len(self.epsilons)
+        return len(self.attacks) * len(self.epsilons) + self.worst_case
