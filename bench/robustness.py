@@ -80,7 +80,8 @@ def attack_breakdown(model: PixelModel, settings: AttackSettings) -> None:
 def evaluate(models: dict[str, PixelModel], settings: AttackSettings, records: str, output: str) -> float:
     """Seconds TFMA takes over `records` with the pipeline's EvalConfig (as the Evaluator runs it, DirectRunner)."""
     config = tfma.utils.update_eval_config_with_defaults(
-        evaluation.eval_config(Thresholds(), settings.attacks), has_baseline=BASELINE in models)
+        evaluation.eval_config(Thresholds() if BASELINE in models else Thresholds().without_baseline(), settings.attacks),
+        has_baseline=BASELINE in models)
     shared = [tfma.default_eval_shared_model(model.model_dir, model_name=name, eval_config=config)
               for name, model in models.items()]
     start = time.perf_counter()
@@ -111,7 +112,8 @@ def main() -> None:
         size = sum(os.path.getsize(os.path.join(scratch, "out", f)) for f in os.listdir(os.path.join(scratch, "out")))
         records = sources * (1 + len(models) * settings.copies_per_model)
         print(f"attack generation: {sources:,} images, {len(models)} model(s), FGSM + PGD-{settings.pgd_steps} at ε "
-              f"{', '.join(map(str, settings.epsilons))}: {generation:.1f}s, {records:,} records ({size / 1e6:.0f} MB)")
+              f"{', '.join(map(str, settings.epsilons))} and their worst case at ε {settings.worst_case_epsilon}: "
+              f"{generation:.1f}s, {records:,} records ({size / 1e6:.0f} MB)")
         evaluator = evaluate(models, settings, os.path.join(scratch, "out", "*"), os.path.join(scratch, "evaluation"))
         print(f"Evaluator (TFMA as the pipeline configures it: clean, clean x class, attack x ε; {len(models)} "
               f"model(s), each on all {records:,} records): {evaluator:.1f}s")
