@@ -50,7 +50,6 @@ def with_embedding(model: keras.Model, dim: int) -> keras.Model:
     return keras.Model(model.inputs, CosineClassifier(classes, name=blocks.HEAD)(normalized), name=model.name)
 
 
-@keras.utils.register_keras_serializable(package="cnnpipe")
 class SupervisedContrastiveLoss(keras.losses.Loss):
     """Per image of a batch of unit embeddings: the mean, over its same-class batch mates, of minus the log-softmax
     of their cosine / temperature among all its batch mates (0 for an image without one)."""
