@@ -19,7 +19,7 @@ from tfx_bsl.public import tfxio
 
 from cnnpipe.core.errors import TrainingError
 from cnnpipe.core import features
-from cnnpipe.models import adversarial_training, blocks, embedding, registry, signatures, warm_start
+from cnnpipe.models import adversarial_training, blocks, collapse_check, embedding, registry, signatures, warm_start
 from cnnpipe.models.training_config import STRATEGIES, WARM_START_LATEST, TrainingConfig
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -118,6 +118,20 @@ def tf_example_files() -> DataAccessor:
                                        data_view_decode_fn=None)
 
 
+def collapse_checks(fitted: keras.Model, fn_args: FnArgs, tft_output: tft.TFTransformOutput,
+                    report_dir: Optional[str]) -> list[keras.callbacks.Callback]:
+    """With adversarial training, the check for catastrophic overfitting on the eval split's first images."""
+    if not isinstance(fitted, adversarial_training.AdversarialTraining):
+        return []
+    held_out = fn_args.data_accessor.tf_dataset_factory(
+        fn_args.eval_files,
+        tfxio.TensorFlowDatasetOptions(batch_size=collapse_check.HELD_OUT_IMAGES, shuffle=False, num_epochs=1,
+                                       label_key=features.LABEL_XF),
+        tft_output.transformed_metadata.schema)
+    images, labels = next(iter(held_out))
+    return [collapse_check.CollapseCheck(fitted, images[features.IMAGE_XF], labels, fitted.epsilon, report_dir)]
+
+
 def cosine_schedule(learning_rate: float, epochs: int) -> keras.callbacks.LearningRateScheduler:
     """Cosine decay of the learning rate from `learning_rate` towards 0 over the epochs."""
     return keras.callbacks.LearningRateScheduler(
@@ -183,7 +197,9 @@ def run_fn(fn_args: FnArgs) -> None:
                 train,
                 epochs=config.epochs,
                 validation_data=evaluation,
-                callbacks=[cosine_schedule(config.learning_rate, config.epochs), keras.callbacks.TensorBoard(log_dir)],
+                callbacks=[cosine_schedule(config.learning_rate, config.epochs),
+                           *collapse_checks(fitted, fn_args, tft_output, fn_args.model_run_dir if chief else None),
+                           keras.callbacks.TensorBoard(log_dir)],  # last: it logs what the others add
                 verbose=2 if chief else 0,
             )
         except tf.errors.InvalidArgumentError as error:

@@ -8,10 +8,10 @@ import dataclasses
 from typing import Any, Optional
 
 from cnnpipe.core.errors import TrainingError
-from cnnpipe.core.names import FGSM_RS, PGD
+from cnnpipe.core.names import APGD_CE, FGSM_RS, PGD
 from cnnpipe.core.options import key_value, option, shape
 
-ADVERSARIAL_METHODS = (FGSM_RS, PGD)  # adversarial training (models/adversarial_training.py)
+ADVERSARIAL_METHODS = (FGSM_RS, PGD, APGD_CE)  # adversarial training (models/adversarial_training.py)
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
 NORMALIZATIONS = ("scale", "standardize")  # of the pixels, in preprocessing_fn (models/preprocessing.py)
 WARM_START_LATEST = "latest"  # warm start from the model this pipeline's serving base path serves
@@ -46,10 +46,10 @@ class TrainingConfig:
         "signature ranks similar images (visual search)", GROUP, metavar="D", default_help="the features, as built")
     seed: int = option(0, "random seed for initialization, shuffling and the attacks' random starts", GROUP)
     adversarial: Optional[str] = option(
-        None, "adversarial training: fit on FGSM-from-a-random-start or PGD copies of each batch", GROUP,
+        None, "adversarial training: fit on FGSM-from-a-random-start, PGD or APGD-CE copies of each batch", GROUP,
         choices=ADVERSARIAL_METHODS)
     adversarial_epsilon: float = option(0.1, "their L-inf bound on the [0, 1] pixel scale", GROUP, metavar="E")
-    adversarial_steps: int = option(7, "PGD's steps in training", GROUP)
+    adversarial_steps: int = option(7, "PGD's and APGD-CE's steps in training", GROUP)
     class_names: tuple[str, ...] = ()  # in label order; from the data
 
     def __post_init__(self) -> None:

@@ -16,6 +16,7 @@ from cnnpipe.components.embedding_index import METRICS_FILE as RETRIEVAL_FILE, r
 from cnnpipe.components.evaluation_results import ACCURACY, LOSS, Metrics, clean_slice, metrics_by_slice, slice_columns
 from cnnpipe.components.validation_gate import class_counts
 from cnnpipe.core import features
+from cnnpipe.models import collapse_check
 from cnnpipe.models.class_names import read_class_names
 from cnnpipe.core.names import BASELINE, NO_ATTACK
 from cnnpipe.pipeline.progress import NODE_CONTEXT
@@ -49,6 +50,7 @@ class RunSummary:
     push_check_failure: Optional[str] = None  # why the push check refused a blessed model
     pushed_to: Optional[str] = None
     retrieval: dict = dataclasses.field(default_factory=dict)  # EmbeddingIndex's figures (retrieval.json)
+    collapse_check: dict = dataclasses.field(default_factory=dict)  # adversarial training's (models/collapse_check)
 
     def format(self) -> str:
         if self.accuracy is None:
@@ -65,6 +67,8 @@ class RunSummary:
         if self.unevaluated_classes:
             lines.append(f"Warning: {len(self.unevaluated_classes)} class(es) were not evaluated; add eval images of "
                          "them (or raise --eval-percent) so that their accuracy counts.")
+        if self.collapse_check:
+            lines.append(collapse_line(self.collapse_check))
         if self.robustness:
             lines += ["Robustness (accuracy on eval images attacked with each model's own gradients):",
                       *("  " + line for line in robustness_table(self.robustness).splitlines())]
@@ -78,6 +82,19 @@ class RunSummary:
             lines.append(f"Push check: {self.push_check_failure}")
         lines.append(f"Pushed to {self.pushed_to}" if self.pushed_to else "Not pushed.")
         return "\n".join(lines)
+
+
+def collapse_line(check: dict) -> str:
+    """What the check for catastrophic overfitting saw during adversarial training."""
+    per_epoch = check["accuracy_per_epoch"]
+    measured = (f"accuracy under {check['attack']} at ε {check['epsilon']:g} on {check['images']} held-out images, "
+                f"checked each epoch")
+    if check["collapsed_at_epoch"] is None:
+        return (f"Adversarial training: {measured}: {per_epoch[0]:.1%} after epoch 1, {per_epoch[-1]:.1%} after epoch "
+                f"{len(per_epoch)}; no catastrophic overfitting.")
+    return (f"Adversarial training: catastrophic overfitting at epoch {check['collapsed_at_epoch']}: {measured}, fell "
+            f"to {per_epoch[-1]:.1%} from {max(per_epoch):.1%}; training stopped, and the model kept epoch "
+            f"{check['kept_epoch']}'s weights.")
 
 
 def retrieval_lines(figures: dict) -> list[str]:
@@ -259,6 +276,8 @@ def summarize(metadata_file: str, pipeline_name: str, run_id: Optional[str] = No
     if indexed is not None and os.path.isfile(os.path.join(indexed.uri, RETRIEVAL_FILE)):
         with open(os.path.join(indexed.uri, RETRIEVAL_FILE), encoding="utf-8") as f:
             summary.retrieval = json.load(f)
+    if "model_run" in outputs:
+        summary.collapse_check = collapse_check.read_report(outputs["model_run"].uri)
     pushed = outputs.get("pushed_model")
     if pushed is not None and pushed.custom_properties["pushed"].int_value:
         summary.pushed_to = pushed.custom_properties["pushed_destination"].string_value

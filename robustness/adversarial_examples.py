@@ -146,7 +146,7 @@ def write(examples_pattern: str, output_dir: str, models: Mapping[str, PixelMode
     total, done, started, reported = _count(files, settings.max_examples), 0, time.monotonic(), time.monotonic()
     worst = f", and their worst case at ε {settings.worst_case_epsilon}" if settings.worst_case else ""
     progress(f"Adversarial examples: {total:,} source images x {settings.copies_per_model} copies "
-             f"({', '.join(settings.attacks)}{worst} at ε {', '.join(map(str, settings.epsilons))}) against "
+             f"({', '.join(settings.attacks)} at ε {', '.join(map(str, settings.epsilons))}{worst}) against "
              f"{', '.join(models)}")
     tf.io.gfile.makedirs(output_dir)
     options = tf.io.TFRecordOptions(compression_type="GZIP")

@@ -12,12 +12,10 @@ import numpy as np
 import tensorflow as tf
 
 from cnnpipe.core.names import APGD_CE, APGD_DLR
-from cnnpipe.models import linf_ball
+from cnnpipe.models import apgd as apgd_search, linf_ball
 from cnnpipe.models.linf_ball import Probabilities
 
 
-APGD_MOMENTUM = 0.75  # the share of a step that follows the gradient; the rest keeps the last step's direction
-APGD_INCREASE = 0.75  # ρ: below this share of steps raising the loss between checkpoints, the step size halves
 TINY = 1e-30  # the smallest probability APGD's losses take the log of
 
 
@@ -129,47 +127,8 @@ APGD_LOSSES = {APGD_CE: cross_entropy, APGD_DLR: difference_of_logits_ratio}
 def _apgd(probabilities: Probabilities, loss: linf_ball.Loss, pixels: tf.Tensor, labels: tf.Tensor,
           budget: tf.Tensor, steps: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """`apgd` at one budget, over one batch."""
-    ball = eight_bit_ball(budget)
-
-    def ascent(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """The loss's gradient, whether the model is fooled, and the loss, per image."""
-        gradient, predicted = linf_ball.loss_gradient(probabilities, loss, images, labels)
-        return gradient, tf.argmax(predicted, axis=-1, output_type=labels.dtype) != labels, loss(predicted, labels)
-
-    def per_image(condition: tf.Tensor) -> tf.Tensor:
-        return tf.reshape(condition, [-1, 1, 1, 1])
-
-    x = pixels + ball.random_start(pixels, lambda shape, limit: tf.random.stateless_uniform(shape, seed, -limit, limit))
-    gradient, fooled, value = ascent(x)
-    found = tf.where(per_image(fooled), x, pixels)  # the first image that fooled the model, per source image
-    best, best_gradient, best_value = x, gradient, value
-    previous, last_value = x, value
-    step = tf.fill(tf.shape(value), 2.0 * budget)
-    check_every = tf.maximum(steps * 22 // 100, 1)  # the steps between checkpoints, shrinking from 22% to 6%
-    since_check, increases = 0, tf.zeros_like(value)
-    halved_at_last_check, best_at_last_check = tf.ones_like(fooled), best_value
-    for index in tf.range(steps):
-        momentum = tf.where(index > 0, APGD_MOMENTUM, 1.0)  # the first step follows the gradient alone
-        target = pixels + ball.step(pixels, x - pixels, gradient, per_image(step))
-        moved = x + momentum * (target - x) + (1.0 - momentum) * (x - previous)
-        previous, x = x, pixels + ball.project(pixels, moved - pixels)
-        gradient, newly_fooled, value = ascent(x)
-        found = tf.where(per_image(newly_fooled & ~fooled), x, found)
-        fooled |= newly_fooled
-        increases += tf.cast(value > last_value, increases.dtype)
-        improved = value > best_value
-        best, best_gradient = tf.where(per_image(improved), x, best), tf.where(per_image(improved), gradient, best_gradient)
-        best_value, last_value = tf.maximum(value, best_value), value
-        since_check += 1
-        if since_check == check_every:  # halve η where the loss oscillates or stalled, and go back to the best point
-            halve = (increases <= APGD_INCREASE * tf.cast(check_every, increases.dtype)) | (
-                ~halved_at_last_check & (best_value <= best_at_last_check))
-            step = tf.where(halve, step / 2.0, step)
-            x, gradient = tf.where(per_image(halve), best, x), tf.where(per_image(halve), best_gradient, gradient)
-            halved_at_last_check, best_at_last_check = halve, best_value
-            since_check, increases = 0, tf.zeros_like(increases)
-            check_every = tf.maximum(check_every - tf.maximum(steps * 3 // 100, 1), tf.maximum(steps * 6 // 100, 1))
-    return tf.where(per_image(fooled), found, best)
+    return apgd_search.search(probabilities, loss, eight_bit_ball(budget), pixels, labels, steps,
+                              lambda shape, limit: tf.random.stateless_uniform(shape, seed, -limit, limit)).adversarial()
 
 
 def apgd(
@@ -181,10 +140,8 @@ def apgd(
     steps: int = 20,
     seed: tuple[int, int] = (0, 0),
 ) -> list[tf.Tensor]:
-    """Auto-PGD (Croce and Hein, 2020) with `loss` (apgd-ce: cross-entropy; apgd-dlr: the difference of logits
-    ratio): from a uniform random start, `steps` sign-gradient steps with momentum 0.75 whose size, 2ε at first, is
-    halved at checkpoints where the loss rose in at most 75% of the steps since the last one, or where the best
-    loss did not improve since a checkpoint that kept the size; a halving restarts from the best image so far.
+    """Auto-PGD (Croce and Hein, 2020; models/apgd.py) with `loss` (apgd-ce: cross-entropy; apgd-dlr: the difference
+    of logits ratio), `steps` steps from a uniform random start.
 
     Each image is the first one that fooled the model, else the one of highest loss: 8-bit images within the
     ε-ball, as PGD's. One batch per ε; `seed` makes the random start reproducible.

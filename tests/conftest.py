@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Callable, Iterator
 
+from typing import Optional
+
 import numpy as np
 import pytest
 import requests
@@ -86,10 +88,11 @@ def encode(pixels: np.ndarray, mode: str = "L", size=None, image_format: str = "
 
 
 def train_and_export(directory: str, images: np.ndarray, labels: np.ndarray, normalization: str = "scale",
-                     epochs: int = 1, seed: int = 0) -> str:
+                     epochs: int = 1, seed: int = 0, adversarial: Optional[str] = None) -> str:
     """A LeNet-5 trained briefly on real images as the pipeline trains it (preprocessing_fn analyzed and
-    applied by TFT), exported with the Transform graph by `signatures.export`; returns the model's path,
-    `directory`/Format-Serving as in a Trainer's Model artifact (so `directory` can be imported as one)."""
+    applied by TFT; `adversarial`: by that method at ε 0.1), exported with the Transform graph by
+    `signatures.export`; returns the model's path, `directory`/Format-Serving as in a Trainer's Model
+    artifact (so `directory` can be imported as one)."""
     import apache_beam as beam  # noqa: PLC0415 - heavy; only the tests that train import them
     import tensorflow as tf  # noqa: PLC0415
     import tensorflow_transform as tft  # noqa: PLC0415
@@ -99,7 +102,7 @@ def train_and_export(directory: str, images: np.ndarray, labels: np.ndarray, nor
     from tfx.utils import path_utils  # noqa: PLC0415
 
     from cnnpipe.core import features  # noqa: PLC0415
-    from cnnpipe.models import signatures, trainer, training_config  # noqa: PLC0415
+    from cnnpipe.models import adversarial_training, signatures, trainer, training_config  # noqa: PLC0415
     from cnnpipe.models.preprocessing import preprocessing_fn  # noqa: PLC0415
 
     raw_spec = {features.IMAGE: tf.io.FixedLenFeature([1], tf.string), features.LABEL: tf.io.FixedLenFeature([1], tf.int64)}
@@ -117,10 +120,13 @@ def train_and_export(directory: str, images: np.ndarray, labels: np.ndarray, nor
     training = training_config.TrainingConfig(model="lenet5", input_shape=tuple(config["input_shape"]),
                                       class_names=FASHION_MNIST.class_names, batch_size=32)
     keras.utils.set_random_seed(seed)
-    model = trainer.compile_model(trainer.build_model(training), training.learning_rate)
+    model = trainer.build_model(training)
+    fitted = model if adversarial is None else adversarial_training.wrap(
+        model, adversarial, training.adversarial_epsilon, training.adversarial_steps, tft_output, training.input_shape)
+    trainer.compile_model(fitted, training.learning_rate)
     encoded = tf.constant([[record[features.IMAGE][0]] for record in records])
     x = tft_output.transform_raw_features({features.IMAGE: encoded})[features.IMAGE_XF]
-    model.fit(x, labels, batch_size=32, epochs=epochs, verbose=0)
+    fitted.fit({features.IMAGE_XF: x}, labels.astype("int64"), batch_size=32, epochs=epochs, verbose=0)
     export_dir = path_utils.serving_model_dir(directory)
     signatures.export(model, tft_output, FASHION_MNIST.class_names, export_dir)
     return export_dir

@@ -26,6 +26,7 @@ from cnnpipe.robustness.settings import AttackSettings
 from cnnpipe.robustness.pixel_model import PixelModel
 
 TRAIN, TEST = 3000, 400
+ART_IMAGES = 500
 EPSILONS = [0.05, 0.1, 0.2, 0.3]
 
 
@@ -136,37 +137,56 @@ def test_fgsm_agrees_with_adversarial_robustness_toolbox(candidate, test_set):
         assert same_images >= 0.95 and same_pixels >= 0.999
 
 
+@pytest.fixture(scope="module")
+def robust(tmp_path_factory) -> PixelModel:
+    """A LeNet-5 adversarially trained with APGD-CE at ε 0.1 (`--adversarial apgd-ce`)."""
+    images, labels = fashion_mnist("train", TRAIN)
+    return PixelModel(train_and_export(str(tmp_path_factory.mktemp("robust")), images, labels, epochs=3,
+                                       adversarial="apgd-ce"))
+
+
+@pytest.fixture(scope="module")
+def art_set() -> tuple[tf.Tensor, tf.Tensor]:
+    images, labels = fashion_mnist("t10k", ART_IMAGES)
+    return tf.constant(images[..., None], tf.float32), tf.constant(labels, tf.int64)
+
+
 @pytest.mark.filterwarnings("ignore:PyTorch not found")
 @pytest.mark.parametrize("loss, art_loss", [("apgd-ce", "cross_entropy"), ("apgd-dlr", "difference_logits_ratio")])
-def test_apgd_agrees_with_adversarial_robustness_toolbox_and_is_at_least_as_strong_as_pgd(candidate, test_set, loss,
-                                                                                         art_loss):
+@pytest.mark.parametrize("trained, epsilons", [("candidate", (0.02, 0.05, 0.1)), ("robust", (0.1,))])
+def test_apgd_agrees_with_adversarial_robustness_toolbox_and_is_at_least_as_strong_as_pgd(
+        request, art_set, loss, art_loss, trained, epsilons):
     """ART's AutoProjectedGradientDescent, with the same budget, steps and one random start, leaves the same accuracy
-    within 1.5 points; ART needs logits for DLR: the log-probabilities are the logits up to a shift per example."""
+    within 1.5 points on 500 test images, for a standard and an adversarially trained model; ART needs logits for DLR:
+    the log-probabilities are the logits up to a shift per example."""
     from art.attacks.evasion import AutoProjectedGradientDescent  # noqa: PLC0415 - test-only dependency
     from art.estimators.classification import TensorFlowV2Classifier  # noqa: PLC0415
 
-    pixels, labels = test_set
+    model: PixelModel = request.getfixturevalue(trained)
+    pixels, labels = art_set
     logits = art_loss == "difference_logits_ratio"
     classifier = TensorFlowV2Classifier(
-        model=lambda x, training=False: tf.math.log(candidate.probabilities(x)) if logits else candidate.probabilities(x),
-        nb_classes=len(FASHION_MNIST.class_names), input_shape=candidate.input_shape, clip_values=(0.0, 255.0),
+        model=lambda x, training=False: tf.math.log(model.probabilities(x)) if logits else model.probabilities(x),
+        nb_classes=len(FASHION_MNIST.class_names), input_shape=model.input_shape, clip_values=(0.0, 255.0),
         loss_object=tf.keras.losses.CategoricalCrossentropy(from_logits=logits),
     )
     one_hot = tf.one_hot(labels, len(FASHION_MNIST.class_names)).numpy()
-    accuracy = lambda images: float(np.mean(np.argmax(candidate.probabilities(images), axis=1) == labels.numpy()))
-    for epsilon in (0.02, 0.05):
+    accuracy = lambda images: float(np.mean(np.argmax(model.probabilities(images), axis=1) == labels.numpy()))
+    for epsilon in epsilons:
         budget = float(attacks.pixel_budget(epsilon))
         theirs = AutoProjectedGradientDescent(classifier, eps=budget, eps_step=2 * budget, max_iter=20, nb_random_init=1,
                                               batch_size=len(labels), loss_type=art_loss, verbose=False)
-        (ours,) = attacks.apgd(candidate.probabilities, pixels, labels, [epsilon], loss, steps=20)
-        (pgd,) = attacks.pgd(candidate.probabilities, pixels, labels, [epsilon], steps=20)
+        (ours,) = attacks.apgd(model.probabilities, pixels, labels, [epsilon], loss, steps=20)
+        (pgd,) = attacks.pgd(model.probabilities, pixels, labels, [epsilon], steps=20)
         ours_accuracy, art_accuracy = accuracy(ours), accuracy(tf.constant(theirs.generate(pixels.numpy(), one_hot)))
-        print(f"ε {epsilon}: {loss} {ours_accuracy:.3f}, ART {art_accuracy:.3f}, PGD-20 {accuracy(pgd):.3f}")
+        print(f"{trained} ε {epsilon}: {loss} {ours_accuracy:.3f}, ART {art_accuracy:.3f}, PGD-20 {accuracy(pgd):.3f}")
         assert abs(ours_accuracy - art_accuracy) <= 0.015
         assert accuracy(ours) < accuracy(pixels) - 0.05
         assert np.all(ours.numpy() == np.round(ours.numpy())) and 0 <= ours.numpy().min() and ours.numpy().max() <= 255
         assert np.abs(ours.numpy() - pixels.numpy()).max() <= budget
-    assert loss != "apgd-ce" or ours_accuracy <= accuracy(pgd) + 0.005
+        assert loss != "apgd-ce" or ours_accuracy <= accuracy(pgd) + 0.005
+    if trained == "robust":  # training on APGD-CE's images made a model that a standard one is not: robust at ε 0.1
+        assert ours_accuracy > 0.3
 
 
 @pytest.mark.parametrize("settings, message", [

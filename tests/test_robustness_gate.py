@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import cnnpipe, write_fashion_mnist_slice
 from cnnpipe.core import features
+from cnnpipe.models import collapse_check
 from cnnpipe.pipeline import local_runner, summary
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 
@@ -123,6 +124,14 @@ def test_adversarial_training_raises_the_accuracy_under_attack(data, fragile_run
     robust = short_run(data, tmp_path, "robust", "--adversarial", "fgsm-rs")
     assert robust["result"].returncode in (0, 2), robust["result"].stderr[-3000:]
     assert "adversarial fgsm-rs at ε 0.1" in robust["result"].stdout
+    check = robust["summary"].collapse_check  # the Trainer checked for catastrophic overfitting each epoch
+    assert check["attack"] == "pgd-10" and len(check["accuracy_per_epoch"]) in range(2, EPOCHS + 1)
+    assert summary.collapse_line(check) in robust["result"].stdout
+    events = glob.glob(str(robust["out"] / "pipeline" / "Trainer" / "model_run" / "*" / "logs" / "train" / "*"))
+    logged = [float(tf.make_ndarray(value.tensor)) for event in tf.compat.v1.train.summary_iterator(events[0])
+              for value in event.summary.value if value.tag == "epoch_" + collapse_check.LOG_KEY]
+    assert logged == pytest.approx(check["accuracy_per_epoch"], abs=1e-4)  # in TensorBoard
+    assert fragile_run["summary"].collapse_check == {}
 
     def lost_under(run: dict, attack: str) -> float:
         return run["summary"].accuracy - accuracy_under(run, attack, 0.1)

@@ -10,7 +10,7 @@ import tf_keras as keras
 from conftest import fashion_mnist
 from cnnpipe.core.errors import TrainingError
 from cnnpipe.core import features
-from cnnpipe.models import adversarial_training, trainer, training_config
+from cnnpipe.models import adversarial_training, collapse_check, trainer, training_config
 from cnnpipe.robustness import attacks
 
 
@@ -58,7 +58,7 @@ def test_raw_pixels_stop_training_and_normalized_ones_pass():
 @pytest.mark.parametrize("settings, message", [
     ({"batch_size": 0}, "must be positive"),
     ({"strategy": "tpu"}, "unknown strategy 'tpu'"),
-    ({"adversarial": "fgsm"}, "unknown adversarial training 'fgsm'; choose one of fgsm-rs, pgd"),
+    ({"adversarial": "fgsm"}, "unknown adversarial training 'fgsm'; choose one of fgsm-rs, pgd, apgd-ce"),
     ({"adversarial": "pgd", "adversarial_epsilon": 25.0}, r"ε in \(0, 1\] on the \[0, 1\] pixel scale \(got 25.0\)"),
 ])
 def test_training_settings_that_break_a_cnn_are_refused(settings, message):
@@ -66,7 +66,7 @@ def test_training_settings_that_break_a_cnn_are_refused(settings, message):
         training_config.TrainingConfig(model="lenet5", input_shape=(28, 28, 1), class_names=("a", "b"), **settings)
 
 
-@pytest.mark.parametrize("method", ["fgsm-rs", "pgd"])
+@pytest.mark.parametrize("method", ["fgsm-rs", "pgd", "apgd-ce"])
 def test_adversarial_batches_stay_within_epsilon_and_the_pixel_range_and_raise_the_loss(method):
     images, labels = fashion_mnist("train", 1024)
     x = tf.constant(images[..., None].astype("float32") / 127.5 - 1)  # --normalization scale
@@ -87,7 +87,7 @@ def test_adversarial_batches_stay_within_epsilon_and_the_pixel_range_and_raise_t
     assert loss(attacked) > 2 * loss(noise) > loss(x)  # the gradient's direction, not just any change of ε
 
 
-@pytest.mark.parametrize("method", ["fgsm-rs", "pgd"])
+@pytest.mark.parametrize("method", ["fgsm-rs", "pgd", "apgd-ce"])
 def test_adversarial_batches_move_pixels_at_the_edge_of_the_pixel_range(method):
     """A model whose loss grows with every pixel's brightness: each black pixel is attacked to the full ε,
     including those whose random start pointed below black."""
@@ -132,3 +132,35 @@ def test_the_training_attack_in_8bit_units_makes_the_evaluators_pgd_images(metho
     assert np.all(np.argmax(model(evaluated), axis=1) == 1)
     moved = np.abs(evaluated.numpy() - pixels.numpy())
     assert moved.max() == 51 and np.mean((0 < moved) & (moved < 51)) > 0.05  # not only the corners of the ball
+
+
+def test_a_collapse_of_robustness_stops_training_and_restores_the_most_robust_epoch(tmp_path):
+    """Robustness lost in training is caught as catastrophic overfitting is: three epochs of FGSM-RS training make
+    a model that keeps about half of held-out images under PGD-10 at ε 0.1; training the same model on clean images
+    then takes that robustness away (accuracy under PGD falls toward zero, as it does in a collapse) while its
+    training loss looks fine. The check stops training there and puts the most robust epoch's weights back."""
+    images, labels = fashion_mnist("train", 4512)
+    x, y = images[..., None].astype("float32") / 127.5 - 1, labels.astype("int64")
+    tf.keras.utils.set_random_seed(0)
+    config = training_config.TrainingConfig(model="lenet5", input_shape=(28, 28, 1), class_names=tuple("abcdefghij"))
+    model = trainer.build_model(config)
+    wrapped = adversarial_training.AdversarialTraining(model, "fgsm-rs", 0.1, 1, tf.constant(1 / 127.5), tf.constant(-1.0))
+    trainer.compile_model(wrapped, 5e-3)
+    check = collapse_check.CollapseCheck(wrapped, tf.constant(x[4000:]), tf.constant(y[4000:]), 0.1, str(tmp_path))
+    history = wrapped.fit({features.IMAGE_XF: x[:4000]}, y[:4000], epochs=3, callbacks=[check], verbose=0)
+    assert history.history[collapse_check.LOG_KEY] == pytest.approx(check.report["accuracy_per_epoch"], abs=1e-4)
+    robust = max(check.report["accuracy_per_epoch"])
+    assert robust > 0.35 and check.report["collapsed_at_epoch"] is None
+    most_robust = [w.copy() for w in model.get_weights()] if check.report["kept_epoch"] == 3 else None
+
+    trainer.compile_model(model, 5e-3)  # the same weights, now fitted on clean images only
+    clean = model.fit({features.IMAGE_XF: x[:4000]}, y[:4000], initial_epoch=3, epochs=10, callbacks=[check], verbose=0)
+    report = collapse_check.read_report(str(tmp_path))
+    assert report == check.report and report["collapsed_at_epoch"] is not None
+    assert len(clean.epoch) == report["collapsed_at_epoch"] - 3 < 7  # stopped at the collapse
+    assert min(report["accuracy_per_epoch"]) < robust - collapse_check.MAX_DROP
+    assert report["accuracy_per_epoch"][report["kept_epoch"] - 1] == robust
+    if most_robust is not None:
+        for kept, saved in zip(model.get_weights(), most_robust):
+            np.testing.assert_array_equal(kept, saved)
+    assert check.pgd_accuracy() > robust - 0.1  # the restored model is the robust one again (a new random start)
