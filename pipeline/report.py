@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 from matplotlib import pyplot  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from cnnpipe.core.names import BASELINE, CANDIDATE, NO_ATTACK  # noqa: E402
 from cnnpipe.pipeline.summary import RobustnessPoint  # noqa: E402
@@ -22,7 +23,7 @@ def report_dir(output_dir: str, run_id: str) -> str:
     return os.path.join(output_dir, "reports", run_id.replace(":", "-"))
 
 
-def _rows(points: list[RobustnessPoint]) -> list[tuple[str, str, float, float]]:
+def report_rows(points: list[RobustnessPoint]) -> list[tuple[str, str, float, float]]:
     """(model, attack, ε, accuracy) per point and model measured."""
     return [(model, point.attack, point.epsilon, accuracy) for point in points
             for model, accuracy in ((CANDIDATE, point.candidate), (BASELINE, point.baseline)) if accuracy is not None]
@@ -36,8 +37,10 @@ def _write_csv(rows: list[tuple[str, str, float, float]], path: str) -> None:
     os.replace(path + ".tmp", path)
 
 
-def _write_png(rows: list[tuple[str, str, float, float]], path: str, title: str) -> None:
-    """Each attack's curve starts at the model's clean accuracy (ε 0); the baseline's are dashed."""
+def plot(rows: list[tuple[str, str, float, float]], title: str) -> Figure:
+    """Accuracy against ε, a curve per attack and model, each starting at the model's clean accuracy (ε 0); the
+    served model's curves are dashed beside the candidate's in the same color. The worst case, measured at the
+    gated ε only, is a line from clean to that point."""
     figure, axes = pyplot.subplots(figsize=(6.4, 4.2), dpi=120)
     clean = {model: accuracy for model, attack, _, accuracy in rows if attack == NO_ATTACK}
     for color, attack in enumerate(sorted({attack for _, attack, _, _ in rows} - {NO_ATTACK})):
@@ -49,8 +52,13 @@ def _write_png(rows: list[tuple[str, str, float, float]], path: str, title: str)
                           color=f"C{color}", label=f"{attack.upper()}, {label}")
     axes.set(xlabel="ε (L-inf, on the [0, 1] pixel scale)", ylabel="accuracy", ylim=(0, 1), title=title)
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(fontsize="small")
     figure.tight_layout()
+    return figure
+
+
+def _write_png(rows: list[tuple[str, str, float, float]], path: str, title: str) -> None:
+    figure = plot(rows, title)
     figure.savefig(path + ".tmp.png")
     pyplot.close(figure)
     os.replace(path + ".tmp.png", path)
@@ -59,7 +67,7 @@ def _write_png(rows: list[tuple[str, str, float, float]], path: str, title: str)
 def write(points: list[RobustnessPoint], directory: str, title: str) -> tuple[str, str]:
     """Writes robustness.csv and robustness.png to `directory`; returns their paths."""
     os.makedirs(directory, exist_ok=True)
-    rows = _rows(points)
+    rows = report_rows(points)
     csv_path, png_path = os.path.join(directory, CSV_NAME), os.path.join(directory, PNG_NAME)
     _write_csv(rows, csv_path)
     _write_png(rows, png_path, title)

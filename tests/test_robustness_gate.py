@@ -160,3 +160,28 @@ def test_the_worst_case_gate_needs_two_attacks_and_bounds_their_worst_case_slice
     assert len(worst) == 1 and worst[0].threshold.value_threshold.lower_bound.value == 0.4
     with pytest.raises(CnnpipeError, match="--min-robust-accuracy gates the worst case of two or more --attacks"):
         PipelineConfig.from_options(attacks=("pgd",), min_robust_accuracy=0.4).checked_thresholds()
+
+
+def test_the_report_draws_every_attack_and_the_worst_case_for_the_candidate_and_the_served_model(tmp_path):
+    from cnnpipe.pipeline import report  # noqa: PLC0415 - matplotlib
+
+    points = [summary.RobustnessPoint("none", 0.0, 0.91, 0.90)]
+    points += [summary.RobustnessPoint(attack, epsilon, 0.5 - epsilon, 0.4 - epsilon)
+               for attack in ("fgsm", "pgd", "apgd-ce") for epsilon in EPSILONS]
+    points.append(summary.RobustnessPoint("worst-case", 0.1, 0.2, 0.1))
+    rows = report.report_rows(points)
+    assert ("baseline", "apgd-ce", 0.1, pytest.approx(0.3)) in rows
+    assert len(rows) == 2 * len(points)
+    lines = {line.get_label(): line for line in report.plot(rows, "run").axes[0].get_lines()}
+    assert set(lines) == {f"{attack}, {model}" for attack in ("FGSM", "PGD", "APGD-CE", "WORST-CASE")
+                          for model in ("candidate", "served")}
+    served, candidate = lines["APGD-CE, served"], lines["APGD-CE, candidate"]
+    assert served.get_linestyle() == "--" and candidate.get_linestyle() == "-"
+    assert served.get_color() == candidate.get_color()
+    assert list(served.get_xydata()[:, 1]) == pytest.approx([0.90, 0.35, 0.3])  # from the served model's clean accuracy
+    assert list(lines["WORST-CASE, candidate"].get_xydata()[:, 0]) == [0.0, 0.1]
+    csv_path, png_path = report.write(points, str(tmp_path), "run")
+    with open(csv_path) as file:
+        assert len(list(csv.DictReader(file))) == len(rows)
+    with Image.open(png_path) as image:
+        assert image.format == "PNG"
