@@ -36,6 +36,7 @@ class CollapseCheck(keras.callbacks.Callback):
                         "max_drop": MAX_DROP, "accuracy_per_epoch": [], "collapsed_at_epoch": None, "kept_epoch": None}
         self._report_dir = report_dir
         self._best_weights: Optional[list] = None
+        self._best_epoch = 0
 
     def pgd_accuracy(self) -> float:
         """The share of the held-out images the model still classifies after PGD."""
@@ -52,11 +53,11 @@ class CollapseCheck(keras.callbacks.Callback):
         history.append(accuracy)
         best = max(history)
         if accuracy == best:
-            self._best_weights, self._report["kept_epoch"] = self._trained.model.get_weights(), epoch + 1
+            self._best_weights, self._best_epoch = self._trained.model.get_weights(), epoch + 1
         elif best - accuracy > MAX_DROP:
             self._trained.model.set_weights(self._best_weights)
             self.model.stop_training = True
-            self._report["collapsed_at_epoch"] = epoch + 1
+            self._report["collapsed_at_epoch"], self._report["kept_epoch"] = epoch + 1, self._best_epoch
             print(f"Catastrophic overfitting at epoch {epoch + 1}: accuracy under {self._report['attack']} on "
                   f"{self._report['images']} held-out images fell to {accuracy:.1%} from {best:.1%}; training "
                   f"stops with epoch {self._report['kept_epoch']}'s weights.", flush=True)
