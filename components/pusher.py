@@ -6,8 +6,9 @@ directory beside the versions and renamed to its integer version when complete (
 names that are not integers), so a server polling `<base>/<model>/` never sees a half-written version.
 On an object store (gs://, s3://), where a rename is a copy object by object, the version is written in
 place with its saved_model.pb last: a server may see the directory early, but cannot load it before it
-is complete. Each version holds a push record (the run and Model artifact it came from) that ServedModel
-reads. Versions only increase. After a push the Pusher keeps only the newest `keep_versions` versions
+is complete. Each version holds a push record (the run and Model artifact it came from) and, given the run's
+`statistics`, the statistics of the training data it learned from, both of which ServedModel reads back (the
+next run's drift check compares its data with those statistics). Versions only increase. After a push the Pusher keeps only the newest `keep_versions` versions
 (all by default) and rewrites `<serving_dir>/models.config` listing the served models.
 """
 
@@ -28,10 +29,11 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.dsl.io import filesystem
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
-from tfx.types.component_spec import ExecutionParameter
+from tfx.components.statistics_gen import stats_artifact_utils
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils, proto_utils
 
-from cnnpipe.components.served_model import PUSH_RECORD, newest_served
+from cnnpipe.components.served_model import PUSH_RECORD, TRAINING_STATISTICS, TRAIN, newest_served
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.serving import model_config
 from cnnpipe.serving.model_config import versions as existing_versions
@@ -40,6 +42,7 @@ SAVED_MODEL_PB = "saved_model.pb"
 STAGING_PREFIX = ".staging-"
 DELETING_PREFIX = ".deleting-"
 KEEP_VERSIONS_KEY = "keep_versions"
+STATISTICS_KEY = "statistics"
 _STAGING = re.compile(re.escape(STAGING_PREFIX) + r"(?P<pid>\d+)@(?P<host>.+)-[0-9a-f]{32}$")
 
 
@@ -106,16 +109,20 @@ def _writing_under(base_dir: str) -> Iterator[None]:
         ) from None
 
 
-def _write_record(version_dir: str, record: Optional[dict]) -> None:
-    """Writes the push record (served_model.PUSH_RECORD) into a version being written."""
-    if record:
-        path = os.path.join(version_dir, PUSH_RECORD)
-        tf.io.gfile.makedirs(os.path.dirname(path))
-        with tf.io.gfile.GFile(path, "w") as f:
-            f.write(json.dumps(record, indent=1, sort_keys=True))
+def _write_extras(version_dir: str, record: Optional[dict], statistics: Optional[bytes]) -> None:
+    """Writes the push record and the training statistics (served_model.PUSH_RECORD, TRAINING_STATISTICS) into a
+    version being written."""
+    extras = {PUSH_RECORD: json.dumps(record, indent=1, sort_keys=True).encode() if record else None,
+              TRAINING_STATISTICS: statistics}
+    for name, content in extras.items():
+        if content:
+            path = os.path.join(version_dir, name)
+            tf.io.gfile.makedirs(os.path.dirname(path))
+            with tf.io.gfile.GFile(path, "wb") as f:
+                f.write(content)
 
 
-def _publish_by_rename(model_dir: str, base_dir: str, record: Optional[dict]) -> str:
+def _publish_by_rename(model_dir: str, base_dir: str, record: Optional[dict], statistics: Optional[bytes]) -> str:
     """On a local filesystem: the model is written to a hidden staging directory, then renamed to its version."""
     for path in remove_abandoned_staging(base_dir):
         logging.info("Removed %s, left by a push that was killed", path)
@@ -123,7 +130,7 @@ def _publish_by_rename(model_dir: str, base_dir: str, record: Optional[dict]) ->
     try:
         with _writing_under(base_dir):
             io_utils.copy_dir(model_dir, staging)
-            _write_record(staging, record)
+            _write_extras(staging, record, statistics)
         destination = os.path.join(base_dir, str(next_version(base_dir)))
         tf.io.gfile.rename(staging, destination)
     finally:
@@ -132,7 +139,7 @@ def _publish_by_rename(model_dir: str, base_dir: str, record: Optional[dict]) ->
     return destination
 
 
-def _publish_graph_last(model_dir: str, base_dir: str, record: Optional[dict]) -> str:
+def _publish_graph_last(model_dir: str, base_dir: str, record: Optional[dict], statistics: Optional[bytes]) -> str:
     """On an object store, where a rename is a copy object by object: the version's files are written in place and
     its saved_model.pb, without which no server loads a SavedModel, last. A push that fails removes what it wrote."""
     destination = os.path.join(base_dir, str(next_version(base_dir)))
@@ -141,7 +148,7 @@ def _publish_graph_last(model_dir: str, base_dir: str, record: Optional[dict]) -
         with _writing_under(base_dir):
             io_utils.copy_dir(model_dir, destination, deny_regex_patterns=[f"^{re.escape(model_dir.rstrip('/'))}/"
                                                                           f"{re.escape(SAVED_MODEL_PB)}$"])
-            _write_record(destination, record)
+            _write_extras(destination, record, statistics)
             tf.io.gfile.copy(os.path.join(model_dir, SAVED_MODEL_PB), graph)
     finally:
         if not tf.io.gfile.exists(graph) and tf.io.gfile.exists(destination):
@@ -149,9 +156,10 @@ def _publish_graph_last(model_dir: str, base_dir: str, record: Optional[dict]) -
     return destination
 
 
-def publish(model_dir: str, base_dir: str, record: Optional[dict] = None) -> str:
+def publish(model_dir: str, base_dir: str, record: Optional[dict] = None, statistics: Optional[bytes] = None) -> str:
     """Copies `model_dir` to `<base_dir>/<next version>` so that no server loads it before it is complete;
-    returns the version's path. `record` (JSON) is written into the version as served_model.PUSH_RECORD.
+    returns the version's path. `record` (JSON) is written into the version as served_model.PUSH_RECORD, and
+    `statistics` (a serialized DatasetFeatureStatisticsList) as served_model.TRAINING_STATISTICS.
 
     A local `base_dir` gets the version by a rename (atomic), an object store (a URI such as gs://) gets its
     saved_model.pb last. When the newest complete version already is this model (same graph, signatures and weights),
@@ -165,7 +173,7 @@ def publish(model_dir: str, base_dir: str, record: Optional[dict] = None) -> str
         return newest
     tf.io.gfile.makedirs(base_dir)
     publish_version = _publish_graph_last if "://" in base_dir else _publish_by_rename
-    return publish_version(model_dir, base_dir, record)
+    return publish_version(model_dir, base_dir, record, statistics)
 
 
 def prune(base_dir: str, keep: int) -> list[str]:
@@ -182,12 +190,24 @@ def prune(base_dir: str, keep: int) -> list[str]:
     return old
 
 
+def training_statistics(input_dict: dict[str, list[types.Artifact]]) -> Optional[bytes]:
+    """The serialized statistics of the training split of the run's `statistics`, if it has them."""
+    found = input_dict.get(STATISTICS_KEY) or []
+    if not found or TRAIN not in artifact_utils.decode_split_names(found[0].split_names):
+        return None
+    return stats_artifact_utils.load_statistics(found[0], TRAIN).proto().SerializeToString()
+
+
 class AtomicPusherSpec(standard_component_specs.PusherSpec):
-    """The Pusher's spec, plus how many versions to keep."""
+    """The Pusher's spec, plus how many versions to keep and the training data's statistics to push along."""
 
     PARAMETERS = {
         **standard_component_specs.PusherSpec.PARAMETERS,
         KEEP_VERSIONS_KEY: ExecutionParameter(type=int, optional=True),
+    }
+    INPUTS = {
+        **standard_component_specs.PusherSpec.INPUTS,
+        STATISTICS_KEY: ChannelParameter(type=standard_artifacts.ExampleStatistics, optional=True),
     }
 
 
@@ -204,7 +224,7 @@ class Executor(pusher_executor.Executor):
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
         base_dir = destination.filesystem.base_directory
-        serving_path = publish(model_dir, base_dir, self._push_record(input_dict))
+        serving_path = publish(model_dir, base_dir, self._push_record(input_dict), training_statistics(input_dict))
         keep = exec_properties.get(KEEP_VERSIONS_KEY)
         if keep:
             for path in prune(base_dir, keep):
@@ -239,14 +259,17 @@ class AtomicPusher(base_component.BaseComponent):
         model_blessing: Optional[types.BaseChannel] = None,
         infra_blessing: Optional[types.BaseChannel] = None,
         keep_versions: Optional[int] = None,
+        statistics: Optional[types.BaseChannel] = None,
     ):
         """`model_blessing` is the Evaluator's (none for `cnnpipe index`: the served weights, a new catalog),
-        `infra_blessing` PushCheck's; `keep_versions` keeps only the newest versions (None keeps all)."""
+        `infra_blessing` PushCheck's; `keep_versions` keeps only the newest versions (None keeps all); `statistics`,
+        StatisticsGen's, puts the training split's statistics into the version."""
         super().__init__(spec=AtomicPusherSpec(
             model=model,
             model_blessing=model_blessing,
             infra_blessing=infra_blessing,
             push_destination=push_destination,
             keep_versions=keep_versions,
+            statistics=statistics,
             pushed_model=types.Channel(type=standard_artifacts.PushedModel),
         ))

@@ -19,7 +19,8 @@ from absl import logging
 from tfx import types
 from tfx.dsl.component.experimental.annotations import OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
-from tfx.types import standard_artifacts
+from tfx.components.statistics_gen.stats_artifact_utils import BINARY_PB_BASENAME
+from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils, path_utils
 
 from cnnpipe.models.warm_start import holds_saved_model
@@ -27,6 +28,8 @@ from cnnpipe.serving.model_config import versions
 
 SERVED_VERSION, SERVED_FROM = "served_version", "served_from"  # the artifact's custom properties
 PUSH_RECORD = os.path.join("assets.extra", "cnnpipe_push.json")  # in each pushed version; servers ignore it
+TRAINING_STATISTICS = os.path.join("assets.extra", "training_statistics.pb")  # a DatasetFeatureStatisticsList
+TRAIN = "train"
 
 
 def newest_served(base_path: str) -> Optional[str]:
@@ -48,13 +51,21 @@ def push_record(version_dir: str) -> dict:
 
 
 @component
-def ServedModel(serving_base: Parameter[str], baseline: OutputArtifact[standard_artifacts.Model]) -> None:
-    """Copies the newest served version under `serving_base` into `baseline`, with where it came from."""
+def ServedModel(serving_base: Parameter[str], baseline: OutputArtifact[standard_artifacts.Model],
+                statistics: OutputArtifact[standard_artifacts.ExampleStatistics]) -> None:
+    """Copies the newest served version under `serving_base` into `baseline`, with where it came from, and the
+    statistics of the data it was trained on (pushed with it) into `statistics`' train split (none: no splits)."""
     served = newest_served(serving_base)
+    statistics.split_names = artifact_utils.encode_split_names([])
     if served is None:
         baseline.set_int_custom_property(SERVED_VERSION, 0)
         logging.info("No model is served under %s yet: there is no baseline to beat.", serving_base)
         return
+    if tf.io.gfile.exists(os.path.join(served, TRAINING_STATISTICS)):
+        split_dir = artifact_utils.get_split_uri([statistics], TRAIN)
+        tf.io.gfile.makedirs(split_dir)
+        tf.io.gfile.copy(os.path.join(served, TRAINING_STATISTICS), os.path.join(split_dir, BINARY_PB_BASENAME))
+        statistics.split_names = artifact_utils.encode_split_names([TRAIN])
     io_utils.copy_dir(served, path_utils.serving_model_path(baseline.uri))
     baseline.set_int_custom_property(SERVED_VERSION, int(os.path.basename(served)))
     baseline.set_string_custom_property(SERVED_FROM, served)

@@ -5,6 +5,12 @@ reads them, adds what the run's class names imply whatever the schema (curated o
 are class ids in [0, classes), and every class has training images. It finds sample records that
 show each anomaly (TFDV's per-example validation) and fails with a message that names the records
 and says how to fix the data or the schema.
+
+Drift: given the statistics of the data the served model was trained on (ServedModel's, pushed with the
+model), it compares the training split's statistics with them by the schema's drift comparators (TFDV:
+L-infinity distance of the class balance, Jensen-Shannon divergence of brightness, height and width; an
+inferred schema gets DEFAULT_DRIFT) and stops the run when one is past its threshold, naming each drifted
+feature with its distance, unless `accept_drift`. What it measured is its `drift` output, for the summary.
 """
 
 import os
@@ -14,7 +20,7 @@ import tensorflow_data_validation as tfdv
 from tensorflow_data_validation.utils import anomalies_util
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 from tfx.components.statistics_gen import stats_artifact_utils
-from tfx.dsl.component.experimental.annotations import InputArtifact, Parameter
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
@@ -24,18 +30,50 @@ from cnnpipe.core.errors import DataValidationError
 from cnnpipe.core import features
 
 SAMPLED_RECORDS = 3
-
-
 TRAIN = "train"
+DRIFTED, ACCEPTED = "drifted", "accepted"  # the drift artifact's custom properties
+DRIFT_FILE = "SchemaDiff.pb"  # in its train split: the Anomalies with every drift measurement
+# The drift comparators an inferred schema gets (a curated one states its own): feature -> (comparator, threshold)
+DEFAULT_DRIFT = {features.CLASS_NAME: ("infinity_norm", 0.05), features.BRIGHTNESS: ("jensen_shannon_divergence", 0.1),
+                 features.HEIGHT: ("jensen_shannon_divergence", 0.1), features.WIDTH: ("jensen_shannon_divergence", 0.1)}
+MEASURES = {anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY: "L-infinity distance",
+            anomalies_pb2.DriftSkewInfo.Measurement.JENSEN_SHANNON_DIVERGENCE: "Jensen-Shannon divergence"}
 
 
 def with_label_domain(schema: schema_pb2.Schema, num_classes: int) -> schema_pb2.Schema:
-    """A copy of `schema` whose label takes the class ids 0 .. num_classes - 1 only."""
+    """A copy of `schema` whose label takes the class ids 0 .. num_classes - 1 only, with DEFAULT_DRIFT's
+    comparators on the features that have none."""
     constrained = schema_pb2.Schema()
     constrained.CopyFrom(schema)
     label = tfdv.get_feature(constrained, features.LABEL)
     label.int_domain.min, label.int_domain.max = 0, num_classes - 1
+    for feature in constrained.feature:
+        if feature.name in DEFAULT_DRIFT and not feature.HasField("drift_comparator"):
+            comparator, threshold = DEFAULT_DRIFT[feature.name]
+            getattr(feature.drift_comparator, comparator).threshold = threshold
     return constrained
+
+
+def drift(statistics: standard_artifacts.ExampleStatistics, served: standard_artifacts.ExampleStatistics,
+          schema: schema_pb2.Schema) -> anomalies_pb2.Anomalies:
+    """The training split's statistics against the served model's training data's, by the schema's comparators."""
+    current, previous = (stats_artifact_utils.load_statistics(s, TRAIN).proto() for s in (statistics, served))
+    return tfdv.validate_statistics(current, schema, previous_statistics=previous)
+
+
+def drifted(anomalies: anomalies_pb2.Anomalies) -> list[str]:
+    """Each measurement past its threshold, in words: "brightness: Jensen-Shannon divergence 0.2715 > 0.1"."""
+    return [f"{'.'.join(info.path.step)}: {MEASURES.get(m.type, 'distance')} {m.value:.4f} > {m.threshold:g}"
+            for info in anomalies.drift_skew_info for m in info.drift_measurements if m.value > m.threshold]
+
+
+def describe_drift(found: list[str], schema_source: str) -> str:
+    return "\n".join([
+        "The data drifted from the data the served model was trained on; the run stopped before Transform.",
+        *(f"  - {line}" for line in found),
+        "If the change is real and the model should learn it, run again with --accept-drift; otherwise fix the "
+        f"data (or, if the thresholds are too tight, the drift_comparator thresholds in the schema {schema_source}).",
+    ])
 
 
 def split_anomalies(anomalies: standard_artifacts.ExampleAnomalies, statistics: standard_artifacts.ExampleStatistics,
@@ -114,11 +152,15 @@ def ValidationGate(
     schema: InputArtifact[standard_artifacts.Schema],
     statistics: InputArtifact[standard_artifacts.ExampleStatistics],
     anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
+    drift_found: OutputArtifact[standard_artifacts.ExampleAnomalies],
     schema_source: Parameter[str],
     class_names: Parameter[list[str]],
+    served_statistics: InputArtifact[standard_artifacts.ExampleStatistics] = None,
+    accept_drift: Parameter[bool] = False,
 ) -> None:
     """Raises DataValidationError, naming the bad records, when any split has anomalies, a label is no
-    class id, or a class has no training examples."""
+    class id, or a class has no training examples; and, with `served_statistics` (ServedModel's), when the
+    training split drifted from them, unless `accept_drift`. `drift_found` holds the drift measured."""
     class_names = json_parameter(class_names)
     schema_proto = with_label_domain(io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri)),
                                      len(class_names))
@@ -128,5 +170,17 @@ def ValidationGate(
         for split, result in split_anomalies(anomalies, statistics, schema_proto).items()
     ]
     untrained = classes_without_training_images(statistics, class_names)
-    if reports or untrained:
-        raise DataValidationError("\n\n".join(reports + ([untrained] if untrained else [])))
+    drift_found.split_names = artifact_utils.encode_split_names([])
+    found = []
+    if served_statistics is not None and TRAIN in artifact_utils.decode_split_names(served_statistics.split_names):
+        measured = drift(statistics, served_statistics, schema_proto)
+        found = drifted(measured)
+        drift_found.split_names = artifact_utils.encode_split_names([TRAIN])
+        io_utils.write_bytes_file(os.path.join(artifact_utils.get_split_uri([drift_found], TRAIN), DRIFT_FILE),
+                                  measured.SerializeToString())
+    drift_found.set_string_custom_property(DRIFTED, "; ".join(found))
+    drift_found.set_int_custom_property(ACCEPTED, int(bool(found and accept_drift)))
+    stops = reports + ([untrained] if untrained else []) + ([describe_drift(found, schema_source)]
+                                                            if found and not accept_drift else [])
+    if stops:
+        raise DataValidationError("\n\n".join(stops))

@@ -6,6 +6,7 @@ CLASS_NAME = "class_name"  # human-readable class, e.g. "Trouser"
 SOURCE = "source"  # file (and index) the record came from: names it in every message
 HEIGHT = "height"  # of the encoded image, in pixels
 WIDTH = "width"
+BRIGHTNESS = "brightness"  # the image's mean gray level, 0-255: drift in lighting shows in its distribution
 
 # Outputs of preprocessing_fn, the Trainer's inputs.
 IMAGE_XF = "image_xf"  # float32 [height, width, channels], normalized

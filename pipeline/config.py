@@ -46,6 +46,8 @@ class PipelineConfig:
     eval_percent: int = option(10, "eval share when the data has no split of its own", "data")
     span_window: int = option(1, "data in DATA/span-N/ directories: ingest the newest span, train on the newest K",
                               "data", metavar="K")
+    accept_drift: bool = option(False, "go on when the data drifted from what the served model was trained on "
+                                "(the schema's drift comparators); the summary records it", "data")
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     thresholds: Thresholds = dataclasses.field(default_factory=Thresholds)
     robustness: AttackSettings = dataclasses.field(default_factory=AttackSettings)  # the Evaluator's attacked slices

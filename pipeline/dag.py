@@ -55,6 +55,7 @@ def create_pipeline(
     attacks: Optional[AttackSettings] = AttackSettings(),
     keep_versions: Optional[int] = None,
     span_window: int = 1,
+    accept_drift: bool = False,
     search_top_k: Optional[int] = 10,
     catalog: Optional[DataSource] = None,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
@@ -67,7 +68,8 @@ def create_pipeline(
     measures the candidate and the served model (ServedModel's copy of the newest version under
     `serving_base`, the baseline) on the eval images attacked with each one's own gradients too.
     Without `thresholds.compare_with_baseline` there is no ServedModel step: the blessing rests on
-    the thresholds' lower bounds alone. With `search_top_k`, the candidate is the EmbeddingIndex's: the
+    the thresholds' lower bounds alone, and there is no drift check (the served model's training data's statistics
+    are the reference; `accept_drift` goes on past a drift). With `search_top_k`, the candidate is the EmbeddingIndex's: the
     trained model with a `search` signature (that many neighbours) over the training split (or all of `catalog`,
     which CatalogExampleGen ingests) and its index.
     """
@@ -90,6 +92,12 @@ def create_pipeline(
         schema_gen = SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
     schema = schema_gen.outputs["schema"]
     example_validator = ExampleValidator(statistics=statistics_gen.outputs["statistics"], schema=schema)
+    compare_with_baseline = thresholds.compare_with_baseline
+    if training.warm_start == WARM_START_LATEST and not compare_with_baseline:
+        raise CnnpipeError("warm-starting from the served model (--warm-start latest, or retrain) needs the "
+                           "baseline step: drop --no-baseline.")
+    served_models = [ServedModel(serving_base=serving_base).with_id(SERVED_MODEL)] if compare_with_baseline else []
+    baseline = served_models[0].outputs["baseline"] if served_models else None
     validation_gate = ValidationGate(
         examples=examples,
         schema=schema,
@@ -97,6 +105,8 @@ def create_pipeline(
         anomalies=example_validator.outputs["anomalies"],
         schema_source=schema_file or "inferred by SchemaGen",
         class_names=list(training.class_names),
+        served_statistics=served_models[0].outputs["statistics"] if served_models else None,
+        accept_drift=accept_drift,
     )
     transform = Transform(
         examples=training_examples,
@@ -105,12 +115,6 @@ def create_pipeline(
         custom_config={"input_shape": list(training.input_shape), "normalization": training.normalization},
     )
     transform.add_upstream_node(validation_gate)  # bad data never reaches Transform
-    compare_with_baseline = thresholds.compare_with_baseline
-    if training.warm_start == WARM_START_LATEST and not compare_with_baseline:
-        raise CnnpipeError("warm-starting from the served model (--warm-start latest, or retrain) needs the "
-                           "baseline step: drop --no-baseline.")
-    served_models = [ServedModel(serving_base=serving_base).with_id(SERVED_MODEL)] if compare_with_baseline else []
-    baseline = served_models[0].outputs["baseline"] if served_models else None
     trainer = Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
@@ -165,6 +169,7 @@ def create_pipeline(
         infra_blessing=push_check.outputs["infra_blessing"],
         push_destination=_push_destination(serving_base),
         keep_versions=keep_versions,
+        statistics=statistics_gen.outputs["statistics"],  # pushed with the model: the next run's drift reference
     )
     return Pipeline(
         pipeline_name=name,
@@ -200,6 +205,7 @@ def pipeline_for(
         attacks=config.attack_settings(),
         keep_versions=config.keep_versions,
         span_window=config.span_window,
+        accept_drift=config.accept_drift,
         search_top_k=config.search_top_k if config.search else None,
         catalog=config.catalog_source(),
         metadata_connection_config=metadata_connection_config,
@@ -225,7 +231,8 @@ def create_index_pipeline(
     index = EmbeddingIndex(model=served.outputs["baseline"], catalog=catalog_gen.outputs["examples"], top_k=search_top_k)
     push_check = PushCheck(model=index.outputs["indexed_model"], examples=catalog_gen.outputs["examples"])
     pusher = AtomicPusher(model=index.outputs["indexed_model"], infra_blessing=push_check.outputs["infra_blessing"],
-                          push_destination=_push_destination(serving_base), keep_versions=keep_versions)
+                          push_destination=_push_destination(serving_base), keep_versions=keep_versions,
+                          statistics=served.outputs["statistics"])  # the served weights' training data, carried on
     return Pipeline(
         pipeline_name=name,
         pipeline_root=pipeline_root,

@@ -9,12 +9,13 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration.metadata import sqlite_metadata_connection_config
-from tfx.types import standard_artifacts
+from tensorflow_data_validation.utils import anomalies_util
+from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
 from cnnpipe.components.embedding_index import METRICS_FILE as RETRIEVAL_FILE, retrieval_failures
 from cnnpipe.components.evaluation_results import ACCURACY, LOSS, Metrics, clean_slice, metrics_by_slice, slice_columns
-from cnnpipe.components.validation_gate import class_counts
+from cnnpipe.components.validation_gate import ACCEPTED, DRIFT_FILE, DRIFTED, MEASURES, TRAIN, class_counts
 from cnnpipe.core import features
 from cnnpipe.models import collapse_check
 from cnnpipe.models.class_names import read_class_names
@@ -51,11 +52,14 @@ class RunSummary:
     pushed_to: Optional[str] = None
     retrieval: dict = dataclasses.field(default_factory=dict)  # EmbeddingIndex's figures (retrieval.json)
     collapse_check: dict = dataclasses.field(default_factory=dict)  # adversarial training's (models/collapse_check)
+    drift: Optional[str] = None  # the drift check against the served model's training data, in words
 
     def format(self) -> str:
         if self.accuracy is None:
             return f"Run {self.run_id}: no evaluation (the run stopped before the Evaluator)."
         lines = [f"Eval accuracy {self.accuracy:.2%} (loss {self.loss:.4f})"]
+        if self.drift:
+            lines.insert(0, self.drift)
         if self.baseline_accuracy is not None:
             lines[0] += f"; served model {self.baseline_accuracy:.2%}"
         per_class_search = self.retrieval.get("per_class", {})
@@ -82,6 +86,22 @@ class RunSummary:
             lines.append(f"Push check: {self.push_check_failure}")
         lines.append(f"Pushed to {self.pushed_to}" if self.pushed_to else "Not pushed.")
         return "\n".join(lines)
+
+
+def drift_line(drift: metadata_store_pb2.Artifact) -> Optional[str]:
+    """ValidationGate's drift check in words: each measurement, and whether a drift was accepted; None without one."""
+    artifact = standard_artifacts.ExampleAnomalies()
+    artifact.set_mlmd_artifact(drift)
+    if TRAIN not in artifact_utils.decode_split_names(artifact.split_names):
+        return None
+    measured = anomalies_util.load_anomalies_binary(os.path.join(artifact_utils.get_split_uri([artifact], TRAIN),
+                                                                 DRIFT_FILE))
+    values = ", ".join(f"{'.'.join(info.path.step)} {MEASURES.get(m.type, 'distance')} {m.value:.4f} (threshold "
+                       f"{m.threshold:g})" for info in measured.drift_skew_info for m in info.drift_measurements)
+    drifted = drift.custom_properties[DRIFTED].string_value
+    if drifted and drift.custom_properties[ACCEPTED].int_value:
+        return f"Drift accepted (--accept-drift) against the served model's training data: {drifted}."
+    return f"No drift against the served model's training data: {values}."
 
 
 def collapse_line(check: dict) -> str:
@@ -276,6 +296,8 @@ def summarize(metadata_file: str, pipeline_name: str, run_id: Optional[str] = No
     if indexed is not None and os.path.isfile(os.path.join(indexed.uri, RETRIEVAL_FILE)):
         with open(os.path.join(indexed.uri, RETRIEVAL_FILE), encoding="utf-8") as f:
             summary.retrieval = json.load(f)
+    if "drift_found" in outputs:
+        summary.drift = drift_line(outputs["drift_found"])
     if "model_run" in outputs:
         summary.collapse_check = collapse_check.read_report(outputs["model_run"].uri)
     pushed = outputs.get("pushed_model")

@@ -25,7 +25,8 @@ NAMES = FASHION_MNIST.class_names
 
 def parse(record: bytes) -> dict:
     feature = tf.train.Example.FromString(record).features.feature
-    return {key: (value.int64_list.value or value.bytes_list.value)[0] for key, value in feature.items()}
+    return {key: (value.int64_list.value or value.bytes_list.value or value.float_list.value)[0]
+            for key, value in feature.items()}
 
 
 def pixels(encoded: bytes) -> np.ndarray:
@@ -68,6 +69,7 @@ def test_idx_round_trip_keeps_every_pixel_and_label(tmp_path, compressed):
         assert record["class_name"].decode() == NAMES[labels[index]]
         assert record["source"].decode() == f"{os.path.basename(path)}:{index}"
         assert (record["height"], record["width"]) == (28, 28)
+        assert record["brightness"] == pytest.approx(images[index].mean(), abs=1e-4)  # the mean gray level
 
 
 def corrupt(path: str, edit) -> None:
@@ -124,6 +126,8 @@ def test_folder_images_of_mixed_formats_sizes_and_modes(tmp_path):
         assert record["class_name"].decode() == class_name and record["label"] == classes.index(class_name)
         assert record["source"].decode() == path
         assert (record["height"], record["width"]) == pixels(record["image"]).shape[:2]
+        gray = np.asarray(Image.open(io.BytesIO(record["image"])).convert("L"), dtype=float)  # as TF's decoder reads it
+        assert record["brightness"] == pytest.approx(gray.mean(), abs=1.0)
     assert len({pixels(open(path, "rb").read()).shape for path in paths}) == 3  # sizes and modes vary
 
 

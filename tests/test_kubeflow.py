@@ -86,7 +86,7 @@ def test_the_dag_edges_follow_the_artifacts(spec):
     tasks = spec.root.dag.tasks
     assert set(tasks["StatisticsGen"].dependent_tasks) == {"ImageExampleGen"}
     assert set(tasks["ValidationGate"].dependent_tasks) == {"ExampleValidator", "ImageExampleGen", "ImportSchemaGen",
-                                                            "StatisticsGen"}
+                                                            "StatisticsGen", SERVED_MODEL}
     assert "ValidationGate" in tasks["Transform"].dependent_tasks  # bad data never reaches Transform
     assert "Transform" in tasks["Trainer"].dependent_tasks
     assert {"Trainer", "Transform", "ImageExampleGen"} <= set(tasks["EmbeddingIndex"].dependent_tasks)
@@ -112,6 +112,8 @@ def test_the_dag_edges_follow_the_artifacts(spec):
     assert source("AtomicPusher", "model_blessing") == ("Evaluator", "blessing")
     assert source("PushCheck", "model") == ("EmbeddingIndex", "indexed_model")
     assert source("AtomicPusher", "infra_blessing") == ("PushCheck", "infra_blessing")
+    assert source("AtomicPusher", "statistics") == ("StatisticsGen", "statistics")  # the next run's drift reference
+    assert source("ValidationGate", "served_statistics") == (SERVED_MODEL, "statistics")
 
 
 def test_every_step_runs_the_image_with_the_beam_args_and_importable_executors(spec):
@@ -229,7 +231,7 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
         max_robust_accuracy_drop=0.02,
         adversarial="pgd", adversarial_epsilon=0.2, adversarial_steps=3,
         output_dir=str(tmp_path / "out"), serving_dir=str(tmp_path / "serving"), model_name="shoes",
-        keep_versions=3, span_window=2, beam_args=("--direct_num_workers=2",),
+        keep_versions=3, span_window=2, accept_drift=True, beam_args=("--direct_num_workers=2",),
         search=True, search_top_k=5, min_retrieval_precision=0.5, max_retrieval_precision_drop=0.02,
         catalog=FASHION_MNIST.path,
     )

@@ -24,8 +24,10 @@ _IDX_UNSIGNED_BYTE = 0x08
 NO_LABEL = -1  # the label of an image without a class
 
 
-def make_example(image: bytes, label: int, class_name: str, source: str, height: int, width: int) -> bytes:
-    """The serialized tf.Example every later stage relies on."""
+def make_example(image: bytes, label: int, class_name: str, source: str, height: int, width: int,
+                 brightness: Optional[float] = None) -> bytes:
+    """The serialized tf.Example every later stage relies on; ingestion adds the image's `brightness` (its mean
+    gray level, 0-255), whose distribution the validation compares between the data and the served model's."""
 
     def ints(value: int) -> tf.train.Feature:
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
@@ -45,25 +47,27 @@ def make_example(image: bytes, label: int, class_name: str, source: str, height:
             }
         )
     )
+    if brightness is not None:
+        example.features.feature[features.BRIGHTNESS].float_list.value.append(brightness)
     return example.SerializeToString(deterministic=True)
 
 
-def decoded_size(data: bytes) -> Optional[tuple[int, int]]:
-    """(height, width) of `data` as Transform's decoder reads it; None if it cannot.
+def decoded_summary(data: bytes) -> Optional[tuple[int, int, float]]:
+    """(height, width, brightness) of `data` as Transform's decoder reads it; None if it cannot.
 
     It decodes to one channel, the strictest for PNG and JPEG: CMYK and YCCK JPEGs fail only there,
     and three channels decode whatever one does. DecodeImage is the op `tf.io.decode_image`
     (preprocessing.decode_image) runs, without that wrapper's eager overhead.
     """
     try:
-        shape = tf.raw_ops.DecodeImage(contents=data, channels=1, expand_animations=False).shape
+        gray = tf.raw_ops.DecodeImage(contents=data, channels=1, expand_animations=False)
     except tf.errors.InvalidArgumentError:
         return None
-    return shape[0], shape[1]
+    return gray.shape[0], gray.shape[1], float(np.mean(gray.numpy()))
 
 
-def ingest_image(data: bytes, source: str) -> tuple[bytes, int, int]:
-    """The bytes to store for an encoded image, and their (height, width).
+def ingest_image(data: bytes, source: str) -> tuple[bytes, int, int, float]:
+    """The bytes to store for an encoded image, and their (height, width, brightness).
 
     TensorFlow decides what is readable: an upright PNG or JPEG that it decodes keeps its bytes;
     anything else PIL reads (CMYK JPEG, WebP, TIFF, BMP, GIF, EXIF-rotated, ...) is stored as an
@@ -71,17 +75,17 @@ def ingest_image(data: bytes, source: str) -> tuple[bytes, int, int]:
     """
     try:
         image = images.open_image(data)
-        size = None if images.needs_png(image) else decoded_size(data)
-        stored = data if size else images.upright_png(image)
+        summary = None if images.needs_png(image) else decoded_summary(data)
+        stored = data if summary else images.upright_png(image)
     except images.ImageReadError as error:
         raise IngestionError(f"{source}: {error}; replace it or remove it.") from None
-    size = size or decoded_size(stored)
-    if size is None:
+    summary = summary or decoded_summary(stored)
+    if summary is None:
         raise IngestionError(
             f"{source}: a {image.format} {image.mode} image that TensorFlow cannot decode, even converted to PNG. "
             "Convert it to an 8-bit RGB PNG yourself, or remove it."
         )
-    return stored, *size
+    return stored, *summary
 
 
 def class_name_of(label: int, class_names: Sequence[str]) -> str:
@@ -164,7 +168,8 @@ def read_idx(images_path: str, class_names: Sequence[str]) -> Iterator[bytes]:
             if len(pixels) != size:
                 raise IngestionError(f"{images_path}: truncated at image {index} of {count}.")
             png = _encode_png(pixels, rows, columns)
-            yield make_example(png, label, class_name_of(label, class_names), f"{name}:{index}", rows, columns)
+            yield make_example(png, label, class_name_of(label, class_names), f"{name}:{index}", rows, columns,
+                               float(np.frombuffer(pixels, np.uint8).mean()))
 
 
 def read_idx_array(path: str, dimensions: int) -> np.ndarray:
@@ -233,9 +238,9 @@ def read_image_file(path: str, data: bytes, class_names: Sequence[str]) -> bytes
             f"{path}: its folder '{class_name}' is not one of the classes {list(class_names)}; "
             "every split must have the same class folders."
         )
-    image, height, width = ingest_image(data, path)
+    image, height, width, brightness = ingest_image(data, path)
     label = class_names.index(class_name) if class_names else NO_LABEL
-    return make_example(image, label, class_name, path, height, width)
+    return make_example(image, label, class_name, path, height, width, brightness)
 
 
 # --- TFRecords of tf.Example -----------------------------------------------------------------
@@ -274,6 +279,6 @@ def read_tfrecord(path: str, class_names: Sequence[str]) -> Iterator[bytes]:
             )
         own_source = feature[features.SOURCE].bytes_list.value if features.SOURCE in feature else []
         source = own_source[0].decode() if own_source else record_id
-        stored, height, width = ingest_image(image[0], record_id)
-        yield make_example(stored, label[0], class_name_of(label[0], class_names), source, height, width)
+        stored, height, width, brightness = ingest_image(image[0], record_id)
+        yield make_example(stored, label[0], class_name_of(label[0], class_names), source, height, width, brightness)
         index += 1

@@ -1,7 +1,7 @@
 """A retraining day on real Fashion-MNIST spans, `cnnpipe retrain` over the newest two: span 1 with the run killed
 in each component and resumed; span 2 (more data) retrained while `cnnpipe serve` answers clients from the same
 serving directory and a second run on the same output is tried; span 3, whose labels mean nothing, not pushed;
-then a retrain with no new span. The slowest scenario of the suite, in a module of its own so that it runs beside
+then a retrain with no new span; then span 4, brightened images: drift, stopped, then accepted. The slowest scenario of the suite, in a module of its own so that it runs beside
 the others."""
 
 import dataclasses
@@ -105,18 +105,23 @@ class RetrainingDay:
     again: Optional[subprocess.CompletedProcess] = None  # no new span
     trained_spans: list[int] = dataclasses.field(default_factory=list)
     left_at_the_end: list[str] = dataclasses.field(default_factory=list)
+    drifted: Optional[subprocess.CompletedProcess] = None  # span 4: brightened images
+    accepted: Optional[subprocess.CompletedProcess] = None  # span 4 again, with --accept-drift
+    accepted_run: Optional[summary.RunSummary] = None
 
 
-def write_span(data, span: int, start: int, count: int, drop_eval_class: int = -1, shuffle_labels: bool = False) -> None:
+def write_span(data, span: int, start: int, count: int, drop_eval_class: int = -1, shuffle_labels: bool = False,
+               brighten: int = 0) -> None:
     """Real train and t10k images; with `drop_eval_class`, the eval split has none of that class; with
-    `shuffle_labels`, labels that mean nothing."""
+    `shuffle_labels`, labels that mean nothing; with `brighten`, every pixel that many levels brighter."""
     images, labels = fashion_mnist("train", start + count)
     shuffled = np.random.default_rng(span).permutation if shuffle_labels else lambda labels: labels
-    write_idx(str(data / f"span-{span}"), "train", images[start:], shuffled(labels[start:]))
+    lit = lambda pixels: np.clip(pixels.astype(int) + brighten, 0, 255)  # noqa: E731
+    write_idx(str(data / f"span-{span}"), "train", lit(images[start:]), shuffled(labels[start:]))
     first, last = start // 3, (start + count) // 3
     images, labels = fashion_mnist("t10k", last)
     keep = labels[first:] != drop_eval_class
-    write_idx(str(data / f"span-{span}"), "t10k", images[first:][keep], shuffled(labels[first:][keep]))
+    write_idx(str(data / f"span-{span}"), "t10k", lit(images[first:][keep]), shuffled(labels[first:][keep]))
 
 
 def serve_while(serving_dir: str, seen: "RetrainingDay", newest_version, work) -> None:
@@ -173,6 +178,11 @@ def day(tmp_path_factory) -> RetrainingDay:
     seen.again = cnnpipe(*retrain_args(data, output), cwd=root)
     seen.trained_spans = retrain.trained_spans(metadata_path(str(output)), MODEL)
     seen.left_at_the_end = versions(seen.serving_base)
+
+    write_span(data, 4, 2100, 600, brighten=40)
+    seen.drifted = cnnpipe(*retrain_args(data, output), cwd=root)
+    seen.accepted = cnnpipe(*retrain_args(data, output), "--accept-drift", cwd=root)
+    seen.accepted_run = summary.summarize(metadata_path(str(output)), MODEL)
     return seen
 
 
@@ -248,3 +258,27 @@ def test_a_retrain_without_a_new_span_does_nothing(day):
     assert "no new span" in day.again.stdout and "span 3 is already trained" in day.again.stdout
     assert day.trained_spans == [1, 2, 3]
     assert day.left_at_the_end == day.left_after_span2
+
+
+def test_span_2_is_checked_for_drift_against_the_data_span_1_was_trained_on(day):
+    """The statistics travel with the pushed version (Pusher) and back into the next run (ServedModel)."""
+    assert day.span2_run.drift.startswith("No drift against the served model's training data: ")
+    assert "class_name L-infinity distance 0.0" in day.span2_run.drift
+    assert "brightness Jensen-Shannon divergence 0.0" in day.span2_run.drift
+
+
+@pytest.mark.fault("validation", "a new span of brightened images (drift from the served model's training data)",
+                   "stopped before Transform naming brightness, its JS divergence and threshold; --accept-drift goes "
+                   "on and the summary says so")
+def test_a_drifted_span_stops_the_retrain_by_name_until_the_drift_is_accepted(day, observed):
+    assert day.drifted.returncode == 1, day.drifted.stdout[-2000:]
+    message = day.drifted.stderr.strip().splitlines()
+    assert message[0] == ("cnnpipe: The data drifted from the data the served model was trained on; the run stopped "
+                          "before Transform.")
+    assert re.fullmatch(r"  - brightness: Jensen-Shannon divergence 0\.\d{4} > 0\.1", message[1]), message
+    assert "run again with --accept-drift" in message[2] and "✓ Transform" not in day.drifted.stdout
+    assert day.accepted.returncode in (0, EXIT_NOT_PUSHED), day.accepted.stderr[-2000:]
+    assert day.accepted_run.drift == ("Drift accepted (--accept-drift) against the served model's training data: "
+                                      + message[1].strip().removeprefix("- ") + ".")
+    assert day.accepted_run.drift in day.accepted.stdout
+    observed(message[1].strip() + "; accepted: " + day.accepted_run.drift.split(":")[0])
