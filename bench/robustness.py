@@ -1,15 +1,17 @@
-"""Adversarial example generation and the Evaluator on the 10,000 Fashion-MNIST test images: FGSM and PGD at every ε.
+"""Adversarial example generation and the Evaluator on the 10,000 Fashion-MNIST test images: the attacks at every ε.
 
 Times what the AdversarialExamples component does (robustness.adversarial_examples.write: read,
 decode, attack, PNG-encode, write) and what the Evaluator does with its output (TFMA with the
 pipeline's EvalConfig), then each attack alone on the same images held in memory, with the
-accuracy it leaves, to show what the time goes to.
+accuracy it leaves per ε and their worst case, to show what the time goes to (`--accuracy-only`: that alone).
 
 Run: .venv/bin/python bench/robustness.py [--model SAVED_MODEL_DIR] [--baseline SAVED_MODEL_DIR] [--pgd-steps 10]
+     [--attacks fgsm,pgd,apgd-ce,apgd-dlr] [--accuracy-only]
 (default model: the newest version pushed by `make run`, under cnnpipe-output/serving/fashion_mnist)
 """
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -24,10 +26,9 @@ from cnnpipe.components.ingestion.formats import make_example  # noqa: E402
 from cnnpipe.pipeline import evaluation  # noqa: E402
 from cnnpipe.pipeline.datasets import FASHION_MNIST  # noqa: E402
 from cnnpipe.pipeline.thresholds import Thresholds  # noqa: E402
-from cnnpipe.robustness import attacks  # noqa: E402
-from cnnpipe.core.names import BASELINE, CANDIDATE  # noqa: E402
-from cnnpipe.robustness.adversarial_examples import write  # noqa: E402
-from cnnpipe.robustness.settings import AttackSettings  # noqa: E402
+from cnnpipe.core.names import BASELINE, CANDIDATE, WORST_CASE  # noqa: E402
+from cnnpipe.robustness.adversarial_examples import adversarial_batches, write  # noqa: E402
+from cnnpipe.robustness.settings import AttackSettings, attack_names  # noqa: E402
 from cnnpipe.robustness.pixel_model import PixelModel  # noqa: E402
 from cnnpipe.serving.model_config import versions  # noqa: E402
 
@@ -51,30 +52,25 @@ def write_test_split(path: str) -> int:
     return len(labels)
 
 
-def attack_breakdown(model: PixelModel, settings: AttackSettings) -> None:
-    """Prints each attack's time and accuracy over the 10,000 test images, held in memory."""
+def accuracy_per_epsilon(model: PixelModel, settings: AttackSettings) -> None:
+    """Prints, per ε, each attack's accuracy over the 10,000 test images held in memory and, with two or more
+    attacks, their worst case (an image counts only if every attack failed on it), with the seconds the attacks
+    took: the copies `adversarial_examples.adversarial_batches` makes, as the component makes them."""
     images, labels = report.fashion_mnist_arrays("t10k", 10_000)
     batches = [(tf.constant(images[i:i + settings.batch_size, ..., None], tf.float32),
                 tf.constant(labels[i:i + settings.batch_size], tf.int64)) for i in range(0, len(labels), settings.batch_size)]
-
-    def accuracy(attacked: list[tf.Tensor]) -> float:
-        correct = sum(int(tf.reduce_sum(tf.cast(tf.argmax(model.probabilities(x), -1) == y, tf.int32)))
-                      for x, (_, y) in zip(attacked, batches))
-        return correct / len(labels)
-
-    print(f"  clean accuracy {accuracy([x for x, _ in batches]):.1%}")
-    attacks.fgsm(model.probabilities, *batches[0], settings.epsilons)  # traced before timing
-    attacks.pgd(model.probabilities, *batches[0], settings.epsilons[:1], settings.pgd_steps)
-    start = time.perf_counter()
-    fgsm = [attacks.fgsm(model.probabilities, x, y, settings.epsilons) for x, y in batches]
-    seconds = time.perf_counter() - start
-    accuracies = ", ".join(f"{accuracy([b[k] for b in fgsm]):.1%}" for k in range(len(settings.epsilons)))
-    print(f"  FGSM, all ε: {seconds:5.1f}s; accuracy {accuracies}")
+    correct = lambda x, y: int(tf.reduce_sum(tf.cast(tf.argmax(model.probabilities(x), -1) == y, tf.int32)))  # noqa: E731
+    names = [*settings.attacks, *([WORST_CASE] if len(settings.attacks) > 1 else [])]
+    print(f"  clean accuracy {sum(correct(x, y) for x, y in batches) / len(labels):.2%}")
+    print("  " + " | ".join(["ε", *names, "seconds"]))
     for epsilon in settings.epsilons:
-        start = time.perf_counter()
-        pgd = [attacks.pgd(model.probabilities, x, y, [epsilon], settings.pgd_steps, settings.pgd_step_fraction, (0, i))[0]
-               for i, (x, y) in enumerate(batches)]
-        print(f"  PGD-{settings.pgd_steps} ε {epsilon}: {time.perf_counter() - start:5.1f}s; accuracy {accuracy(pgd):.1%}")
+        at_epsilon = dataclasses.replace(settings, epsilons=(epsilon,), worst_case_epsilon=epsilon)
+        counts, start = dict.fromkeys(names, 0), time.perf_counter()
+        for index, (x, y) in enumerate(batches):
+            for copy in adversarial_batches({CANDIDATE: model}, {CANDIDATE: x}, y, at_epsilon, (settings.seed, index)):
+                counts[copy.attack] += correct(copy.pixels, y)
+        cells = [f"{counts[name] / len(labels):.2%}" for name in names]
+        print("  " + " | ".join([f"{epsilon:g}", *cells, f"{time.perf_counter() - start:.1f}"]))
 
 
 def evaluate(models: dict[str, PixelModel], settings: AttackSettings, records: str, output: str) -> float:
@@ -95,15 +91,24 @@ def main() -> None:
     parser.add_argument("--baseline", help="also attack this exported model, as the component does with a baseline")
     parser.add_argument("--pgd-steps", type=int, default=AttackSettings.pgd_steps)
     parser.add_argument("--batch-size", type=int, default=AttackSettings.batch_size)
+    parser.add_argument("--attacks", type=attack_names, default=AttackSettings.attacks,
+                        help="of fgsm, pgd, apgd-ce, apgd-dlr (default: the pipeline's)")
+    parser.add_argument("--accuracy-only", action="store_true",
+                        help="only each attack's accuracy per ε (no component, no Evaluator)")
     args = parser.parse_args()
     models = {CANDIDATE: PixelModel(args.model or newest_version(SERVED))}
     if args.baseline:
         models[BASELINE] = PixelModel(args.baseline)
-    settings = AttackSettings(pgd_steps=args.pgd_steps, batch_size=args.batch_size,
+    settings = AttackSettings(attacks=args.attacks, pgd_steps=args.pgd_steps, batch_size=args.batch_size,
                               worst_case_epsilon=Thresholds().robust_epsilon)  # as the pipeline's default run
     print(f"model {models[CANDIDATE].model_dir}; {os.cpu_count()} CPUs, load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
+    if args.accuracy_only:
+        for name, model in models.items():
+            print(f"{name}: accuracy per ε (attacks on the images in memory, as the component makes them)")
+            accuracy_per_epsilon(model, settings)
+        return
     with tempfile.TemporaryDirectory() as scratch:
         sources = write_test_split(os.path.join(scratch, "eval.gz"))
         start = time.perf_counter()
@@ -111,16 +116,17 @@ def main() -> None:
         generation = time.perf_counter() - start
         size = sum(os.path.getsize(os.path.join(scratch, "out", f)) for f in os.listdir(os.path.join(scratch, "out")))
         records = sources * (1 + len(models) * settings.copies_per_model)
-        print(f"attack generation: {sources:,} images, {len(models)} model(s), FGSM + PGD-{settings.pgd_steps} at ε "
-              f"{', '.join(map(str, settings.epsilons))} and their worst case at ε {settings.worst_case_epsilon}: "
+        worst = f" and their worst case at ε {settings.worst_case_epsilon}" if settings.worst_case else ""
+        print(f"attack generation: {sources:,} images, {len(models)} model(s), {', '.join(settings.attacks)} "
+              f"(PGD-{settings.pgd_steps}) at ε {', '.join(map(str, settings.epsilons))}{worst}: "
               f"{generation:.1f}s, {records:,} records ({size / 1e6:.0f} MB)")
         evaluator = evaluate(models, settings, os.path.join(scratch, "out", "*"), os.path.join(scratch, "evaluation"))
         print(f"Evaluator (TFMA as the pipeline configures it: clean, clean x class, attack x ε; {len(models)} "
               f"model(s), each on all {records:,} records): {evaluator:.1f}s")
-        print(f"together: {generation + evaluator:.1f}s (target 180s)")
+        print(f"together: {generation + evaluator:.1f}s (issue 16's target: 75s with a baseline)")
     for name, model in models.items():
         print(f"{name}, the attacks alone (no reading, decoding, encoding or writing):")
-        attack_breakdown(model, settings)
+        accuracy_per_epsilon(model, settings)
 
 if __name__ == "__main__":
     main()
