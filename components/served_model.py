@@ -62,10 +62,10 @@ def ServedModel(serving_base: Parameter[str], baseline: OutputArtifact[standard_
         logging.info("No model is served under %s yet: there is no baseline to beat.", serving_base)
         return
     if tf.io.gfile.exists(os.path.join(served, TRAINING_STATISTICS)):
+        statistics.split_names = artifact_utils.encode_split_names([TRAIN])
         split_dir = artifact_utils.get_split_uri([statistics], TRAIN)
         tf.io.gfile.makedirs(split_dir)
         tf.io.gfile.copy(os.path.join(served, TRAINING_STATISTICS), os.path.join(split_dir, BINARY_PB_BASENAME))
-        statistics.split_names = artifact_utils.encode_split_names([TRAIN])
     io_utils.copy_dir(served, path_utils.serving_model_path(baseline.uri))
     baseline.set_int_custom_property(SERVED_VERSION, int(os.path.basename(served)))
     baseline.set_string_custom_property(SERVED_FROM, served)

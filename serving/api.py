@@ -15,6 +15,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from cnnpipe.serving.errors import ServingError, invalid
 from cnnpipe.serving.manager import ModelManager
+from cnnpipe.serving.request_log import RequestLog
 from cnnpipe.serving.servable import Servable
 
 SIGNATURE_DEF = "signature_def"  # the one metadata field TF Serving answers
@@ -112,14 +113,17 @@ def model_spec(servable: Servable, signature_name: str = "") -> model_pb2.ModelS
 
 
 def predict(servable: Servable, signature_name: str, inputs: dict[str, np.ndarray],
-            output_filter: tuple[str, ...] = ()) -> tuple[str, dict[str, np.ndarray]]:
-    """Runs the signature; returns its key and the outputs (only those in `output_filter` when given)."""
+            output_filter: tuple[str, ...] = (), log: Optional[RequestLog] = None) -> tuple[str, dict[str, np.ndarray]]:
+    """Runs the signature; returns its key and the outputs (only those in `output_filter` when given); `log` gets
+    a sample of the predictions."""
     key, signature = servable.signature(signature_name)
     unknown = set(output_filter) - set(signature.outputs)
     if unknown:
         raise invalid(f"output_filter names {sorted(unknown)}, but signature '{key}' has outputs "
                       f"{sorted(signature.outputs)}")
     outputs = servable.run(key, inputs)
+    if log is not None:
+        log.record(servable.name, servable.version, key, inputs, outputs)
     return key, {name: outputs[name] for name in (output_filter or outputs)}
 
 

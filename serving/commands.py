@@ -23,6 +23,13 @@ def _count(text: str) -> int:
     return value
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"a share in (0, 1], not {text}")
+    return value
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not 0 <= value < float("inf"):
@@ -62,6 +69,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--tensorflow-inter-op-parallelism", dest="inter_op_parallelism", type=int, metavar="N",
                        default=d.inter_op_parallelism, help="TensorFlow's threads running ops side by side "
                        "(default 0: TensorFlow chooses)")
+    serve.add_argument("--log-requests", metavar="DIR", help="log a sample of the predictions each version makes "
+                       "under DIR/<model>/<version>/ (PredictionLog records in TFRecord files, as TF Serving's request "
+                       "logging; never delays or fails a request), for `cnnpipe skew`")
+    serve.add_argument("--log-sample-rate", type=_share, default=d.log_sample_rate, metavar="R",
+                       help=f"with --log-requests, the share of predictions logged (default {d.log_sample_rate:g}: all)")
     batching = serve.add_argument_group("batching (as TF Serving's --enable_batching)")
     batching.add_argument("--enable-batching", action="store_true", help="stack concurrent requests into one call")
     batching.add_argument("--max-batch-size", type=int, default=b.max_batch_size, help=f"default {b.max_batch_size}")
@@ -110,7 +122,7 @@ def _serve(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port, host=args.host, poll_seconds=args.poll_seconds, batching=batching,
         max_request_bytes=args.max_request_bytes, intra_op_parallelism=args.intra_op_parallelism,
         inter_op_parallelism=args.inter_op_parallelism, max_batch_images=args.max_batch_images,
-        drain_seconds=args.drain_seconds,
+        drain_seconds=args.drain_seconds, log_requests=args.log_requests, log_sample_rate=args.log_sample_rate,
     ))
     return 0
 

@@ -19,6 +19,7 @@ from tensorflow_serving.apis import (
 from cnnpipe.serving import api, tensors
 from cnnpipe.serving.errors import ServingError, invalid
 from cnnpipe.serving.manager import ModelManager
+from cnnpipe.serving.request_log import RequestLog
 
 log = logging.getLogger("cnnpipe.serving")
 
@@ -45,8 +46,10 @@ def _version(spec) -> tuple[Optional[int], str]:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ModelManager, max_batch_images: int, in_flight: api.InFlight):
+    def __init__(self, manager: ModelManager, max_batch_images: int, in_flight: api.InFlight,
+                 request_log: Optional[RequestLog] = None):
         self.manager, self.max_batch_images, self.in_flight = manager, max_batch_images, in_flight
+        self.request_log = request_log
 
     @_answers_errors
     def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:  # noqa: N802
@@ -59,7 +62,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         with api.batch_of(images, self.max_batch_images):
             inputs = {name: tensors.from_proto(request.inputs[name], spec, name)
                       for name, spec in signature.inputs.items()}
-            _, outputs = api.predict(servable, key, inputs, tuple(request.output_filter))
+            _, outputs = api.predict(servable, key, inputs, tuple(request.output_filter), self.request_log)
             response = predict_pb2.PredictResponse(model_spec=api.model_spec(servable, key))
             for name, value in outputs.items():
                 tensors.write_proto(value, response.outputs[name])
@@ -95,15 +98,17 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def grpc_server(manager: ModelManager, address: str, max_request_bytes: int, max_batch_images: int,
-                in_flight: api.InFlight, threads: int = api.MODEL_THREADS) -> grpc.Server:
-    """A started gRPC server with both services on `address` (host:port); `in_flight` counts its calls."""
+                in_flight: api.InFlight, request_log: Optional[RequestLog] = None,
+                threads: int = api.MODEL_THREADS) -> grpc.Server:
+    """A started gRPC server with both services on `address` (host:port); `in_flight` counts its calls;
+    `request_log` gets a sample of the predictions."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
         options=[("grpc.max_receive_message_length", max_request_bytes),
                  ("grpc.max_send_message_length", -1)],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(manager, max_batch_images, in_flight), server)
+        PredictionService(manager, max_batch_images, in_flight, request_log), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager, in_flight), server)
     if not server.add_insecure_port(address):
         raise OSError(f"cannot listen for gRPC on {address}")

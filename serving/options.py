@@ -26,3 +26,5 @@ class ServerOptions:
     inter_op_parallelism: int = 0  # TensorFlow's threads running ops side by side; 0: TensorFlow chooses
     max_batch_images: int = MAX_BATCH_IMAGES  # images (instances) in one request; more are refused
     drain_seconds: float = DRAIN_SECONDS  # on SIGTERM/SIGINT, how long requests under way may take to finish
+    log_requests: Optional[str] = None  # a directory: log a sample of predictions there (serving/request_log.py)
+    log_sample_rate: float = 1.0  # the share of predictions logged

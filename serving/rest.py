@@ -29,6 +29,7 @@ from cnnpipe.core.names import SERVING_DEFAULT
 from cnnpipe.serving import api, json_body, page, tensors
 from cnnpipe.serving.errors import ServingError, invalid, not_found
 from cnnpipe.serving.manager import ModelManager
+from cnnpipe.serving.request_log import RequestLog
 
 PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
@@ -58,10 +59,10 @@ class RestServer(ThreadingHTTPServer):
     block_on_close = False  # the drain waits on `in_flight`, with a deadline
 
     def __init__(self, address: tuple[str, int], manager: ModelManager, max_request_bytes: int,
-                 max_batch_images: int, in_flight: api.InFlight):
+                 max_batch_images: int, in_flight: api.InFlight, request_log: Optional[RequestLog] = None):
         super().__init__(address, RestHandler)
         self.manager, self.max_request_bytes, self.max_batch_images = manager, max_request_bytes, max_batch_images
-        self.in_flight = in_flight
+        self.in_flight, self.request_log = in_flight, request_log
         self.model_threads = ThreadPoolExecutor(api.MODEL_THREADS, thread_name_prefix="rest-model")
         self.draining = False
         self._drain_signal, self._drain_trigger = socket.socketpair()  # readable once draining
@@ -293,7 +294,8 @@ class RestHandler(BaseHTTPRequestHandler):
         _, signature = servable.signature(signature_name)
         with api.batch_of(tensors.rest_rows(request), self.server.max_batch_images):
             inputs, row_format = tensors.from_rest(request, signature.inputs)
-            _, outputs = self.server.model_threads.submit(api.predict, servable, signature_name, inputs).result()
+            _, outputs = self.server.model_threads.submit(api.predict, servable, signature_name, inputs, (),
+                                                          self.server.request_log).result()
             return tensors.to_rest(outputs, row_format)
 
     def _json(self, body: bytes) -> Any:

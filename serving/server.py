@@ -21,6 +21,7 @@ from cnnpipe.serving.batching import BatchingOptions
 from cnnpipe.serving.grpc_api import grpc_server
 from cnnpipe.serving.manager import ModelManager
 from cnnpipe.serving.options import ServerOptions
+from cnnpipe.serving.request_log import RequestLog
 from cnnpipe.serving.rest import RestServer
 
 MODEL_SERVER = "tensorflow_model_server"
@@ -39,10 +40,11 @@ class RunningServer:
         self.manager = ModelManager(options.serving_dir, options.model_config_file, options.batching)
         self.manager.start(options.poll_seconds)  # the first versions are loaded before the ports open
         self.in_flight = api.InFlight()
+        self.request_log = RequestLog(options.log_requests, options.log_sample_rate) if options.log_requests else None
         self.grpc = grpc_server(self.manager, f"{options.host}:{options.grpc_port}", options.max_request_bytes,
-                                options.max_batch_images, self.in_flight)
+                                options.max_batch_images, self.in_flight, self.request_log)
         self.rest = RestServer((options.host, options.rest_port), self.manager, options.max_request_bytes,
-                               options.max_batch_images, self.in_flight)
+                               options.max_batch_images, self.in_flight, self.request_log)
         threading.Thread(target=self.rest.serve_forever, daemon=True, name="rest").start()
 
     def stop(self, drain_seconds: float) -> bool:
@@ -57,6 +59,8 @@ class RunningServer:
         if not (self.in_flight.wait_idle(max(0.0, deadline - time.monotonic())) and grpc_finished):
             return False
         self.manager.stop()
+        if self.request_log is not None:
+            self.request_log.close()
         return True
 
 
@@ -121,7 +125,7 @@ def _wait_for_a_signal() -> None:
 def serve(options: ServerOptions) -> None:
     """Serves until SIGINT or SIGTERM, then stops as `RunningServer.stop` does."""
     binary = shutil.which(MODEL_SERVER)
-    if binary:
+    if binary and not options.log_requests:  # TF Serving logs requests by its own model config, not by a flag
         _launch_model_server(binary, options)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     api.limit_malloc_arenas()

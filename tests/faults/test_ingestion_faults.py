@@ -162,7 +162,8 @@ def ingest(root, pattern: str = "*/*", data_format: str = "folder") -> dict[str,
     examples = {}
     for record in tf.data.TFRecordDataset(glob.glob(output + "*")).as_numpy_iterator():
         feature = tf.train.Example.FromString(record).features.feature
-        example = {key: (value.int64_list.value or value.bytes_list.value)[0] for key, value in feature.items()}
+        example = {key: (value.int64_list.value or value.bytes_list.value or value.float_list.value)[0]
+                   for key, value in feature.items()}
         examples[example["source"].decode().removeprefix(f"{root}/")] = example
     return examples
 
