@@ -52,18 +52,18 @@ def push_record(version_dir: str) -> dict:
 
 @component
 def ServedModel(serving_base: Parameter[str], baseline: OutputArtifact[standard_artifacts.Model],
-                statistics: OutputArtifact[standard_artifacts.ExampleStatistics]) -> None:
+                served_statistics: OutputArtifact[standard_artifacts.ExampleStatistics]) -> None:
     """Copies the newest served version under `serving_base` into `baseline`, with where it came from, and the
-    statistics of the data it was trained on (pushed with it) into `statistics`' train split (none: no splits)."""
+    statistics of the data it was trained on (pushed with it) into `served_statistics`' train split (none: no splits)."""
     served = newest_served(serving_base)
-    statistics.split_names = artifact_utils.encode_split_names([])
+    served_statistics.split_names = artifact_utils.encode_split_names([])
     if served is None:
         baseline.set_int_custom_property(SERVED_VERSION, 0)
         logging.info("No model is served under %s yet: there is no baseline to beat.", serving_base)
         return
     if tf.io.gfile.exists(os.path.join(served, TRAINING_STATISTICS)):
-        statistics.split_names = artifact_utils.encode_split_names([TRAIN])
-        split_dir = artifact_utils.get_split_uri([statistics], TRAIN)
+        served_statistics.split_names = artifact_utils.encode_split_names([TRAIN])
+        split_dir = artifact_utils.get_split_uri([served_statistics], TRAIN)
         tf.io.gfile.makedirs(split_dir)
         tf.io.gfile.copy(os.path.join(served, TRAINING_STATISTICS), os.path.join(split_dir, BINARY_PB_BASENAME))
     io_utils.copy_dir(served, path_utils.serving_model_path(baseline.uri))

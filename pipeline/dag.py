@@ -105,7 +105,7 @@ def create_pipeline(
         anomalies=example_validator.outputs["anomalies"],
         schema_source=schema_file or "inferred by SchemaGen",
         class_names=list(training.class_names),
-        served_statistics=served_models[0].outputs["statistics"] if served_models else None,
+        served_statistics=served_models[0].outputs["served_statistics"] if served_models else None,
         accept_drift=accept_drift,
     )
     transform = Transform(
@@ -232,7 +232,7 @@ def create_index_pipeline(
     push_check = PushCheck(model=index.outputs["indexed_model"], examples=catalog_gen.outputs["examples"])
     pusher = AtomicPusher(model=index.outputs["indexed_model"], infra_blessing=push_check.outputs["infra_blessing"],
                           push_destination=_push_destination(serving_base), keep_versions=keep_versions,
-                          statistics=served.outputs["statistics"])  # the served weights' training data, carried on
+                          statistics=served.outputs["served_statistics"])  # the served weights' training data, carried on
     return Pipeline(
         pipeline_name=name,
         pipeline_root=pipeline_root,

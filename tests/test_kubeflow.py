@@ -113,7 +113,7 @@ def test_the_dag_edges_follow_the_artifacts(spec):
     assert source("PushCheck", "model") == ("EmbeddingIndex", "indexed_model")
     assert source("AtomicPusher", "infra_blessing") == ("PushCheck", "infra_blessing")
     assert source("AtomicPusher", "statistics") == ("StatisticsGen", "statistics")  # the next run's drift reference
-    assert source("ValidationGate", "served_statistics") == (SERVED_MODEL, "statistics")
+    assert source("ValidationGate", "served_statistics") == (SERVED_MODEL, "served_statistics")
 
 
 def test_every_step_runs_the_image_with_the_beam_args_and_importable_executors(spec):

@@ -219,7 +219,7 @@ def test_a_second_run_is_refused_before_tfx_loads(day, observed):
 def test_retraining_while_serving_answers_every_request(day, observed):
     assert day.span2_code == 0, day.span2
     assert day.failures == []
-    old, new = (int(name) for name in versions(day.serving_base))
+    old, new = (int(name) for name in day.left_after_span2)
     switch = day.answered.index(new)
     assert set(day.answered[:switch]) == {old} and set(day.answered[switch:]) == {new}
     observed(f"{len(day.answered)} requests answered, 0 failed; version {old} until the push, then {new}")
