@@ -10,6 +10,7 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
+from cnnpipe.core.names import DEFAULT_OUTPUT_DIR, SERVING_SUBDIR
 from cnnpipe.core.options import GROUPS, flag_of, shape, value_parser
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 EXIT_NOT_PUSHED = 2
+EXIT_SKEW = 2  # cnnpipe skew found a version whose requests differ from its training data
 # `cnnpipe index`'s settings: the catalog, and where the served model is and its run's state go.
 INDEX_OPTIONS = ("catalog", "search_top_k", "output_dir", "serving_dir", "model_name", "keep_versions", "beam_args")
 
@@ -137,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--run", dest="run_id", help="the run's id (default: the newest run)")
     report.set_defaults(func=_report)
 
+    skew = commands.add_parser("skew", help="compare the images served versions received (cnnpipe serve "
+                               "--log-requests) with the data each was trained on (TFDV skew comparators)")
+    skew.add_argument("--requests", required=True, metavar="DIR", help="the --log-requests directory of cnnpipe serve")
+    where = skew.add_mutually_exclusive_group()
+    where.add_argument("--serving-dir", metavar="DIR", help="where the versions are (default cnnpipe-output/serving)")
+    where.add_argument("--output", metavar="RUN_DIR", help="a run's --output directory: its serving/ subdirectory")
+    skew.set_defaults(func=_skew)
+
     models = commands.add_parser("models", help="list the model registry: input size, parameters, layers")
     models.add_argument("--input-shape", type=_parser(shape), help="H,W,C to build the models for (default: each one's own)")
     models.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
@@ -239,6 +249,17 @@ def _retrain(args: argparse.Namespace) -> int:
     print()
     _print_summary(result.run, config.output_dir, config.name)
     return 0 if result.run.pushed_to else EXIT_NOT_PUSHED
+
+
+def _skew(args: argparse.Namespace) -> int:
+    """Prints each logged version's skew; exit 2 when any version's requests are skewed."""
+    from cnnpipe.pipeline import skew  # noqa: PLC0415 - TFDV
+
+    serving_dir = args.serving_dir or os.path.join(args.output or DEFAULT_OUTPUT_DIR, SERVING_SUBDIR)
+    found = skew.find_skew(args.requests, serving_dir)
+    for version in found:
+        print(version.format())
+    return EXIT_SKEW if any(version.skewed for version in found) else 0
 
 
 def _report(args: argparse.Namespace) -> int:
