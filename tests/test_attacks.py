@@ -156,8 +156,10 @@ def art_set() -> tuple[tf.Tensor, tf.Tensor]:
 @pytest.mark.parametrize("trained, epsilons", [("candidate", (0.02, 0.05, 0.1)), ("robust", (0.1,))])
 def test_apgd_agrees_with_adversarial_robustness_toolbox_and_is_at_least_as_strong_as_pgd(
         request, art_set, loss, art_loss, trained, epsilons):
-    """ART's AutoProjectedGradientDescent, with the same budget, steps and one random start, leaves the same accuracy
-    within 1.5 points on 500 test images, for a standard and an adversarially trained model; ART needs logits for DLR:
+    """ART's AutoProjectedGradientDescent, with the same budget, steps and one random start, on 500 test images, for a
+    standard and an adversarially trained model: ours never leaves more than 1.5 points above ART's accuracy (it does
+    not overstate robustness), and at most 3 below (ours keeps an image's first fooling iterate, as AutoAttack does,
+    where ART keeps the one of highest loss: measured 0 to 2.2 points stronger at ε 0.1). ART needs logits for DLR:
     the log-probabilities are the logits up to a shift per example."""
     from art.attacks.evasion import AutoProjectedGradientDescent  # noqa: PLC0415 - test-only dependency
     from art.estimators.classification import TensorFlowV2Classifier  # noqa: PLC0415
@@ -180,7 +182,7 @@ def test_apgd_agrees_with_adversarial_robustness_toolbox_and_is_at_least_as_stro
         (pgd,) = attacks.pgd(model.probabilities, pixels, labels, [epsilon], steps=20)
         ours_accuracy, art_accuracy = accuracy(ours), accuracy(tf.constant(theirs.generate(pixels.numpy(), one_hot)))
         print(f"{trained} ε {epsilon}: {loss} {ours_accuracy:.3f}, ART {art_accuracy:.3f}, PGD-20 {accuracy(pgd):.3f}")
-        assert abs(ours_accuracy - art_accuracy) <= 0.015
+        assert art_accuracy - 0.03 <= ours_accuracy <= art_accuracy + 0.015
         assert accuracy(ours) < accuracy(pixels) - 0.05
         assert np.all(ours.numpy() == np.round(ours.numpy())) and 0 <= ours.numpy().min() and ours.numpy().max() <= 255
         assert np.abs(ours.numpy() - pixels.numpy()).max() <= budget
