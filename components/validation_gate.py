@@ -10,7 +10,7 @@ Drift: given the statistics of the data the served model was trained on (ServedM
 model), it compares the training split's statistics with them by the schema's drift comparators (TFDV:
 L-infinity distance of the class balance, Jensen-Shannon divergence of brightness, height and width; an
 inferred schema gets DEFAULT_DRIFT) and stops the run when one is past its threshold, naming each drifted
-feature with its distance, unless `accept_drift`. What it measured is its `drift` output, for the summary.
+feature with its distance, unless `accept_drift`. What it measured is its `drift_found` output, for the summary.
 """
 
 import os
@@ -68,6 +68,7 @@ def drifted(anomalies: anomalies_pb2.Anomalies) -> list[str]:
 
 
 def describe_drift(found: list[str], schema_source: str) -> str:
+    """The error that stops a drifted run: each drifted measurement and the two ways on."""
     return "\n".join([
         "The data drifted from the data the served model was trained on; the run stopped before Transform.",
         *(f"  - {line}" for line in found),
