@@ -220,6 +220,19 @@ class Server:
 
 
 @contextlib.contextmanager
+def small_disk(directory, size: str) -> Iterator:
+    """A tmpfs of `size` (e.g. "4m") mounted at `directory`/disk while the block runs; skips the test without root."""
+    disk = directory / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+@contextlib.contextmanager
 def running_server(serving_dir: str, *options: str) -> Iterator[Server]:
     """`cnnpipe serve` in its own process on free loopback ports; ready once the REST API answers."""
     rest_port, grpc_port = free_ports(2)

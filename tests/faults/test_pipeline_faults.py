@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import cnnpipe, encode, fashion_mnist, running_server, small_run_config, versions, write_idx
+from conftest import cnnpipe, encode, fashion_mnist, running_server, small_disk, small_run_config, versions, write_idx
 from cnnpipe.core.errors import DataValidationError
 from cnnpipe.pipeline import local_runner, summary
 from cnnpipe.pipeline.datasets import FASHION_MNIST
@@ -105,11 +105,7 @@ def test_a_push_to_a_full_disk_fails_cleanly_and_the_old_version_serves(pushed_r
 
     from cnnpipe.components.pusher import PushError, publish  # noqa: PLC0415
 
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True).returncode:
-        pytest.skip("mounting a tmpfs needs root")
-    try:
+    with small_disk(tmp_path, "4m") as disk:
         served = served_version(pushed_run, disk / "serving")
         candidate = shutil.copytree(served, str(tmp_path / "candidate"))
         fingerprint_file = os.path.join(candidate, "fingerprint.pb")
@@ -128,8 +124,6 @@ def test_a_push_to_a_full_disk_fails_cleanly_and_the_old_version_serves(pushed_r
             answer = requests.post(f"{server.rest}/v1/models/{MODEL}:predict", json=body, timeout=60)
         assert os.listdir(os.path.dirname(served)) == [os.path.basename(served)]
         assert answer.status_code == 200 and len(answer.json()["predictions"]) == 2
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
     observed(f"{str(error.value)[:160]}…; version {os.path.basename(served)} answered 200 afterwards")
 
 
