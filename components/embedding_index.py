@@ -13,7 +13,8 @@ mAP@100 of exact search, overall and per class; ScaNN's recall@10 against exact 
 both; the build time and the index's bytes per item; and the served model's precision@10 through its own
 `search` signature, when it has one. Without query images (`cnnpipe index`), catalog items are the queries of
 the recall and speed figures. They are the artifact's custom properties and `retrieval.json` beside the
-model, with the thresholds the precision failed (`failures`), which the project's Evaluator turns into no blessing.
+model, with the thresholds applied (`thresholds`, for the run report) and those the precision failed (`failures`),
+which the project's Evaluator turns into no blessing.
 """
 
 import json
@@ -239,6 +240,7 @@ def EmbeddingIndex(
     if served is not None:
         figures["served_precision_at_10"] = served
     figures["failures"] = failures(figures, min_precision, max_precision_drop)
+    figures["thresholds"] = {"min_precision": min_precision, "max_precision_drop": max_precision_drop}
     with open(os.path.join(indexed_model.uri, METRICS_FILE), "w", encoding="utf-8") as f:
         json.dump(figures, f, indent=1)
     for key, value in figures.items():

@@ -1,6 +1,7 @@
 """The `cnnpipe` command line."""
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
@@ -8,8 +9,9 @@ import re
 import sys
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
+from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.core.names import DEFAULT_OUTPUT_DIR, SERVING_SUBDIR
 from cnnpipe.core.options import GROUPS, flag_of, shape, value_parser
 
@@ -132,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serving_commands.add_commands(commands)  # serve, predict
 
-    report = commands.add_parser("report", help="print a finished local run's summary and robustness table again, "
-                                 "and write its report (robustness.csv and .png under RUN_DIR/reports/RUN_ID/)")
+    report = commands.add_parser("report", help="print a finished local run's summary again and write its report "
+                                 "(index.html, and robustness.csv and .png, under RUN_DIR/reports/RUN_ID/)")
     report.add_argument("run_dir", metavar="RUN_DIR", help="the run's --output directory (it holds metadata.sqlite)")
     report.add_argument("--pipeline", help="the pipeline's (served model's) name, when RUN_DIR holds several")
     report.add_argument("--run", dest="run_id", help="the run's id (default: the newest run)")
@@ -145,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     where = skew.add_mutually_exclusive_group()
     where.add_argument("--serving-dir", metavar="DIR", help="where the versions are (default cnnpipe-output/serving)")
     where.add_argument("--output", metavar="RUN_DIR", help="a run's --output directory: its serving/ subdirectory")
+    loop = skew.add_mutually_exclusive_group()
+    loop.add_argument("--label-sheet", metavar="DIR", help="instead of comparing: write each logged image and a "
+                      "labels.csv (the served answer beside an empty class_name) to DIR, for people to label")
+    loop.add_argument("--to-span", metavar="DATA", help="instead of comparing: write the images labelled in --labels "
+                      "as DATA's next span (DATA/span-N), laid out as its other spans, for cnnpipe retrain")
+    skew.add_argument("--labels", metavar="CSV", help="the labels.csv of --label-sheet, labelled, for --to-span")
     skew.set_defaults(func=_skew)
 
     models = commands.add_parser("models", help="list the model registry: input size, parameters, layers")
@@ -197,7 +205,8 @@ def _run(args: argparse.Namespace) -> int:
         check_metadata(config.output_dir)
         from cnnpipe.pipeline import local_runner, summary  # noqa: PLC0415
 
-        seconds = local_runner.run(config)
+        with _reported_if_stopped(config.output_dir, config.name):
+            seconds = local_runner.run(config)
     total = time.monotonic() - started
     print("\nComponent wall times: " + ", ".join(f"{name} {s:.1f}s" for name, s in seconds.items()))
     print(f"Total {total / 60:.1f} min\n")
@@ -224,14 +233,33 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _print_summary(result: "RunSummary", output_dir: str, pipeline_name: str) -> None:
-    """Prints a run's summary and, when it was evaluated under attack, writes its robustness report."""
-    from cnnpipe.pipeline import report  # noqa: PLC0415
+    """Prints a run's summary and writes its report (pipeline/report.py)."""
+    from cnnpipe.pipeline import report, run_facts  # noqa: PLC0415
+    from cnnpipe.pipeline.output_dir import metadata_path  # noqa: PLC0415
 
     print(result.format())
-    if result.robustness:
-        paths = report.write(result.robustness, report.report_dir(output_dir, result.run_id),
-                             f"{pipeline_name}, run {result.run_id}")
-        print("Robustness report: " + ", ".join(paths))
+    facts = run_facts.read(metadata_path(output_dir), pipeline_name, result)
+    paths = report.write(facts, report.report_dir(output_dir, result.run_id))
+    print(f"Report: {paths[0]}" + (f" (robustness: {', '.join(paths[1:])})" if paths[1:] else ""))
+
+
+@contextlib.contextmanager
+def _reported_if_stopped(output_dir: str, pipeline_name: str) -> Iterator[None]:
+    """A run that started and then failed gets its report too, the error as its verdict (then the error goes on)."""
+    from cnnpipe.pipeline import report, run_facts, summary  # noqa: PLC0415
+    from cnnpipe.pipeline.output_dir import metadata_path  # noqa: PLC0415
+
+    metadata = metadata_path(output_dir)
+    runs_before = summary.run_ids(metadata) if os.path.isfile(metadata) else set()
+    try:
+        yield
+    except Exception as error:
+        result = summary.summarize(metadata, pipeline_name) if os.path.isfile(metadata) else None
+        if result is not None and result.run_id not in runs_before:
+            result.stopped_by = str(user_error(error) or error)
+            facts = run_facts.read(metadata, pipeline_name, result)
+            print(f"Report: {report.write(facts, report.report_dir(output_dir, result.run_id))[0]}")
+        raise
 
 
 def _retrain(args: argparse.Namespace) -> int:
@@ -243,7 +271,8 @@ def _retrain(args: argparse.Namespace) -> int:
         check_metadata(config.output_dir)
         from cnnpipe.pipeline import retrain  # noqa: PLC0415
 
-        result = retrain.retrain(config)
+        with _reported_if_stopped(config.output_dir, config.name):
+            result = retrain.retrain(config)
     if result.run is None:
         return 0
     print()
@@ -252,8 +281,23 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _skew(args: argparse.Namespace) -> int:
-    """Prints each logged version's skew; exit 2 when any version's requests are skewed."""
-    from cnnpipe.pipeline import skew  # noqa: PLC0415 - TFDV
+    """Prints each logged version's skew (exit 2 when any version's requests are skewed), or writes a label sheet of
+    the logged images, or the next span of those labelled."""
+    from cnnpipe.pipeline import logged_span, skew  # noqa: PLC0415 - TFDV
+
+    if args.label_sheet:
+        path = logged_span.label_sheet(args.requests, args.label_sheet)
+        print(f"Label sheet: {path}; fill in class_name (the images are beside it), then: cnnpipe skew --requests "
+              f"{args.requests} --labels {path} --to-span DATA")
+        return 0
+    if args.to_span:
+        if not args.labels:
+            raise CnnpipeError("--to-span needs --labels CSV: the labels.csv of --label-sheet, labelled.")
+        span_dir, counts, unlabelled = logged_span.write_span(args.requests, args.labels, args.to_span)
+        print(f"Span written to {span_dir}: {sum(counts.values())} images in {len(counts)} classes ("
+              + ", ".join(f"{name} {count}" for name, count in counts.items())
+              + f"); {unlabelled} logged images without a label left out.")
+        return 0
 
     serving_dir = args.serving_dir or os.path.join(args.output or DEFAULT_OUTPUT_DIR, SERVING_SUBDIR)
     found = skew.find_skew(args.requests, serving_dir)
@@ -263,7 +307,6 @@ def _skew(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from cnnpipe.core.errors import CnnpipeError  # noqa: PLC0415
     from cnnpipe.pipeline.output_dir import check_metadata, metadata_path  # noqa: PLC0415
 
     metadata = metadata_path(args.run_dir)
@@ -320,7 +363,6 @@ def _schedule(args: argparse.Namespace) -> int:
 
 def user_error(error: BaseException) -> Optional[BaseException]:
     """The CnnpipeError behind `error` (Beam and TFX wrap them), if there is one."""
-    from cnnpipe.core.errors import CnnpipeError  # noqa: PLC0415
 
     seen = set()
     while error is not None and id(error) not in seen:

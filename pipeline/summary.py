@@ -53,6 +53,7 @@ class RunSummary:
     retrieval: dict = dataclasses.field(default_factory=dict)  # EmbeddingIndex's figures (retrieval.json)
     collapse_check: dict = dataclasses.field(default_factory=dict)  # adversarial training's (models/collapse_check)
     drift: Optional[str] = None  # the drift check against the served model's training data, in words
+    stopped_by: Optional[str] = None  # the error that stopped the run before its end (set by the CLI)
 
     def format(self) -> str:
         if self.accuracy is None:
@@ -88,16 +89,25 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def drift_line(drift: metadata_store_pb2.Artifact) -> Optional[str]:
-    """ValidationGate's drift check in words: each measurement, and whether a drift was accepted; None without one."""
+def drift_measurements(drift: metadata_store_pb2.Artifact) -> list[tuple[str, str, float, float]]:
+    """ValidationGate's drift measurements: (feature, measure, distance, threshold) each; none without a check."""
     artifact = standard_artifacts.ExampleAnomalies()
     artifact.set_mlmd_artifact(drift)
     if TRAIN not in artifact_utils.decode_split_names(artifact.split_names):
-        return None
+        return []
     measured = anomalies_util.load_anomalies_binary(os.path.join(artifact_utils.get_split_uri([artifact], TRAIN),
                                                                  DRIFT_FILE))
-    values = ", ".join(f"{'.'.join(info.path.step)} {MEASURES.get(m.type, 'distance')} {m.value:.4f} (threshold "
-                       f"{m.threshold:g})" for info in measured.drift_skew_info for m in info.drift_measurements)
+    return [(".".join(info.path.step), MEASURES.get(m.type, "distance"), m.value, m.threshold)
+            for info in measured.drift_skew_info for m in info.drift_measurements]
+
+
+def drift_line(drift: metadata_store_pb2.Artifact) -> Optional[str]:
+    """ValidationGate's drift check in words: each measurement, and whether a drift was accepted; None without one."""
+    measured = drift_measurements(drift)
+    if not measured:
+        return None
+    values = ", ".join(f"{feature} {measure} {value:.4f} (threshold {threshold:g})"
+                       for feature, measure, value, threshold in measured)
     drifted = drift.custom_properties[DRIFTED].string_value
     if drifted and drift.custom_properties[ACCEPTED].int_value:
         return f"Drift accepted (--accept-drift) against the served model's training data: {drifted}."
@@ -170,6 +180,11 @@ def store(metadata_file: str) -> metadata_store.MetadataStore:
     return metadata_store.MetadataStore(sqlite_metadata_connection_config(metadata_file))
 
 
+def run_ids(metadata_file: str) -> set[str]:
+    """The ids of every run this metadata store recorded."""
+    return {context.name for context in store(metadata_file).get_contexts_by_type("pipeline_run")}
+
+
 def pipeline_names(metadata_file: str) -> list[str]:
     """The pipelines that ran with this metadata store."""
     return sorted(context.name for context in store(metadata_file).get_contexts_by_type("pipeline"))
@@ -225,9 +240,8 @@ def robustness(metrics: Metrics) -> list[RobustnessPoint]:
     return sorted(points, key=lambda p: (p.attack != NO_ATTACK, p.attack, p.epsilon))
 
 
-def _slice_name(slice_key) -> str:
-    """A failed threshold's slice in words: "" (overall), "on the clean images", "under fgsm at ε 0.1"."""
-    columns = dict(slice_columns(slice_key))
+def slice_name(columns: dict) -> str:
+    """A slice in words: "" (overall), " on the clean images", " under fgsm at ε 0.1"."""
     attack = columns.get(features.ATTACK)
     if attack is None:
         return ""
@@ -240,7 +254,7 @@ def _failure(failure, slice_key) -> str:
     """One failed threshold in words: which metric, on which slice, and by how much."""
     key, threshold = failure.metric_key, failure.metric_threshold
     value = failure.metric_value.double_value.value
-    where = _slice_name(slice_key)
+    where = slice_name(dict(slice_columns(slice_key)))
     if key.is_diff:
         allowed = max(-threshold.change_threshold.absolute.value, 0)
         return (f"{key.name}{where} is {-value:.4f} below the served model's (allowed: {allowed:.4f}; "

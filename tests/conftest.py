@@ -233,6 +233,26 @@ def small_disk(directory, size: str) -> Iterator:
 
 
 @contextlib.contextmanager
+def headless_chromium(profile_dir, width: int = 1100, height: int = 800) -> Iterator:
+    """Debian's Chromium driven by selenium through its chromedriver, headless and offline, its console logged."""
+    from selenium import webdriver  # noqa: PLC0415 - only the page tests drive a browser
+    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--window-size={width},{height}", f"--user-data-dir={profile_dir}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@contextlib.contextmanager
 def running_server(serving_dir: str, *options: str) -> Iterator[Server]:
     """`cnnpipe serve` in its own process on free loopback ports; ready once the REST API answers."""
     rest_port, grpc_port = free_ports(2)

@@ -101,7 +101,8 @@ def test_the_evaluators_fgsm_slice_equals_an_independent_attack(fragile_run):
 def test_the_report_is_written_and_cnnpipe_report_prints_it_again(fragile_run):
     run, out = fragile_run["summary"], fragile_run["out"]
     directory = out / "reports" / run.run_id.replace(":", "-")
-    assert f"Robustness report: {directory / 'robustness.csv'}, {directory / 'robustness.png'}" in fragile_run["result"].stdout
+    assert (f"Report: {directory / 'index.html'} (robustness: {directory / 'robustness.csv'}, "
+            f"{directory / 'robustness.png'})") in fragile_run["result"].stdout
     with open(directory / "robustness.csv") as file:
         rows = list(csv.DictReader(file))
     assert [(r["model"], r["attack"], float(r["epsilon"])) for r in rows] == [
@@ -163,7 +164,8 @@ def test_the_worst_case_gate_needs_two_attacks_and_bounds_their_worst_case_slice
 
 
 def test_the_report_draws_every_attack_and_the_worst_case_for_the_candidate_and_the_served_model(tmp_path):
-    from cnnpipe.pipeline import report  # noqa: PLC0415 - matplotlib
+    from cnnpipe.pipeline import figures, report  # noqa: PLC0415 - matplotlib
+    from cnnpipe.pipeline.run_facts import RunFacts  # noqa: PLC0415
 
     points = [summary.RobustnessPoint("none", 0.0, 0.91, 0.90)]
     points += [summary.RobustnessPoint(attack, epsilon, 0.5 - epsilon, 0.4 - epsilon)
@@ -172,7 +174,7 @@ def test_the_report_draws_every_attack_and_the_worst_case_for_the_candidate_and_
     rows = report.report_rows(points)
     assert ("baseline", "apgd-ce", 0.1, pytest.approx(0.3)) in rows
     assert len(rows) == 2 * len(points)
-    lines = {line.get_label(): line for line in report.plot(rows, "run").axes[0].get_lines()}
+    lines = {line.get_label(): line for line in figures.robustness(rows, "run").axes[0].get_lines()}
     assert set(lines) == {f"{attack}, {model}" for attack in ("FGSM", "PGD", "APGD-CE", "WORST-CASE")
                           for model in ("candidate", "served")}
     served, candidate = lines["APGD-CE, served"], lines["APGD-CE, candidate"]
@@ -180,7 +182,7 @@ def test_the_report_draws_every_attack_and_the_worst_case_for_the_candidate_and_
     assert served.get_color() == candidate.get_color()
     assert list(served.get_xydata()[:, 1]) == pytest.approx([0.90, 0.35, 0.3])  # from the served model's clean accuracy
     assert list(lines["WORST-CASE, candidate"].get_xydata()[:, 0]) == [0.0, 0.1]
-    csv_path, png_path = report.write(points, str(tmp_path), "run")
+    _, csv_path, png_path = report.write(RunFacts("fashion", summary.RunSummary("run", robustness=points)), str(tmp_path))
     with open(csv_path) as file:
         assert len(list(csv.DictReader(file))) == len(rows)
     with Image.open(png_path) as image:

@@ -29,7 +29,7 @@ from tensorflow_serving.apis import (
 )
 from tfx import v1 as tfx
 
-from conftest import Server, encode, fashion_mnist, running_server
+from conftest import Server, encode, fashion_mnist, headless_chromium, running_server
 from cnnpipe.components import evaluation_results, push_check
 from cnnpipe.components.ingestion.formats import make_example
 from cnnpipe.components.pusher import existing_versions, publish
@@ -628,21 +628,12 @@ def test_the_search_page_shows_the_class_and_the_neighbours_search_returns(serve
                                                                            catalog_images, tmp_path):
     """The page at `/` in a real headless Chromium: an image picked, its class and its neighbours' thumbnails shown
     as the `search` signature answers; the screenshot goes to the run's reports."""
-    from selenium import webdriver  # noqa: PLC0415 - only this test drives a browser
-    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
-    from selenium.webdriver.common.by import By  # noqa: PLC0415
+    from selenium.webdriver.common.by import By  # noqa: PLC0415 - only the page tests drive a browser
     from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
 
     query = tmp_path / "query.png"
     query.write_bytes(encode(catalog_images[0][0]))
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1100,800", f"--user-data-dir={tmp_path / 'chromium'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    try:
+    with headless_chromium(tmp_path / "chromium") as driver:
         driver.get(server.rest + "/")
         driver.find_element(By.ID, "file").send_keys(str(query))
         WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#neighbours li")
@@ -654,8 +645,6 @@ def test_the_search_page_shows_the_class_and_the_neighbours_search_returns(serve
         reports = os.path.join(pipeline.output_dir, "reports")
         os.makedirs(reports, exist_ok=True)
         driver.save_screenshot(os.path.join(reports, "search-page.png"))
-    finally:
-        driver.quit()
     answer = rest_predict(server, pipeline.name, {"signature_name": "search", "instances": [b64(query.read_bytes())]})
     assert shown == answer.json()["predictions"][0]["neighbor_ids"], status
     assert shown[0] == in_process(first_version, "search", images=[query.read_bytes()])["neighbor_ids"][0, 0]

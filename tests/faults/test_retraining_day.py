@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from html import escape as html_escape
 from typing import Optional
 
 import numpy as np
@@ -277,8 +278,17 @@ def test_a_drifted_span_stops_the_retrain_by_name_until_the_drift_is_accepted(da
                           "before Transform.")
     assert re.fullmatch(r"  - brightness: Jensen-Shannon divergence 0\.\d{4} > 0\.1", message[1]), message
     assert "run again with --accept-drift" in message[2] and "✓ Transform" not in day.drifted.stdout
+    stopped_page = re.search(r"^Report: (\S+)", day.drifted.stdout, re.M).group(1)  # the stopped run's report
+    with open(stopped_page, encoding="utf-8") as file:
+        assert html_escape(message[1].strip()) in file.read()
     assert day.accepted.returncode in (0, EXIT_NOT_PUSHED), day.accepted.stderr[-2000:]
     assert day.accepted_run.drift == ("Drift accepted (--accept-drift) against the served model's training data: "
                                       + message[1].strip().removeprefix("- ") + ".")
     assert day.accepted_run.drift in day.accepted.stdout
+    page = re.search(r"^Report: (\S+)", day.accepted.stdout, re.M).group(1)  # the run's report shows the drift
+    with open(page, encoding="utf-8") as file:
+        html = file.read()
+    assert html_escape(day.accepted_run.drift) in html
+    assert re.search(r'<tr class="fail"><td>brightness</td><td>Jensen-Shannon divergence</td><td>0\.\d{4}</td>'
+                     r"<td>0\.1</td></tr>", html)
     observed(message[1].strip() + "; accepted: " + day.accepted_run.drift.split(":")[0])
