@@ -51,6 +51,7 @@ class RequestLog:
             raise ValueError(f"--log-sample-rate must be in (0, 1], not {sample_rate}")
         self.directory, self.sample_rate, self.max_file_bytes = directory, sample_rate, max_file_bytes
         self.dropped = 0
+        self._dropped_lock = threading.Lock()  # request threads and the writer count drops
         self._queue: queue.Queue = queue.Queue(queue_records)
         self._files: dict[tuple[str, int], tuple[tf.io.TFRecordWriter, str, int]] = {}  # writer, path, bytes written
         self._failing = False
@@ -66,6 +67,10 @@ class RequestLog:
         try:
             self._queue.put_nowait((model, version, record))
         except queue.Full:
+            self._drop()
+
+    def _drop(self) -> None:
+        with self._dropped_lock:
             self.dropped += 1
 
     def close(self) -> None:
@@ -81,7 +86,7 @@ class RequestLog:
                 self._write(model, version, record)
                 self._failing = False
             except (OSError, tf.errors.OpError) as error:
-                self.dropped += 1
+                self._drop()
                 self._discard(model, version)
                 if not self._failing:
                     logger.warning("Request log: cannot write under %s (%s); dropping records until it can.",

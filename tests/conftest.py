@@ -233,6 +233,24 @@ def small_disk(directory, size: str) -> Iterator:
 
 
 @contextlib.contextmanager
+def freezable_disk(directory, size: str = "16M") -> Iterator:
+    """An ext4 file system in a loop device mounted at `directory`/disk while the block runs, which `fsfreeze -f`
+    can hang (writes block until `fsfreeze -u`, as on a stuck disk); thawed and unmounted at the end. Skips the test
+    without root or loop devices."""
+    image, disk = directory / "disk.ext4", directory / "disk"
+    disk.mkdir()
+    made = subprocess.run(["truncate", "-s", size, str(image)], capture_output=True).returncode == 0 and \
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], capture_output=True).returncode == 0
+    if not made or subprocess.run(["mount", "-o", "loop", str(image), str(disk)], capture_output=True).returncode:
+        pytest.skip("an ext4 loop mount needs root and loop devices")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["fsfreeze", "-u", str(disk)], capture_output=True)  # in case the test left it frozen
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+@contextlib.contextmanager
 def headless_chromium(profile_dir, width: int = 1100, height: int = 800) -> Iterator:
     """Debian's Chromium driven by selenium through its chromedriver, headless and offline, its console logged."""
     from selenium import webdriver  # noqa: PLC0415 - only the page tests drive a browser

@@ -2,8 +2,10 @@
 Serving logs them (PredictionLog records), sampled, rotated by size, and never in a request's way."""
 
 import base64
+import glob
 import os
 import random
+import subprocess
 import time
 
 import numpy as np
@@ -12,7 +14,7 @@ import requests
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
-from conftest import encode, fashion_mnist, running_server, small_disk
+from conftest import encode, fashion_mnist, freezable_disk, running_server, small_disk, wait_until
 from cnnpipe.serving import request_log
 from cnnpipe.serving.model_config import versions
 
@@ -81,3 +83,29 @@ def test_a_full_disk_drops_records_and_never_fails_a_request(tmp_path, observed,
     assert 0 < kept < 30 and log.dropped == 30 - kept
     assert len([r for r in caplog.records if "Request log: cannot write" in r.message]) == 1
     observed(f"{kept} of 30 records written, {log.dropped} dropped, one warning; recording took {queued_in:.2f} s")
+
+
+@pytest.mark.fault("serving", "the request log's disk hangs (an ext4 file system frozen by fsfreeze) while requests "
+                   "arrive", "recording never waits: past the queue records are dropped and counted; the queued ones "
+                   "are written once the disk is back")
+def test_a_hung_disk_never_blocks_a_request(tmp_path, observed):
+    outputs = {"class_ids": np.zeros(1, np.int64)}
+    pixels = {"pixels": np.zeros((1, 28, 28, 1), np.float32)}
+    with freezable_disk(tmp_path) as disk:
+        log = request_log.RequestLog(str(disk), queue_records=16)
+        log.record("fashion", 1, "predict_pixels", pixels, outputs)
+        written = lambda: [f for f in glob.glob(str(disk / "fashion" / "1" / "*")) if os.path.getsize(f)]  # noqa: E731
+        wait_until(lambda: bool(written()))
+        subprocess.run(["fsfreeze", "-f", str(disk)], check=True)
+        try:  # were record() to wait for the disk, this loop would never end
+            for _ in range(200):
+                log.record("fashion", 1, "predict_pixels", pixels, outputs)
+            dropped_while_hung = log.dropped
+        finally:
+            subprocess.run(["fsfreeze", "-u", str(disk)], check=True)
+        log.close()
+        kept = len(request_log.read(str(disk))[("fashion", 1)])
+    assert dropped_while_hung >= 200 - 16 - 1  # all but the queue's 16 and the record in the writer's hands
+    assert kept + log.dropped == 201 and kept >= 2
+    observed(f"200 records while the disk hung: {dropped_while_hung} dropped at once; {kept} of 201 written after it "
+             "came back")
