@@ -4,7 +4,11 @@ Placed after the Trainer. Each model is attacked white box, through the whole ex
 (Transform graph included) from raw pixels: see cnnpipe.robustness.
 """
 
+import os
 from typing import List
+
+import tensorflow as tf
+from absl import logging
 
 from tfx.components.util import examples_utils
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
@@ -14,10 +18,10 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils, path_utils
 
 from cnnpipe.components.parameters import json_parameter
-from cnnpipe.components.served_model import baseline_dir
+from cnnpipe.components.served_model import EVALUATION_KEY_FILE, baseline_dir, stored_evaluation
 from cnnpipe.core.errors import RobustnessError
 from cnnpipe.core.names import BASELINE, CANDIDATE
-from cnnpipe.robustness.adversarial_examples import write
+from cnnpipe.robustness.adversarial_examples import evaluation_key, write
 from cnnpipe.robustness.settings import AttackSettings
 from cnnpipe.robustness.pixel_model import PixelModel
 
@@ -68,7 +72,10 @@ def AdversarialExamples(
       `epsilon`, `attacked_model`, `weight_candidate` and `weight_baseline` (see
       cnnpipe.robustness.adversarial_examples: the Evaluator's ModelSpecs use the weights as
       `example_weight_key` so each model is measured on its own attacks). Custom properties:
-      `source_examples` and `attacked_models`.
+      `source_examples`, `attacked_models`, `evaluation_key` (what the copies measure:
+      robustness.adversarial_examples.evaluation_key; also the file served_model.EVALUATION_KEY_FILE beside the
+      split) and `baseline_reused`: 1 when the served model carries metrics of the same key (pushed with it, from
+      the run it was the candidate of), so that it was not attacked again and the Evaluator reuses those metrics.
     """
     settings = AttackSettings(
         attacks=tuple(json_parameter(attacks) or AttackSettings.attacks),
@@ -83,17 +90,20 @@ def AdversarialExamples(
     available = artifact_utils.decode_split_names(examples.split_names)
     if split not in available:
         raise RobustnessError(f"{examples.uri} has no split '{split}'; set `split` to one of {', '.join(available)}.")
+    pattern = io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], split))
+    key = evaluation_key(sorted(tf.io.gfile.glob(pattern)), settings)
     models = {CANDIDATE: PixelModel(serving_model_dir(model))}
     baseline = baseline_dir(baseline_model) if baseline_model is not None else None
-    if baseline:
+    reused = baseline is not None and stored_evaluation(baseline)[1] == key
+    if baseline and not reused:
         models[BASELINE] = PixelModel(baseline)
+    if reused:
+        logging.info("The served model's metrics on these copies were pushed with it: it is not attacked again.")
     adversarial_examples.split_names = artifact_utils.encode_split_names([split])
-    sources = write(
-        io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], split)),
-        artifact_utils.get_split_uri([adversarial_examples], split),
-        models,
-        settings,
-    )
+    sources = write(pattern, artifact_utils.get_split_uri([adversarial_examples], split), models, settings)
     examples_utils.set_payload_format(adversarial_examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
     adversarial_examples.set_int_custom_property("source_examples", sources)
     adversarial_examples.set_string_custom_property("attacked_models", ",".join(models))
+    io_utils.write_string_file(os.path.join(adversarial_examples.uri, EVALUATION_KEY_FILE), key)
+    adversarial_examples.set_string_custom_property("evaluation_key", key)
+    adversarial_examples.set_int_custom_property("baseline_reused", int(reused))

@@ -3,6 +3,8 @@
 The run summary, the robustness report and the push check read TFMA's output through here.
 """
 
+import os
+import re
 from typing import Optional
 
 import tensorflow_model_analysis as tfma
@@ -16,6 +18,7 @@ CLEAN = ((features.ATTACK, NO_ATTACK),)
 
 Slice = tuple[tuple[str, object], ...]  # ((column, value), ...) sorted by column; () is overall
 Metrics = dict[tuple[str, Slice], dict[str, float]]  # (model: "" candidate or BASELINE, slice) -> name -> value
+REUSED_BASELINE = "served_model"  # in an evaluation: the served model's metrics, reused from its own evaluation
 
 
 def slice_columns(slice_key) -> Slice:
@@ -27,8 +30,20 @@ def slice_columns(slice_key) -> Slice:
     return tuple(sorted((key.column, value(key)) for key in slice_key.single_slice_keys))
 
 
+def spec_slice(spec: tfma.SlicingSpec) -> Slice:
+    """The slice key a SlicingSpec's feature_values name, as slice_columns reads slice keys (ε as a number)."""
+    return tuple(sorted((key, float(value) if key == features.EPSILON else value)
+                        for key, value in spec.feature_values.items()))
+
+
+def metric_key(class_name: str) -> str:
+    """TFMA's name for a Keras metric class's results: SparseCategoricalAccuracy -> sparse_categorical_accuracy."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", class_name).lower()
+
+
 def metrics_by_slice(evaluation_uri: str) -> Metrics:
-    """Every model's metrics by (model name, slice); the diffs to the baseline left out."""
+    """Every model's metrics by (model name, slice); the diffs to the baseline left out. The served model's are
+    TFMA's, or those reused from its own evaluation (the REUSED_BASELINE subdirectory: components/evaluator.py)."""
     metrics: Metrics = {}
     for slice_metrics in tfma.load_metrics(evaluation_uri):
         slice_ = slice_columns(slice_metrics.slice_key)
@@ -36,6 +51,10 @@ def metrics_by_slice(evaluation_uri: str) -> Metrics:
             if not entry.key.is_diff:
                 model = BASELINE if entry.key.model_name == BASELINE else ""
                 metrics.setdefault((model, slice_), {})[entry.key.name] = entry.value.double_value.value
+    reused = os.path.join(evaluation_uri, REUSED_BASELINE)
+    if os.path.isdir(reused):
+        metrics.update({(BASELINE, slice_): values for (model, slice_), values in metrics_by_slice(reused).items()
+                        if model == ""})
     return metrics
 
 

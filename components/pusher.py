@@ -8,7 +8,9 @@ On an object store (gs://, s3://), where a rename is a copy object by object, th
 place with its saved_model.pb last: a server may see the directory early, but cannot load it before it
 is complete. Each version holds a push record (the run and Model artifact it came from) and, given the run's
 `statistics`, the statistics of the training data it learned from, both of which ServedModel reads back (the
-next run's drift check compares its data with those statistics). Versions only increase. After a push the Pusher keeps only the newest `keep_versions` versions
+next run's drift check compares its data with those statistics); given the Evaluator's `evaluation`, the
+candidate's metrics on the attacked eval images with the key of what they measured (the next run reuses them as
+the served model's when its key is the same: components/evaluator.py). Versions only increase. After a push the Pusher keeps only the newest `keep_versions` versions
 (all by default) and rewrites `<serving_dir>/models.config` listing the served models.
 """
 
@@ -33,7 +35,8 @@ from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils, proto_utils
 
-from cnnpipe.components.served_model import PUSH_RECORD, TRAINING_STATISTICS, TRAIN, newest_served
+from cnnpipe.components.served_model import (EVALUATION, EVALUATION_KEY_FILE, PUSH_RECORD, TRAINING_STATISTICS,
+                                             TRAIN, evaluation_key_in, newest_served)
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.serving import model_config
 from cnnpipe.serving.model_config import versions as existing_versions
@@ -43,6 +46,7 @@ STAGING_PREFIX = ".staging-"
 DELETING_PREFIX = ".deleting-"
 KEEP_VERSIONS_KEY = "keep_versions"
 STATISTICS_KEY = "statistics"
+EVALUATION_KEY = "evaluation"
 _STAGING = re.compile(re.escape(STAGING_PREFIX) + r"(?P<pid>\d+)@(?P<host>.+)-[0-9a-f]{32}$")
 
 
@@ -109,20 +113,16 @@ def _writing_under(base_dir: str) -> Iterator[None]:
         ) from None
 
 
-def _write_extras(version_dir: str, record: Optional[dict], statistics: Optional[bytes]) -> None:
-    """Writes the push record and the training statistics (served_model.PUSH_RECORD, TRAINING_STATISTICS) into a
-    version being written."""
-    extras = {PUSH_RECORD: json.dumps(record, indent=1, sort_keys=True).encode() if record else None,
-              TRAINING_STATISTICS: statistics}
+def _write_extras(version_dir: str, extras: dict[str, bytes]) -> None:
+    """Writes each extra file (path in the version -> content) into a version being written."""
     for name, content in extras.items():
-        if content:
-            path = os.path.join(version_dir, name)
-            tf.io.gfile.makedirs(os.path.dirname(path))
-            with tf.io.gfile.GFile(path, "wb") as f:
-                f.write(content)
+        path = os.path.join(version_dir, name)
+        tf.io.gfile.makedirs(os.path.dirname(path))
+        with tf.io.gfile.GFile(path, "wb") as f:
+            f.write(content)
 
 
-def _publish_by_rename(model_dir: str, base_dir: str, record: Optional[dict], statistics: Optional[bytes]) -> str:
+def _publish_by_rename(model_dir: str, base_dir: str, extras: dict[str, bytes]) -> str:
     """On a local filesystem: the model is written to a hidden staging directory, then renamed to its version."""
     for path in remove_abandoned_staging(base_dir):
         logging.info("Removed %s, left by a push that was killed", path)
@@ -130,7 +130,7 @@ def _publish_by_rename(model_dir: str, base_dir: str, record: Optional[dict], st
     try:
         with _writing_under(base_dir):
             io_utils.copy_dir(model_dir, staging)
-            _write_extras(staging, record, statistics)
+            _write_extras(staging, extras)
         destination = os.path.join(base_dir, str(next_version(base_dir)))
         tf.io.gfile.rename(staging, destination)
     finally:
@@ -139,7 +139,7 @@ def _publish_by_rename(model_dir: str, base_dir: str, record: Optional[dict], st
     return destination
 
 
-def _publish_graph_last(model_dir: str, base_dir: str, record: Optional[dict], statistics: Optional[bytes]) -> str:
+def _publish_graph_last(model_dir: str, base_dir: str, extras: dict[str, bytes]) -> str:
     """On an object store, where a rename is a copy object by object: the version's files are written in place and
     its saved_model.pb, without which no server loads a SavedModel, last. A push that fails removes what it wrote."""
     destination = os.path.join(base_dir, str(next_version(base_dir)))
@@ -148,7 +148,7 @@ def _publish_graph_last(model_dir: str, base_dir: str, record: Optional[dict], s
         with _writing_under(base_dir):
             io_utils.copy_dir(model_dir, destination, deny_regex_patterns=[f"^{re.escape(model_dir.rstrip('/'))}/"
                                                                           f"{re.escape(SAVED_MODEL_PB)}$"])
-            _write_extras(destination, record, statistics)
+            _write_extras(destination, extras)
             tf.io.gfile.copy(os.path.join(model_dir, SAVED_MODEL_PB), graph)
     finally:
         if not tf.io.gfile.exists(graph) and tf.io.gfile.exists(destination):
@@ -156,10 +156,11 @@ def _publish_graph_last(model_dir: str, base_dir: str, record: Optional[dict], s
     return destination
 
 
-def publish(model_dir: str, base_dir: str, record: Optional[dict] = None, statistics: Optional[bytes] = None) -> str:
+def publish(model_dir: str, base_dir: str, record: Optional[dict] = None,
+            extras: Optional[dict[str, bytes]] = None) -> str:
     """Copies `model_dir` to `<base_dir>/<next version>` so that no server loads it before it is complete;
-    returns the version's path. `record` (JSON) is written into the version as served_model.PUSH_RECORD, and
-    `statistics` (a serialized DatasetFeatureStatisticsList) as served_model.TRAINING_STATISTICS.
+    returns the version's path. `record` (JSON) is written into the version as served_model.PUSH_RECORD, and each
+    of `extras` (path in the version -> content: the training statistics, the evaluation) as well.
 
     A local `base_dir` gets the version by a rename (atomic), an object store (a URI such as gs://) gets its
     saved_model.pb last. When the newest complete version already is this model (same graph, signatures and weights),
@@ -173,7 +174,9 @@ def publish(model_dir: str, base_dir: str, record: Optional[dict] = None, statis
         return newest
     tf.io.gfile.makedirs(base_dir)
     publish_version = _publish_graph_last if "://" in base_dir else _publish_by_rename
-    return publish_version(model_dir, base_dir, record, statistics)
+    extras = {**({PUSH_RECORD: json.dumps(record, indent=1, sort_keys=True).encode()} if record else {}),
+              **(extras or {})}
+    return publish_version(model_dir, base_dir, extras)
 
 
 def prune(base_dir: str, keep: int) -> list[str]:
@@ -190,12 +193,25 @@ def prune(base_dir: str, keep: int) -> list[str]:
     return old
 
 
-def training_statistics(input_dict: dict[str, list[types.Artifact]]) -> Optional[bytes]:
-    """The serialized statistics of the training split of the run's `statistics`, if it has them."""
+def training_statistics(input_dict: dict[str, list[types.Artifact]]) -> dict[str, bytes]:
+    """The serialized statistics of the training split of the run's `statistics`, if it has them, as the version's
+    served_model.TRAINING_STATISTICS."""
     found = input_dict.get(STATISTICS_KEY) or []
     if not found or TRAIN not in artifact_utils.decode_split_names(found[0].split_names):
-        return None
-    return stats_artifact_utils.load_statistics(found[0], TRAIN).proto().SerializeToString()
+        return {}
+    return {TRAINING_STATISTICS: stats_artifact_utils.load_statistics(found[0], TRAIN).proto().SerializeToString()}
+
+
+def evaluation_files(input_dict: dict[str, list[types.Artifact]]) -> dict[str, bytes]:
+    """The Evaluator's metrics of the candidate with the key of what they measured, as the version's
+    served_model.EVALUATION files, when the Evaluator keyed them (it does when it evaluated attacked copies)."""
+    found = input_dict.get(EVALUATION_KEY) or []
+    if not found or not evaluation_key_in(found[0].uri):
+        return {}
+    names = [EVALUATION_KEY_FILE, *(os.path.basename(path) for path in
+                                    tf.io.gfile.glob(os.path.join(found[0].uri, "metrics*")))]
+    return {os.path.join(EVALUATION, name): tf.io.gfile.GFile(os.path.join(found[0].uri, name), "rb").read()
+            for name in names}
 
 
 class AtomicPusherSpec(standard_component_specs.PusherSpec):
@@ -208,6 +224,7 @@ class AtomicPusherSpec(standard_component_specs.PusherSpec):
     INPUTS = {
         **standard_component_specs.PusherSpec.INPUTS,
         STATISTICS_KEY: ChannelParameter(type=standard_artifacts.ExampleStatistics, optional=True),
+        EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True),
     }
 
 
@@ -224,7 +241,8 @@ class Executor(pusher_executor.Executor):
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
         base_dir = destination.filesystem.base_directory
-        serving_path = publish(model_dir, base_dir, self._push_record(input_dict), training_statistics(input_dict))
+        serving_path = publish(model_dir, base_dir, self._push_record(input_dict),
+                               {**training_statistics(input_dict), **evaluation_files(input_dict)})
         keep = exec_properties.get(KEEP_VERSIONS_KEY)
         if keep:
             for path in prune(base_dir, keep):
@@ -260,10 +278,12 @@ class AtomicPusher(base_component.BaseComponent):
         infra_blessing: Optional[types.BaseChannel] = None,
         keep_versions: Optional[int] = None,
         statistics: Optional[types.BaseChannel] = None,
+        evaluation: Optional[types.BaseChannel] = None,
     ):
         """`model_blessing` is the Evaluator's (none for `cnnpipe index`: the served weights, a new catalog),
         `infra_blessing` PushCheck's; `keep_versions` keeps only the newest versions (None keeps all); `statistics`,
-        StatisticsGen's, puts the training split's statistics into the version."""
+        StatisticsGen's, puts the training split's statistics into the version; `evaluation`, the Evaluator's, its
+        keyed metrics (the next run reuses them as the served model's: components/evaluator.py)."""
         super().__init__(spec=AtomicPusherSpec(
             model=model,
             model_blessing=model_blessing,
@@ -271,5 +291,6 @@ class AtomicPusher(base_component.BaseComponent):
             push_destination=push_destination,
             keep_versions=keep_versions,
             statistics=statistics,
+            evaluation=evaluation,
             pushed_model=types.Channel(type=standard_artifacts.PushedModel),
         ))

@@ -170,6 +170,7 @@ def create_pipeline(
         push_destination=_push_destination(serving_base),
         keep_versions=keep_versions,
         statistics=statistics_gen.outputs["statistics"],  # pushed with the model: the next run's drift reference
+        evaluation=evaluator.outputs["evaluation"],  # pushed with the model: the next run's baseline metrics
     )
     return Pipeline(
         pipeline_name=name,

@@ -4,7 +4,6 @@ and the push. Figures come from pipeline/figures.py; the page from pipeline/run_
 import dataclasses
 import glob
 import os
-import re
 from typing import Iterator, Optional
 
 import numpy as np
@@ -18,7 +17,7 @@ from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
-from cnnpipe.components.evaluation_results import Metrics, Slice, metrics_by_slice
+from cnnpipe.components.evaluation_results import Metrics, metric_key, metrics_by_slice, spec_slice
 from cnnpipe.components.validation_gate import class_counts
 from cnnpipe.core import features
 from cnnpipe.core.names import BASELINE, CANDIDATE, CLASS_NAMES, NO_ATTACK, SERVING_DEFAULT, WORST_CASE
@@ -159,28 +158,17 @@ def training_curves(model_run_uri: str) -> dict[str, dict[str, list[tuple[int, f
     return curves
 
 
-def _metric_name(class_name: str) -> str:
-    """TFMA's name for a Keras metric class: SparseCategoricalAccuracy -> sparse_categorical_accuracy."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", class_name).lower()
-
-
-def _spec_slice(spec) -> Slice:
-    """The slice key a SlicingSpec's feature_values name, as evaluation_results reads slice keys (ε as a number)."""
-    return tuple(sorted((key, float(value) if key == features.EPSILON else value)
-                        for key, value in spec.feature_values.items()))
-
-
 def gates(evaluation_uri: str, metrics: Metrics, retrieval: dict) -> list[Gate]:
     """Every threshold the Evaluator and EmbeddingIndex applied, with the value measured against it."""
     config = eval_config_writer.load_eval_run(evaluation_uri)[0]
     found = []
     for spec in config.metrics_specs:
         for metric in spec.metrics:
-            name = _metric_name(metric.class_name)
+            name = metric_key(metric.class_name)
             for per_slice in metric.per_slice_thresholds:
                 threshold = per_slice.threshold
                 for slicing_spec in per_slice.slicing_specs:
-                    slice_ = _spec_slice(slicing_spec)
+                    slice_ = spec_slice(slicing_spec)
                     where = run_summary.slice_name(dict(slice_)) or " overall"
                     value = metrics.get(("", slice_), {}).get(name)
                     served = metrics.get((BASELINE, slice_), {}).get(name)

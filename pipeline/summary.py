@@ -14,7 +14,8 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
 from cnnpipe.components.embedding_index import METRICS_FILE as RETRIEVAL_FILE, retrieval_failures
-from cnnpipe.components.evaluation_results import ACCURACY, LOSS, Metrics, clean_slice, metrics_by_slice, slice_columns
+from cnnpipe.components.evaluation_results import (ACCURACY, LOSS, REUSED_BASELINE, Metrics, clean_slice,
+                                                   metrics_by_slice, slice_columns)
 from cnnpipe.components.validation_gate import ACCEPTED, DRIFT_FILE, DRIFTED, MEASURES, TRAIN, class_counts
 from cnnpipe.core import features
 from cnnpipe.models import collapse_check
@@ -59,10 +60,10 @@ class RunSummary:
         if self.accuracy is None:
             return f"Run {self.run_id}: no evaluation (the run stopped before the Evaluator)."
         lines = [f"Eval accuracy {self.accuracy:.2%} (loss {self.loss:.4f})"]
-        if self.drift:
-            lines.insert(0, self.drift)
         if self.baseline_accuracy is not None:
             lines[0] += f"; served model {self.baseline_accuracy:.2%}"
+        if self.drift:
+            lines.insert(0, self.drift)
         per_class_search = self.retrieval.get("per_class", {})
         lines += [f"{'Per class:':<16} {'accuracy':>8}" + ("  search P@10" if per_class_search else "")]
         lines += [f"  {name:<14} {value:>8.2%}" + (f"  {per_class_search[name]['precision_at_10']:>11.3f}"
@@ -250,8 +251,9 @@ def slice_name(columns: dict) -> str:
     return f" under {attack} at ε {columns.get(features.EPSILON, 0):.3g}"
 
 
-def _failure(failure, slice_key) -> str:
-    """One failed threshold in words: which metric, on which slice, and by how much."""
+def _failure(failure, slice_key, metrics: Metrics, reused: bool) -> str:
+    """One failed threshold in words: which metric, on which slice, and by how much; with the served model's metrics
+    `reused`, a lower bound may be one a change threshold became (components/evaluator.py): its value beside."""
     key, threshold = failure.metric_key, failure.metric_threshold
     value = failure.metric_value.double_value.value
     where = slice_name(dict(slice_columns(slice_key)))
@@ -261,13 +263,16 @@ def _failure(failure, slice_key) -> str:
                 f"over by {-value - allowed:.4f}).")
     if threshold.value_threshold.HasField("lower_bound"):
         bound = threshold.value_threshold.lower_bound.value
-        return f"{key.name}{where} {value:.4f} is below the lower bound {bound:.4f} (by {bound - value:.4f})."
+        served = metrics.get((BASELINE, slice_columns(slice_key)), {}).get(key.name) if reused else None
+        beside = f"; the served model's, from its own evaluation: {served:.4f}" if served is not None else ""
+        return f"{key.name}{where} {value:.4f} is below the lower bound {bound:.4f} (by {bound - value:.4f}{beside})."
     return f"{key.name}{where} {value:.4f} failed its threshold. {failure.message}".strip()
 
 
-def _failures(evaluation_uri: str) -> list[str]:
+def _failures(evaluation_uri: str, metrics: Metrics) -> list[str]:
     result = tfma.load_validation_result(evaluation_uri)
-    return [_failure(failure, per_slice.slice_key)
+    reused = os.path.isdir(os.path.join(evaluation_uri, REUSED_BASELINE))
+    return [_failure(failure, per_slice.slice_key, metrics, reused)
             for per_slice in result.metric_validations_per_slice for failure in per_slice.failures]
 
 
@@ -301,7 +306,7 @@ def summarize(metadata_file: str, pipeline_name: str, run_id: Optional[str] = No
     summary.robustness = robustness(metrics)
     blessing = outputs.get("blessing")
     summary.blessed = bool(blessing and blessing.custom_properties["blessed"].int_value)
-    summary.failures = _failures(evaluation.uri) + (retrieval_failures(outputs["indexed_model"].uri)
+    summary.failures = _failures(evaluation.uri, metrics) + (retrieval_failures(outputs["indexed_model"].uri)
                                                     if "indexed_model" in outputs else [])
     infra_blessing = outputs.get("infra_blessing")
     if summary.blessed and infra_blessing is not None and not infra_blessing.custom_properties["blessed"].int_value:

@@ -17,6 +17,7 @@ import tensorflow_model_analysis as tfma
 
 from conftest import SHARED_TEST as TEST, SHARED_TRAIN as TRAIN, encode, fashion_mnist, free_ports
 from cnnpipe.core.errors import DataValidationError
+from cnnpipe.components import evaluation_results
 from cnnpipe.components.ingestion.formats import make_example
 from cnnpipe.pipeline import evaluation, local_runner, summary
 from cnnpipe.pipeline.config import PipelineConfig
@@ -157,6 +158,28 @@ def test_second_run_with_the_same_inputs_reuses_the_cache_and_pushes_nothing_new
     # The Evaluator runs again: its baseline is now the model the first run blessed.
     assert {"ImageExampleGen", "StatisticsGen", "ExampleValidator", "Transform", "Trainer"} <= cached
     assert served_versions(run_copy) == before
+
+
+def test_the_served_models_own_metrics_are_reused_on_the_same_eval_images_and_bound_the_candidate(
+        run_copy, pushed_outputs):
+    """The served model was the shared run's candidate, and its metrics were pushed with it under the key of what
+    they measured. A run on the same eval images with the same attacks attacks the candidate alone, evaluates it
+    alone, and bounds it by those metrics: here a barely trained candidate falls below the served accuracy."""
+    served = evaluation_results.metrics_by_slice(pushed_outputs["evaluation"].uri)
+    local_runner.run(run_copy.with_options(learning_rate=1e-6), out=io.StringIO())
+    result = summary.summarize(local_runner.metadata_path(run_copy.output_dir), run_copy.name)
+    outputs = summary.run_outputs(local_runner.metadata_path(run_copy.output_dir), run_copy.name)[1]
+    copies = outputs["adversarial_examples"].custom_properties
+    assert copies["baseline_reused"].int_value == 1 and copies["attacked_models"].string_value == "candidate"
+    clean = served[("", evaluation_results.CLEAN)][evaluation_results.ACCURACY]
+    assert result.baseline_accuracy == pytest.approx(clean, abs=1e-9)  # the served model's, as it was measured
+    attacked = {(dict(slice_)["attack"], round(dict(slice_)["epsilon"], 6)): values[evaluation_results.ACCURACY]
+                for (model, slice_), values in served.items() if model == "" and set(dict(slice_)) == {"attack", "epsilon"}}
+    assert {(p.attack, p.epsilon): p.baseline for p in result.robustness} == pytest.approx(attacked, abs=1e-9)
+    assert result.failures == [f"sparse_categorical_accuracy on the clean images {result.accuracy:.4f} is below the "
+                               f"lower bound {clean:.4f} (by {clean - result.accuracy:.4f}; the served model's, from "
+                               f"its own evaluation: {clean:.4f})."]
+    assert not result.blessed and result.pushed_to is None
 
 
 def test_a_search_precision_below_its_bound_is_not_blessed_and_the_summary_says_so(run_copy):

@@ -98,6 +98,7 @@ class RetrainingDay:
     failures: list[str] = dataclasses.field(default_factory=list)
     span2_run: Optional[summary.RunSummary] = None
     span2_baseline: Optional[metadata_store_pb2.Artifact] = None  # ServedModel's output in span 2's run
+    span2_copies: Optional[metadata_store_pb2.Artifact] = None  # AdversarialExamples' output in span 2's run
     span2_trained_on: list[int] = dataclasses.field(default_factory=list)
     left_after_span2: list[str] = dataclasses.field(default_factory=list)
     span3: Optional[subprocess.CompletedProcess] = None  # labels that mean nothing
@@ -170,7 +171,8 @@ def day(tmp_path_factory) -> RetrainingDay:
     write_span(data, 2, 600, 900, drop_eval_class=ANKLE_BOOT)
     serve_while(str(output / "serving"), seen, lambda: int(versions(seen.serving_base)[-1]), retrain_span_2)
     seen.span2_run = summary.summarize(metadata_path(str(output)), MODEL)
-    seen.span2_baseline = summary.run_outputs(metadata_path(str(output)), MODEL)[1]["baseline"]
+    seen.span2_baseline, seen.span2_copies = (summary.run_outputs(metadata_path(str(output)), MODEL)[1][key]
+                                              for key in ("baseline", "adversarial_examples"))
     seen.span2_trained_on, seen.left_after_span2 = trainer_spans(output), versions(seen.serving_base)
 
     write_span(data, 3, 1500, 600, shuffle_labels=True)
@@ -266,6 +268,13 @@ def test_span_2_is_checked_for_drift_against_the_data_span_1_was_trained_on(day)
     assert day.span2_run.drift.startswith("No drift against the served model's training data: ")
     assert "class_name L-infinity distance 0.0" in day.span2_run.drift
     assert "brightness Jensen-Shannon divergence 0.0" in day.span2_run.drift
+
+
+def test_span_2s_new_eval_images_get_the_served_model_attacked_again(day):
+    """The served model's metrics were pushed with it, but they measured span 1's eval images: not reused."""
+    copies = day.span2_copies.custom_properties
+    assert copies["baseline_reused"].int_value == 0 and copies["attacked_models"].string_value == "candidate,baseline"
+    assert day.span2_run.baseline_accuracy is not None
 
 
 @pytest.mark.fault("validation", "a new span of brightened images (drift from the served model's training data)",
