@@ -23,6 +23,7 @@ from tfx.components.statistics_gen.stats_artifact_utils import BINARY_PB_BASENAM
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils, path_utils
 
+from cnnpipe.components.ingestion.source import TRAIN  # the split names ingestion writes
 from cnnpipe.models.warm_start import holds_saved_model
 from cnnpipe.serving.model_config import versions
 
@@ -33,7 +34,6 @@ TRAINING_STATISTICS = os.path.join("assets.extra", "training_statistics.pb")  # 
 # measured (robustness/adversarial_examples.evaluation_key): a later run with the same key reuses them.
 EVALUATION = os.path.join("assets.extra", "evaluation")
 EVALUATION_KEY_FILE = "evaluation_key.txt"
-TRAIN = "train"
 
 
 def newest_served(base_path: str) -> Optional[str]:

@@ -25,12 +25,12 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
+from cnnpipe.components.ingestion.source import TRAIN  # the split names ingestion writes
 from cnnpipe.components.parameters import json_parameter
 from cnnpipe.core.errors import DataValidationError
 from cnnpipe.core import features
 
 SAMPLED_RECORDS = 3
-TRAIN = "train"
 DRIFTED, ACCEPTED = "drifted", "accepted"  # the drift artifact's custom properties
 DRIFT_FILE = "SchemaDiff.pb"  # in its train split: the Anomalies with every drift measurement
 # The drift comparators an inferred schema gets (a curated one states its own): feature -> (comparator, threshold)

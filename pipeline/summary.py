@@ -16,7 +16,8 @@ from tfx.utils import path_utils
 from cnnpipe.components.embedding_index import METRICS_FILE as RETRIEVAL_FILE, retrieval_failures
 from cnnpipe.components.evaluation_results import (ACCURACY, LOSS, REUSED_BASELINE, Metrics, clean_slice,
                                                    metrics_by_slice, slice_columns)
-from cnnpipe.components.validation_gate import ACCEPTED, DRIFT_FILE, DRIFTED, MEASURES, TRAIN, class_counts
+from cnnpipe.components.ingestion.source import TRAIN
+from cnnpipe.components.validation_gate import ACCEPTED, DRIFT_FILE, DRIFTED, MEASURES, class_counts
 from cnnpipe.core import features
 from cnnpipe.models import collapse_check
 from cnnpipe.models.class_names import read_class_names
