@@ -106,8 +106,8 @@ def reuse_baseline_metrics(models: dict[str, PixelModel], settings: AttackSettin
     evaluation_key([source], settings)
     candidate = {CANDIDATE: models[CANDIDATE]}
     write(source, os.path.join(scratch, "reused"), candidate, settings, progress=lambda _: None)
-    config = with_served_values(pipeline_config(settings, has_baseline=True),
-                                metrics_by_slice(os.path.join(scratch, "served_evaluation")))
+    config, _ = with_served_values(pipeline_config(settings, has_baseline=True),
+                                   metrics_by_slice(os.path.join(scratch, "served_evaluation")))
     evaluate(candidate, settings, os.path.join(scratch, "reused", "*"), os.path.join(scratch, "reused_eval"), config)
     return time.perf_counter() - start
 

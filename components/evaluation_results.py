@@ -3,6 +3,8 @@
 The run summary, the robustness report and the push check read TFMA's output through here.
 """
 
+import dataclasses
+import json
 import os
 import re
 from typing import Optional
@@ -19,6 +21,38 @@ CLEAN = ((features.ATTACK, NO_ATTACK),)
 Slice = tuple[tuple[str, object], ...]  # ((column, value), ...) sorted by column; () is overall
 Metrics = dict[tuple[str, Slice], dict[str, float]]  # (model: "" candidate or BASELINE, slice) -> name -> value
 REUSED_BASELINE = "served_model"  # in an evaluation: the served model's metrics, reused from its own evaluation
+SERVED_BOUNDS = "served_bounds.json"  # beside them: the change thresholds that became lower bounds
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedBound:
+    """A change threshold against the served model turned into a lower bound at `served` - `drop` (at least
+    `lower`, the slice's own lower bound, when it has one)."""
+
+    slice: Slice
+    metric: str
+    served: float
+    drop: float
+    lower: Optional[float] = None
+
+    @property
+    def bound(self) -> float:
+        return max(self.served - self.drop, self.lower if self.lower is not None else -float("inf"))
+
+
+def write_served_bounds(bounds: list[ServedBound], evaluation_uri: str) -> None:
+    with open(os.path.join(evaluation_uri, SERVED_BOUNDS), "w", encoding="utf-8") as file:
+        json.dump([dataclasses.asdict(bound) for bound in bounds], file, indent=1)
+
+
+def served_bounds(evaluation_uri: str) -> dict[tuple[Slice, str], ServedBound]:
+    """The served bounds of an evaluation that reused the served model's metrics, by (slice, metric); none else."""
+    path = os.path.join(evaluation_uri, SERVED_BOUNDS)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as file:
+        bounds = [ServedBound(**{**entry, "slice": tuple(map(tuple, entry["slice"]))}) for entry in json.load(file)]
+    return {(bound.slice, bound.metric): bound for bound in bounds}
 
 
 def slice_columns(slice_key) -> Slice:

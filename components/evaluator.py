@@ -6,8 +6,8 @@ and this executor drops it, so the run is evaluated as a first one is: no baseli
 change thresholds are not applied). When the evaluation key AdversarialExamples wrote beside its copies is the key
 of the metrics pushed with the served model (the same eval images, attacks and settings: it then attacked the
 candidate alone), TFMA evaluates the candidate alone: each change threshold becomes a lower bound at the served model's stored value less
-the allowed drop, and the stored metrics are kept in the evaluation (evaluation_results.REUSED_BASELINE) for the
-summary and the report. A candidate that EmbeddingIndex measured below its search thresholds (`retrieval.json`'s
+the allowed drop, and the stored metrics and those bounds are kept in the evaluation (evaluation_results
+.REUSED_BASELINE, SERVED_BOUNDS) for the summary and the report. A candidate that EmbeddingIndex measured below its search thresholds (`retrieval.json`'s
 `failures`) is not blessed, whatever TFMA found. The evaluation gets the key of what it measured, which the Pusher
 pushes with the metrics.
 """
@@ -29,18 +29,20 @@ from tfx.types.standard_component_specs import (BASELINE_MODEL_KEY, BLESSING_KEY
 from tfx.utils import io_utils
 
 from cnnpipe.components.embedding_index import retrieval_failures
-from cnnpipe.components.evaluation_results import (REUSED_BASELINE, Metrics, metric_key, metrics_by_slice,
-                                                   spec_slice)
+from cnnpipe.components.evaluation_results import (REUSED_BASELINE, Metrics, ServedBound, metric_key,
+                                                   metrics_by_slice, spec_slice, write_served_bounds)
 from cnnpipe.components.served_model import EVALUATION_KEY_FILE, baseline_dir, evaluation_key_in, stored_evaluation
 
 
-def with_served_values(config: tfma.EvalConfig, served: Metrics) -> tfma.EvalConfig:
+def with_served_values(config: tfma.EvalConfig, served: Metrics) -> tuple[tfma.EvalConfig, list[ServedBound]]:
     """`config` for the candidate alone: the served model's ModelSpec dropped, and each change threshold turned into
-    a lower bound at the served model's value in `served` (its own evaluation) less the allowed drop."""
+    a lower bound at the served model's value in `served` (its own evaluation) less the allowed drop; and those
+    bounds."""
     alone = tfma.EvalConfig()
     alone.CopyFrom(config)
     del alone.model_specs[:]
     alone.model_specs.extend(spec for spec in config.model_specs if not spec.is_baseline)
+    bounds = []
     for metrics_spec in alone.metrics_specs:
         for metric in metrics_spec.metrics:
             for per_slice in metric.per_slice_thresholds:
@@ -48,13 +50,16 @@ def with_served_values(config: tfma.EvalConfig, served: Metrics) -> tfma.EvalCon
                 if not threshold.HasField("change_threshold"):
                     continue
                 (slicing_spec,) = per_slice.slicing_specs
-                value = served[("", spec_slice(slicing_spec))][metric_key(metric.class_name)]
-                bound = value + threshold.change_threshold.absolute.value  # the absolute change allowed is -drop
-                if threshold.value_threshold.HasField("lower_bound"):
-                    bound = max(bound, threshold.value_threshold.lower_bound.value)
-                threshold.value_threshold.lower_bound.value = bound
+                slice_, name = spec_slice(slicing_spec), metric_key(metric.class_name)
+                lower = threshold.value_threshold.lower_bound.value \
+                    if threshold.value_threshold.HasField("lower_bound") else None
+                # TFMA's absolute change allowed is -drop (a tiny margin below it, pipeline/evaluation.py)
+                bound = ServedBound(slice_, name, served[("", slice_)][name], -threshold.change_threshold.absolute.value,
+                                    lower)
+                threshold.value_threshold.lower_bound.value = bound.bound
                 threshold.ClearField("change_threshold")
-    return alone
+                bounds.append(bound)
+    return alone, bounds
 
 
 class Executor(evaluator_executor.Executor):
@@ -70,9 +75,8 @@ class Executor(evaluator_executor.Executor):
         stored = stored if key and stored_key == key else None  # as AdversarialExamples decided: not attacked
         if stored:
             config = json_format.Parse(exec_properties[EVAL_CONFIG_KEY], tfma.EvalConfig())
-            served_metrics = metrics_by_slice(stored)
-            exec_properties = {**exec_properties, EVAL_CONFIG_KEY: json_format.MessageToJson(
-                with_served_values(config, served_metrics))}
+            config, bounds = with_served_values(config, metrics_by_slice(stored))
+            exec_properties = {**exec_properties, EVAL_CONFIG_KEY: json_format.MessageToJson(config)}
             logging.info("The served model's metrics are reused from its own evaluation (%s).", stored)
         if served is None or stored:
             input_dict = {**input_dict, BASELINE_MODEL_KEY: []}
@@ -80,6 +84,7 @@ class Executor(evaluator_executor.Executor):
         evaluation = output_dict[EVALUATION_KEY][0]
         if stored:
             io_utils.copy_dir(stored, os.path.join(evaluation.uri, REUSED_BASELINE))
+            write_served_bounds(bounds, evaluation.uri)
         if key:
             io_utils.write_string_file(os.path.join(evaluation.uri, EVALUATION_KEY_FILE), key)
         failed = retrieval_failures(input_dict[MODEL_KEY][0].uri)

@@ -17,7 +17,7 @@ from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
-from cnnpipe.components.evaluation_results import Metrics, metric_key, metrics_by_slice, spec_slice
+from cnnpipe.components.evaluation_results import Metrics, metric_key, metrics_by_slice, served_bounds, spec_slice
 from cnnpipe.components.validation_gate import class_counts
 from cnnpipe.core import features
 from cnnpipe.core.names import BASELINE, CANDIDATE, CLASS_NAMES, NO_ATTACK, SERVING_DEFAULT, WORST_CASE
@@ -161,6 +161,7 @@ def training_curves(model_run_uri: str) -> dict[str, dict[str, list[tuple[int, f
 def gates(evaluation_uri: str, metrics: Metrics, retrieval: dict) -> list[Gate]:
     """Every threshold the Evaluator and EmbeddingIndex applied, with the value measured against it."""
     config = eval_config_writer.load_eval_run(evaluation_uri)[0]
+    bounds = served_bounds(evaluation_uri)
     found = []
     for spec in config.metrics_specs:
         for metric in spec.metrics:
@@ -174,19 +175,26 @@ def gates(evaluation_uri: str, metrics: Metrics, retrieval: dict) -> list[Gate]:
                     served = metrics.get((BASELINE, slice_), {}).get(name)
                     if value is None:
                         continue
-                    if threshold.value_threshold.HasField("lower_bound"):
+                    reused = bounds.get((slice_, name))  # a change threshold that became this lower bound
+                    if reused is not None:
+                        if reused.lower is not None:
+                            found.append(Gate(f"{name}{where}", value, reused.lower, f"≥ {reused.lower:.4f}"))
+                        found.append(Gate(f"{name}{where} against the served model's (as measured when pushed)",
+                                          value, reused.served - reused.drop,
+                                          f"≥ served {reused.served:.4f} − {reused.drop:.4f}"))
+                    elif threshold.value_threshold.HasField("lower_bound"):
                         bound = threshold.value_threshold.lower_bound.value
                         found.append(Gate(f"{name}{where}", value, bound, f"≥ {bound:.4f}"))
                     if threshold.HasField("change_threshold") and served is not None:
                         drop = max(-threshold.change_threshold.absolute.value, 0)
                         found.append(Gate(f"{name}{where} against the served model's", value, served - drop,
                                           f"≥ served {served:.4f} − {drop:.4f}"))
-    bounds = retrieval.get("thresholds", {})
-    if "precision_at_10" in retrieval and bounds:
+    search = retrieval.get("thresholds", {})
+    if "precision_at_10" in retrieval and search:
         precision = retrieval["precision_at_10"]
-        found.append(Gate("search precision@10", precision, bounds["min_precision"],
-                          f"≥ {bounds['min_precision']:.4f}"))
-        drop, served = bounds.get("max_precision_drop"), retrieval.get("served_precision_at_10")
+        found.append(Gate("search precision@10", precision, search["min_precision"],
+                          f"≥ {search['min_precision']:.4f}"))
+        drop, served = search.get("max_precision_drop"), retrieval.get("served_precision_at_10")
         if drop is not None and served is not None:
             found.append(Gate("search precision@10 against the served model's", precision, served - drop,
                               f"≥ served {served:.4f} − {drop:.4f}"))

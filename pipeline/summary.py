@@ -14,8 +14,8 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
 from cnnpipe.components.embedding_index import METRICS_FILE as RETRIEVAL_FILE, retrieval_failures
-from cnnpipe.components.evaluation_results import (ACCURACY, LOSS, REUSED_BASELINE, Metrics, clean_slice,
-                                                   metrics_by_slice, slice_columns)
+from cnnpipe.components.evaluation_results import (ACCURACY, LOSS, Metrics, ServedBound, Slice, clean_slice,
+                                                   metrics_by_slice, served_bounds, slice_columns)
 from cnnpipe.components.ingestion.source import TRAIN
 from cnnpipe.components.validation_gate import ACCEPTED, DRIFT_FILE, DRIFTED, MEASURES, class_counts
 from cnnpipe.core import features
@@ -252,28 +252,41 @@ def slice_name(columns: dict) -> str:
     return f" under {attack} at ε {columns.get(features.EPSILON, 0):.3g}"
 
 
-def _failure(failure, slice_key, metrics: Metrics, reused: bool) -> str:
-    """One failed threshold in words: which metric, on which slice, and by how much; with the served model's metrics
-    `reused`, a lower bound may be one a change threshold became (components/evaluator.py): its value beside."""
+def _below_served(name: str, where: str, value: float, served: float, drop: float, reused: str = "") -> str:
+    return (f"{name}{where} is {served - value:.4f} below the served model's{reused} (allowed: {drop:.4f}; over by "
+            f"{served - value - drop:.4f}).")
+
+
+def _below(name: str, where: str, value: float, bound: float) -> str:
+    return f"{name}{where} {value:.4f} is below the lower bound {bound:.4f} (by {bound - value:.4f})."
+
+
+def _failure(failure, slice_key, bounds: dict[tuple[Slice, str], ServedBound]) -> str:
+    """One failed threshold in words: which metric, on which slice, and by how much. A lower bound that was a change
+    threshold (`bounds`: the served model's metrics reused, components/evaluator.py) is told as the comparison."""
     key, threshold = failure.metric_key, failure.metric_threshold
     value = failure.metric_value.double_value.value
-    where = slice_name(dict(slice_columns(slice_key)))
+    slice_ = slice_columns(slice_key)
+    where = slice_name(dict(slice_))
     if key.is_diff:
         allowed = max(-threshold.change_threshold.absolute.value, 0)
-        return (f"{key.name}{where} is {-value:.4f} below the served model's (allowed: {allowed:.4f}; "
-                f"over by {-value - allowed:.4f}).")
+        return _below_served(key.name, where, value, 0.0, allowed)  # TFMA's diff: the candidate's less the served
+    served = bounds.get((slice_, key.name))
+    if served is not None:
+        told = [_below(key.name, where, value, served.lower)] if served.lower is not None and value < served.lower else []
+        if value < served.served - served.drop:
+            told.append(_below_served(key.name, where, value, served.served, served.drop,
+                                      ", as it was measured when it was pushed"))
+        return " ".join(told)
     if threshold.value_threshold.HasField("lower_bound"):
-        bound = threshold.value_threshold.lower_bound.value
-        served = metrics.get((BASELINE, slice_columns(slice_key)), {}).get(key.name) if reused else None
-        beside = f"; the served model's, from its own evaluation: {served:.4f}" if served is not None else ""
-        return f"{key.name}{where} {value:.4f} is below the lower bound {bound:.4f} (by {bound - value:.4f}{beside})."
+        return _below(key.name, where, value, threshold.value_threshold.lower_bound.value)
     return f"{key.name}{where} {value:.4f} failed its threshold. {failure.message}".strip()
 
 
-def _failures(evaluation_uri: str, metrics: Metrics) -> list[str]:
+def _failures(evaluation_uri: str) -> list[str]:
     result = tfma.load_validation_result(evaluation_uri)
-    reused = os.path.isdir(os.path.join(evaluation_uri, REUSED_BASELINE))
-    return [_failure(failure, per_slice.slice_key, metrics, reused)
+    bounds = served_bounds(evaluation_uri)
+    return [_failure(failure, per_slice.slice_key, bounds)
             for per_slice in result.metric_validations_per_slice for failure in per_slice.failures]
 
 
@@ -307,7 +320,7 @@ def summarize(metadata_file: str, pipeline_name: str, run_id: Optional[str] = No
     summary.robustness = robustness(metrics)
     blessing = outputs.get("blessing")
     summary.blessed = bool(blessing and blessing.custom_properties["blessed"].int_value)
-    summary.failures = _failures(evaluation.uri, metrics) + (retrieval_failures(outputs["indexed_model"].uri)
+    summary.failures = _failures(evaluation.uri) + (retrieval_failures(outputs["indexed_model"].uri)
                                                     if "indexed_model" in outputs else [])
     infra_blessing = outputs.get("infra_blessing")
     if summary.blessed and infra_blessing is not None and not infra_blessing.custom_properties["blessed"].int_value:

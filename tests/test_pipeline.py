@@ -18,8 +18,9 @@ import tensorflow_model_analysis as tfma
 from conftest import SHARED_TEST as TEST, SHARED_TRAIN as TRAIN, encode, fashion_mnist, free_ports
 from cnnpipe.core.errors import DataValidationError
 from cnnpipe.components import evaluation_results
+from cnnpipe.components.evaluation_results import metrics_by_slice
 from cnnpipe.components.ingestion.formats import make_example
-from cnnpipe.pipeline import evaluation, local_runner, summary
+from cnnpipe.pipeline import evaluation, local_runner, run_facts, summary
 from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 from cnnpipe.pipeline.thresholds import Thresholds
@@ -176,9 +177,16 @@ def test_the_served_models_own_metrics_are_reused_on_the_same_eval_images_and_bo
     attacked = {(dict(slice_)["attack"], round(dict(slice_)["epsilon"], 6)): values[evaluation_results.ACCURACY]
                 for (model, slice_), values in served.items() if model == "" and set(dict(slice_)) == {"attack", "epsilon"}}
     assert {(p.attack, p.epsilon): p.baseline for p in result.robustness} == pytest.approx(attacked, abs=1e-9)
-    assert result.failures == [f"sparse_categorical_accuracy on the clean images {result.accuracy:.4f} is below the "
-                               f"lower bound {clean:.4f} (by {clean - result.accuracy:.4f}; the served model's, from "
-                               f"its own evaluation: {clean:.4f})."]
+    below = clean - result.accuracy  # --max-accuracy-drop 0, --min-accuracy 0.5 (failed too when below it)
+    told = [f"sparse_categorical_accuracy on the clean images {result.accuracy:.4f} is below the lower bound 0.5000 "
+            f"(by {0.5 - result.accuracy:.4f})."] if result.accuracy < 0.5 else []
+    told.append(f"sparse_categorical_accuracy on the clean images is {below:.4f} below the served model's, as it was "
+                f"measured when it was pushed (allowed: 0.0000; over by {below:.4f}).")
+    assert result.failures == [" ".join(told)]
+    gates = {gate.what: gate for gate in run_facts.gates(outputs["evaluation"].uri, metrics_by_slice(
+        outputs["evaluation"].uri), {})}  # the report tells the bound as the comparison it stands for
+    gate = gates["sparse_categorical_accuracy on the clean images against the served model's (as measured when pushed)"]
+    assert gate.bound == pytest.approx(clean) and gate.margin == pytest.approx(-below)
     assert not result.blessed and result.pushed_to is None
 
 
