@@ -14,6 +14,7 @@ feature with its distance, unless `accept_drift`. What it measured is its `drift
 """
 
 import os
+import tempfile
 from typing import Optional
 
 import tensorflow_data_validation as tfdv
@@ -118,11 +119,13 @@ def classes_without_training_images(statistics: standard_artifacts.ExampleStatis
 
 def bad_records(examples_dir: str, schema: schema_pb2.Schema) -> dict[str, list[str]]:
     """Anomaly reason -> the `source` of up to SAMPLED_RECORDS records that show it."""
-    _, samples = tfdv.validate_examples_in_tfrecord(
-        data_location=os.path.join(examples_dir, "*"),
-        stats_options=tfdv.StatsOptions(schema=schema),
-        num_sampled_examples=SAMPLED_RECORDS,
-    )
+    with tempfile.TemporaryDirectory() as scratch:  # TFDV writes the anomalies' statistics there
+        _, samples = tfdv.validate_examples_in_tfrecord(
+            data_location=os.path.join(examples_dir, "*"),
+            stats_options=tfdv.StatsOptions(schema=schema),
+            output_path=os.path.join(scratch, "anomaly_stats.tfrecord"),
+            num_sampled_examples=SAMPLED_RECORDS,
+        )
     return {
         reason: [example.features.feature[features.SOURCE].bytes_list.value[0].decode() for example in examples]
         for reason, examples in samples.items()

@@ -9,7 +9,9 @@ import contextlib
 import datetime
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from typing import Iterator, Optional, TextIO
 
 from absl import logging as absl_logging
@@ -87,6 +89,19 @@ def logging_to(log_file: str) -> Iterator[None]:
             handler.setLevel(level)
 
 
+@contextlib.contextmanager
+def own_temp_dir() -> Iterator[None]:
+    """Python's temporary files go to a directory of the run's own while the block runs, removed afterwards: TFX
+    leaves a 60 MB copy of itself there per Beam component (a package for remote Beam workers) and does not remove it."""
+    saved, scratch = tempfile.tempdir, tempfile.mkdtemp(prefix="cnnpipe-run-")
+    tempfile.tempdir = scratch
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def run(config: PipelineConfig, out: TextIO = sys.stdout, pipeline: Optional[Pipeline] = None) -> dict[str, float]:
     """Runs the whole pipeline (or `pipeline`, built for `config`); returns each component's wall time in seconds.
 
@@ -96,7 +111,7 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, pipeline: Optional[Pip
     name = pipeline.pipeline_info.pipeline_name
     log_file = os.path.join(config.output_dir, "logs", f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}.log")
     print(f"cnnpipe: pipeline '{name}' — output in {config.output_dir}, full log in {log_file}", file=out, flush=True)
-    with logging_to(log_file), ComponentProgress(pipeline.metadata_connection_config, name, out) as progress:
+    with own_temp_dir(), logging_to(log_file), ComponentProgress(pipeline.metadata_connection_config, name, out) as progress:
         try:
             LocalDagRunner().run_with_ir(compile_pipeline(pipeline))
         except Exception:

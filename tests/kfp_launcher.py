@@ -28,6 +28,7 @@ import dataclasses
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -235,9 +236,12 @@ class Launcher:
     def execute(self, task: str, step: str, argv: list[str]) -> None:
         """Runs `argv` in the task's root, its output in STEP.out and STEP.err there; fails with stderr's tail."""
         cwd = self.task_root(task)
+        pod_tmp = cwd / f"{step}.tmp"  # a pod's own /tmp, gone with the pod (TFX leaves 60 MB there per Beam step)
+        pod_tmp.mkdir()
         with open(cwd / f"{step}.out", "w") as stdout, open(cwd / f"{step}.err", "w") as stderr:
-            code = subprocess.run(argv, cwd=cwd, env=self.env, stdout=stdout, stderr=stderr,
-                                  timeout=self.timeout).returncode
+            code = subprocess.run(argv, cwd=cwd, env={**self.env, "TMPDIR": str(pod_tmp)}, stdout=stdout,
+                                  stderr=stderr, timeout=self.timeout).returncode
+        shutil.rmtree(pod_tmp)
         if code != 0:
             tail = (cwd / f"{step}.err").read_text()[-STDERR_TAIL:]
             raise LaunchError(f"task '{task}' ({step}, {self.contract.name} contract) exited with {code}; "

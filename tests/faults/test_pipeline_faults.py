@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -43,9 +44,18 @@ def stopped_before_transform(config) -> str:
     return str(error.value)
 
 
+@pytest.fixture
+def system_temp(tmp_path, monkeypatch) -> str:
+    """Python's temporary directory for this test alone, to see what a run leaves there."""
+    directory = tmp_path / "system-temp"
+    directory.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(directory))
+    return str(directory)
+
+
 @pytest.mark.fault("validation", "a label outside the class ids, schema inferred by SchemaGen (no --schema)",
-                   "stops before Transform, naming file:record and the label")
-def test_a_label_outside_the_class_ids_stops_the_run_whatever_the_schema(tmp_path, observed):
+                   "stops before Transform, naming file:record and the label; nothing left in the temp directory")
+def test_a_label_outside_the_class_ids_stops_the_run_whatever_the_schema(tmp_path, system_temp, observed):
     def one_bad_label(labels: np.ndarray) -> np.ndarray:
         labels = labels.copy()
         labels[37] = len(FASHION_MNIST.class_names)
@@ -54,6 +64,7 @@ def test_a_label_outside_the_class_ids_stops_the_run_whatever_the_schema(tmp_pat
     config = small_run_config(idx_slice(tmp_path / "data", one_bad_label), str(tmp_path / "out"), schema=None)
     message = stopped_before_transform(config)
     assert "train-images-idx3-ubyte.gz:37" in message and "'label'" in message
+    assert os.listdir(system_temp) == [], "the run left temporary files (TFX's package for Beam workers, TFDV's samples)"
     observed(" ".join(message.split())[:300])
 
 
