@@ -11,6 +11,7 @@ the 60,000 training images as the catalog (same class = relevant), as `bench/vis
 - cosine classifier + contrastive: the same with the supervised contrastive term (what `--embedding-dim` trains).
 
     .venv/bin/python bench/retrieval_training.py [--epochs 20] [--embedding-dim 64] [--model-option width=4]
+        [--translate 0.1] [--flip] [--variant "cosine classifier + contrastive"]
 """
 
 import argparse
@@ -45,8 +46,10 @@ def train(variant: str, config: TrainingConfig, images: np.ndarray, labels: np.n
     model = trainer.build_model(config if variant != VARIANTS[0] else dataclasses.replace(config, embedding_dim=None))
     fitted = embedding.with_contrastive_output(model) if variant == VARIANTS[2] else model
     trainer.compile_model(fitted, config.learning_rate)
+    augment = trainer.augmentation(config.translate, config.flip) or (lambda batch, training: batch)
     batches = (tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(len(images), seed=config.seed)
-               .batch(config.batch_size).prefetch(tf.data.AUTOTUNE))
+               .batch(config.batch_size).map(lambda x, y: (augment(x, training=True), y), tf.data.AUTOTUNE)
+               .prefetch(tf.data.AUTOTUNE))
     fitted.fit(batches, epochs=config.epochs, verbose=0,
                callbacks=[trainer.cosine_schedule(config.learning_rate, config.epochs)])
     return model
@@ -58,18 +61,22 @@ def main() -> None:
     parser.add_argument("--model-option", action="append", default=[], type=key_value, metavar="KEY=VALUE")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--embedding-dim", type=int, default=64)
+    parser.add_argument("--translate", type=float, default=0.0, help="augment: random shifts, as the Trainer's")
+    parser.add_argument("--flip", action="store_true", help="augment: random horizontal flips, as the Trainer's")
+    parser.add_argument("--variant", action="append", choices=VARIANTS, help="repeatable (default: all)")
     args = parser.parse_args()
     config = TrainingConfig(model=args.model, model_options=dict(args.model_option), input_shape=(28, 28, 1),
-                            epochs=args.epochs, embedding_dim=args.embedding_dim,
-                            class_names=FASHION_MNIST.class_names)
+                            epochs=args.epochs, embedding_dim=args.embedding_dim, translate=args.translate,
+                            flip=args.flip, class_names=FASHION_MNIST.class_names)
     catalog_images, catalog_labels = report.fashion_mnist_arrays("train")
     query_images, query_labels = report.fashion_mnist_arrays("t10k")
     catalog_pixels, query_pixels = scaled(catalog_images), scaled(query_images)
     options = "".join(f" {key}={value}" for key, value in config.model_options.items())
-    print(f"{config.model}{options}, {config.epochs} epochs; queries: {len(query_images):,} "
+    augmented = f", shifts up to {config.translate:g}" * bool(config.translate) + ", flips" * config.flip
+    print(f"{config.model}{options}, {config.epochs} epochs{augmented}; queries: {len(query_images):,} "
           f"test images, catalog: {len(catalog_images):,} training images", flush=True)
     print(f"\n{'variant':<34} {'dims':>5} {'accuracy':>9} {'P@10':>6} {'mAP@100':>8} {'train s':>8}")
-    for variant in VARIANTS:
+    for variant in args.variant or VARIANTS:
         started = time.perf_counter()
         model = train(variant, config, catalog_pixels, catalog_labels)
         seconds = time.perf_counter() - started

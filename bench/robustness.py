@@ -27,11 +27,11 @@ from cnnpipe.components.ingestion.formats import make_example  # noqa: E402
 from cnnpipe.pipeline import evaluation  # noqa: E402
 from cnnpipe.pipeline.datasets import FASHION_MNIST  # noqa: E402
 from cnnpipe.pipeline.thresholds import Thresholds  # noqa: E402
-from cnnpipe.core.names import BASELINE, CANDIDATE, WORST_CASE  # noqa: E402
+from cnnpipe.core.names import BASELINE, CANDIDATE  # noqa: E402
 from cnnpipe.components.evaluation_results import metrics_by_slice  # noqa: E402
 from cnnpipe.components.evaluator import with_served_values  # noqa: E402
 from cnnpipe.robustness.adversarial_examples import adversarial_batches, evaluation_key, write  # noqa: E402
-from cnnpipe.robustness.settings import AttackSettings, attack_names  # noqa: E402
+from cnnpipe.robustness.settings import AttackSettings, attack_names, with_worst_case  # noqa: E402
 from cnnpipe.robustness.pixel_model import PixelModel  # noqa: E402
 from cnnpipe.serving.model_config import versions  # noqa: E402
 
@@ -63,7 +63,7 @@ def accuracy_per_epsilon(model: PixelModel, settings: AttackSettings) -> None:
     batches = [(tf.constant(images[i:i + settings.batch_size, ..., None], tf.float32),
                 tf.constant(labels[i:i + settings.batch_size], tf.int64)) for i in range(0, len(labels), settings.batch_size)]
     correct = lambda x, y: int(tf.reduce_sum(tf.cast(tf.argmax(model.probabilities(x), -1) == y, tf.int32)))  # noqa: E731
-    names = [*settings.attacks, *([WORST_CASE] if len(settings.attacks) > 1 else [])]
+    names = with_worst_case(settings.attacks)
     print(f"  clean accuracy {sum(correct(x, y) for x, y in batches) / len(labels):.2%}")
     print("  " + " | ".join(["ε", *names, "seconds"]))
     for epsilon in settings.epsilons:

@@ -40,8 +40,8 @@ def search(probabilities: Probabilities, loss: Loss, ball: LInfBall, source: tf.
 
     def ascent(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """The loss's gradient, whether the model is fooled, and the loss, per image."""
-        gradient, predicted = loss_gradient(probabilities, loss, images, labels)
-        return gradient, tf.argmax(predicted, axis=-1, output_type=labels.dtype) != labels, loss(predicted, labels)
+        gradient, predicted, value = loss_gradient(probabilities, loss, images, labels)
+        return gradient, tf.argmax(predicted, axis=-1, output_type=labels.dtype) != labels, value
 
     x = source + ball.random_start(source, uniform)
     gradient, fooled, value = ascent(x)

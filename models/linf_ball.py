@@ -18,13 +18,13 @@ Uniform = Callable[[tf.Tensor, Bound], tf.Tensor]  # (shape, budget) -> uniform 
 
 
 def loss_gradient(model: Probabilities, loss: Loss, images: tf.Tensor,
-                  labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """d loss / d images per example, and the model's probabilities of `images`."""
+                  labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """d loss / d images per example, the model's probabilities of `images`, and the loss per example."""
     with tf.GradientTape() as tape:
         tape.watch(images)
         probabilities = model(images)
         value = loss(probabilities, labels)
-    return tape.gradient(value, images), probabilities
+    return tape.gradient(value, images), probabilities, value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,5 +60,5 @@ class LInfBall:
     def ascend(self, model: Probabilities, loss: Loss, source: tf.Tensor, delta: tf.Tensor, labels: tf.Tensor,
                size: Bound) -> tuple[tf.Tensor, tf.Tensor]:
         """One step of `size` up `loss` from `source + delta`, and the model's probabilities before it."""
-        gradient, probabilities = loss_gradient(model, loss, source + delta, labels)
+        gradient, probabilities, _ = loss_gradient(model, loss, source + delta, labels)
         return self.step(source, delta, gradient, size), probabilities

@@ -17,6 +17,7 @@ from cnnpipe.core import features, names
 from cnnpipe.pipeline.thresholds import Thresholds
 from cnnpipe.core.names import BASELINE, CANDIDATE, NO_ATTACK
 from cnnpipe.robustness.adversarial_examples import WEIGHT_KEYS
+from cnnpipe.robustness.settings import with_worst_case
 
 ACCURACY = "SparseCategoricalAccuracy"
 LOSS = "SparseCategoricalCrossentropy"
@@ -50,7 +51,7 @@ def _gates(thresholds: Thresholds, attacks: Sequence[str]) -> list[tfma.PerSlice
     gates = [(CLEAN if attacks else OVERALL, thresholds.min_accuracy, thresholds.max_accuracy_drop)]
     bounds = {names.FGSM: thresholds.min_fgsm_accuracy, names.PGD: thresholds.min_pgd_accuracy,
               names.WORST_CASE: thresholds.min_robust_accuracy}
-    for attack in [*attacks, names.WORST_CASE] if len(attacks) > 1 else attacks:
+    for attack in with_worst_case(attacks):
         if bounds.get(attack, 0.0) > 0 or thresholds.max_robust_accuracy_drop is not None:
             gates.append((attack_slice(attack, thresholds.robust_epsilon), bounds.get(attack, 0.0),
                           thresholds.max_robust_accuracy_drop))

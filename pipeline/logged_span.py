@@ -6,6 +6,7 @@ pre-filled beside an empty `class_name`); `write_span` reads the labelled CSV an
 data's next span, laid out as its other spans are (components/ingestion/span_writer.py).
 """
 
+import collections
 import csv
 import hashlib
 import os
@@ -87,7 +88,4 @@ def write_span(requests_dir: str, labels_csv: str, data_dir: str) -> tuple[str, 
     if not labels:
         raise CnnpipeError(f"{labels_csv}: no row has a class_name; label the images first.")
     span_dir = write_next_span(data_dir, [LabelledImage(key, items[key][0], name) for key, name in labels.items()])
-    counts: dict[str, int] = {}
-    for name in labels.values():
-        counts[name] = counts.get(name, 0) + 1
-    return span_dir, dict(sorted(counts.items())), len(items) - len(labels)
+    return span_dir, dict(sorted(collections.Counter(labels.values()).items())), len(items) - len(labels)

@@ -124,10 +124,9 @@ def _predicted(predict, serialized: tf.Tensor) -> np.ndarray:
     return predict(examples=serialized)[CLASS_NAMES].numpy().astype(str)
 
 
-def quality(model_dir: str, eval_files: list[str]) -> Quality:
-    """The model's confusion matrix, precision and recall on the serialized eval examples in `eval_files`."""
-    predict = tf.saved_model.load(model_dir).signatures[SERVING_DEFAULT]
-    names = read_class_names(model_dir)
+def quality(predict, names: list[str], eval_files: list[str]) -> Quality:
+    """The confusion matrix, precision and recall of `predict` (a model's serving_default, whose classes are `names`)
+    on the serialized eval examples in `eval_files`."""
     true, predicted = [], []
     label_spec = {features.LABEL: tf.io.FixedLenFeature([], tf.int64)}
     for serialized in _records(eval_files):
@@ -212,11 +211,10 @@ def _copies(files: list[str]) -> Iterator[tuple[tf.Tensor, dict[str, np.ndarray]
         yield serialized, {key: value.numpy() for key, value in parsed.items()}
 
 
-def flips(model_dir: str, files: list[str], epsilon: float) -> list[Flip]:
-    """Up to GALLERY_SIZE eval images the model at `model_dir` classified right and, attacked with its own gradients
-    at `epsilon` (AdversarialExamples' copies in `files`), wrong, each with the first attack that flipped it; the
-    first GALLERY_SCANNED attacked copies looked at."""
-    predict = tf.saved_model.load(model_dir).signatures[SERVING_DEFAULT]
+def flips(predict, files: list[str], epsilon: float) -> list[Flip]:
+    """Up to GALLERY_SIZE eval images the model (`predict`, its serving_default) classified right and, attacked with
+    its own gradients at `epsilon` (AdversarialExamples' copies in `files`), wrong, each with the first attack that
+    flipped it; the first GALLERY_SCANNED attacked copies looked at."""
     clean: dict[bytes, tuple[bytes, bytes]] = {}  # source -> (serialized, image)
     attacked: list[tuple[bytes, dict]] = []
     target = np.float32(epsilon)
@@ -267,9 +265,10 @@ def read(metadata_file: str, pipeline_name: str, result: run_summary.RunSummary)
     if model is None or evaluation is None:
         return facts
     model_dir = path_utils.serving_model_path(model.uri)
-    facts.quality = quality(model_dir, _split_files(outputs["examples"], "eval"))
+    predict = tf.saved_model.load(model_dir).signatures[SERVING_DEFAULT]
+    facts.quality = quality(predict, read_class_names(model_dir), _split_files(outputs["examples"], "eval"))
     facts.gates = gates(evaluation.uri, metrics_by_slice(evaluation.uri), result.retrieval)
     epsilon = gallery_epsilon(result)
     if epsilon is not None and "adversarial_examples" in outputs:
-        facts.flips = flips(model_dir, _split_files(outputs["adversarial_examples"], "eval"), epsilon)
+        facts.flips = flips(predict, _split_files(outputs["adversarial_examples"], "eval"), epsilon)
     return facts

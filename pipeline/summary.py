@@ -252,9 +252,10 @@ def slice_name(columns: dict) -> str:
     return f" under {attack} at ε {columns.get(features.EPSILON, 0):.3g}"
 
 
-def _below_served(name: str, where: str, value: float, served: float, drop: float, reused: str = "") -> str:
-    return (f"{name}{where} is {served - value:.4f} below the served model's{reused} (allowed: {drop:.4f}; over by "
-            f"{served - value - drop:.4f}).")
+def _below_served(name: str, where: str, shortfall: float, drop: float, reused: str = "") -> str:
+    """`shortfall`: the served model's value less the candidate's."""
+    return (f"{name}{where} is {shortfall:.4f} below the served model's{reused} (allowed: {drop:.4f}; over by "
+            f"{shortfall - drop:.4f}).")
 
 
 def _below(name: str, where: str, value: float, bound: float) -> str:
@@ -270,12 +271,12 @@ def _failure(failure, slice_key, bounds: dict[tuple[Slice, str], ServedBound]) -
     where = slice_name(dict(slice_))
     if key.is_diff:
         allowed = max(-threshold.change_threshold.absolute.value, 0)
-        return _below_served(key.name, where, value, 0.0, allowed)  # TFMA's diff: the candidate's less the served
+        return _below_served(key.name, where, -value, allowed)  # a diff's value: the candidate's less the served
     served = bounds.get((slice_, key.name))
     if served is not None:
         told = [_below(key.name, where, value, served.lower)] if served.lower is not None and value < served.lower else []
         if value < served.served - served.drop:
-            told.append(_below_served(key.name, where, value, served.served, served.drop,
+            told.append(_below_served(key.name, where, served.served - value, served.drop,
                                       ", as it was measured when it was pushed"))
         return " ".join(told)
     if threshold.value_threshold.HasField("lower_bound"):

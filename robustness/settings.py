@@ -5,16 +5,21 @@ TensorFlow here: the CLI builds its options from these fields and stays fast to 
 """
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Sequence
 
 from cnnpipe.core.errors import RobustnessError
-from cnnpipe.core.names import ATTACKS, DEFAULT_ATTACKS, NO_ATTACK
+from cnnpipe.core.names import ATTACKS, DEFAULT_ATTACKS, NO_ATTACK, WORST_CASE
 from cnnpipe.core.options import names, numbers, option
 
 
 def attack_names(text: str) -> tuple[str, ...]:
     """--attacks: comma-separated attack names, or "none"."""
     return () if text.strip() == NO_ATTACK else names(text)
+
+
+def with_worst_case(attacks: Sequence[str]) -> list[str]:
+    """The attacks, and their worst case where there is more than one to take it over."""
+    return [*attacks, WORST_CASE] if len(attacks) > 1 else list(attacks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +62,7 @@ class AttackSettings:
     @property
     def worst_case(self) -> bool:
         """Whether the copies include the worst case of the attacks at `worst_case_epsilon`: with more than one."""
-        return len(self.attacks) > 1 and self.worst_case_epsilon in self.epsilons
+        return WORST_CASE in with_worst_case(self.attacks) and self.worst_case_epsilon in self.epsilons
 
     @property
     def copies_per_model(self) -> int:

@@ -5,12 +5,10 @@ import contextlib
 import dataclasses
 import fcntl
 import functools
-import gzip
 import io
 import os
 import pathlib
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -27,6 +25,7 @@ from PIL import Image
 from cnnpipe.pipeline.config import PipelineConfig
 from fault_matrix import (observed, pytest_configure, pytest_runtest_logreport,  # noqa: F401
                           pytest_runtest_makereport, pytest_terminal_summary)
+from cnnpipe.components.ingestion import formats
 from cnnpipe.components.ingestion.formats import read_idx_array
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 
@@ -62,12 +61,7 @@ def fashion_mnist(split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
 def write_idx(directory: str, split: str, images: np.ndarray, labels: np.ndarray) -> str:
     """Writes an IDX pair `<split>-images-idx3-ubyte.gz` / `<split>-labels-idx1-ubyte.gz`."""
     os.makedirs(directory, exist_ok=True)
-    images_path = os.path.join(directory, f"{split}-images-idx3-ubyte.gz")
-    with gzip.open(images_path, "wb") as f:
-        f.write(struct.pack(">4B3I", 0, 0, 8, 3, *images.shape) + images.astype(np.uint8).tobytes())
-    with gzip.open(os.path.join(directory, f"{split}-labels-idx1-ubyte.gz"), "wb") as f:
-        f.write(struct.pack(">4BI", 0, 0, 8, 1, len(labels)) + labels.astype(np.uint8).tobytes())
-    return images_path
+    return formats.write_idx(os.path.join(directory, split), images, labels)
 
 
 def write_fashion_mnist_slice(directory: str, train: int, test: int) -> str:

@@ -182,6 +182,17 @@ def read_idx_array(path: str, dimensions: int) -> np.ndarray:
     return np.frombuffer(data, np.uint8).reshape(shape)
 
 
+def write_idx(prefix: str, images: np.ndarray, labels: np.ndarray) -> str:
+    """Writes `images` (N x rows x columns, 8-bit) and their `labels` as the gzipped IDX pair
+    `<prefix>-images-idx3-ubyte.gz` / `<prefix>-labels-idx1-ubyte.gz`; returns the images file's path."""
+    images_path = f"{prefix}-images-idx3-ubyte.gz"
+    with gzip.open(images_path, "wb") as file:
+        file.write(struct.pack(">4B3I", 0, 0, 8, 3, *images.shape) + images.astype(np.uint8).tobytes())
+    with gzip.open(idx_labels_path(images_path), "wb") as file:
+        file.write(struct.pack(">4BI", 0, 0, 8, 1, len(labels)) + np.asarray(labels, np.uint8).tobytes())
+    return images_path
+
+
 def idx_label_count(images_path: str) -> int:
     """1 + the largest label in the labels file beside `images_path` (for unnamed classes)."""
     labels_path = idx_labels_path(images_path)

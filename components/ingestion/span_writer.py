@@ -2,16 +2,15 @@
 ingestion reads it with them (`cnnpipe retrain`). Used by `cnnpipe skew --to-span` (pipeline/logged_span.py)."""
 
 import dataclasses
-import gzip
 import io
 import os
 import shutil
-import struct
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from cnnpipe.components.ingestion import formats
 from cnnpipe.components.ingestion.source import EVAL, SPAN_DIRECTORY, TRAIN, detect, spans
 from cnnpipe.core import features
 from cnnpipe.core.errors import IngestionError
@@ -64,11 +63,7 @@ def _write_idx(directory: str, pattern: str, items: list[LabelledImage], labels:
             raise IngestionError(f"image {item.key} is {image.shape[0]}x{image.shape[1]}, others {pixels[0].shape[0]}x"
                                  f"{pixels[0].shape[1]}: IDX holds images of one size. Clear its class_name (or "
                                  "keep the data as class folders or TFRecords).")
-    name = os.path.join(directory, _prefix(pattern))
-    with gzip.open(name + "-images-idx3-ubyte.gz", "wb") as file:
-        file.write(struct.pack(">4B3I", 0, 0, 8, 3, len(pixels), *pixels[0].shape) + np.stack(pixels).tobytes())
-    with gzip.open(name + "-labels-idx1-ubyte.gz", "wb") as file:
-        file.write(struct.pack(">4BI", 0, 0, 8, 1, len(labels)) + np.asarray(labels, np.uint8).tobytes())
+    formats.write_idx(os.path.join(directory, _prefix(pattern)), np.stack(pixels), np.asarray(labels))
 
 
 def _write_tfrecord(directory: str, pattern: str, items: list[LabelledImage], labels: list[int]) -> None:
