@@ -32,7 +32,8 @@ def statistics(directory, images: np.ndarray, labels: np.ndarray) -> standard_ar
     split_dir = artifact_utils.get_split_uri([artifact], "train")
     os.makedirs(split_dir)
     with open(os.path.join(split_dir, "FeatureStats.pb"), "wb") as file:
-        file.write(tfdv.generate_statistics_from_tfrecord(records).SerializeToString())
+        file.write(tfdv.generate_statistics_from_tfrecord(
+            records, output_path=os.path.join(str(directory), "data_stats.tfrecord")).SerializeToString())
     return artifact
 
 

@@ -352,6 +352,7 @@ def test_transform_runs_on_a_folder_of_odd_images(tmp_path, observed):
     from cnnpipe.components.ingestion.component import ImageExampleGen  # noqa: PLC0415
     from cnnpipe.pipeline import dag  # noqa: PLC0415
     from cnnpipe.pipeline.config import DEFAULT_BEAM_ARGS  # noqa: PLC0415
+    from cnnpipe.pipeline.local_runner import own_temp_dir  # noqa: PLC0415
 
     root = tmp_path / "data"
     write_plain_tree(root, per_class=6)
@@ -367,12 +368,13 @@ def test_transform_runs_on_a_folder_of_odd_images(tmp_path, observed):
         examples=example_gen.outputs["examples"], schema=schema.outputs["schema"],
         preprocessing_fn=dag.PREPROCESSING_FN, custom_config={"input_shape": [28, 28, 1], "normalization": "scale"})
     pipeline_root = tmp_path / "pipeline"
-    tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
-        pipeline_name="odd_images", pipeline_root=str(pipeline_root),
-        components=[example_gen, statistics, schema, transform],
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            str(tmp_path / "metadata.sqlite")),
-        beam_pipeline_args=list(DEFAULT_BEAM_ARGS)))
+    with own_temp_dir():
+        tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
+            pipeline_name="odd_images", pipeline_root=str(pipeline_root),
+            components=[example_gen, statistics, schema, transform],
+            metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+                str(tmp_path / "metadata.sqlite")),
+            beam_pipeline_args=list(DEFAULT_BEAM_ARGS)))
     transformed = glob.glob(str(pipeline_root / "Transform" / "transformed_examples" / "*" / "Split-*" / "*"))
     records = list(tf.data.TFRecordDataset(transformed, compression_type="GZIP").as_numpy_iterator())
     assert len(records) == count
