@@ -82,13 +82,14 @@ def main() -> None:
         started = time.perf_counter()
         model = train(variant, config, catalog_pixels, catalog_labels)
         seconds = time.perf_counter() - started
-        accuracy, fitted = (float((model.predict(pixels, batch_size=1000, verbose=0).argmax(1) == labels).mean())
-                            for pixels, labels in ((query_pixels, query_labels), (catalog_pixels, catalog_labels)))
+        accuracy, catalog_accuracy = (
+            float((model.predict(pixels, batch_size=1000, verbose=0).argmax(1) == labels).mean())
+            for pixels, labels in ((query_pixels, query_labels), (catalog_pixels, catalog_labels)))
         embed = signatures.embedding_model(model)
         catalog = normalized(embed.predict(catalog_pixels, batch_size=1000, verbose=0))
         queries = normalized(embed.predict(query_pixels, batch_size=1000, verbose=0))
         precision, average_precision = ranking(exact_top(queries, catalog, TOP_K), catalog_labels, query_labels)
-        print(f"{variant:<34} {catalog.shape[1]:>5} {accuracy:>9.2%} {fitted:>15.2%} {precision:>7.4f} "
+        print(f"{variant:<34} {catalog.shape[1]:>5} {accuracy:>9.2%} {catalog_accuracy:>15.2%} {precision:>7.4f} "
               f"{average_precision:>8.3f} "
               f"{seconds:>8.0f}", flush=True)
 

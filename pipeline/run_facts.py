@@ -4,7 +4,7 @@ and the push. Figures come from pipeline/figures.py; the page from pipeline/run_
 import dataclasses
 import glob
 import os
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -124,7 +124,7 @@ def _predicted(predict, serialized: tf.Tensor) -> np.ndarray:
     return predict(examples=serialized)[CLASS_NAMES].numpy().astype(str)
 
 
-def quality(predict, names: list[str], eval_files: list[str]) -> Quality:
+def quality(predict: Callable[..., dict], names: list[str], eval_files: list[str]) -> Quality:
     """The confusion matrix, precision and recall of `predict` (a model's serving_default, whose classes are `names`)
     on the serialized eval examples in `eval_files`."""
     true, predicted = [], []
@@ -211,7 +211,7 @@ def _copies(files: list[str]) -> Iterator[tuple[tf.Tensor, dict[str, np.ndarray]
         yield serialized, {key: value.numpy() for key, value in parsed.items()}
 
 
-def flips(predict, files: list[str], epsilon: float) -> list[Flip]:
+def flips(predict: Callable[..., dict], files: list[str], epsilon: float) -> list[Flip]:
     """Up to GALLERY_SIZE eval images the model (`predict`, its serving_default) classified right and, attacked with
     its own gradients at `epsilon` (AdversarialExamples' copies in `files`), wrong, each with the first attack that
     flipped it; the first GALLERY_SCANNED attacked copies looked at."""
