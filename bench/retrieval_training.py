@@ -7,12 +7,15 @@ It prints test accuracy, accuracy on the training images (the catalog), and prec
 search with the 10,000 test images as queries and the 60,000 training images as the catalog (same class =
 relevant), as `bench/visual_search.py` measures them:
 
-- features as built: the model's penultimate layer (the default `embed`);
+- features as built: the model's penultimate layer (`--embedding-dim 0`'s `embed`);
 - cosine classifier: `--embedding-dim D`'s normalized embedding, trained by cross-entropy alone;
 - cosine classifier + contrastive: the same with the supervised contrastive term (what `--embedding-dim` trains).
 
-    .venv/bin/python bench/retrieval_training.py [--epochs 20] [--embedding-dim 64] [--model-option width=4]
-        [--translate 0.1] [--flip] [--variant "cosine classifier + contrastive"]
+Trained with flips (the default), the embedding is averaged over each image and its mirror image, as `embed`
+exports it; "one view" is the precision@10 without that average. The settings default to the Trainer's.
+
+    .venv/bin/python bench/retrieval_training.py [--model lenet5] [--epochs 20] [--embedding-dim 64]
+        [--model-option width=4] [--translate 0.1] [--no-flip] [--variant "cosine classifier + contrastive"]
 """
 
 import argparse
@@ -29,7 +32,7 @@ import tf_keras as keras  # noqa: E402
 import report  # noqa: E402 - bench/report.py, beside this script
 from visual_search import TOP_K, exact_top, ranking  # noqa: E402
 from cnnpipe.core.options import key_value  # noqa: E402
-from cnnpipe.models import embedding, signatures, trainer  # noqa: E402
+from cnnpipe.models import blocks, embedding, signatures, trainer  # noqa: E402
 from cnnpipe.models.catalog import normalized  # noqa: E402
 from cnnpipe.models.training_config import TrainingConfig  # noqa: E402
 from cnnpipe.pipeline.datasets import FASHION_MNIST  # noqa: E402
@@ -44,7 +47,7 @@ def scaled(images: np.ndarray) -> np.ndarray:
 def train(variant: str, config: TrainingConfig, images: np.ndarray, labels: np.ndarray) -> keras.Model:
     """The model of `variant`, fitted as the Trainer fits it."""
     keras.utils.set_random_seed(config.seed)
-    model = trainer.build_model(config if variant != VARIANTS[0] else dataclasses.replace(config, embedding_dim=None))
+    model = trainer.build_model(config if variant != VARIANTS[0] else dataclasses.replace(config, embedding_dim=0))
     fitted = embedding.with_contrastive_output(model) if variant == VARIANTS[2] else model
     trainer.compile_model(fitted, config.learning_rate)
     augment = trainer.augmentation(config.translate, config.flip) or (lambda batch, training: batch)
@@ -56,14 +59,23 @@ def train(variant: str, config: TrainingConfig, images: np.ndarray, labels: np.n
     return model
 
 
+def search_quality(embed: keras.Model, catalog_pixels: np.ndarray, catalog_labels: np.ndarray,
+                   query_pixels: np.ndarray, query_labels: np.ndarray) -> tuple[float, float]:
+    """Precision@10 and mAP@100 of exact cosine search with `embed`."""
+    catalog, queries = (normalized(embed.predict(pixels, batch_size=1000, verbose=0))
+                        for pixels in (catalog_pixels, query_pixels))
+    return ranking(exact_top(queries, catalog, TOP_K), catalog_labels, query_labels)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="lenet5")
+    defaults = TrainingConfig()
+    parser.add_argument("--model", default=defaults.model)
     parser.add_argument("--model-option", action="append", default=[], type=key_value, metavar="KEY=VALUE")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--embedding-dim", type=int, default=64)
-    parser.add_argument("--translate", type=float, default=0.0, help="augment: random shifts, as the Trainer's")
-    parser.add_argument("--flip", action="store_true", help="augment: random horizontal flips, as the Trainer's")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--embedding-dim", type=int, default=defaults.embedding_dim)
+    parser.add_argument("--translate", type=float, default=defaults.translate, help="augment: random shifts")
+    parser.add_argument("--no-flip", dest="flip", action="store_false", help="no random horizontal flips")
     parser.add_argument("--variant", action="append", choices=VARIANTS, help="repeatable (default: all)")
     args = parser.parse_args()
     config = TrainingConfig(model=args.model, model_options=dict(args.model_option), input_shape=(28, 28, 1),
@@ -77,7 +89,7 @@ def main() -> None:
     print(f"{config.model}{options}, {config.epochs} epochs{augmented}; queries: {len(query_images):,} "
           f"test images, catalog: {len(catalog_images):,} training images", flush=True)
     print(f"\n{'variant':<34} {'dims':>5} {'accuracy':>9} {'on the catalog':>15} {'P@10':>7} {'mAP@100':>8} "
-          f"{'train s':>8}")
+          f"{'one view':>9} {'train s':>8}")
     for variant in args.variant or VARIANTS:
         started = time.perf_counter()
         model = train(variant, config, catalog_pixels, catalog_labels)
@@ -85,13 +97,12 @@ def main() -> None:
         accuracy, catalog_accuracy = (
             float((model.predict(pixels, batch_size=1000, verbose=0).argmax(1) == labels).mean())
             for pixels, labels in ((query_pixels, query_labels), (catalog_pixels, catalog_labels)))
-        embed = signatures.embedding_model(model)
-        catalog = normalized(embed.predict(catalog_pixels, batch_size=1000, verbose=0))
-        queries = normalized(embed.predict(query_pixels, batch_size=1000, verbose=0))
-        precision, average_precision = ranking(exact_top(queries, catalog, TOP_K), catalog_labels, query_labels)
-        print(f"{variant:<34} {catalog.shape[1]:>5} {accuracy:>9.2%} {catalog_accuracy:>15.2%} {precision:>7.4f} "
-              f"{average_precision:>8.3f} "
-              f"{seconds:>8.0f}", flush=True)
+        (precision, average_precision), (one_view, _) = (
+            search_quality(signatures.embedding_model(model, mirrored), catalog_pixels, catalog_labels, query_pixels,
+                           query_labels) for mirrored in (config.flip, False))
+        print(f"{variant:<34} {model.get_layer(blocks.HEAD).input.shape[-1]:>5} {accuracy:>9.2%} "
+              f"{catalog_accuracy:>15.2%} {precision:>7.4f} {average_precision:>8.3f} "
+              f"{f'{one_view:.4f}' if config.flip else '-':>9} {seconds:>8.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Queries: the 10,000 Fashion-MNIST test images; catalog: the 60,000 training images; relevant: an item of the query's
 class. Prints, side by side in one run:
-- precision@10 and mAP@100 of exact cosine search over raw pixels, over the model's `embed` signature, and of the
-  pushed `search` signature itself (its catalog is the run's training split: the same 60,000 images);
+- precision@10 and mAP@100 of exact cosine search over raw pixels, over the model's `embed` signature (and that of
+  each `--beside` model, e.g. one trained with `--embedding-dim 0`), and of the pushed `search` signature itself
+  (its catalog is the run's training split: the same 60,000 images), with each model's accuracy on the queries;
 - the ScaNN index built as the pipeline builds it (`retrieval/index.py`) over the `embed` catalog, and ScaNN's
   set-up for large catalogs (anisotropic hashing, re-scoring) beside it: build time, bytes per item, recall@10
   against exact search, and the queries/s against exact search's for the 10,000 queries in one batch, and one
@@ -12,6 +13,7 @@ class. Prints, side by side in one run:
   Metadata of --output).
 
     .venv/bin/python bench/visual_search.py [--output cnnpipe-output] [--serving-dir OUTPUT/serving] [--model fashion_mnist]
+        [--beside MODEL_DIR …]
 """
 
 import argparse
@@ -78,6 +80,8 @@ def main() -> None:
     parser.add_argument("--output", default="cnnpipe-output", help="the run's --output (its metadata.sqlite)")
     parser.add_argument("--serving-dir", help="default OUTPUT/serving")
     parser.add_argument("--model", default="fashion_mnist")
+    parser.add_argument("--beside", action="append", default=[], metavar="MODEL_DIR",
+                        help="another exported model whose embed signature to rank beside (repeatable)")
     args = parser.parse_args()
     base = os.path.join(args.serving_dir or os.path.join(args.output, "serving"), args.model)
     if not versions(base):
@@ -90,23 +94,27 @@ def main() -> None:
     query_images, query_labels = report.fashion_mnist_arrays("t10k")
     print(f"queries: {len(query_images):,} test images; catalog: {len(catalog_images):,} training images; "
           f"model {model_dir}", flush=True)
+    for number, path in enumerate(args.beside, start=1):
+        print(f"--beside {number}: {path}")
 
-    print(f"\n{'ranking':<28} {'dims':>5} {'P@10':>6} {'mAP@100':>8}")
+    print(f"\n{'ranking':<28} {'dims':>5} {'P@10':>6} {'mAP@100':>8} {'accuracy':>9}")
     pixels = normalized(catalog_images.reshape(len(catalog_images), -1).astype(np.float32))
     pixel_queries = normalized(query_images.reshape(len(query_images), -1).astype(np.float32))
-    catalog = normalized(batched(loaded["embed"], catalog_images, "embeddings"))
-    queries = normalized(batched(loaded["embed"], query_images, "embeddings"))
+    precision, average_precision = ranking(exact_top(pixel_queries, pixels, TOP_K), catalog_labels, query_labels)
+    print(f"{'raw pixels, exact':<28} {pixels.shape[1]:>5} {precision:>6.3f} {average_precision:>8.3f} {'-':>9}",
+          flush=True)
+    for name, signatures in [(f"embed of --beside {number}", tf.saved_model.load(path).signatures)
+                             for number, path in enumerate(args.beside, start=1)] + [("embed signature, exact", loaded)]:
+        catalog = normalized(batched(signatures["embed"], catalog_images, "embeddings"))
+        queries = normalized(batched(signatures["embed"], query_images, "embeddings"))
+        precision, average_precision = ranking(exact_top(queries, catalog, TOP_K), catalog_labels, query_labels)
+        accuracy = float((batched(signatures["predict_image"], query_images, "class_ids") == query_labels).mean())
+        print(f"{name:<28} {catalog.shape[1]:>5} {precision:>6.3f} {average_precision:>8.3f} {accuracy:>9.2%}",
+              flush=True)
     item_labels = {source: label for source, label in zip(
         (f"train-images-idx3-ubyte.gz:{i}" for i in range(len(catalog_labels))), catalog_labels)}
     sources = batched(loaded["search"], query_images, "neighbor_sources")
     searched = np.vectorize(lambda s: item_labels[s.decode()])(sources)
-    for name, dims, result in [
-        ("raw pixels, exact", pixels.shape[1], ranking(exact_top(pixel_queries, pixels, TOP_K), catalog_labels,
-                                                       query_labels)),
-        ("embed signature, exact", catalog.shape[1], ranking(exact_top(queries, catalog, TOP_K), catalog_labels,
-                                                             query_labels)),
-    ]:
-        print(f"{name:<28} {dims:>5} {result[0]:>6.3f} {result[1]:>8.3f}", flush=True)
     precision = float((searched[:, :PRECISION_AT] == query_labels[:, None]).mean())
     print(f"{'search signature (pushed)':<28} {catalog.shape[1]:>5} {precision:>6.3f} {'-':>8}  "
           f"(its top {searched.shape[1]})")

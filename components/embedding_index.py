@@ -226,7 +226,7 @@ def EmbeddingIndex(
     # The model alone, as the Trainer built it: the loaded one also holds the layers `export` tracked on it.
     model_only = keras.Model(loaded.inputs, loaded.outputs, name=loaded.name)
     signatures.export(model_only, tft.TFTransformOutput(transform_dir), model_classes, export_dir,
-                      Catalog(items_read[EMBEDDINGS], class_names_of, sources, top_k))
+                      Catalog(items_read[EMBEDDINGS], class_names_of, sources, top_k), embedder=loaded.embedder)
     io_utils.copy_dir(transform_dir, os.path.join(export_dir, TRANSFORM_ASSETS))
 
     search_dir = os.path.join(export_dir, SEARCH_ASSETS)

@@ -6,6 +6,9 @@ ranks images of one class first: what visual search needs. The classifier keeps 
 (`blocks.HEAD`), so the `embed` signature returns the normalized embedding and the serving signatures, warm start
 and the Evaluator see a model like any other.
 
+A model trained on randomly mirrored images (`--flip`) learned that an image and its mirror image are the same item;
+`mirror_averaged` makes its embedding say so exactly, as the average over both (test-time augmentation).
+
 Training adds a supervised contrastive term on the embeddings of each batch (Khosla et al., 2020), which ranks an
 image's same-class batch mates above the others directly: `with_contrastive_output` gives the trained model the
 embedding as a second output, and the term is that output's loss.
@@ -14,6 +17,7 @@ embedding as a second output, and the term is that output's loss.
 import tensorflow as tf
 import tf_keras as keras
 
+from cnnpipe.core import features
 from cnnpipe.models import blocks
 
 EMBEDDING = "embedding"
@@ -75,3 +79,20 @@ def with_contrastive_output(model: keras.Model) -> keras.Model:
     with `SupervisedContrastiveLoss` on it, each label trains both outputs. The exported model is `model` itself."""
     return keras.Model(model.inputs, {blocks.HEAD: model.output, NORMALIZED: model.get_layer(NORMALIZED).output},
                        name=model.name)
+
+
+@keras.utils.register_keras_serializable(package="cnnpipe")
+class Mirror(keras.layers.Layer):
+    """Images [N, H, W, C] mirrored left to right."""
+
+    def call(self, images: tf.Tensor) -> tf.Tensor:
+        return tf.reverse(images, axis=[2])
+
+
+def mirror_averaged(embedder: keras.Model) -> keras.Model:
+    """`embedder` made the same for an image and its mirror image: the normalized mean of its normalized output
+    for both."""
+    images = keras.Input(embedder.input_shape[1:], name=features.IMAGE_XF)
+    views = [keras.layers.UnitNormalization()(embedder(view)) for view in (images, Mirror()(images))]
+    return keras.Model(images, keras.layers.UnitNormalization()(keras.layers.Average()(views)),
+                       name=f"{embedder.name}_mirror_averaged")

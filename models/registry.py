@@ -20,6 +20,11 @@ class ModelEntry:
 
 MODELS: dict[str, ModelEntry] = {
     "lenet5": ModelEntry(lenet.lenet5, (28, 28, 1), "LeNet-5: 2 conv + 3 FC layers, ReLU, max pooling"),
+    "lenet5_wide": ModelEntry(
+        functools.partial(lenet.lenet5, width=2, batch_norm=True),
+        (28, 28, 1),
+        "LeNet-5 at twice the width, with batch norm after each conv: the default",
+    ),
     "alexnet": ModelEntry(
         alexnet.alexnet, (227, 227, 3), "AlexNet: 5 conv (11x11/4 stem, LRN) + 3 FC layers of 4096, dropout"
     ),

@@ -7,7 +7,8 @@ Every signature runs the Transform graph (the training preprocessing) and the mo
 - `predict_image`: encoded PNG/JPEG bytes of any size and colour mode (`images`).
 - `predict_pixels`: float32 [N, H, W, C] pixels in [0, 255] (`pixels`), any size, 1-4 channels; other
   values (NaN, infinite, out of range) are refused with INVALID_ARGUMENT.
-- `embed`: encoded images to the penultimate layer's features (`embeddings` [N, D]).
+- `embed`: encoded images to the penultimate layer's features (`embeddings` [N, D]), averaged with their mirror
+  images' for a model trained with flips.
 - `search` (a model exported with a catalog): encoded images to the catalog's k most similar items, best first
   (`neighbor_ids`, `scores` (cosine), `neighbor_class_names`, `neighbor_sources`, [N, k] each; `models/catalog.py`).
 
@@ -27,7 +28,7 @@ import tf_keras as keras
 from cnnpipe.core import features
 from cnnpipe.core.names import (ALL_CLASS_NAMES, CLASS_IDS, CLASS_NAMES, CLASS_NAMES_ASSET, EMBED, EMBEDDINGS, INPUTS,
                                PREDICT_IMAGE, PREDICT_PIXELS, PROBABILITIES, SEARCH, SERVING_DEFAULT)
-from cnnpipe.models import blocks, preprocessing
+from cnnpipe.models import blocks, embedding, preprocessing
 from cnnpipe.models.catalog import Catalog, CatalogTable
 
 
@@ -55,9 +56,11 @@ def checked_pixels(pixels: tf.Tensor) -> tf.Tensor:
         return tf.identity(pixels)
 
 
-def embedding_model(model: keras.Model) -> keras.Model:
-    """The model up to the input of its softmax head: the penultimate layer's features."""
-    return keras.Model(model.inputs, model.get_layer(blocks.HEAD).input, name=f"{model.name}_embedding")
+def embedding_model(model: keras.Model, mirrored: bool = False) -> keras.Model:
+    """The model up to the input of its softmax head: the penultimate layer's features; `mirrored`, their average
+    over the image and its mirror image (for a model trained with flips)."""
+    embedder = keras.Model(model.inputs, model.get_layer(blocks.HEAD).input, name=f"{model.name}_embedding")
+    return embedding.mirror_averaged(embedder) if mirrored else embedder
 
 
 def _signatures(model: keras.Model, image_spec: dict) -> dict[str, Callable]:
@@ -99,12 +102,13 @@ def _signatures(model: keras.Model, image_spec: dict) -> dict[str, Callable]:
 
 
 def export(model: keras.Model, tft_output: tft.TFTransformOutput, class_names: Sequence[str], export_dir: str,
-           catalog: Optional[Catalog] = None) -> None:
+           catalog: Optional[Catalog] = None, embedder: Optional[keras.Model] = None) -> None:
     """Saves `model` as a SavedModel with the Transform graph, the serving signatures and the class names, and with
-    a `search` signature over `catalog` when one is given."""
+    a `search` signature over `catalog` when one is given. `embed` and `search` embed with `embedder`, by default
+    `embedding_model(model)`."""
     model.tft_layer = tft_output.transform_features_layer()  # tracked, so the graph is saved
     model.class_names = tf.Variable(list(class_names), trainable=False, name="class_names")
-    model.embedder = embedding_model(model)
+    model.embedder = embedder or embedding_model(model)
     model.catalog = CatalogTable(catalog) if catalog else None
     image_spec = {features.IMAGE: tft_output.raw_feature_spec()[features.IMAGE]}
     with tempfile.TemporaryDirectory() as scratch:

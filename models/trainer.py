@@ -207,4 +207,5 @@ def run_fn(fn_args: FnArgs) -> None:
                 raise
             raise TrainingError(NOT_NORMALIZED) from None
         export_dir = fn_args.serving_model_dir if chief else os.path.join(scratch, "model")
-        signatures.export(model, tft_output, config.class_names, export_dir)
+        signatures.export(model, tft_output, config.class_names, export_dir,
+                          embedder=signatures.embedding_model(model, mirrored=config.flip))

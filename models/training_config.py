@@ -23,27 +23,29 @@ class TrainingConfig:
     """What the Trainer trains; travels as the Trainer component's custom_config. The pipeline fills in
     `class_names` from the data and `input_shape`, when not given, from the model registry."""
 
-    model: str = option("lenet5", "model from the registry", GROUP)
+    model: str = option("lenet5_wide", "model from the registry", GROUP)
     model_options: dict[str, Any] = option({}, "a keyword of the model's builder, repeatable (e.g. width=32)", GROUP,
                                            flag="--model-option", parse=key_value, metavar="KEY=VALUE", repeat=dict)
     input_shape: Optional[tuple[int, int, int]] = option(None, "H,W,C images are resized to", GROUP, parse=shape,
                                                          default_help="the model's")
     normalization: str = option("scale", "scale pixels to [-1, 1], or standardize by the training split's mean/std",
                                 GROUP, choices=NORMALIZATIONS)
-    epochs: int = option(20, "", GROUP)
+    epochs: int = option(30, "", GROUP)
     batch_size: int = option(128, "per replica", GROUP)
     learning_rate: float = option(2e-3, "", GROUP)
     strategy: str = option("mirrored", "tf.distribute strategy", GROUP, choices=STRATEGIES)
     translate: float = option(0.0, "augment: random shifts up to this fraction of the image size", GROUP,
                               metavar="FRACTION", default_help="off")
-    flip: bool = option(False, "augment: random horizontal flips", GROUP)
+    flip: bool = option(True, "do not augment with random horizontal flips, for images whose mirror image is "
+                        "something else (e.g. digits); with flips, the embedding averages an image's and its mirror "
+                        "image's", GROUP, flag="--no-flip")
     warm_start: Optional[str] = option(
         None, "initialize from a pushed model (its directory or model base path) or from the served one "
         "('latest'); the head is replaced when the class count differs", GROUP, metavar="PATH|latest")
     freeze_features: bool = option(False, "with --warm-start: train only the classification head", GROUP)
-    embedding_dim: Optional[int] = option(
-        None, "end the model in an L2-normalized embedding of this size and a cosine classifier, so that the embed "
-        "signature ranks similar images (visual search)", GROUP, metavar="D", default_help="the features, as built")
+    embedding_dim: int = option(
+        64, "end the model in an L2-normalized embedding of this size and a cosine classifier, so that the embed "
+        "signature ranks similar images (visual search); 0: the model's features, as built", GROUP, metavar="D")
     seed: int = option(0, "random seed for initialization, shuffling and the attacks' random starts", GROUP)
     adversarial: Optional[str] = option(
         None, "adversarial training: fit on FGSM-from-a-random-start, PGD or APGD-CE copies of each batch", GROUP,
@@ -59,8 +61,9 @@ class TrainingConfig:
                 f"epochs ({self.epochs}), batch size ({self.batch_size}) and learning rate ({self.learning_rate}) "
                 "must be positive."
             )
-        if self.embedding_dim is not None and self.embedding_dim < 1:
-            raise TrainingError(f"--embedding-dim must be positive, not {self.embedding_dim}.")
+        if self.embedding_dim < 0:
+            raise TrainingError(f"--embedding-dim must be positive (or 0 for the model's features), not "
+                                f"{self.embedding_dim}.")
         if self.strategy not in STRATEGIES:
             raise TrainingError(f"unknown strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}.")
         if self.adversarial not in (None, *ADVERSARIAL_METHODS):

@@ -111,8 +111,8 @@ def train_and_export(directory: str, images: np.ndarray, labels: np.ndarray, nor
         _ = transform_fn | tft_beam.WriteTransformFn(transform_dir)
     metadata_io.write_metadata(metadata, os.path.join(transform_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
     tft_output = tft.TFTransformOutput(transform_dir)
-    training = training_config.TrainingConfig(model="lenet5", input_shape=tuple(config["input_shape"]),
-                                      class_names=FASHION_MNIST.class_names, batch_size=32)
+    training = training_config.TrainingConfig(model="lenet5", input_shape=tuple(config["input_shape"]), embedding_dim=0,
+                                              flip=False, class_names=FASHION_MNIST.class_names, batch_size=32)
     keras.utils.set_random_seed(seed)
     model = trainer.build_model(training)
     fitted = model if adversarial is None else adversarial_training.wrap(

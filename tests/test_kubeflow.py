@@ -225,7 +225,7 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
         data=FASHION_MNIST.path, data_format="idx", class_names=tuple("abcdefghij"), schema="fashion_mnist",
         eval_percent=20, model="resnet", input_shape=(32, 32, 1), normalization="standardize", epochs=3,
         batch_size=16, learning_rate=1e-3, strategy="multi_worker", model_options={"width": 8}, translate=0.1,
-        flip=True, warm_start=str(tmp_path / "model"), freeze_features=True, embedding_dim=32, seed=7, min_accuracy=0.6,
+        flip=False, warm_start=str(tmp_path / "model"), freeze_features=True, embedding_dim=32, seed=7, min_accuracy=0.6,
         max_accuracy_drop=0.01, compare_with_baseline=False, attacks=("fgsm", "apgd-dlr"), epsilons=(0.2, 0.3), pgd_steps=5,
         robust_epsilon=0.2, min_fgsm_accuracy=0.1, min_pgd_accuracy=0.05, min_robust_accuracy=0.03,
         max_robust_accuracy_drop=0.02,

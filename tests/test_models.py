@@ -23,6 +23,15 @@ def test_lenet5_parameter_count_matches_the_hand_count():
     assert [wide.get_layer(name).output.shape[-1] for name in ("conv1", "conv2", "fc1", "fc2")] == [24, 64, 480, 336]
 
 
+def test_the_default_lenet5_wide_has_twice_the_filters_and_units_and_batch_norm():
+    conv1, conv2 = 5 * 5 * 1 * 12 + 12, 5 * 5 * 12 * 32 + 32
+    batch_norm = 4 * (12 + 32)  # scale, offset, moving mean and variance per channel
+    fc1, fc2, fc3 = 5 * 5 * 32 * 240 + 240, 240 * 168 + 168, 168 * 10 + 10
+    model = registry.build("lenet5_wide", SMALL, 10)
+    assert model.count_params() == conv1 + conv2 + batch_norm + fc1 + fc2 + fc3 == 244_538
+    assert model.get_layer("conv2_relu").input is model.get_layer("conv2_bn").output
+
+
 def test_alexnet_at_227_with_1000_classes_has_62_378_344_parameters():
     model = registry.build("alexnet", (227, 227, 3), 1000)
     assert model.count_params() == 62_378_344
@@ -105,3 +114,16 @@ def test_an_embedding_head_learns_a_normalized_embedding_that_warm_starts_whole(
     report = warm_start.initialize(fresh, str(tmp_path))
     assert "6 layers copied, 0 initialized afresh" in report  # LeNet-5 but its head, the embedding, the new head
     np.testing.assert_allclose(fresh.predict(images[:8], verbose=0), model.predict(images[:8], verbose=0), rtol=1e-5)
+
+
+def test_the_mirror_averaged_embedding_is_one_unit_vector_for_an_image_and_its_mirror_image():
+    images, _ = fashion_mnist("train", 64)
+    images = images[..., None].astype("float32") / 127.5 - 1
+    keras.utils.set_random_seed(0)
+    model = embedding.with_embedding(registry.build("lenet5", SMALL, 10), 32)
+    mirrored = signatures.embedding_model(model, mirrored=True)
+    embeddings = mirrored.predict(images, verbose=0)
+    np.testing.assert_allclose(mirrored.predict(images[:, :, ::-1], verbose=0), embeddings, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+    one_view = signatures.embedding_model(model).predict(images, verbose=0)
+    assert np.abs(one_view - embeddings).max() > 0.01  # the average of two views, not one of them

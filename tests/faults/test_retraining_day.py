@@ -242,7 +242,7 @@ def test_a_span_with_more_data_is_trained_on_the_newest_two_from_the_served_mode
     baseline = {key: value.string_value for key, value in day.span2_baseline.custom_properties.items()}
     assert baseline["served_from"] == os.path.join(day.serving_base, day.left_after_resume[0])
     assert baseline["pushed_model_uri"] == day.span1_model
-    assert f"warm start from {day.span2_baseline.uri}/Format-Serving: 5 layers copied" in day.span2  # LeNet-5's five
+    assert f"warm start from {day.span2_baseline.uri}/Format-Serving: 8 layers copied" in day.span2  # lenet5_wide's
     run = day.span2_run
     assert run.blessed and run.baseline_accuracy is not None and run.accuracy >= run.baseline_accuracy
     assert day.span2_trained_on == [1, 2]
