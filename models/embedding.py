@@ -83,10 +83,10 @@ def with_contrastive_output(model: keras.Model) -> keras.Model:
 
 @keras.utils.register_keras_serializable(package="cnnpipe")
 class Mirror(keras.layers.Layer):
-    """Images [N, H, W, C] mirrored left to right."""
+    """Images [N, H, W, C] mirrored left to right (`tf.image.flip_left_right` as a layer a saved model can name)."""
 
     def call(self, images: tf.Tensor) -> tf.Tensor:
-        return tf.reverse(images, axis=[2])
+        return tf.image.flip_left_right(images)
 
 
 def mirror_averaged(embedder: keras.Model) -> keras.Model:
