@@ -5,7 +5,7 @@ is for, and like it emits an `InfraBlessing` that the Pusher requires.
 `check(model_dir, eval_files, evaluator_accuracy)` starts `python -m cnnpipe.components.signature_check`,
 which loads the SavedModel afresh (as a server would), runs `serving_default` over every eval
 example and compares its accuracy with the Evaluator's, and sends a sample through
-`predict_image`, `predict_pixels` and `embed`, comparing them with `serving_default`. A model that
+`predict_image`, `predict_pixels`, `classify` and `embed`, comparing them with `serving_default`. A model that
 fails to load or disagrees raises PushCheckError; the component records it as not blessed, with
 the reason, and the Pusher does not push it.
 """

@@ -1,8 +1,9 @@
 """What PushCheck runs in a process of its own: `python -m cnnpipe.components.signature_check MODEL_DIR EVAL_FILES`
 loads the SavedModel afresh, as a server would, runs `serving_default` over every eval example (EVAL_FILES, a glob of
-GZIP TFRecords of tf.Examples), sends a sample through `predict_image`, `predict_pixels`, `embed` and (when the model
-has a catalog) `search`, compares them with `serving_default`, and prints what it found as one line of JSON. It imports TensorFlow and nothing of TFX,
-Transform or Keras: on the test suite's pushed model the check took 4.9 s, against 7.4 s from the component's module.
+GZIP TFRecords of tf.Examples), sends a sample through `predict_image`, `predict_pixels`, `classify`, `embed` and (when
+the model has a catalog) `search`, compares them with `serving_default`, and prints what it found as one line of JSON.
+It imports TensorFlow and nothing of TFX, Transform or Keras: on the test suite's pushed model the check took 4.9 s,
+against 7.4 s from the component's module.
 """
 
 import json
@@ -27,6 +28,21 @@ def _compare(name: str, outputs: dict, expected: dict, class_names: list[str]) -
         problems.append(f"{name}'s probabilities differ from serving_default's by up to {worst:.2g}")
     if [n.decode() for n in outputs[names.CLASS_NAMES]] != [class_names[i] for i in expected[names.CLASS_IDS]]:
         problems.append(f"{name}'s class names differ from serving_default's")
+    return problems
+
+
+def _classify_problems(outputs: dict, expected: dict) -> list[str]:
+    """What differs between classify's scores and classes and serving_default's probabilities and all_class_names on
+    the same examples."""
+    problems = []
+    scores, probabilities = outputs[names.CLASSIFY_SCORES].numpy(), expected[names.PROBABILITIES]
+    if scores.shape != probabilities.shape:
+        problems.append(f"classify returned {scores.shape} scores, not serving_default's {probabilities.shape}")
+    elif not np.allclose(scores, probabilities, atol=PROBABILITY_TOLERANCE):
+        worst = np.abs(scores - probabilities).max()
+        problems.append(f"classify's scores differ from serving_default's probabilities by up to {worst:.2g}")
+    if not np.array_equal(outputs[names.CLASSIFY_CLASSES].numpy(), expected[names.ALL_CLASS_NAMES]):
+        problems.append("classify's classes differ from serving_default's all_class_names")
     return problems
 
 
@@ -59,11 +75,11 @@ def run_checks(model_dir: str, eval_files: str) -> dict:
         correct += int(np.sum(outputs[names.CLASS_IDS] == labels))
         count += len(labels)
         if sample is None:
-            images = tf.io.parse_example(batch[:SAMPLE], spec)[features.IMAGE]
-            sample = images, {k: v[:SAMPLE] for k, v in outputs.items()}
+            sample = batch[:SAMPLE], {k: v[:SAMPLE] for k, v in outputs.items()}
     if sample is None:
         return {"problems": [f"no eval examples in {eval_files}"], "count": 0, "accuracy": 0.0, "signatures": []}
-    images, expected = sample
+    records, expected = sample
+    images = tf.io.parse_example(records, spec)[features.IMAGE]
     by_image = {k: v.numpy() for k, v in served[names.PREDICT_IMAGE](images=images).items()}
     by_pixels = [served[names.PREDICT_PIXELS](pixels=tf.cast(tf.io.decode_image(image)[tf.newaxis], tf.float32))
                  for image in images]
@@ -71,6 +87,7 @@ def run_checks(model_dir: str, eval_files: str) -> dict:
                  for key in (names.PROBABILITIES, names.CLASS_NAMES)}
     problems = _compare(names.PREDICT_IMAGE, by_image, expected, class_names)
     problems += _compare(names.PREDICT_PIXELS, by_pixels, expected, class_names)
+    problems += _classify_problems(served[names.CLASSIFY](inputs=records), expected)
     embeddings = served[names.EMBED](images=images)[names.EMBEDDINGS].numpy()
     if embeddings.ndim != 2 or len(embeddings) != len(images) or not np.isfinite(embeddings).all():
         problems.append(f"embed returned {embeddings.shape} features, not one finite vector per image")

@@ -20,14 +20,18 @@ PREDICT_IMAGE = "predict_image"
 PREDICT_PIXELS = "predict_pixels"
 EMBED = "embed"
 SEARCH = "search"  # only in a model with a catalog (components/embedding_index.py)
+CLASSIFY = "classify"  # for TF Serving's Classify API: its input and outputs have the names TF Serving reads
 INPUTS = {SERVING_DEFAULT: "examples", PREDICT_IMAGE: "images", PREDICT_PIXELS: "pixels", EMBED: "images",
-          SEARCH: "images"}
+          SEARCH: "images", CLASSIFY: "inputs"}
 # The predict signatures' outputs, and embed's.
 PROBABILITIES = "probabilities"  # [N, classes]
 CLASS_IDS = "class_ids"  # [N], the most probable class
 CLASS_NAMES = "class_names"  # [N], its name
 ALL_CLASS_NAMES = "all_class_names"  # [N, classes]: each column's name
 EMBEDDINGS = "embeddings"
+# classify's outputs, [N, classes] each: serving_default's all_class_names and probabilities.
+CLASSIFY_CLASSES = "classes"
+CLASSIFY_SCORES = "scores"
 # search's outputs, [N, k] each: the k catalog items most similar to each image, best first.
 NEIGHBOR_IDS = "neighbor_ids"  # the items' row numbers in the catalog's item table
 SCORES = "scores"  # cosine similarity

@@ -11,6 +11,12 @@ Every signature runs the Transform graph (the training preprocessing) and the mo
   images' for a model trained with flips.
 - `search` (a model exported with a catalog): encoded images to the catalog's k most similar items, best first
   (`neighbor_ids`, `scores` (cosine), `neighbor_class_names`, `neighbor_sources`, [N, k] each; `models/catalog.py`).
+- `classify`: TF Serving's Classify API. `serving_default`'s tf.Examples (`inputs`) to `classes` [N, classes] (each
+  column's class name) and `scores` [N, classes] (the probabilities): the one input and two outputs TF Serving's
+  classifier reads. Its method_name is `tensorflow/serving/predict`, as tf.saved_model.save gives every signature
+  (TF 2.16 changes it only by rewriting saved_model.pb afterwards, leaving fingerprint.pb's checksum stale); TF
+  Serving's Classify runs on it unless the server was started with `--enable_signature_method_name_check` (off by
+  default).
 
 The three predict signatures return `probabilities` [N, classes], `class_ids` [N], `class_names`
 [N] and `all_class_names` [N, classes] (the name of each probability column, so a remote client
@@ -26,10 +32,16 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from cnnpipe.core import features
-from cnnpipe.core.names import (ALL_CLASS_NAMES, CLASS_IDS, CLASS_NAMES, CLASS_NAMES_ASSET, EMBED, EMBEDDINGS, INPUTS,
-                               PREDICT_IMAGE, PREDICT_PIXELS, PROBABILITIES, SEARCH, SERVING_DEFAULT)
+from cnnpipe.core.names import (ALL_CLASS_NAMES, CLASS_IDS, CLASS_NAMES, CLASS_NAMES_ASSET, CLASSIFY, CLASSIFY_CLASSES,
+                               CLASSIFY_SCORES, EMBED, EMBEDDINGS, INPUTS, PREDICT_IMAGE, PREDICT_PIXELS, PROBABILITIES,
+                               SEARCH, SERVING_DEFAULT)
 from cnnpipe.models import blocks, embedding, preprocessing
 from cnnpipe.models.catalog import Catalog, CatalogTable
+
+
+def _column_names(probabilities: tf.Tensor, class_names: tf.Tensor) -> tf.Tensor:
+    """[N, classes]: the class name of each column of `probabilities`, on every row."""
+    return tf.tile(class_names[tf.newaxis], [tf.shape(probabilities)[0], 1])
 
 
 def _predictions(probabilities: tf.Tensor, class_names: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -38,7 +50,7 @@ def _predictions(probabilities: tf.Tensor, class_names: tf.Tensor) -> dict[str, 
         PROBABILITIES: probabilities,
         CLASS_IDS: class_ids,
         CLASS_NAMES: tf.gather(class_names, class_ids),
-        ALL_CLASS_NAMES: tf.tile(class_names[tf.newaxis], [tf.shape(probabilities)[0], 1]),
+        ALL_CLASS_NAMES: _column_names(probabilities, class_names),
     }
 
 
@@ -72,10 +84,18 @@ def _signatures(model: keras.Model, image_spec: dict) -> dict[str, Callable]:
         transformed = model.tft_layer({features.IMAGE: tf.reshape(images, image_shape)})
         return {features.IMAGE_XF: transformed[features.IMAGE_XF]}
 
+    def examples_probabilities(serialized: tf.Tensor) -> tf.Tensor:
+        raw = tf.io.parse_example(serialized, image_spec)
+        return model(model_input(raw[features.IMAGE]))
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUTS[SERVING_DEFAULT])])
     def serve_examples(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-        raw = tf.io.parse_example(serialized, image_spec)
-        return _predictions(model(model_input(raw[features.IMAGE])), model.class_names)
+        return _predictions(examples_probabilities(serialized), model.class_names)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUTS[CLASSIFY])])
+    def classify(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        probabilities = examples_probabilities(serialized)
+        return {CLASSIFY_CLASSES: _column_names(probabilities, model.class_names), CLASSIFY_SCORES: probabilities}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUTS[PREDICT_IMAGE])])
     def predict_image(images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -91,7 +111,7 @@ def _signatures(model: keras.Model, image_spec: dict) -> dict[str, Callable]:
         return {EMBEDDINGS: model.embedder(model_input(images))}
 
     functions = {SERVING_DEFAULT: serve_examples, PREDICT_IMAGE: predict_image, PREDICT_PIXELS: predict_pixels,
-                 EMBED: embed}
+                 EMBED: embed, CLASSIFY: classify}
     if getattr(model, "catalog", None) is not None:
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUTS[SEARCH])])
         def search(images: tf.Tensor) -> dict[str, tf.Tensor]:

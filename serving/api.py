@@ -1,19 +1,20 @@
-"""What the REST and gRPC front ends share: model status and metadata as TF Serving's protos, the
-predict call on checked inputs, the limit on images per request, and the count of requests under way.
+"""What the REST and gRPC front ends and the warmup share: model status and metadata as TF Serving's protos, the
+predict call on checked inputs and on a PredictRequest, the replay of a version's warmup requests, the limit on
+images per request, and the count of requests under way.
 """
 
 import contextlib
 import ctypes
 import threading
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
-import grpc
 import numpy as np
-from google.protobuf import text_format
+from google.protobuf.message import Message
 from tensorflow.core.protobuf import meta_graph_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2, prediction_log_pb2
 
-from cnnpipe.serving.errors import ServingError, invalid
+from cnnpipe.serving import inference, tensors, warmup
+from cnnpipe.serving.errors import invalid
 from cnnpipe.serving.manager import ModelManager
 from cnnpipe.serving.request_log import RequestLog
 from cnnpipe.serving.servable import Servable
@@ -112,40 +113,85 @@ def model_spec(servable: Servable, signature_name: str = "") -> model_pb2.ModelS
     return spec
 
 
+def servable_for(manager: ModelManager, request: Message) -> Servable:
+    """The loaded version a request's model spec names (its `model_spec` field): TF Serving's INVALID_ARGUMENT for
+    a request without one or without a model name, NOT_FOUND for a model or version not served."""
+    if not request.HasField("model_spec"):
+        raise invalid("Missing ModelSpec")
+    spec = request.model_spec
+    if not spec.name:
+        raise invalid("ModelSpec has no name specified.")
+    return manager.servable(spec.name, *version_choice(spec))
+
+
+def version_choice(spec: model_pb2.ModelSpec) -> tuple[Optional[int], str]:
+    """A model spec's version, or its version label ("" without one)."""
+    return (spec.version.value if spec.HasField("version") else None), spec.version_label
+
+
+def check_input_names(sent: Iterable[str], signature_def: meta_graph_pb2.SignatureDef) -> None:
+    """Refuses a Predict request whose inputs are not the signature's (fewer only when it has defaults)."""
+    sent, expected = set(sent), set(signature_def.inputs)
+    if len(sent) > len(expected) or (len(sent) < len(expected) and not signature_def.defaults):
+        raise invalid(f"input size does not match signature: {len(sent)}!={len(expected)} len({{{','.join(sorted(sent))}}})"
+                      f" != len({{{','.join(sorted(expected))}}}). Sent extra: {{{','.join(sorted(sent - expected))}}}. "
+                      f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
+    unknown = sorted(sent - expected)
+    if unknown:
+        raise invalid(f"input tensor alias not found in signature: {unknown[0]}. Inputs expected to be in the set "
+                      f"{{{','.join(sorted(expected))}}}.")
+
+
+def check_output_filter(output_filter: tuple[str, ...], outputs: Iterable[str]) -> None:
+    outputs = sorted(outputs)
+    for index, alias in enumerate(output_filter):
+        if alias not in outputs:
+            raise invalid(f"output tensor alias not found in signature: {alias} Outputs expected to be in the set "
+                          f"{{{','.join(outputs)}}}.")
+        if alias in output_filter[:index]:
+            raise invalid(f"duplicate output tensor alias: {alias}")
+
+
 def predict(servable: Servable, signature_name: str, inputs: dict[str, np.ndarray],
             output_filter: tuple[str, ...] = (), log: Optional[RequestLog] = None) -> tuple[str, dict[str, np.ndarray]]:
     """Runs the signature; returns its key and the outputs (only those in `output_filter` when given); `log` gets
     a sample of the predictions."""
     key, signature = servable.signature(signature_name)
-    unknown = set(output_filter) - set(signature.outputs)
-    if unknown:
-        raise invalid(f"output_filter names {sorted(unknown)}, but signature '{key}' has outputs "
-                      f"{sorted(signature.outputs)}")
-    outputs = servable.run(key, inputs)
+    check_output_filter(output_filter, signature.outputs)
+    outputs = servable.run(key, inputs, output_filter)
     if log is not None:
         log.record(servable.name, servable.version, key, inputs, outputs)
-    return key, {name: outputs[name] for name in (output_filter or outputs)}
+    return key, outputs
 
 
-def unfit_signature(method: str, signature_def: meta_graph_pb2.SignatureDef) -> ServingError:
-    """Why TF Serving refuses to run `method` ("classify" or "regress") with a signature: its checks in its order
-    (without the method-name check, off by default). A signature that passes them gets UNIMPLEMENTED: this server
-    only predicts."""
-    inputs, outputs = signature_def.inputs, signature_def.outputs
-    described = text_format.MessageToString(signature_def, as_one_line=True)
-    if len(inputs) != 1:
-        return invalid("Expected one input Tensor.")
-    if method == "classify" and len(outputs) not in (1, 2):
-        return invalid(f"Expected one or two output Tensors, found {len(outputs)}")
-    if method == "regress" and len(outputs) != 1:
-        return invalid("Expected one output Tensor.")
-    if "inputs" not in inputs:
-        return invalid(f"No {'classification' if method == 'classify' else 'regression'} inputs found in SignatureDef: "
-                       f"{described}")
-    if method == "classify" and not {"classes", "scores"} & set(outputs):
-        return invalid('Expected classification signature outputs to contain at least one of "classes" or "scores". '
-                       f"Signature was: {described}")
-    if method == "regress" and "outputs" not in outputs:
-        return invalid(f"No regression outputs found in SignatureDef: {described}")
-    return ServingError(grpc.StatusCode.UNIMPLEMENTED, f"this server does not run {method}; call :predict with the "
-                        "same signature")
+def predict_response(servable: Servable, request: predict_pb2.PredictRequest, max_batch_images: int,
+                     log: Optional[RequestLog] = None) -> predict_pb2.PredictResponse:
+    """A PredictRequest answered by `servable`: its inputs read as their signature's types, outputs in the typed
+    fields of their TensorProtos."""
+    key, signature = servable.signature(request.model_spec.signature_name)
+    check_input_names(request.inputs, servable.signature_defs.get(key, meta_graph_pb2.SignatureDef()))
+    images = max((tensors.proto_rows(proto) for proto in request.inputs.values()), default=0)
+    with batch_of(images, max_batch_images):
+        inputs = {name: tensors.from_proto(proto, signature.inputs[name], name) for name, proto in request.inputs.items()}
+        _, outputs = predict(servable, key, inputs, tuple(request.output_filter), log)
+        response = predict_pb2.PredictResponse(model_spec=model_spec(servable, key))
+        for name, value in outputs.items():
+            tensors.write_proto(value, response.outputs[name])
+        return response
+
+
+def answer_log(servable: Servable, log: prediction_log_pb2.PredictionLog, max_batch_images: int) -> None:
+    """Answers the request a PredictionLog holds with `servable`, as the API it was made to would (a warmup)."""
+    answer = {
+        "predict_log": lambda: predict_response(servable, log.predict_log.request, max_batch_images),
+        "classify_log": lambda: inference.classify(servable, log.classify_log.request),
+        "regress_log": lambda: inference.regress(servable, log.regress_log.request),
+        "multi_inference_log": lambda: inference.multi_inference(servable, log.multi_inference_log.request),
+    }
+    answer[log.WhichOneof("log_type")]()
+
+
+def warm_up(servable: Servable, max_batch_images: int, iterations: int = 1) -> int:
+    """Replays the version's warmup requests (assets.extra/tf_serving_warmup_requests) before it serves; returns how
+    many records it has. A request that fails fails the load."""
+    return warmup.replay(servable.path, lambda log: answer_log(servable, log, max_batch_images), iterations)

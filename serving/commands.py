@@ -3,10 +3,11 @@
 import argparse
 import os
 
-from cnnpipe.core.names import DEFAULT_DATASET, DEFAULT_OUTPUT_DIR, PREDICT_IMAGE, SEARCH, SERVING_SUBDIR
+from cnnpipe.core.names import CLASSIFY, DEFAULT_DATASET, DEFAULT_OUTPUT_DIR, PREDICT_IMAGE, SEARCH, SERVING_SUBDIR
 
 DEFAULT_SERVING_DIR = os.path.join(DEFAULT_OUTPUT_DIR, SERVING_SUBDIR)
 DEFAULT_MODEL = DEFAULT_DATASET  # a run names its model after its data set
+APIS = {"predict": PREDICT_IMAGE, "classify": CLASSIFY}  # `predict --api`: TF Serving's API, and the signature it calls
 
 
 def _host_port(text: str) -> str:
@@ -74,6 +75,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        "logging; never delays or fails a request), for `cnnpipe skew`")
     serve.add_argument("--log-sample-rate", type=_share, default=d.log_sample_rate, metavar="R",
                        help=f"with --log-requests, the share of predictions logged (default {d.log_sample_rate:g}: all)")
+    serve.add_argument("--monitoring-config-file", metavar="FILE", help="a TF Serving MonitoringConfig (text format); "
+                       "with prometheus_config { enable: true } the REST port answers GET "
+                       "/monitoring/prometheus/metrics (or its path) with request counts and latencies per model, API "
+                       "and status, and each version's load state")
+    serve.add_argument("--grpc-channel-arguments", default="", metavar="NAME=VALUE,…",
+                       help="further gRPC server options, as TF Serving's --grpc_channel_arguments")
+    serve.add_argument("--no-model-warmup", dest="enable_model_warmup", action="store_false",
+                       help="do not replay a version's assets.extra/tf_serving_warmup_requests before serving it")
+    serve.add_argument("--warmup-iterations", type=_count, default=d.warmup_iterations, metavar="N",
+                       help=f"times each warmup request is replayed (default {d.warmup_iterations})")
     batching = serve.add_argument_group("batching (as TF Serving's --enable_batching)")
     batching.add_argument("--enable-batching", action="store_true", help="stack concurrent requests into one call")
     batching.add_argument("--max-batch-size", type=int, default=b.max_batch_size, help=f"default {b.max_batch_size}")
@@ -86,6 +97,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser("predict", help="the top classes of image files, from a server or in-process")
     _client_arguments(predict)
     predict.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
+    predict.add_argument("--api", choices=APIS, default="predict",
+                         help="predict: the images to the predict_image signature (the default); classify: the images "
+                         "as tf.Examples to the classify signature, through TF Serving's Classify API")
     predict.set_defaults(func=_predict)
     search = commands.add_parser("search", help="the catalog items most like image files (visual search), from a "
                                  "server or in-process")
@@ -123,12 +137,15 @@ def _serve(args: argparse.Namespace) -> int:
         max_request_bytes=args.max_request_bytes, intra_op_parallelism=args.intra_op_parallelism,
         inter_op_parallelism=args.inter_op_parallelism, max_batch_images=args.max_batch_images,
         drain_seconds=args.drain_seconds, log_requests=args.log_requests, log_sample_rate=args.log_sample_rate,
+        monitoring_config_file=args.monitoring_config_file, grpc_channel_arguments=args.grpc_channel_arguments,
+        enable_model_warmup=args.enable_model_warmup, warmup_iterations=args.warmup_iterations,
     ))
     return 0
 
 
 def _call(args: argparse.Namespace, signature: str) -> tuple[list[str], dict]:
-    """The images' outputs of `signature`, from the server or the pushed model that `args` name."""
+    """The images' outputs of `signature` (`classify`: the images sent as tf.Examples), from the server or the pushed
+    model that `args` name."""
     from cnnpipe.core.errors import CnnpipeError  # noqa: PLC0415
     from cnnpipe.serving import client  # noqa: PLC0415
 
@@ -136,19 +153,21 @@ def _call(args: argparse.Namespace, signature: str) -> tuple[list[str], dict]:
         raise CnnpipeError(f"--{args.protocol} calls a server: add --server HOST:PORT, or drop it to run in-process.")
     if args.top_k < 1:
         raise CnnpipeError(f"--top-k {args.top_k}: give 1 or more.")
-    images = client.read_images(args.images)
+    inputs = client.read_images(args.images)
+    if signature == CLASSIFY:
+        inputs = client.tf_examples(args.images, inputs)
     if args.server and args.protocol == "grpc":
-        return args.images, client.call_grpc(args.server, args.model, args.version, signature, images)
+        return args.images, client.call_grpc(args.server, args.model, args.version, signature, inputs)
     if args.server:
-        return args.images, client.call_rest(args.server, args.model, args.version, signature, images)
+        return args.images, client.call_rest(args.server, args.model, args.version, signature, inputs)
     model_dir = client.local_model_dir(args.serving_dir, args.model, args.version)
-    return args.images, client.call_local(model_dir, signature, images)
+    return args.images, client.call_local(model_dir, signature, inputs)
 
 
 def _predict(args: argparse.Namespace) -> int:
     from cnnpipe.serving import client  # noqa: PLC0415
 
-    paths, outputs = _call(args, PREDICT_IMAGE)
+    paths, outputs = _call(args, APIS[args.api])
     print(client.format_top_classes(paths, client.top_classes(outputs, args.top_k)))
     return 0
 

@@ -1,5 +1,6 @@
-"""Which model versions are served: polls the base paths, loads new versions fully before switching
-to them, keeps serving the old version when a new one fails to load, and unloads old versions.
+"""Which model versions are served: polls the base paths, loads new versions fully (their warmup requests
+replayed) before switching to them, keeps serving the old version when a new one fails to load, and unloads old
+versions.
 
 The models are the subdirectories of a serving directory, or those a models.config lists (with
 their version policies: latest N, all, specific). A version that fails to load is reported in
@@ -10,7 +11,8 @@ import dataclasses
 import logging
 import os
 import threading
-from typing import Optional
+import time
+from typing import Callable, Optional
 
 import grpc
 import tensorflow as tf
@@ -19,7 +21,8 @@ from tensorflow_serving.config import file_system_storage_path_source_pb2, model
 
 from cnnpipe.serving import model_config
 from cnnpipe.serving.batching import BatchingOptions
-from cnnpipe.serving.errors import ServingError, not_found
+from cnnpipe.serving.errors import ServingError, invalid, not_found
+from cnnpipe.serving.monitoring import Metrics
 from cnnpipe.serving.servable import Servable
 
 State = get_model_status_pb2.ModelVersionStatus.State
@@ -65,10 +68,14 @@ class ModelManager:
     """Serves the models of a serving directory or a models.config; `poll` brings them up to date."""
 
     def __init__(self, serving_dir: Optional[str] = None, config_file: Optional[str] = None,
-                 batching: Optional[BatchingOptions] = None):
+                 batching: Optional[BatchingOptions] = None, warm_up: Optional[Callable[[Servable], int]] = None,
+                 metrics: Optional[Metrics] = None):
+        """`warm_up` replays a version's warmup requests (returning how many) before it is AVAILABLE; `metrics`
+        records each load and each version's state."""
         if not serving_dir and not config_file:
             raise ValueError("serve a serving directory or the models a models.config lists")
         self.serving_dir, self.config_file, self.batching = serving_dir, config_file, batching
+        self.warm_up, self.metrics = warm_up, metrics or Metrics()
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -93,45 +100,70 @@ class ModelManager:
             self._reconcile(model)
 
     def _reconcile(self, model: Model) -> None:
-        on_disk = model_config.versions(model.config.base_path)
+        on_disk = model_config.version_dirs(model.config.base_path)
         while True:
-            candidates = [v for v in on_disk if not self._failed(model, v)]
+            candidates = [v for v, path in on_disk.items() if not self._failed(model, v, path)]
             wanted = wanted_versions(candidates, model.config.model_version_policy)
             missing = [v for v in wanted if v not in model.loaded]
             if not missing:
                 break
-            self._load_version(model, missing[-1])
+            self._load_version(model, missing[-1], on_disk[missing[-1]])
         self._unload(model, set(model.loaded) - set(wanted))
 
-    def _failed(self, model: Model, version: int) -> bool:
+    def _failed(self, model: Model, version: int, path: str) -> bool:
         status = model.status.get(version)
         if not status or status.error_code == grpc.StatusCode.OK:
             return False
-        return status.files == _files(os.path.join(model.config.base_path, str(version)))
+        return status.files == _files(path)
 
-    def _load_version(self, model: Model, version: int) -> None:
-        path = os.path.join(model.config.base_path, str(version))
-        model.status[version] = VersionStatus(State.LOADING)
+    def _set_status(self, model: Model, version: int, status: VersionStatus) -> None:
+        model.status[version] = status
+        self.metrics.version_state(model.config.name, version, State.Name(status.state))
+
+    def _load_version(self, model: Model, version: int, path: str) -> None:
+        """Loads a version and replays its warmup requests; only then does it serve. A failure leaves it END with
+        the error, the versions already loaded serving on."""
+        self._set_status(model, version, VersionStatus(State.LOADING))
+        start = time.perf_counter()
         try:
             servable = Servable(model.config.name, version, path, self.batching)
+            self._warm(servable)
         except Exception as error:  # noqa: BLE001 - any failure to load leaves the old version serving
             message = f"Failed to load {model.config.name} version {version} from {path}: " + \
                       str(error).strip().split("\n")[0]
             log.error("%s", message)
             code = error.code if isinstance(error, ServingError) else \
                 grpc.StatusCode.DATA_LOSS if isinstance(error, tf.errors.DataLossError) else grpc.StatusCode.UNKNOWN
-            model.status[version] = VersionStatus(State.END, code, message, _files(path))
+            self.metrics.observe_load(model.config.name, version, path, False, time.perf_counter() - start)
+            self._set_status(model, version, VersionStatus(State.END, code, message, _files(path)))
             return
+        self.metrics.observe_load(model.config.name, version, path, True, time.perf_counter() - start)
         with self._lock:
             model.loaded[version] = servable
-            model.status[version] = VersionStatus(State.AVAILABLE)
+            self._set_status(model, version, VersionStatus(State.AVAILABLE))
         log.info("Serving %s version %d from %s", model.config.name, version, path)
+
+    def _warm(self, servable: Servable) -> None:
+        """Replays the version's warmup requests, if any; closes the servable when one fails."""
+        if self.warm_up is None:
+            return
+        start = time.perf_counter()
+        try:
+            records = self.warm_up(servable)
+        except Exception as error:
+            servable.close()
+            code = error.code if isinstance(error, ServingError) else grpc.StatusCode.UNKNOWN
+            self.metrics.observe_warmup(servable.path, code, str(error), time.perf_counter() - start, 0)
+            raise
+        if records:
+            self.metrics.observe_warmup(servable.path, grpc.StatusCode.OK, "", time.perf_counter() - start, records)
+            log.info("Warmed up %s version %d with %d requests", servable.name, servable.version, records)
 
     def _unload(self, model: Model, versions: set[int]) -> None:
         for version in versions:
             with self._lock:
                 servable = model.loaded.pop(version)
-                model.status[version] = VersionStatus(State.END)
+                self._set_status(model, version, VersionStatus(State.END))
             servable.close()  # requests under way keep their reference and finish
             log.info("Unloaded %s version %d", model.config.name, version)
 
@@ -181,8 +213,8 @@ class ModelManager:
             if label:
                 labels = dict(model.config.version_labels)
                 if label not in labels:
-                    raise not_found(f"Unrecognized servable version label: {label} of {name}; "
-                                    f"labels: {', '.join(sorted(labels)) or 'none'}")
+                    raise invalid(f"Unrecognized servable version label: {label} (model {name} has labels: "
+                                  f"{', '.join(sorted(labels)) or 'none'})")
                 version = labels[label]
             if version is None:
                 if not model.loaded:

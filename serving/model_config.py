@@ -13,15 +13,22 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from cnnpipe.core.errors import CnnpipeError
-from cnnpipe.core.versions import integer_versions
+from cnnpipe.core.versions import version_names
 
 MODELS_CONFIG = "models.config"
 PLATFORM = "tensorflow"
 
 
+def version_dirs(base_path: str) -> dict[int, str]:
+    """The integer versions under a model base path (local or a bucket), ascending, each with its directory; none
+    when the base path is missing."""
+    names = version_names(tf.io.gfile.listdir(base_path)) if tf.io.gfile.isdir(base_path) else {}
+    return {version: os.path.join(base_path, name) for version, name in names.items()}
+
+
 def versions(base_path: str) -> list[int]:
     """The integer versions under a model base path (local or a bucket), ascending; none when it is missing."""
-    return integer_versions(tf.io.gfile.listdir(base_path)) if tf.io.gfile.isdir(base_path) else []
+    return list(version_dirs(base_path))
 
 
 def scan(serving_dir: str) -> model_server_config_pb2.ModelServerConfig:
@@ -52,7 +59,7 @@ class ModelConfigError(CnnpipeError, ValueError):
 
 def read(path: str) -> model_server_config_pb2.ModelServerConfig:
     """A models.config file; a ModelConfigError (a ValueError) names the file and what is wrong with it."""
-    not_config = f"{path}: not a TF Serving model config (model_config_list text format)"
+    not_config = f"{path}: not a TF Serving model config (Error parsing text-format tensorflow.serving.ModelServerConfig)"
     try:
         with tf.io.gfile.GFile(path, "rb") as f:
             text = f.read().decode("utf-8")

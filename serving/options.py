@@ -28,3 +28,7 @@ class ServerOptions:
     drain_seconds: float = DRAIN_SECONDS  # on SIGTERM/SIGINT, how long requests under way may take to finish
     log_requests: Optional[str] = None  # a directory: log a sample of predictions there (serving/request_log.py)
     log_sample_rate: float = 1.0  # the share of predictions logged
+    monitoring_config_file: Optional[str] = None  # TF Serving's MonitoringConfig: enables the Prometheus endpoint
+    grpc_channel_arguments: str = ""  # further gRPC server options, "name=value,name=value"
+    enable_model_warmup: bool = True  # replay each version's assets.extra/tf_serving_warmup_requests before serving
+    warmup_iterations: int = 1  # times each warmup request is replayed

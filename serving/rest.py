@@ -1,12 +1,14 @@
 """TF Serving's REST API on the standard library's ThreadingHTTPServer.
 
     POST /v1/models/NAME[/versions/V | /labels/L]:predict   {"instances": ...} or {"inputs": ...}
-    POST /v1/models/NAME[/versions/V | /labels/L]:classify  {"examples": [...]}; also :regress
+    POST /v1/models/NAME[/versions/V | /labels/L]:classify  {"examples": [...], "context": {...}}; also :regress
     GET  /v1/models/NAME[/versions/V | /labels/L]           model status
     GET  /v1/models/NAME[/versions/V | /labels/L]/metadata  signature defs
+    GET  /monitoring/prometheus/metrics                     the metrics, with a monitoring config enabling them
     GET  /                                                  the visual search page (serving/page.py)
     GET  /v1/models/NAME/versions/V/items/ID                a catalog item's thumbnail, for the page
 
+Paths are matched as TF Serving matches them (case-insensitive; any other /v1/ path is a malformed request).
 Errors are answered as {"error": "..."} with TF Serving's HTTP statuses (400 bad request, 404
 unknown model or version, 413 a body over the size limit); no request stops the server. A body
 comes with a Content-Length or chunked. `drain` stops taking connections, closes the idle ones,
@@ -19,23 +21,30 @@ import re
 import selectors
 import socket
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional
 
+import grpc
 from google.protobuf import json_format
+from google.protobuf.message import Message
+from tensorflow_serving.apis import classification_pb2, regression_pb2
 
 from cnnpipe.core.names import SERVING_DEFAULT
-from cnnpipe.serving import api, json_body, page, tensors
+from cnnpipe.serving import api, examples, inference, json_body, page, tensors
 from cnnpipe.serving.errors import ServingError, invalid, not_found
 from cnnpipe.serving.manager import ModelManager
+from cnnpipe.serving.monitoring import CONTENT_TYPE, REST, Metrics
 from cnnpipe.serving.request_log import RequestLog
 
-PATH = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
-    r"(?P<action>:predict|:classify|:regress|/metadata)?$"
-)
-ACTIONS = {"GET": ("", "/metadata"), "POST": (":predict", ":classify", ":regress")}
+# TF Serving's two paths (http_rest_api_util.cc): the model APIs for POST, status and metadata for GET.
+VERSION = r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+PATHS = {"POST": re.compile(rf"/v1/models/(?P<name>[^/:]+){VERSION}:(?P<method>classify|regress|predict)", re.I),
+         "GET": re.compile(rf"/v1/models(?:/(?P<name>[^/:]+))?{VERSION}(?:/(?P<method>metadata))?", re.I)}
+API_NAMES = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}  # the metrics' names of the methods
+API_PREFIX = re.compile(r"/v1/", re.I)  # TF Serving's REST handler takes every path under it
+MAX_VERSION = (1 << 63) - 1  # a version is an int64
 ITEM = re.compile(r"^/v1/models/(?P<name>[^/:]+)/versions/(?P<version>\d+)/items/(?P<item>\d+)$")
 PAGE_PATHS = ("/", "/index.html")
 MAX_LINE = 65536  # of a chunk size or trailer line, as of a header line
@@ -59,10 +68,11 @@ class RestServer(ThreadingHTTPServer):
     block_on_close = False  # the drain waits on `in_flight`, with a deadline
 
     def __init__(self, address: tuple[str, int], manager: ModelManager, max_request_bytes: int,
-                 max_batch_images: int, in_flight: api.InFlight, request_log: Optional[RequestLog] = None):
+                 max_batch_images: int, in_flight: api.InFlight, metrics: Metrics,
+                 request_log: Optional[RequestLog] = None, metrics_path: Optional[str] = None):
         super().__init__(address, RestHandler)
         self.manager, self.max_request_bytes, self.max_batch_images = manager, max_request_bytes, max_batch_images
-        self.in_flight, self.request_log = in_flight, request_log
+        self.in_flight, self.metrics, self.request_log, self.metrics_path = in_flight, metrics, request_log, metrics_path
         self.model_threads = ThreadPoolExecutor(api.MODEL_THREADS, thread_name_prefix="rest-model")
         self.draining = False
         self._drain_signal, self._drain_trigger = socket.socketpair()  # readable once draining
@@ -141,25 +151,38 @@ class RestHandler(BaseHTTPRequestHandler):
         self._answer(refusal.status, {"error": refusal.message})
 
     def _respond(self, answer: Callable[[], dict]) -> None:
-        """Answers 200 with `answer()`, or the error it raises with TF Serving's status."""
+        """Answers 200 with `answer()`, or the error it raises with TF Serving's status; counts the request in the
+        metrics under the model and API it names."""
+        start, code = time.perf_counter(), grpc.StatusCode.OK
         try:
             status, body = 200, answer()
         except ServingError as error:
-            status, body = error.http_status, {"error": error.message}
+            code, status, body = error.code, error.http_status, {"error": error.message}
         except Exception as error:  # noqa: BLE001 - a bug answers 500 and the server goes on
             log.exception("%s %s failed", self.command, self.path)
-            status, body = 500, {"error": f"{type(error).__name__}: {error}"}
+            code, status, body = grpc.StatusCode.INTERNAL, 500, {"error": f"{type(error).__name__}: {error}"}
         self._answer(status, body)
+        name, _, _, method = self._request_names()
+        self.server.metrics.observe_request(name, API_NAMES.get(method, ""), REST, code, time.perf_counter() - start)
+
+    def _request_names(self) -> tuple[str, Optional[str], str, str]:
+        """The model name, version text, label and method the path names (empty where it names none)."""
+        match = PATHS[self.command].fullmatch(self.path.split("?")[0]) if self.command in PATHS else None
+        if not match:
+            return "", None, "", ""
+        return match["name"] or "", match["version"], match["label"] or "", (match["method"] or "").lower()
 
     def _route(self) -> tuple[str, Optional[int], str, str]:
-        match = PATH.match(self.path.split("?")[0])
-        if not match:
-            raise not_found(f"{self.command} {self.path}: no such resource; the API is /v1/models/NAME"
-                            "[/versions/V][:predict | /metadata]")
-        if (match["action"] or "") not in ACTIONS[self.command]:
+        """The model name, version, label and method ("predict", "classify", "regress", "metadata" or "" for the
+        status) of a request's path, or TF Serving's error for it."""
+        if not PATHS[self.command].fullmatch(self.path.split("?")[0]):
             raise invalid(f"Malformed request: {self.command} {self.path}")
-        version = int(match["version"]) if match["version"] else None
-        return match["name"], version, match["label"] or "", match["action"] or ""
+        name, version, label, method = self._request_names()
+        if version is not None and int(version) > MAX_VERSION:
+            raise invalid(f"Failed to convert version: {version} to numeric.")
+        if not name:
+            raise invalid("Missing model name in request.")
+        return name, None if version is None else int(version), label, method
 
     # --- the body: Content-Length or chunked, up to --max-request-bytes ---
 
@@ -237,6 +260,8 @@ class RestHandler(BaseHTTPRequestHandler):
         item = ITEM.match(path)
         if path in PAGE_PATHS:
             self._send(200, "text/html; charset=utf-8", page.page(self.server.manager.names()))
+        elif path == self.server.metrics_path:
+            self._send(200, CONTENT_TYPE, self.server.metrics.prometheus_text())
         elif item:
             try:
                 thumbnail = self._thumbnail(item["name"], int(item["version"]), int(item["item"]))
@@ -244,8 +269,10 @@ class RestHandler(BaseHTTPRequestHandler):
                 self._answer(error.http_status, {"error": error.message})
             else:
                 self._send(200, page.image_type(thumbnail), thumbnail)
-        else:
+        elif API_PREFIX.match(path):
             self._respond(self._get)
+        else:
+            self._answer(404, {"error": f"GET {path}: no such resource; the API is under /v1/models/"})
 
     def _thumbnail(self, name: str, version: int, item: int) -> bytes:
         catalog = self.server.manager.servable(name, version).items
@@ -264,33 +291,36 @@ class RestHandler(BaseHTTPRequestHandler):
         if body is None:
             log.debug("%s hung up in the middle of POST %s", self.address_string(), self.path)
             self.close_connection = True
-            return
-        self._respond(lambda: self._post(body))
+        elif API_PREFIX.match(self.path):
+            self._respond(lambda: self._post(body))
+        else:
+            self._answer(404, {"error": f"POST {self.path}: no such resource; the API is under /v1/models/"})
 
     def _get(self) -> dict:
-        name, version, label, action = self._route()
+        name, version, label, method = self._route()
         manager = self.server.manager
-        if action == "/metadata":
+        if method == "metadata":
             servable = manager.servable(name, version, label)
             return {
-                "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
-                "metadata": {api.SIGNATURE_DEF: json_format.MessageToDict(
-                    api.signature_def_map(servable), preserving_proto_field_name=True), **api.search_index(servable)},
+                "model_spec": _as_json(api.model_spec(servable)),
+                "metadata": {api.SIGNATURE_DEF: _as_json(api.signature_def_map(servable)), **api.search_index(servable)},
             }
         if label:
             version = manager.servable(name, None, label).version
-        return json_format.MessageToDict(api.model_status(manager, name, version), preserving_proto_field_name=True,
-                                         including_default_value_fields=True)
+        return _as_json(api.model_status(manager, name, version))
 
     def _post(self, body: bytes) -> dict:
-        name, version, label, action = self._route()
+        name, version, label, method = self._route()
         request = self._json(body)
-        if action != ":predict":
-            raise self._classify_or_regress(action[1:], name, version, label, request)
-        servable = self.server.manager.servable(name, version, label)
         signature_name = request.get("signature_name", "") if isinstance(request, dict) else ""
         if not isinstance(signature_name, str):
-            raise invalid('"signature_name" must be a string')
+            raise invalid(f"JSON Value: {tensors.excerpt(request)} not formatted correctly. 'signature_name' key must be a "
+                          "string value.")
+        if method != "predict":
+            return self._classify_or_regress(method, name, version, label, request)
+        servable = self.server.manager.servable(name, version, label)
+        if (signature_name or SERVING_DEFAULT) not in servable.signatures:
+            raise invalid(f'Serving signature name: "{signature_name or SERVING_DEFAULT}" not found in signature def')
         _, signature = servable.signature(signature_name)
         with api.batch_of(tensors.rest_rows(request), self.server.max_batch_images):
             inputs, row_format = tensors.from_rest(request, signature.inputs)
@@ -304,20 +334,40 @@ class RestHandler(BaseHTTPRequestHandler):
                           'JSON object with "instances" or "inputs"')
         try:
             return json_body.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise invalid(f"JSON Parse error: {error} in the body of POST {self.path}") from None
+        except json.JSONDecodeError as error:
+            reason = next((words for start, words in PARSE_ERRORS if error.msg.startswith(start)), error.msg)
+            raise invalid(f"JSON Parse error: {reason} at offset: {error.pos}") from None
+        except UnicodeDecodeError as error:
+            raise invalid(f"JSON Parse error: Invalid encoding in string. at offset: {error.start}") from None
 
-    def _classify_or_regress(self, method: str, name: str, version: Optional[int], label: str,
-                             request: Any) -> ServingError:
-        """TF Serving's answer to a Classify or Regress request on these models (it reads the request, finds the
-        version, then checks the signature)."""
-        examples = request.get("examples") if isinstance(request, dict) else None
-        if examples is None:
-            raise invalid(f"When method is {method}, key 'examples' is expected and was not found")
-        if not isinstance(examples, list) or not examples:
-            raise invalid("'examples' must be a non-empty list/array of JSON objects (tf.Example features)")
+    def _classify_or_regress(self, method: str, name: str, version: Optional[int], label: str, body: Any) -> dict:
+        """A Classify or Regress request: its JSON examples (and context) as tf.Examples, the results as TF Serving
+        words them: {"results": [[[label, score], ...], ...]} or {"results": [value, ...]}."""
+        request = (classification_pb2.ClassificationRequest if method == "classify" else
+                   regression_pb2.RegressionRequest)()
+        request.model_spec.name = name
+        if version is not None:
+            request.model_spec.version.value = version
+        request.model_spec.version_label = label
+        request.model_spec.signature_name = body.get("signature_name", "") if isinstance(body, dict) else ""
+        examples.fill_input(body, method, request.input)
         servable = self.server.manager.servable(name, version, label)
-        key = request.get("signature_name") or SERVING_DEFAULT
-        if key not in servable.signature_defs:
-            raise invalid(f"No signature was found with the name: {key}")
-        return api.unfit_signature(method, servable.signature_defs[key])
+        if method == "classify":
+            result = inference.classify(servable, request).result
+            return {"results": [[[entry.label, entry.score] for entry in classifications.classes]
+                                for classifications in result.classifications]}
+        return {"results": [regression.value for regression in inference.regress(servable, request).result.regressions]}
+
+
+# Python's JSON errors in the words of TF Serving's parser (rapidjson), which clients match on.
+PARSE_ERRORS = (("Expecting value", "Invalid value."),
+                ("Extra data", "The document root must not be followed by other values."),
+                ("Unterminated string", "Missing a closing quotation mark in string."),
+                ("Expecting property name", "Missing a name for object member."),
+                ("Expecting ':' delimiter", "Missing a colon after a name of object member."),
+                ("Expecting ',' delimiter", "Missing a comma or ']' after an array element."))
+
+
+def _as_json(message: Message) -> dict:
+    """A protobuf as TF Serving prints it: field names as in the proto, fields at their default values too."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True, including_default_value_fields=True)

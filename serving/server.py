@@ -4,6 +4,7 @@ When a `tensorflow_model_server` binary is on PATH it is launched with the same 
 otherwise the models are served by this package (`manager`, `rest`, `grpc_api`).
 """
 
+import functools
 import logging
 import os
 import shutil
@@ -16,9 +17,9 @@ from typing import Optional
 
 import tensorflow as tf
 
-from cnnpipe.serving import api, model_config
+from cnnpipe.serving import api, model_config, monitoring
 from cnnpipe.serving.batching import BatchingOptions
-from cnnpipe.serving.grpc_api import grpc_server
+from cnnpipe.serving.grpc_api import channel_arguments, grpc_server
 from cnnpipe.serving.manager import ModelManager
 from cnnpipe.serving.options import ServerOptions
 from cnnpipe.serving.request_log import RequestLog
@@ -37,14 +38,20 @@ class RunningServer:
             tf.config.threading.set_intra_op_parallelism_threads(options.intra_op_parallelism)
         if options.inter_op_parallelism:
             tf.config.threading.set_inter_op_parallelism_threads(options.inter_op_parallelism)
-        self.manager = ModelManager(options.serving_dir, options.model_config_file, options.batching)
+        metrics_path = monitoring.read_config(options.monitoring_config_file) if options.monitoring_config_file else None
+        self.metrics = monitoring.Metrics()
+        warm_up = functools.partial(api.warm_up, max_batch_images=options.max_batch_images,
+                                    iterations=options.warmup_iterations) if options.enable_model_warmup else None
+        self.manager = ModelManager(options.serving_dir, options.model_config_file, options.batching, warm_up,
+                                    self.metrics)
         self.manager.start(options.poll_seconds)  # the first versions are loaded before the ports open
         self.in_flight = api.InFlight()
         self.request_log = RequestLog(options.log_requests, options.log_sample_rate) if options.log_requests else None
         self.grpc = grpc_server(self.manager, f"{options.host}:{options.grpc_port}", options.max_request_bytes,
-                                options.max_batch_images, self.in_flight, self.request_log)
+                                options.max_batch_images, self.in_flight, self.metrics, self.request_log,
+                                options=tuple(channel_arguments(options.grpc_channel_arguments)))
         self.rest = RestServer((options.host, options.rest_port), self.manager, options.max_request_bytes,
-                               options.max_batch_images, self.in_flight, self.request_log)
+                               options.max_batch_images, self.in_flight, self.metrics, self.request_log, metrics_path)
         threading.Thread(target=self.rest.serve_forever, daemon=True, name="rest").start()
 
     def stop(self, drain_seconds: float) -> bool:
@@ -81,6 +88,14 @@ def model_server_command(binary: str, options: ServerOptions, config_file: str,
         command.append(f"--tensorflow_inter_op_parallelism={options.inter_op_parallelism}")
     if batching_file:
         command += ["--enable_batching=true", f"--batching_parameters_file={batching_file}"]
+    if options.monitoring_config_file:
+        command.append(f"--monitoring_config_file={options.monitoring_config_file}")
+    if options.grpc_channel_arguments:
+        command.append(f"--grpc_channel_arguments={options.grpc_channel_arguments}")
+    if not options.enable_model_warmup:
+        command.append("--enable_model_warmup=false")
+    if options.warmup_iterations != 1:
+        command.append(f"--num_request_iterations_for_warmup={options.warmup_iterations}")
     return command
 
 

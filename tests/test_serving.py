@@ -21,6 +21,7 @@ import requests
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
@@ -43,7 +44,7 @@ from cnnpipe.serving.options import ServerOptions
 from cnnpipe.serving.server import model_server_command
 
 MAX_REQUEST_BYTES = 1_000_000
-SIGNATURES = ("serving_default", "predict_image", "predict_pixels", "embed", "search")
+SIGNATURES = ("serving_default", "predict_image", "predict_pixels", "embed", "search", "classify")
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +112,8 @@ def server(pipeline) -> Iterator[Server]:
         yield running
 
 
-def rest_predict(server: Server, name: str, body, version=None) -> requests.Response:
-    path = f"/v1/models/{name}" + (f"/versions/{version}" if version else "") + ":predict"
+def rest_predict(server: Server, name: str, body, version=None, method: str = "predict") -> requests.Response:
+    path = f"/v1/models/{name}" + (f"/versions/{version}" if version else "") + f":{method}"
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     return requests.post(server.rest + path, data=data, timeout=60)
 
@@ -143,7 +144,8 @@ def test_the_pusher_lists_the_pushed_model_in_models_config(pipeline, first_vers
 def test_a_model_that_disagrees_with_the_evaluator_is_refused(pushed_outputs, first_version, second_model):
     eval_files = os.path.join(pushed_outputs["examples"].uri, "Split-eval", "*")
     evaluated = evaluation_results.candidate_accuracy(pushed_outputs["evaluation"].uri)
-    assert push_check.check(first_version, eval_files, evaluated).startswith("push check: embed, predict_image")
+    report = push_check.check(first_version, eval_files, evaluated)
+    assert report.startswith("push check: classify, embed, predict_image")
     with pytest.raises(push_check.PushCheckError, match=r"but the Evaluator measured"):
         push_check.check(second_model, eval_files, evaluated)  # another model than the one evaluated
 
@@ -205,6 +207,41 @@ def test_grpc_predict_through_every_signature(server, pipeline, first_version, t
     np.testing.assert_allclose(embeddings, in_process(first_version, "embed", images=pngs)["embeddings"], atol=1e-5)
 
 
+def assert_classified(labels: list[list[str]], scores: list[list[float]], expected: dict) -> None:
+    """A Classify answer (each example's class labels and scores) equals serving_default's all_class_names and
+    probabilities, in-process."""
+    assert labels == [[name.decode() for name in row] for row in expected["all_class_names"]]
+    assert labels[0] == list(FASHION_MNIST.class_names)
+    np.testing.assert_allclose(np.array(scores, dtype=np.float32), expected["probabilities"], rtol=1e-5, atol=1e-7)
+
+
+def test_rest_classify_tf_examples_as_tf_serving_documents_them(server, pipeline, first_version, test_images):
+    """TF Serving's REST classify: each example's features as JSON, bytes as {"b64": ...}; each class's [label, score]
+    is serving_default's all_class_names and probabilities."""
+    expected = in_process(first_version, "serving_default", examples=serialized_examples(test_images))
+    body = {"signature_name": "classify", "examples": [{"image": b64(encode(p))} for p in test_images]}
+    for version in (None, int(os.path.basename(first_version))):
+        answer = rest_predict(server, pipeline.name, body, version, method="classify")
+        assert answer.status_code == 200, answer.text
+        result = answer.json()["results"]
+        assert_classified([[label for label, _ in row] for row in result],
+                          [[score for _, score in row] for row in result], expected)
+
+
+def test_grpc_classify_takes_an_example_list(server, pipeline, first_version, test_images):
+    examples = serialized_examples(test_images)
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name, request.model_spec.signature_name = pipeline.name, "classify"
+    request.input.example_list.examples.extend(tf.train.Example.FromString(e) for e in examples)
+    response = server.predict_stub().Classify(request, timeout=60)
+    version = int(os.path.basename(first_version))
+    assert (response.model_spec.version.value, response.model_spec.signature_name) == (version, "classify")
+    rows = response.result.classifications
+    assert_classified([[c.label for c in row.classes] for row in rows],
+                      [[c.score for c in row.classes] for row in rows],
+                      in_process(first_version, "serving_default", examples=examples))
+
+
 def test_status_and_metadata_over_rest_and_grpc(server, pipeline, first_version):
     version = os.path.basename(first_version)
     ok = {"version": version, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
@@ -242,9 +279,9 @@ BAD_REST_REQUESTS = [
     ("non-image search", {"signature_name": "search", "instances": [b64(b"this is not an image")]}, None, 400,
      "Unknown image file format"),
     ("wrong shape", {"signature_name": "predict_pixels", "instances": [[1.0, 2.0]]}, None, 400,
-     "has shape [1, 2], but the signature takes [-1, -1, -1, -1]"),
+     "'pixels' has shape [1, 2], the signature declares [-1, -1, -1, -1]"),
     ("wrong dtype", {"signature_name": "predict_pixels", "instances": [[[["dark"]]]]}, None, 400,
-     "takes float32 values, but 'dark' (str) was sent"),
+     'JSON Value: "dark" Type: String is not of expected type: float'),
     ("string for bytes", {"signature_name": "predict_image", "instances": [17]}, None, 400,
      'takes strings: send text, or binary data such as an image as {"b64"'),
     ("unknown signature", {"signature_name": "predict_everything", "instances": [1]}, None, 400,
@@ -286,9 +323,9 @@ def test_bad_grpc_requests_get_status_codes_and_the_server_goes_on(server, pipel
         (grpc_request(pipeline.name, "predict_image", images=[1.0, 2.0]), grpc.StatusCode.INVALID_ARGUMENT,
          "takes string values, but float32 was sent"),
         (grpc_request(pipeline.name, "predict_pixels", pixels=np.zeros([2, 28], np.float32)),
-         grpc.StatusCode.INVALID_ARGUMENT, "has shape [2, 28]"),
+         grpc.StatusCode.INVALID_ARGUMENT, "'pixels' has shape [2, 28], the signature declares [-1, -1, -1, -1]"),
         (grpc_request(pipeline.name, "predict_image", pictures=[b"x"]), grpc.StatusCode.INVALID_ARGUMENT,
-         "names inputs ['pictures'], but signature 'predict_image' takes ['images']"),
+         "input tensor alias not found in signature: pictures. Inputs expected to be in the set {images}."),
         (grpc_request(pipeline.name, "predict_image", images=[b"\0" * (2 * MAX_REQUEST_BYTES)]),
          grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
     ]
@@ -413,28 +450,50 @@ def test_a_broken_version_keeps_the_previous_one_serving(pipeline, first_version
 # --- cnnpipe predict ---------------------------------------------------------------------------------
 
 
-def test_predict_prints_the_top_classes_locally_and_from_the_server(server, pipeline, first_version, test_images,
-                                                                  tmp_path, capsys):
+@pytest.fixture()
+def image_files(test_images, tmp_path) -> list[str]:
+    """Three test images as PNG files of another size and colour mode than the training images."""
     files = []
     for index, pixels in enumerate(test_images[:3]):
         files.append(str(tmp_path / f"image{index}.png"))
         with open(files[-1], "wb") as f:
-            f.write(encode(pixels, "RGB", (56, 56)))  # another size and colour mode than the training images
+            f.write(encode(pixels, "RGB", (56, 56)))
+    return files
+
+
+def test_predict_prints_the_top_classes_locally_and_from_the_server(server, pipeline, first_version, image_files,
+                                                                  capsys):
     serving_dir = os.path.dirname(pipeline.serving_base)
     printed = {}
     for mode, options in [("local", ["--serving-dir", serving_dir]),
                           ("rest", ["--server", server.rest.removeprefix("http://")]),
                           ("grpc", ["--server", server.grpc, "--grpc"])]:
-        assert cli.main(["predict", *files, "--model", pipeline.name, "--top-k", "2", *options]) == 0
+        assert cli.main(["predict", *image_files, "--model", pipeline.name, "--top-k", "2", *options]) == 0
         printed[mode] = capsys.readouterr().out
     assert printed["local"] == printed["rest"] == printed["grpc"]
-    expected = in_process(first_version, "predict_image", images=[open(f, "rb").read() for f in files])
+    expected = in_process(first_version, "predict_image", images=[open(f, "rb").read() for f in image_files])
     lines = printed["local"].splitlines()
-    assert lines[0::3] == files
+    assert lines[0::3] == image_files
     for index, line in enumerate(lines[1::3]):
         name, percent = line.rsplit(maxsplit=1)
         assert name.strip() == expected["class_names"][index].decode()
         assert float(percent.rstrip("%")) == pytest.approx(100 * expected["probabilities"][index].max(), abs=0.006)
+
+
+def test_predict_api_classify_prints_the_same_classes_locally_and_from_the_server(server, pipeline, image_files,
+                                                                                  capsys):
+    """`--api classify` sends tf.Examples to the classify signature (REST :classify, gRPC Classify, in-process) and
+    prints the table `--api predict` prints."""
+    serving_dir = os.path.dirname(pipeline.serving_base)
+    printed = {}
+    for mode, options in [("predict", ["--serving-dir", serving_dir]),
+                          ("local", ["--api", "classify", "--serving-dir", serving_dir]),
+                          ("rest", ["--api", "classify", "--server", server.rest.removeprefix("http://")]),
+                          ("grpc", ["--api", "classify", "--server", server.grpc, "--grpc"])]:
+        assert cli.main(["predict", *image_files, "--model", pipeline.name, "--top-k", "3", *options]) == 0, mode
+        printed[mode] = capsys.readouterr().out
+    assert printed["local"] == printed["rest"] == printed["grpc"] == printed["predict"]
+    assert printed["predict"].splitlines()[0::4] == image_files
 
 
 def test_predict_names_a_missing_model_and_the_models_there(pipeline, tmp_path, capsys):
