@@ -54,6 +54,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default=d.host, help=f"address to listen on (default {d.host})")
     serve.add_argument("--poll-seconds", type=float, default=d.poll_seconds,
                        help=f"how often to look for new versions (default {d.poll_seconds})")
+    serve.add_argument("--model-config-poll-seconds", type=_seconds, metavar="S",
+                       help="with --model-config, read the file again every S seconds (0: only at the start, as TF "
+                       "Serving's --model_config_file_poll_wait_seconds=0; default: at every --poll-seconds)")
     serve.add_argument("--max-request-bytes", type=int, default=MAX_REQUEST_BYTES,
                        help=f"larger request bodies are refused (default {MAX_REQUEST_BYTES})")
     serve.add_argument("--max-batch-images", type=_count, default=d.max_batch_images, metavar="N",
@@ -134,6 +137,7 @@ def _serve(args: argparse.Namespace) -> int:
     serve(ServerOptions(
         serving_dir=args.serving_dir, model_config_file=args.model_config_file, rest_port=args.rest_port,
         grpc_port=args.grpc_port, host=args.host, poll_seconds=args.poll_seconds, batching=batching,
+        model_config_poll_seconds=args.model_config_poll_seconds,
         max_request_bytes=args.max_request_bytes, intra_op_parallelism=args.intra_op_parallelism,
         inter_op_parallelism=args.inter_op_parallelism, max_batch_images=args.max_batch_images,
         drain_seconds=args.drain_seconds, log_requests=args.log_requests, log_sample_rate=args.log_sample_rate,

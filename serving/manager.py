@@ -69,22 +69,30 @@ class ModelManager:
 
     def __init__(self, serving_dir: Optional[str] = None, config_file: Optional[str] = None,
                  batching: Optional[BatchingOptions] = None, warm_up: Optional[Callable[[Servable], int]] = None,
-                 metrics: Optional[Metrics] = None):
+                 metrics: Optional[Metrics] = None, config_poll_seconds: Optional[float] = None):
         """`warm_up` replays a version's warmup requests (returning how many) before it is AVAILABLE; `metrics`
-        records each load and each version's state."""
+        records each load and each version's state; `config_file` is read again every `config_poll_seconds` (None:
+        at every poll; 0: only at the start, as TF Serving's --model_config_file_poll_wait_seconds)."""
         if not serving_dir and not config_file:
             raise ValueError("serve a serving directory or the models a models.config lists")
         self.serving_dir, self.config_file, self.batching = serving_dir, config_file, batching
-        self.warm_up, self.metrics = warm_up, metrics or Metrics()
+        self.warm_up, self.metrics, self.config_poll_seconds = warm_up, metrics or Metrics(), config_poll_seconds
+        self._config: Optional[list[model_server_config_pb2.ModelConfig]] = None
+        self._config_read = 0.0  # when config_file was read (time.monotonic)
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
     def _configs(self) -> list[model_server_config_pb2.ModelConfig]:
-        if self.config_file:
-            return list(model_config.read(self.config_file).model_config_list.config)
-        return list(model_config.scan(self.serving_dir).model_config_list.config)
+        if not self.config_file:
+            return list(model_config.scan(self.serving_dir).model_config_list.config)
+        interval = self.config_poll_seconds
+        due = interval is None or (interval > 0 and time.monotonic() - self._config_read >= interval)
+        if self._config is None or due:
+            self._config = list(model_config.read(self.config_file).model_config_list.config)
+            self._config_read = time.monotonic()
+        return self._config
 
     def poll(self) -> None:
         """Reads the models and their versions once; loads, switches and unloads as needed."""

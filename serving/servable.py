@@ -215,10 +215,12 @@ class Servable:
         return key, self.signatures[key]
 
     def run(self, signature_name: str, inputs: Arrays, outputs: tuple[str, ...] = ()) -> Arrays:
-        """The signature's `outputs` (all when empty) for `inputs`, named as the signature names them."""
+        """The signature's `outputs` (all when empty) for `inputs`, named as the signature names them. With batching
+        on, requests whose inputs have the declared shapes are stacked (all outputs computed, then filtered)."""
         key, signature = self.signature(signature_name)
-        if self._batcher and not outputs and signature.batchable and signature.fits(inputs):
-            return self._batcher.submit(key, inputs)
+        if self._batcher and signature.batchable and signature.fits(inputs):
+            answered = self._batcher.submit(key, inputs)
+            return {name: answered[name] for name in outputs or answered}
         return self._call(key, inputs, outputs)
 
     def _call(self, key: str, inputs: Arrays, outputs: tuple[str, ...] = ()) -> Arrays:

@@ -43,7 +43,7 @@ class RunningServer:
         warm_up = functools.partial(api.warm_up, max_batch_images=options.max_batch_images,
                                     iterations=options.warmup_iterations) if options.enable_model_warmup else None
         self.manager = ModelManager(options.serving_dir, options.model_config_file, options.batching, warm_up,
-                                    self.metrics)
+                                    self.metrics, options.model_config_poll_seconds)
         self.manager.start(options.poll_seconds)  # the first versions are loaded before the ports open
         self.in_flight = api.InFlight()
         self.request_log = RequestLog(options.log_requests, options.log_sample_rate) if options.log_requests else None
@@ -79,7 +79,7 @@ def model_server_command(binary: str, options: ServerOptions, config_file: str,
         f"--port={options.grpc_port}",
         f"--rest_api_port={options.rest_port}",
         f"--model_config_file={config_file}",
-        f"--model_config_file_poll_wait_seconds={max(1, round(options.poll_seconds))}",
+        f"--model_config_file_poll_wait_seconds={config_poll_seconds(options)}",
         f"--file_system_poll_wait_seconds={max(1, round(options.poll_seconds))}",
     ]
     if options.intra_op_parallelism:
@@ -97,6 +97,12 @@ def model_server_command(binary: str, options: ServerOptions, config_file: str,
     if options.warmup_iterations != 1:
         command.append(f"--num_request_iterations_for_warmup={options.warmup_iterations}")
     return command
+
+
+def config_poll_seconds(options: ServerOptions) -> int:
+    """tensorflow_model_server's --model_config_file_poll_wait_seconds for `options` (whole seconds; 0: never)."""
+    seconds = options.poll_seconds if options.model_config_poll_seconds is None else options.model_config_poll_seconds
+    return 0 if seconds == 0 else max(1, round(seconds))
 
 
 def batching_parameters(options: BatchingOptions) -> str:

@@ -13,9 +13,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
-from typing import Optional
 
 import numpy as np
 import pytest
@@ -264,20 +263,30 @@ def headless_chromium(profile_dir, width: int = 1100, height: int = 800) -> Iter
         driver.quit()
 
 
+def serve_command(rest_port: int, grpc_port: int, *options: str) -> list[str]:
+    """`cnnpipe serve` on loopback ports, polling every 0.2 s, with `options` (the models: `--serving-dir` or
+    `--model-config`)."""
+    return [sys.executable, "-m", "cnnpipe.pipeline.cli", "serve", "--host", "127.0.0.1", "--rest-port", str(rest_port),
+            "--grpc-port", str(grpc_port), "--poll-seconds", "0.2", *options]
+
+
 @contextlib.contextmanager
-def running_server(serving_dir: str, *options: str) -> Iterator[Server]:
-    """`cnnpipe serve` in its own process on free loopback ports; ready once the REST API answers."""
+def running_server(serving_dir: Optional[str], *options: str, log_file: Optional[pathlib.Path] = None
+                   ) -> Iterator[Server]:
+    """`cnnpipe serve` of `serving_dir` (None: the models `options` name) in its own process on free loopback ports,
+    its output piped or written to `log_file` (for a long-lived server); ready once the REST API answers (its
+    models are loaded before its ports open)."""
     rest_port, grpc_port = free_ports(2)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cnnpipe.pipeline.cli", "serve", "--serving-dir", serving_dir, "--host", "127.0.0.1",
-         "--rest-port", str(rest_port), "--grpc-port", str(grpc_port), "--poll-seconds", "0.2", *options],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    models = ["--serving-dir", serving_dir] if serving_dir else []
+    with open(log_file, "w") if log_file else contextlib.nullcontext() as log:
+        process = subprocess.Popen(serve_command(rest_port, grpc_port, *models, *options),
+                                   stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     server = Server(f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}", process)
     try:
-        for _ in range(600):
+        for _ in range(1500):
             if process.poll() is not None:
-                pytest.fail(f"cnnpipe serve exited with {process.returncode}:\n{process.stdout.read()[-3000:]}")
+                output = log_file.read_text() if log_file else process.stdout.read()
+                pytest.fail(f"cnnpipe serve exited with {process.returncode}:\n{output[-3000:]}")
             with contextlib.suppress(requests.ConnectionError):
                 requests.get(f"{server.rest}/v1/models/none", timeout=5)
                 break
