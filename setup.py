@@ -8,7 +8,7 @@ constraints.txt pins the whole resolved set; these are the direct dependencies.
 from setuptools import setup
 
 SUBPACKAGES = ["pipeline", "components", "components.ingestion", "core", "models", "schemas", "serving", "robustness",
-               "retrieval"]
+               "retrieval", "attacks"]
 
 setup(
     name="cnnpipe",

@@ -1,4 +1,5 @@
-"""The lecture's training pitfalls, measured: LeNet-5 on real Fashion-MNIST under each quiz case.
+"""Training pitfalls, measured: LeNet-5 on real Fashion-MNIST with one thing changed per case (raw pixels, all-zero
+weights, full-data-set batches, class-sorted batches, no biases, batch size 1).
 
 Every case trains the same LeNet-5 with Adam for the same number of EPOCHS on the same images;
 only the one thing the case names differs (so batch size 1 makes many more updates and full-batch

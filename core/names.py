@@ -1,8 +1,8 @@
 """Names more than one layer shares, as plain strings (no TensorFlow): the served model's signatures and outputs,
 the attacks, and where a run writes by default. The feature keys are `core/features.py`'s."""
 
-# For evaluation (robustness/attacks.py) and adversarial training (models/adversarial_training.py, whose methods
-# models/training_config.py lists): both PGDs take the same steps (models/linf_ball.py).
+# For evaluation (attacks/eight_bit.py) and adversarial training (models/adversarial_training.py, whose methods
+# models/training_config.py lists): both PGDs take the same steps (attacks/linf_ball.py).
 FGSM = "fgsm"
 FGSM_RS = "fgsm-rs"  # FGSM from a random start: training only
 PGD = "pgd"

@@ -3,10 +3,10 @@
 `fgsm-rs`: one FGSM step of 1.25 ε from a uniform random start in the ε-ball (Wong, Rice and Kolter,
 "Fast is better than free", 2020). `pgd`: `steps` steps of 2.5 ε / steps from a random start, each
 projected back onto the ε-ball (Madry et al., 2018). `apgd-ce`: `steps` steps of Auto-PGD on cross-entropy (Croce and
-Hein, 2020; models/apgd.py), the image of highest loss. ε is on the [0, 1] pixel scale, as in the
+Hein, 2020; attacks/apgd.py), the image of highest loss. ε is on the [0, 1] pixel scale, as in the
 Evaluator's attacks; the Trainer sees transformed pixels, so the Transform graph's affine map
-(robustness.pixel_model) converts the budget and the valid pixel range into its units. The start,
-steps and projection are the Evaluator's (models/linf_ball.py), in those units, without rounding.
+(attacks/affine_map.py) converts the budget and the valid pixel range into its units. The start,
+steps and projection are the Evaluator's (attacks/linf_ball.py), in those units, without rounding.
 """
 
 from typing import Optional
@@ -15,11 +15,11 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
+from cnnpipe.attacks import apgd
+from cnnpipe.attacks.affine_map import transform_as_affine_map
+from cnnpipe.attacks.linf_ball import LInfBall
 from cnnpipe.core import features
 from cnnpipe.core.names import APGD_CE, FGSM_RS
-from cnnpipe.models import apgd
-from cnnpipe.models.affine_map import transform_as_affine_map
-from cnnpipe.models.linf_ball import LInfBall
 
 
 def _uniform(shape: tf.Tensor, budget: tf.Tensor) -> tf.Tensor:

@@ -3,7 +3,7 @@
 At 227x227x3 with 1,000 classes it has 62,378,344 parameters (the single-tower form, no groups):
 conv1 11x11x3x96 = 34,848 weights (+96 biases) giving 55x55x96, conv2 5x5x96x256 = 614,400
 weights (+256) giving 27x27x256, conv3-5 3x3 with 384, 384, 256 filters, then FC 4096, 4096, 1000.
-(The lecture slide's "710K" for layer 2 is an arithmetic slip: it is 614,656 with the biases.)
+(Layer 2 has 614,656 parameters with its biases; a figure of "710K" sometimes quoted for it is a slip.)
 """
 
 import tf_keras as keras

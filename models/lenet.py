@@ -22,8 +22,8 @@ def lenet5(
 
     conv1 pads by 2 pixels ("same"), so a 28x28 image behaves as LeNet-5's 32x32 frame:
     61,706 parameters for 28x28x1 inputs and 10 classes. `l2` penalizes the hidden layers'
-    weights (0 turns it off); `use_bias=False` drops the hidden layers' biases (a pitfall the
-    lecture asks about; see docs/pitfalls.md).
+    weights (0 turns it off); `use_bias=False` drops the hidden layers' biases (a training pitfall measured
+    in docs/pitfalls.md).
     """
     hidden = {"activation": "relu", "use_bias": use_bias, "kernel_regularizer": keras.regularizers.L2(l2) if l2 else None}
     conv1, conv2, fc1, fc2 = (max(1, round(size * width)) for size in (6, 16, 120, 84))

@@ -63,7 +63,7 @@ NOT_NORMALIZED = (
 
 
 def require_normalized(images: tf.Tensor) -> tf.Tensor:
-    """`images`, once checked to be normalized; raw [0, 255] pixels stop training (a lecture pitfall)."""
+    """`images`, once checked to be normalized; raw [0, 255] pixels stop training (docs/pitfalls.md)."""
     check = tf.debugging.assert_less_equal(
         tf.reduce_max(tf.abs(images)),
         MAX_NORMALIZED_PIXEL,

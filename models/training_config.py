@@ -55,7 +55,7 @@ class TrainingConfig:
     class_names: tuple[str, ...] = ()  # in label order; from the data
 
     def __post_init__(self) -> None:
-        """Refuses settings that cannot train a working model (the lecture's pitfalls)."""
+        """Refuses settings that cannot train a working model (the pitfalls docs/pitfalls.md measures)."""
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise TrainingError(
                 f"epochs ({self.epochs}), batch size ({self.batch_size}) and learning rate ({self.learning_rate}) "

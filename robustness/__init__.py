@@ -1,1 +1,2 @@
-"""Robustness evaluation: FGSM and PGD attacks on exported models, and the adversarial eval examples."""
+"""Robustness evaluation: an exported model as a differentiable function of its pixels, the attack settings, and the
+eval split's clean and attacked copies (FGSM, PGD, APGD and their worst case) that the Evaluator measures."""

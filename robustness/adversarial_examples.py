@@ -25,10 +25,10 @@ from typing import Callable, Iterator, Mapping, Optional
 
 import tensorflow as tf
 
+from cnnpipe.attacks import eight_bit
 from cnnpipe.core.errors import RobustnessError
 from cnnpipe.core import features
 from cnnpipe.models import preprocessing
-from cnnpipe.robustness import attacks
 from cnnpipe.robustness.pixel_model import PixelModel
 from cnnpipe.core.names import APGD_CE, APGD_DLR, BASELINE, CANDIDATE, FGSM, NO_ATTACK, PGD, WORST_CASE
 from cnnpipe.robustness.settings import AttackSettings
@@ -57,15 +57,15 @@ def adversarial_batches(models: Mapping[str, PixelModel], pixels: Mapping[str, t
     for name, model in models.items():
         made = []
         if FGSM in settings.attacks:
-            made += [Copy(name, FGSM, e, x) for e, x in
-                     zip(settings.epsilons, attacks.fgsm(model.probabilities, pixels[name], labels, settings.epsilons))]
+            made += [Copy(name, FGSM, e, x) for e, x in zip(settings.epsilons, eight_bit.fgsm(
+                model.probabilities, pixels[name], labels, settings.epsilons))]
         if PGD in settings.attacks:
-            made += [Copy(name, PGD, e, x) for e, x in zip(settings.epsilons, attacks.pgd(
+            made += [Copy(name, PGD, e, x) for e, x in zip(settings.epsilons, eight_bit.pgd(
                 model.probabilities, pixels[name], labels, settings.epsilons, settings.pgd_steps,
                 settings.pgd_step_fraction, seed))]
         for loss in (APGD_CE, APGD_DLR):
             if loss in settings.attacks:
-                made += [Copy(name, loss, e, x) for e, x in zip(settings.epsilons, attacks.apgd(
+                made += [Copy(name, loss, e, x) for e, x in zip(settings.epsilons, eight_bit.apgd(
                     model.probabilities, pixels[name], labels, settings.epsilons, loss, settings.apgd_steps, seed))]
         yield from made
         if settings.worst_case:

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from cnnpipe.core.errors import RobustnessError
 from cnnpipe.core import features
-from cnnpipe.models.affine_map import transform_as_affine_map
+from cnnpipe.attacks.affine_map import transform_as_affine_map
 
 
 def _first_input_spec(function) -> object:

@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from cnnpipe.core import images as core_images
+from cnnpipe.core import features, images as core_images
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.core.names import (ALL_CLASS_NAMES, CLASSIFY, CLASSIFY_CLASSES, CLASSIFY_SCORES, INPUTS,
                                 NEIGHBOR_CLASS_NAMES, NEIGHBOR_IDS, NEIGHBOR_SOURCES, PREDICT_IMAGE, PROBABILITIES,
@@ -45,12 +45,14 @@ def read_images(paths: list[str]) -> list[bytes]:
     return images
 
 
-def tf_examples(paths: list[str], images: list[bytes]) -> list[bytes]:
-    """The images as serialized tf.Examples, written as ingestion writes an image without a class (the records
-    `serving_default` and `classify` take)."""
-    from cnnpipe.components.ingestion import formats  # noqa: PLC0415 - only classify sends tf.Examples
+def tf_examples(images: list[bytes]) -> list[bytes]:
+    """The (upright) images as serialized tf.Examples with their encoded bytes as the `image` feature: the feature
+    `serving_default` and `classify` parse of ingestion's records."""
+    import tensorflow as tf  # noqa: PLC0415 - only classify sends tf.Examples
 
-    return [formats.read_image_file(path, image, ()) for path, image in zip(paths, images)]
+    return [tf.train.Example(features=tf.train.Features(feature={
+        features.IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))})).SerializeToString()
+        for image in images]
 
 
 def _json_feature(feature) -> object:

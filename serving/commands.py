@@ -159,7 +159,7 @@ def _call(args: argparse.Namespace, signature: str) -> tuple[list[str], dict]:
         raise CnnpipeError(f"--top-k {args.top_k}: give 1 or more.")
     inputs = client.read_images(args.images)
     if signature == CLASSIFY:
-        inputs = client.tf_examples(args.images, inputs)
+        inputs = client.tf_examples(inputs)
     if args.server and args.protocol == "grpc":
         return args.images, client.call_grpc(args.server, args.model, args.version, signature, inputs)
     if args.server:

@@ -15,12 +15,12 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from conftest import encode, fashion_mnist, train_and_export
+from cnnpipe.attacks import eight_bit
 from cnnpipe.components.adversarial import AdversarialExamples
 from cnnpipe.core.errors import RobustnessError
 from cnnpipe.components.ingestion.formats import make_example
 from cnnpipe.core import features
 from cnnpipe.pipeline.datasets import FASHION_MNIST
-from cnnpipe.robustness import attacks
 from cnnpipe.robustness.adversarial_examples import OUTPUT_FILE, WEIGHT_KEYS, write
 from cnnpipe.robustness.settings import AttackSettings
 from cnnpipe.robustness.pixel_model import PixelModel
@@ -76,7 +76,7 @@ def test_the_pixel_function_gives_what_the_model_serves(models, test_set, name):
 
 def test_fgsm_at_epsilon_zero_leaves_images_and_accuracy_unchanged(models, candidate, test_set):
     pixels, labels = test_set
-    (unchanged,) = attacks.fgsm(candidate.probabilities, pixels, labels, [0.0])
+    (unchanged,) = eight_bit.fgsm(candidate.probabilities, pixels, labels, [0.0])
     np.testing.assert_array_equal(unchanged.numpy(), pixels.numpy())
     assert served_accuracy(models["candidate"], unchanged, labels) == served_accuracy(models["candidate"], pixels, labels)
 
@@ -84,8 +84,10 @@ def test_fgsm_at_epsilon_zero_leaves_images_and_accuracy_unchanged(models, candi
 def test_accuracy_falls_as_epsilon_grows_and_pgd_is_at_most_fgsm(models, candidate, test_set):
     pixels, labels = test_set
     clean = served_accuracy(models["candidate"], pixels, labels)
-    fgsm = [served_accuracy(models["candidate"], x, labels) for x in attacks.fgsm(candidate.probabilities, pixels, labels, EPSILONS)]
-    pgd = [served_accuracy(models["candidate"], x, labels) for x in attacks.pgd(candidate.probabilities, pixels, labels, EPSILONS)]
+    fgsm = [served_accuracy(models["candidate"], x, labels)
+            for x in eight_bit.fgsm(candidate.probabilities, pixels, labels, EPSILONS)]
+    pgd = [served_accuracy(models["candidate"], x, labels)
+           for x in eight_bit.pgd(candidate.probabilities, pixels, labels, EPSILONS)]
     print(f"clean {clean:.3f}, FGSM {fgsm}, PGD {pgd}")
     assert clean > 0.6
     assert fgsm[0] < clean - 0.1
@@ -97,7 +99,7 @@ def test_accuracy_falls_as_epsilon_grows_and_pgd_is_at_most_fgsm(models, candida
 
 def test_pgd_is_reproducible_from_its_seed_and_stays_in_the_ball(candidate, test_set):
     pixels, labels = test_set
-    first, again, other = (attacks.pgd(candidate.probabilities, pixels, labels, [0.1], steps=3, seed=seed)[0]
+    first, again, other = (eight_bit.pgd(candidate.probabilities, pixels, labels, [0.1], steps=3, seed=seed)[0]
                            for seed in [(0, 1), (0, 1), (0, 2)])
     np.testing.assert_array_equal(first.numpy(), again.numpy())
     assert not np.array_equal(first.numpy(), other.numpy())
@@ -109,7 +111,7 @@ def test_pgd_is_reproducible_from_its_seed_and_stays_in_the_ball(candidate, test
 def test_pgd_stops_once_every_image_is_broken(models, candidate, test_set):
     """At ε = 1 every image falls within a few steps; the steps left must not run the model on an empty batch."""
     pixels, labels = test_set
-    (broken,) = attacks.pgd(candidate.probabilities, pixels, labels, [1.0], steps=20)
+    (broken,) = eight_bit.pgd(candidate.probabilities, pixels, labels, [1.0], steps=20)
     assert served_accuracy(models["candidate"], broken, labels) == 0.0
 
 
@@ -128,8 +130,8 @@ def test_fgsm_agrees_with_adversarial_robustness_toolbox(candidate, test_set):
     )
     one_hot = tf.one_hot(labels, len(FASHION_MNIST.class_names)).numpy()
     for epsilon in (0.05, 0.2):
-        theirs = FastGradientMethod(classifier, eps=attacks.pixel_budget(epsilon)).generate(pixels.numpy(), one_hot)
-        (ours,) = attacks.fgsm(candidate.probabilities, pixels, labels, [epsilon])
+        theirs = FastGradientMethod(classifier, eps=eight_bit.pixel_budget(epsilon)).generate(pixels.numpy(), one_hot)
+        (ours,) = eight_bit.fgsm(candidate.probabilities, pixels, labels, [epsilon])
         same_images = np.mean(np.all(ours.numpy() == theirs, axis=(1, 2, 3)))
         same_pixels = np.mean(ours.numpy() == theirs)
         print(f"ε {epsilon}: {same_images:.1%} of images, {same_pixels:.4%} of pixels identical")
@@ -175,11 +177,11 @@ def test_apgd_agrees_with_adversarial_robustness_toolbox_and_is_at_least_as_stro
     one_hot = tf.one_hot(labels, len(FASHION_MNIST.class_names)).numpy()
     accuracy = lambda images: float(np.mean(np.argmax(model.probabilities(images), axis=1) == labels.numpy()))
     for epsilon in epsilons:
-        budget = float(attacks.pixel_budget(epsilon))
+        budget = float(eight_bit.pixel_budget(epsilon))
         theirs = AutoProjectedGradientDescent(classifier, eps=budget, eps_step=2 * budget, max_iter=20, nb_random_init=1,
                                               batch_size=len(labels), loss_type=art_loss, verbose=False)
-        (ours,) = attacks.apgd(model.probabilities, pixels, labels, [epsilon], loss, steps=20)
-        (pgd,) = attacks.pgd(model.probabilities, pixels, labels, [epsilon], steps=20)
+        (ours,) = eight_bit.apgd(model.probabilities, pixels, labels, [epsilon], loss, steps=20)
+        (pgd,) = eight_bit.pgd(model.probabilities, pixels, labels, [epsilon], steps=20)
         ours_accuracy, art_accuracy = accuracy(ours), accuracy(tf.constant(theirs.generate(pixels.numpy(), one_hot)))
         print(f"{trained} ε {epsilon}: {loss} {ours_accuracy:.3f}, ART {art_accuracy:.3f}, PGD-20 {accuracy(pgd):.3f}")
         assert art_accuracy - 0.03 <= ours_accuracy <= art_accuracy + 0.015
@@ -336,13 +338,15 @@ def test_each_model_is_attacked_with_its_own_gradients(models, component_run):
             found = copies(records, name, attack, 0.1)
             assert [value(r, features.SOURCE).decode() for r in found] == [f"t10k-images-idx3-ubyte.gz:{i}" for i in range(SOURCES)]
             written[name, attack] = np.stack([decoded(r) for r in found])
-        (fgsm,) = attacks.fgsm(model.probabilities, pixels, labels, [0.1])
-        pgd = [attacks.pgd(model.probabilities, pixels[i:i + COMPONENT_BATCH], labels[i:i + COMPONENT_BATCH], [0.1], STEPS,
-                           seed=(0, i // COMPONENT_BATCH))[0] for i in range(0, SOURCES, COMPONENT_BATCH)]  # seed: (seed, batch)
+        (fgsm,) = eight_bit.fgsm(model.probabilities, pixels, labels, [0.1])
+        pgd = [eight_bit.pgd(model.probabilities, pixels[i:i + COMPONENT_BATCH], labels[i:i + COMPONENT_BATCH], [0.1],
+                             STEPS, seed=(0, i // COMPONENT_BATCH))[0]
+               for i in range(0, SOURCES, COMPONENT_BATCH)]  # seed: (seed, batch)
         np.testing.assert_array_equal(written[name, "fgsm"], fgsm.numpy()[..., 0])
         np.testing.assert_array_equal(written[name, "pgd"], np.concatenate(pgd)[..., 0])
-        apgd = [attacks.apgd(model.probabilities, pixels[i:i + COMPONENT_BATCH], labels[i:i + COMPONENT_BATCH], [0.1],
-                             "apgd-dlr", seed=(0, i // COMPONENT_BATCH))[0] for i in range(0, SOURCES, COMPONENT_BATCH)]
+        apgd = [eight_bit.apgd(model.probabilities, pixels[i:i + COMPONENT_BATCH], labels[i:i + COMPONENT_BATCH], [0.1],
+                               "apgd-dlr", seed=(0, i // COMPONENT_BATCH))[0]
+                for i in range(0, SOURCES, COMPONENT_BATCH)]
         np.testing.assert_array_equal(written[name, "apgd-dlr"], np.concatenate(apgd)[..., 0])
     assert np.mean(np.any(written["candidate", "fgsm"] != written["baseline", "fgsm"], axis=(1, 2))) > 0.9
 

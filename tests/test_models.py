@@ -1,4 +1,4 @@
-"""The model registry: the lecture's parameter counts, forward passes, and real training that learns."""
+"""The model registry: parameter counts checked by hand, forward passes, and real training that learns."""
 
 import numpy as np
 import pytest

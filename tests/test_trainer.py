@@ -8,10 +8,10 @@ import tensorflow as tf
 import tf_keras as keras
 
 from conftest import fashion_mnist
+from cnnpipe.attacks import eight_bit
 from cnnpipe.core.errors import TrainingError
 from cnnpipe.core import features
 from cnnpipe.models import adversarial_training, collapse_check, trainer, training_config
-from cnnpipe.robustness import attacks
 
 
 def real_batch(count: int = 64) -> tf.Tensor:
@@ -103,7 +103,7 @@ def test_adversarial_batches_move_pixels_at_the_edge_of_the_pixel_range(method):
 @pytest.mark.parametrize("method, pgd_steps, step_fraction", [("fgsm-rs", 1, 1.25), ("pgd", 5, 0.5)])
 def test_the_training_attack_in_8bit_units_makes_the_evaluators_pgd_images(method, pgd_steps, step_fraction,
                                                                             monkeypatch):
-    """Both attacks step through models/linf_ball.py: in 8-bit units (scale 1, offset 0), rounding to whole
+    """Both attacks step through attacks/linf_ball.py: in 8-bit units (scale 1, offset 0), rounding to whole
     levels and from the Evaluator's seeded random start, the training attack makes the Evaluator's PGD images.
 
     The loss rises or falls (by pixel) with the pixel's squared distance from a random level: pixels swing
@@ -127,7 +127,7 @@ def test_the_training_attack_in_8bit_units_makes_the_evaluators_pgd_images(metho
     wrapped = adversarial_training.AdversarialTraining(model, method, 0.2, 5, tf.constant(1.0), tf.constant(0.0))
     wrapped.ball = dataclasses.replace(wrapped.ball, whole_levels=True)
     trained_on = wrapped.attack(pixels, labels).numpy()
-    (evaluated,) = attacks.pgd(model, pixels, labels, [0.2], pgd_steps, step_fraction, seed)
+    (evaluated,) = eight_bit.pgd(model, pixels, labels, [0.2], pgd_steps, step_fraction, seed)
     np.testing.assert_array_equal(trained_on, evaluated.numpy())
     assert np.all(np.argmax(model(evaluated), axis=1) == 1)
     moved = np.abs(evaluated.numpy() - pixels.numpy())

@@ -1,9 +1,8 @@
-"""The L-inf ball that both gradient attacks move in: a random start, signed-gradient steps and the projection.
+"""The L-inf ball that every gradient attack moves in: a random start, signed-gradient steps and the projection.
 
-Written once for the Evaluator's attacks (robustness/attacks.py: 8-bit pixels in [0, 255], rounded to
-whole levels, the margin-like `attack_loss`) and for adversarial training (models/adversarial_training.py:
-the Trainer's transformed pixels, cross-entropy): the caller gives its units and its loss. An attack
-carries the perturbation `delta`; its images are `source + delta`.
+The caller gives its units and its loss: `eight_bit`'s attacks step in 8-bit pixels in [0, 255], rounded to whole
+levels, on the margin-like `attack_loss`; adversarial training (models/adversarial_training.py) in the Trainer's
+transformed pixels on cross-entropy. An attack carries the perturbation `delta`; its images are `source + delta`.
 """
 
 import dataclasses

@@ -3,7 +3,7 @@
 Pixels are float32 [N, H, W, C] holding 8-bit values (whole numbers in [0, 255]); ε is on the
 [0, 1] scale. Every attack returns 8-bit images again: clipped to [0, 255], rounded, and within
 `pixel_budget(ε)` = round(255 ε) levels of the source pixels, so each one is a real image a client
-could send. The start, steps and projection are models/linf_ball.py's, shared with adversarial training.
+could send. The start, steps and projection are linf_ball.py's, shared with adversarial training.
 """
 
 from typing import Sequence
@@ -12,8 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from cnnpipe.core.names import APGD_CE, APGD_DLR
-from cnnpipe.models import apgd as apgd_search, linf_ball
-from cnnpipe.models.linf_ball import Probabilities
+from cnnpipe.attacks import apgd as apgd_search, linf_ball
+from cnnpipe.attacks.linf_ball import Probabilities
 
 
 TINY = 1e-30  # the smallest probability APGD's losses take the log of
@@ -140,7 +140,7 @@ def apgd(
     steps: int = 20,
     seed: tuple[int, int] = (0, 0),
 ) -> list[tf.Tensor]:
-    """Auto-PGD (Croce and Hein, 2020; models/apgd.py) with `loss` (apgd-ce: cross-entropy; apgd-dlr: the difference
+    """Auto-PGD (Croce and Hein, 2020; apgd.py) with `loss` (apgd-ce: cross-entropy; apgd-dlr: the difference
     of logits ratio), `steps` steps from a uniform random start.
 
     Each image is the first one that fooled the model, else the one of highest loss: 8-bit images within the

@@ -1,5 +1,5 @@
-"""Auto-PGD's search (Croce and Hein, 2020) in any L-inf ball: the Evaluator's APGD attacks (robustness/attacks.py,
-8-bit pixels) and `--adversarial apgd` training (models/adversarial_training.py, transformed pixels) both run it.
+"""Auto-PGD's search (Croce and Hein, 2020) in any L-inf ball: `eight_bit.apgd` runs it on 8-bit pixels and
+`--adversarial apgd-ce` training (models/adversarial_training.py) on transformed pixels.
 
 From a random start, `steps` sign-gradient steps with momentum 0.75 whose size, 2ε at first, is halved at
 checkpoints where the loss rose in at most 75% of the steps since the last one, or where the best loss did not
@@ -10,7 +10,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from cnnpipe.models.linf_ball import LInfBall, Loss, Probabilities, Uniform, loss_gradient
+from cnnpipe.attacks.linf_ball import LInfBall, Loss, Probabilities, Uniform, loss_gradient
 
 MOMENTUM = 0.75  # the share of a step that follows the gradient; the rest keeps the last step's direction
 INCREASE = 0.75  # ρ: below this share of steps raising the loss between checkpoints, the step size halves

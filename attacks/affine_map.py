@@ -1,6 +1,7 @@
 """A Transform graph read as the elementwise affine map of the pixels it is after decoding (transformed = scale *
-pixels + offset, for images of the model's own size), so that gradients reach raw pixels: in adversarial training
-(models/adversarial_training.py) and in the Evaluator's attacks (robustness/pixel_model.py)."""
+pixels + offset, for images of the model's own size), so that gradients reach raw pixels: adversarial training
+(models/adversarial_training.py) converts ε and the pixel range with it, and robustness/pixel_model.py puts it
+in front of an exported model."""
 
 import numpy as np
 import tensorflow as tf
