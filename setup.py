@@ -38,6 +38,10 @@ setup(
         "matplotlib==3.9.2",  # the robustness report's curve
     ],
     # kfp 2.13 is the newest kfp that installs beside TensorFlow 2.16's protobuf (< 5); cnnpipe compile/submit/schedule.
-    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "kfp==2.13.0", "adversarial-robustness-toolbox==1.20.1", "import-linter==2.16", "selenium==4.51.0"], "kubeflow": ["kfp==2.13.0"]},
+    extras_require={
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "kfp==2.13.0", "adversarial-robustness-toolbox==1.20.1",
+                 "import-linter==2.16", "ruff==0.16.9", "selenium==4.51.0"],
+        "kubeflow": ["kfp==2.13.0"],
+    },
     entry_points={"console_scripts": ["cnnpipe=cnnpipe.pipeline.cli:main"]},
 )

@@ -48,7 +48,8 @@ def eight_bit_ball(budget: linf_ball.Bound) -> linf_ball.LInfBall:
     return linf_ball.LInfBall(budget, 0.0, 255.0, whole_levels=True)
 
 
-def fgsm(probabilities: Probabilities, pixels: tf.Tensor, labels: tf.Tensor, epsilons: Sequence[float]) -> list[tf.Tensor]:
+def fgsm(probabilities: Probabilities, pixels: tf.Tensor, labels: tf.Tensor,
+         epsilons: Sequence[float]) -> list[tf.Tensor]:
     """Fast gradient sign method: x + ε sign(∇x loss), one batch per ε from one gradient."""
     gradient = loss_gradient(probabilities, pixels, labels)
     budgets = [float(pixel_budget(e)) for e in epsilons]
@@ -127,8 +128,9 @@ APGD_LOSSES = {APGD_CE: cross_entropy, APGD_DLR: difference_of_logits_ratio}
 def _apgd(probabilities: Probabilities, loss: linf_ball.Loss, pixels: tf.Tensor, labels: tf.Tensor,
           budget: tf.Tensor, steps: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """`apgd` at one budget, over one batch."""
-    return apgd_search.search(probabilities, loss, eight_bit_ball(budget), pixels, labels, steps,
-                              lambda shape, limit: tf.random.stateless_uniform(shape, seed, -limit, limit)).adversarial()
+    return apgd_search.search(
+        probabilities, loss, eight_bit_ball(budget), pixels, labels, steps,
+        lambda shape, limit: tf.random.stateless_uniform(shape, seed, -limit, limit)).adversarial()
 
 
 def apgd(

@@ -33,7 +33,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as output:
             config = PipelineConfig.from_options(epochs=1, output_dir=output, beam_args=beam_args(workers))
             seconds[workers] = local_runner.run(config, out=io.StringIO())
-        print(f"{workers} worker(s): " + ", ".join(f"{c} {seconds[workers][c]:.1f}s" for c in BEAM_COMPONENTS), flush=True)
+        print(f"{workers} worker(s): " + ", ".join(f"{c} {seconds[workers][c]:.1f}s" for c in BEAM_COMPONENTS),
+              flush=True)
     print(f"\n{'component':16}" + "".join(f"{w:>10} w" for w in args.workers) + "   ratio")
     first, last = args.workers[0], args.workers[-1]
     for component in (*BEAM_COMPONENTS, "together"):

@@ -42,7 +42,8 @@ CASES = (
     Case("raw [0, 255] inputs", "no normalization: huge activations and gradients", scale_inputs=False),
     Case("all-zero weights", "every unit of a layer gets the same gradient: symmetry never breaks", zero_init=True),
     Case("full-data-set batches", "one update per epoch", batch_size=0),
-    Case("class-sorted, not shuffled", "each stretch of updates sees one class only", shuffle=False, sort_by_class=True),
+    Case("class-sorted, not shuffled", "each stretch of updates sees one class only", shuffle=False,
+         sort_by_class=True),
     Case("no bias terms", "hidden layers without biases", use_bias=False),
     Case("batch size 1", "noisy gradients, one update per image", batch_size=1),
 )

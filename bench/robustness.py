@@ -61,7 +61,8 @@ def accuracy_per_epsilon(model: PixelModel, settings: AttackSettings) -> None:
     took: the copies `adversarial_examples.adversarial_batches` makes, as the component makes them."""
     images, labels = report.fashion_mnist_arrays("t10k", 10_000)
     batches = [(tf.constant(images[i:i + settings.batch_size, ..., None], tf.float32),
-                tf.constant(labels[i:i + settings.batch_size], tf.int64)) for i in range(0, len(labels), settings.batch_size)]
+                tf.constant(labels[i:i + settings.batch_size], tf.int64))
+               for i in range(0, len(labels), settings.batch_size)]
     correct = lambda x, y: int(tf.reduce_sum(tf.cast(tf.argmax(model.probabilities(x), -1) == y, tf.int32)))  # noqa: E731
     names = with_worst_case(settings.attacks)
     print(f"  clean accuracy {sum(correct(x, y) for x, y in batches) / len(labels):.2%}")

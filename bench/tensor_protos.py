@@ -3,8 +3,9 @@
 `cnnpipe serve` reads every gRPC request's TensorProtos with `tensors.from_proto` and writes every
 response's with `tensors.write_proto` (into the typed fields, float_val …, as TF Serving answers); TensorFlow's are
 `tf.make_ndarray` and `tf.make_tensor_proto` (into tensor_content, plus the copy into the response's map entry).
-Each tensor is converted both ways, requests in the forms clients send: `tensor_content` (what `tf.make_tensor_proto` writes) and the repeated fields
-(float_val, int64_val, string_val; TF Serving clients in other languages often send float_val).
+Each tensor is converted both ways, requests in the forms clients send: `tensor_content` (what `tf.make_tensor_proto`
+writes) and the repeated fields (float_val, int64_val, string_val; TF Serving clients in other languages often
+send float_val).
 `from_proto` includes its dtype and shape checks against the signature. The two sides alternate
 within each round; the figures are medians over the rounds, the ratio is TensorFlow's time over
 ours (above 1: ours is faster), the median of the rounds' ratios.

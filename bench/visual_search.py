@@ -12,8 +12,8 @@ class. Prints, side by side in one run:
 - what search adds to the run that pushed the model: EmbeddingIndex's wall time against the whole run's (ML
   Metadata of --output).
 
-    .venv/bin/python bench/visual_search.py [--output cnnpipe-output] [--serving-dir OUTPUT/serving] [--model fashion_mnist]
-        [--beside MODEL_DIR …]
+    .venv/bin/python bench/visual_search.py [--output cnnpipe-output] [--serving-dir OUTPUT/serving]
+        [--model fashion_mnist] [--beside MODEL_DIR …]
 """
 
 import argparse
@@ -103,8 +103,9 @@ def main() -> None:
     precision, average_precision = ranking(exact_top(pixel_queries, pixels, TOP_K), catalog_labels, query_labels)
     print(f"{'raw pixels, exact':<28} {pixels.shape[1]:>5} {precision:>6.3f} {average_precision:>8.3f} {'-':>9}",
           flush=True)
-    for name, signatures in [(f"embed of --beside {number}", tf.saved_model.load(path).signatures)
-                             for number, path in enumerate(args.beside, start=1)] + [("embed signature, exact", loaded)]:
+    for name, signatures in ([(f"embed of --beside {number}", tf.saved_model.load(path).signatures)
+                              for number, path in enumerate(args.beside, start=1)]
+                             + [("embed signature, exact", loaded)]):
         catalog = normalized(batched(signatures["embed"], catalog_images, "embeddings"))
         queries = normalized(batched(signatures["embed"], query_images, "embeddings"))
         precision, average_precision = ranking(exact_top(queries, catalog, TOP_K), catalog_labels, query_labels)

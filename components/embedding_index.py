@@ -139,7 +139,8 @@ def _measure(searcher: index.Searcher, catalog: dict, queries: Optional[dict], b
     relevant = item_classes[exact] == query_classes[:, None]
     class_items = dict(zip(*np.unique(item_classes, return_counts=True)))
     precision = metrics.precision_at_k(relevant, PRECISION_AT)
-    average_precision = metrics.average_precision_at_k(relevant, AP_AT, np.array([class_items.get(c, 0) for c in query_classes]))
+    average_precision = metrics.average_precision_at_k(relevant, AP_AT,
+                                                       np.array([class_items.get(c, 0) for c in query_classes]))
     figures.update(precision_at_10=float(precision.mean()), map_at_100=float(average_precision.mean()), per_class={
         name.decode(): {"queries": int((query_classes == name).sum()),
                         "precision_at_10": float(precision[query_classes == name].mean()),
@@ -231,11 +232,13 @@ def EmbeddingIndex(
 
     search_dir = os.path.join(export_dir, SEARCH_ASSETS)
     os.makedirs(search_dir, exist_ok=True)
-    items.write(items.Items(sources, class_names_of, items_read["thumbnail"].tolist()), os.path.join(search_dir, items.FILE))
+    items.write(items.Items(sources, class_names_of, items_read["thumbnail"].tolist()),
+                os.path.join(search_dir, items.FILE))
     searcher, build_seconds = _timed(index.build, normalized(items_read[EMBEDDINGS]), top_k)
     checksum = tf.saved_model.experimental.read_fingerprint(export_dir).saved_model_checksum
     index.save(searcher, os.path.join(search_dir, index.INDEX_DIR), checksum)
-    figures = _measure(searcher, items_read, queries, build_seconds, _directory_bytes(os.path.join(search_dir, index.INDEX_DIR)))
+    figures = _measure(searcher, items_read, queries, build_seconds,
+                       _directory_bytes(os.path.join(search_dir, index.INDEX_DIR)))
     served = _served_precision(baseline, queries)
     if served is not None:
         figures["served_precision_at_10"] = served

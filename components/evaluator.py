@@ -5,11 +5,12 @@ ServedModel always hands the Evaluator a baseline Model artifact; when nothing w
 and this executor drops it, so the run is evaluated as a first one is: no baseline, and TFX's rubber stamp (the
 change thresholds are not applied). When the evaluation key AdversarialExamples wrote beside its copies is the key
 of the metrics pushed with the served model (the same eval images, attacks and settings: it then attacked the
-candidate alone), TFMA evaluates the candidate alone: each change threshold becomes a lower bound at the served model's stored value less
-the allowed drop, and the stored metrics and those bounds are kept in the evaluation (evaluation_results
-.REUSED_BASELINE, SERVED_BOUNDS) for the summary and the report. A candidate that EmbeddingIndex measured below its search thresholds (`retrieval.json`'s
-`failures`) is not blessed, whatever TFMA found. The evaluation gets the key of what it measured, which the Pusher
-pushes with the metrics.
+candidate alone), TFMA evaluates the candidate alone: each change threshold becomes a lower bound at the served
+model's stored value less the allowed drop, and the stored metrics and those bounds are kept in the
+evaluation (evaluation_results
+.REUSED_BASELINE, SERVED_BOUNDS) for the summary and the report. A candidate that EmbeddingIndex measured below its
+search thresholds (`retrieval.json`'s `failures`) is not blessed, whatever TFMA found. The evaluation gets the key
+of what it measured, which the Pusher pushes with the metrics.
 """
 
 import os
@@ -54,8 +55,8 @@ def with_served_values(config: tfma.EvalConfig, served: Metrics) -> tuple[tfma.E
                 lower = threshold.value_threshold.lower_bound.value \
                     if threshold.value_threshold.HasField("lower_bound") else None
                 # TFMA's absolute change allowed is -drop (a tiny margin below it, pipeline/evaluation.py)
-                bound = ServedBound(slice_, name, served[("", slice_)][name], -threshold.change_threshold.absolute.value,
-                                    lower)
+                bound = ServedBound(slice_, name, served[("", slice_)][name],
+                                    -threshold.change_threshold.absolute.value, lower)
                 threshold.value_threshold.lower_bound.value = bound.bound
                 threshold.ClearField("change_threshold")
                 bounds.append(bound)

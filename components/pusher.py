@@ -10,8 +10,9 @@ is complete. Each version holds a push record (the run and Model artifact it cam
 `statistics`, the statistics of the training data it learned from, both of which ServedModel reads back (the
 next run's drift check compares its data with those statistics); given the Evaluator's `evaluation`, the
 candidate's metrics on the attacked eval images with the key of what they measured (the next run reuses them as
-the served model's when its key is the same: components/evaluator.py). Versions only increase. After a push the Pusher keeps only the newest `keep_versions` versions
-(all by default) and rewrites `<serving_dir>/models.config` listing the served models.
+the served model's when its key is the same: components/evaluator.py). Versions only increase. After a push the
+Pusher keeps only the newest `keep_versions` versions (all by default) and rewrites `<serving_dir>/models.config`
+listing the served models.
 """
 
 import contextlib

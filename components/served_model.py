@@ -70,7 +70,8 @@ def push_record(version_dir: str) -> dict:
 def ServedModel(serving_base: Parameter[str], baseline: OutputArtifact[standard_artifacts.Model],
                 served_statistics: OutputArtifact[standard_artifacts.ExampleStatistics]) -> None:
     """Copies the newest served version under `serving_base` into `baseline`, with where it came from, and the
-    statistics of the data it was trained on (pushed with it) into `served_statistics`' train split (none: no splits)."""
+    statistics of the data it was trained on (pushed with it) into `served_statistics`' train split
+    (none: no splits)."""
     served = newest_served(serving_base)
     served_statistics.split_names = artifact_utils.encode_split_names([])
     if served is None:

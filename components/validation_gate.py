@@ -36,7 +36,8 @@ DRIFTED, ACCEPTED = "drifted", "accepted"  # the drift artifact's custom propert
 DRIFT_FILE = "SchemaDiff.pb"  # in its train split: the Anomalies with every drift measurement
 # The drift comparators an inferred schema gets (a curated one states its own): feature -> (comparator, threshold)
 DEFAULT_DRIFT = {features.CLASS_NAME: ("infinity_norm", 0.05), features.BRIGHTNESS: ("jensen_shannon_divergence", 0.1),
-                 features.HEIGHT: ("jensen_shannon_divergence", 0.1), features.WIDTH: ("jensen_shannon_divergence", 0.1)}
+                 features.HEIGHT: ("jensen_shannon_divergence", 0.1),
+                 features.WIDTH: ("jensen_shannon_divergence", 0.1)}
 MEASURES = {anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY: "L-infinity distance",
             anomalies_pb2.DriftSkewInfo.Measurement.JENSEN_SHANNON_DIVERGENCE: "Jensen-Shannon divergence"}
 
@@ -114,7 +115,8 @@ def classes_without_training_images(statistics: standard_artifacts.ExampleStatis
         return None
     return (f"Classes without training images: {', '.join(repr(name) for name in missing)}. A model trained so would "
             "have an output that was never trained, so the run stopped before Transform. Add images of each (a class "
-            "folder that is empty, or whose images were not read), or drop the class from the data and its class names.")
+            "folder that is empty, or whose images were not read), or drop the class from the data and its "
+            "class names.")
 
 
 def bad_records(examples_dir: str, schema: schema_pb2.Schema) -> dict[str, list[str]]:
@@ -139,7 +141,8 @@ def describe(split: str, anomalies: anomalies_pb2.Anomalies, records: dict[str, 
     for feature, info in sorted(anomalies.anomaly_info.items()):
         sources = sorted({s for reason, found in records.items() if reason.startswith(f"{feature}_") for s in found})
         where = f" Records: {', '.join(sources)}." if sources else ""
-        domain = f" Labels are class ids 0 to {num_classes - 1}, one per class name." if feature == features.LABEL else ""
+        domain = (f" Labels are class ids 0 to {num_classes - 1}, one per class name." if feature == features.LABEL
+                  else "")
         lines.append(f"  - feature '{feature}': {info.description.strip()}{where}{domain}")
     if anomalies.HasField("dataset_anomaly_info"):
         lines.append(f"  - the data set: {anomalies.dataset_anomaly_info.description}")
@@ -169,8 +172,8 @@ def ValidationGate(
     schema_proto = with_label_domain(io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri)),
                                      len(class_names))
     reports = [
-        describe(split, result, bad_records(artifact_utils.get_split_uri([examples], split), schema_proto), schema_source,
-                 len(class_names))
+        describe(split, result, bad_records(artifact_utils.get_split_uri([examples], split), schema_proto),
+                 schema_source, len(class_names))
         for split, result in split_anomalies(anomalies, statistics, schema_proto).items()
     ]
     untrained = classes_without_training_images(statistics, class_names)

@@ -9,7 +9,8 @@ import dataclasses
 import typing
 from typing import Any, Callable, Optional
 
-GROUPS = ("data", "model and training", "blessing", "robustness", "visual search", "outputs")  # the `--help` sections, in order
+# The `--help` sections, in order
+GROUPS = ("data", "model and training", "blessing", "robustness", "visual search", "outputs")
 
 
 def option(default: Any = None, help: str = "", group: str = "", *, flag: Optional[str] = None,  # noqa: A002

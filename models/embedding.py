@@ -28,7 +28,8 @@ TEMPERATURE = 0.1  # of the contrastive term's softmax over cosines
 
 @keras.utils.register_keras_serializable(package="cnnpipe")
 class CosineClassifier(keras.layers.Layer):
-    """Class probabilities: softmax of `scale` x the cosine between a (normalized) embedding and each class's weights."""
+    """Class probabilities: softmax of `scale` x the cosine between a (normalized) embedding and each class's
+    weights."""
 
     def __init__(self, classes: int, scale: float = SCALE, **kwargs):
         super().__init__(**kwargs)

@@ -25,7 +25,8 @@ def lenet5(
     weights (0 turns it off); `use_bias=False` drops the hidden layers' biases (a training pitfall measured
     in docs/pitfalls.md).
     """
-    hidden = {"activation": "relu", "use_bias": use_bias, "kernel_regularizer": keras.regularizers.L2(l2) if l2 else None}
+    hidden = {"activation": "relu", "use_bias": use_bias,
+              "kernel_regularizer": keras.regularizers.L2(l2) if l2 else None}
     conv1, conv2, fc1, fc2 = (max(1, round(size * width)) for size in (6, 16, 120, 84))
     inputs = keras.Input(shape=input_shape, name=features.IMAGE_XF)
     x = convolution(inputs, conv1, "conv1", "same", hidden, batch_norm)

@@ -23,7 +23,8 @@ def resnet(
     width: int = 16,
     stem: str = "small",
 ) -> keras.Model:
-    """`stages[i]` bottleneck blocks of `width * 2**i` filters (4x that out); each stage after the first halves the size."""
+    """`stages[i]` bottleneck blocks of `width * 2**i` filters (4x that out); each stage after the first halves
+    the size."""
     if stem not in STEMS:
         raise ValueError(f"unknown stem '{stem}'; choose one of {', '.join(STEMS)}")
     inputs = keras.Input(shape=input_shape, name=features.IMAGE_XF)

@@ -77,7 +77,8 @@ def add_pipeline_options(command: argparse.ArgumentParser, skip: Sequence[str] =
 def add_kubeflow_target(command: argparse.ArgumentParser, default_package: str, default_experiment: str) -> None:
     """Where `submit` and `schedule` send the compiled pipeline."""
     command.add_argument("--host", required=True,
-                         help="the Kubeflow Pipelines API, e.g. http://localhost:8080 (a port-forwarded ml-pipeline-ui)")
+                         help="the Kubeflow Pipelines API, e.g. http://localhost:8080 (a port-forwarded "
+                         "ml-pipeline-ui)")
     command.add_argument("--package", default=default_package,
                          help=f"the pipeline spec `cnnpipe compile` wrote (default {default_package})")
     command.add_argument("--experiment", default=default_experiment,
@@ -106,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_pipeline_options(index, only=INDEX_OPTIONS)
     index.set_defaults(func=_index)
 
-    compile_ = commands.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines (a KFP v2 pipeline spec)")
+    compile_ = commands.add_parser(
+        "compile", help="compile the pipeline for Kubeflow Pipelines (a KFP v2 pipeline spec)")
     add_pipeline_options(compile_, skip=("output_dir",))
     kubeflow = compile_.add_argument_group("Kubeflow")
     kubeflow.add_argument("--pipeline-root", required=True, metavar="URI",
@@ -116,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"the pipeline spec file to write (default {config.KUBEFLOW_PACKAGE})")
     kubeflow.add_argument("--spec-version", choices=config.KUBEFLOW_SPEC_VERSIONS,
                           default=config.KUBEFLOW_SPEC_VERSIONS[0],
-                          help=f"the KFP pipeline spec schema (default {config.KUBEFLOW_SPEC_VERSIONS[0]}, which open-source "
-                          "Kubeflow Pipelines 2.x requires; Vertex AI Pipelines takes either)")
+                          help=f"the KFP pipeline spec schema (default {config.KUBEFLOW_SPEC_VERSIONS[0]}, which "
+                          "open-source Kubeflow Pipelines 2.x requires; Vertex AI Pipelines takes either)")
     compile_.set_defaults(func=_compile)
 
     submit = commands.add_parser("submit", help="run the compiled pipeline once on Kubeflow Pipelines")
@@ -156,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     skew.set_defaults(func=_skew)
 
     models = commands.add_parser("models", help="list the model registry: input size, parameters, layers")
-    models.add_argument("--input-shape", type=_parser(shape), help="H,W,C to build the models for (default: each one's own)")
+    models.add_argument("--input-shape", type=_parser(shape),
+                        help="H,W,C to build the models for (default: each one's own)")
     models.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
     models.add_argument("--layers", metavar="NAME", help="print one model's layers: output shape and parameters")
     models.set_defaults(func=_models)

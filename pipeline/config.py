@@ -37,8 +37,8 @@ class PipelineConfig:
     `cnnpipe`'s flags are generated from these fields (core/options.py); `from_options` reads them back."""
 
     data: str = option(datasets.FASHION_MNIST.name, "a known data set's name or a path to images", "data")
-    data_format: Optional[str] = option(None, "the data's format", "data", flag="--format", choices=("idx", "folder", "tfrecord"),
-                                        default_help="detected")
+    data_format: Optional[str] = option(None, "the data's format", "data", flag="--format",
+                                        choices=("idx", "folder", "tfrecord"), default_help="detected")
     class_names: Optional[tuple[str, ...]] = option(None, "comma-separated, in label order", "data", parse=names,
                                                     default_help="from the data")
     schema: Optional[str] = option(None, "curated schema name in schemas/ or a path", "data",
@@ -56,8 +56,8 @@ class PipelineConfig:
     search_top_k: int = option(10, "catalog items the search signature returns per image", "visual search",
                                metavar="K")
     catalog: Optional[str] = option(None, "the images search answers with: any format --data takes, with "
-                                    "their own classes, or one folder of images without classes", "visual search", metavar="PATH",
-                                    default_help="the training split")
+                                    "their own classes, or one folder of images without classes", "visual search",
+                                    metavar="PATH", default_help="the training split")
     output_dir: str = option(DEFAULT_OUTPUT_DIR, "pipeline root, metadata and logs", "outputs", flag="--output")
     serving_dir: Optional[str] = option(None, "TF Serving base directory", "outputs",
                                         default_help="OUTPUT/serving; on Kubeflow PIPELINE_ROOT/serving")
@@ -113,7 +113,8 @@ class PipelineConfig:
         data = source.detect(self.data_path, self.data_format, class_names)
         if not data.class_names:
             raise CnnpipeError(f"{self.data_path}: a folder of images without classes; training needs them. Put each "
-                               "class's images in a folder named after it (a --catalog may be a folder without classes).")
+                               "class's images in a folder named after it (a --catalog may be a folder without "
+                               "classes).")
         return data
 
     def catalog_source(self) -> Optional["DataSource"]:
@@ -159,7 +160,8 @@ class PipelineConfig:
                  or t.max_robust_accuracy_drop is not None)
         if gated and t.robust_epsilon not in self.robustness.epsilons:
             raise CnnpipeError(f"--robust-epsilon {t.robust_epsilon} is not one of --epsilons "
-                               f"{','.join(map(str, self.robustness.epsilons))}: the bounds gate an ε that is attacked.")
+                               f"{','.join(map(str, self.robustness.epsilons))}: the bounds gate an ε that is "
+                               "attacked.")
         return t
 
     def attack_settings(self) -> Optional[AttackSettings]:

@@ -69,9 +69,9 @@ def create_pipeline(
     `serving_base`, the baseline) on the eval images attacked with each one's own gradients too.
     Without `thresholds.compare_with_baseline` there is no ServedModel step: the blessing rests on
     the thresholds' lower bounds alone, and there is no drift check (the served model's training data's statistics
-    are the reference; `accept_drift` goes on past a drift). With `search_top_k`, the candidate is the EmbeddingIndex's: the
-    trained model with a `search` signature (that many neighbours) over the training split (or all of `catalog`,
-    which CatalogExampleGen ingests) and its index.
+    are the reference; `accept_drift` goes on past a drift). With `search_top_k`, the candidate is the
+    EmbeddingIndex's: the trained model with a `search` signature (that many neighbours) over the training split (or
+    all of `catalog`, which CatalogExampleGen ingests) and its index.
     """
     example_gen = ImageExampleGen(source, eval_percent=eval_percent)
     examples = example_gen.outputs["examples"]
@@ -177,7 +177,8 @@ def create_pipeline(
         pipeline_root=pipeline_root,
         components=[
             example_gen, statistics_gen, schema_gen, example_validator, validation_gate,
-            *span_resolvers, transform, *served_models, trainer, *catalog_gens, *indexes, *adversarial, evaluator, push_check, pusher,
+            *span_resolvers, transform, *served_models, trainer, *catalog_gens, *indexes, *adversarial, evaluator,
+            push_check, pusher,
         ],
         enable_cache=True,
         metadata_connection_config=metadata_connection_config,
@@ -229,11 +230,13 @@ def create_index_pipeline(
     `catalog`, checked from a fresh process and pushed as a new version, atomically like any push."""
     catalog_gen = ImageExampleGen(catalog).with_id(CATALOG_EXAMPLE_GEN)
     served = ServedModel(serving_base=serving_base).with_id(SERVED_MODEL)
-    index = EmbeddingIndex(model=served.outputs["baseline"], catalog=catalog_gen.outputs["examples"], top_k=search_top_k)
+    index = EmbeddingIndex(model=served.outputs["baseline"], catalog=catalog_gen.outputs["examples"],
+                           top_k=search_top_k)
     push_check = PushCheck(model=index.outputs["indexed_model"], examples=catalog_gen.outputs["examples"])
     pusher = AtomicPusher(model=index.outputs["indexed_model"], infra_blessing=push_check.outputs["infra_blessing"],
                           push_destination=_push_destination(serving_base), keep_versions=keep_versions,
-                          statistics=served.outputs["served_statistics"])  # the served weights' training data, carried on
+                          # the served weights' training data, carried on
+                          statistics=served.outputs["served_statistics"])
     return Pipeline(
         pipeline_name=name,
         pipeline_root=pipeline_root,

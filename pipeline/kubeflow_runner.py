@@ -38,7 +38,8 @@ def require_kfp() -> None:
     try:
         import kfp  # noqa: F401, PLC0415
     except ImportError:
-        raise CnnpipeError(f"Kubeflow support needs the Kubeflow Pipelines SDK (kfp); install it with: {INSTALL_HINT}") from None
+        raise CnnpipeError("Kubeflow support needs the Kubeflow Pipelines SDK (kfp); install it with: "
+                           f"{INSTALL_HINT}") from None
 
 
 def pipeline_name(name: str) -> str:
@@ -78,7 +79,8 @@ def compile_pipeline(
         default_image=image, use_pipeline_spec_2_1=spec_version == "2.1"))
     try:
         job = runner.run(build_pipeline(config, pipeline_root), write_out=False)  # a PipelineJob, as a dict
-    except TypeError as error:  # TFX compiles the latest-artifact and latest-blessed-model resolvers only (span windows)
+    except TypeError as error:
+        # TFX compiles the latest-artifact and latest-blessed-model resolvers only (span windows)
         if "resolver policy" not in str(error):
             raise
         raise CnnpipeError(
@@ -96,7 +98,8 @@ def compile_pipeline(
 
 def _require_package(package_path: str) -> None:
     if not os.path.isfile(package_path):
-        raise CnnpipeError(f"{package_path}: no such pipeline spec; write it with `cnnpipe compile` (or pass --package).")
+        raise CnnpipeError(f"{package_path}: no such pipeline spec; write it with `cnnpipe compile` "
+                           "(or pass --package).")
 
 
 def _server_message(body: Optional[str]) -> str:
@@ -127,7 +130,8 @@ def _kubeflow_at(host: str) -> Iterator[None]:
         ) from None
     except ApiException as error:
         raise CnnpipeError(
-            f"Kubeflow Pipelines at {host} refused the request: {error.status} {error.reason}: {_server_message(error.body)}"
+            f"Kubeflow Pipelines at {host} refused the request: {error.status} {error.reason}: "
+            f"{_server_message(error.body)}"
         ) from None
     except TimeoutError as error:  # the SDK's health check gave up
         raise CnnpipeError(f"Kubeflow Pipelines at {host} did not answer: {error}") from None

@@ -31,7 +31,8 @@ from cnnpipe.pipeline.progress import ComponentProgress
 def build_pipeline(config: PipelineConfig) -> Pipeline:
     """The pipeline for `config`, with its state under `config.output_dir`."""
     metadata = sqlite_metadata_connection_config(metadata_path(config.output_dir))
-    return dag.pipeline_for(config, config.name, os.path.join(config.output_dir, "pipeline"), config.schema_file(), metadata)
+    return dag.pipeline_for(config, config.name, os.path.join(config.output_dir, "pipeline"), config.schema_file(),
+                            metadata)
 
 
 def index_pipeline_name(config: PipelineConfig) -> str:
@@ -92,7 +93,8 @@ def logging_to(log_file: str) -> Iterator[None]:
 @contextlib.contextmanager
 def own_temp_dir() -> Iterator[None]:
     """Python's temporary files go to a directory of the run's own while the block runs, removed afterwards: TFX
-    leaves a 60 MB copy of itself there per Beam component (a package for remote Beam workers) and does not remove it."""
+    leaves a 60 MB copy of itself there per Beam component (a package for remote Beam workers) and does not
+    remove it."""
     saved, scratch = tempfile.tempdir, tempfile.mkdtemp(prefix="cnnpipe-run-")
     tempfile.tempdir = scratch
     try:
@@ -111,7 +113,8 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, pipeline: Optional[Pip
     name = pipeline.pipeline_info.pipeline_name
     log_file = os.path.join(config.output_dir, "logs", f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}.log")
     print(f"cnnpipe: pipeline '{name}' — output in {config.output_dir}, full log in {log_file}", file=out, flush=True)
-    with own_temp_dir(), logging_to(log_file), ComponentProgress(pipeline.metadata_connection_config, name, out) as progress:
+    with (own_temp_dir(), logging_to(log_file),
+          ComponentProgress(pipeline.metadata_connection_config, name, out) as progress):
         try:
             LocalDagRunner().run_with_ir(compile_pipeline(pipeline))
         except Exception:

@@ -2,7 +2,8 @@
 
 `retrain` is safe to run from cron: with no span newer than the newest one a run has finished
 (through the Pusher, pushed or not) it does nothing, and a run that was killed or failed is run
-again (its finished components come from the cache). The caller holds `output_dir.output_lock` so that two runs never share one metadata store.
+again (its finished components come from the cache). The caller holds `output_dir.output_lock` so
+that two runs never share one metadata store.
 """
 
 import dataclasses
@@ -36,10 +37,12 @@ def trained_spans(metadata_file: str, pipeline_name: str) -> list[int]:
     executions = mlmd.get_executions_by_context(pipeline.id)
     runs = {context.id for e in executions if types[e.type_id].endswith(PUSHER) and e.last_known_state in finished
             for context in mlmd.get_contexts_by_execution(e.id) if context.type == RUN_CONTEXT}
-    ingested = [e.id for run in runs for e in mlmd.get_executions_by_context(run) if types[e.type_id].endswith(EXAMPLE_GEN)]
+    ingested = [e.id for run in runs for e in mlmd.get_executions_by_context(run)
+                if types[e.type_id].endswith(EXAMPLE_GEN)]
     examples = {event.artifact_id for event in mlmd.get_events_by_execution_ids(ingested)
                 if event.type == metadata_store_pb2.Event.OUTPUT}
-    return sorted({artifact.custom_properties["span"].int_value for artifact in mlmd.get_artifacts_by_id(list(examples))})
+    return sorted({artifact.custom_properties["span"].int_value
+                   for artifact in mlmd.get_artifacts_by_id(list(examples))})
 
 
 @dataclasses.dataclass
@@ -59,7 +62,8 @@ def retrain(config: PipelineConfig, out: TextIO = sys.stdout) -> RetrainResult:
     spans = data_source.spans(config.data_path)
     if not spans:
         raise CnnpipeError(
-            f"{config.data_path}: retraining needs data in span directories ({data_source.SPAN_DIRECTORY.replace('{SPAN}', 'N')}"
+            f"{config.data_path}: retraining needs data in span directories "
+            f"({data_source.SPAN_DIRECTORY.replace('{SPAN}', 'N')}"
             "/ for N = 1, 2, ...); put each new batch of images in the next span."
         )
     metadata_file = local_runner.metadata_path(config.output_dir)

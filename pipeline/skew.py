@@ -72,7 +72,9 @@ def _example(value: bytes):
     return example if features.IMAGE in example.features.feature else None
 
 
-def serving_statistics(logs: list[prediction_log_pb2.PredictionLog]) -> tuple[statistics_pb2.DatasetFeatureStatisticsList, int]:
+def serving_statistics(
+    logs: list[prediction_log_pb2.PredictionLog],
+) -> tuple[statistics_pb2.DatasetFeatureStatisticsList, int]:
     """TFDV statistics of the logged images' brightness, height and width, and how many images there were."""
     rows = [summary for log in logs for image in logged_images(log) if (summary := decoded_summary(image))]
     frame = pd.DataFrame(rows, columns=[features.HEIGHT, features.WIDTH, features.BRIGHTNESS])
@@ -90,7 +92,8 @@ def _schema(training: statistics_pb2.DatasetFeatureStatisticsList) -> schema_pb2
     return schema
 
 
-def version_skew(serving_dir: str, model: str, version: int, logs: list[prediction_log_pb2.PredictionLog]) -> VersionSkew:
+def version_skew(serving_dir: str, model: str, version: int,
+                 logs: list[prediction_log_pb2.PredictionLog]) -> VersionSkew:
     path = os.path.join(serving_dir, model, str(version), TRAINING_STATISTICS)
     if not tf.io.gfile.exists(path):
         raise CnnpipeError(f"{path}: not found, so there is nothing to compare {model} version {version}'s requests "
@@ -108,5 +111,6 @@ def find_skew(requests_dir: str, serving_dir: str) -> list[VersionSkew]:
     """Each logged version's skew against its training data."""
     logged = request_log.read(requests_dir)
     if not logged:
-        raise CnnpipeError(f"{requests_dir}: no request logs here; give the --log-requests directory of `cnnpipe serve`.")
+        raise CnnpipeError(f"{requests_dir}: no request logs here; give the --log-requests directory of "
+                           "`cnnpipe serve`.")
     return [version_skew(serving_dir, model, version, logs) for (model, version), logs in sorted(logged.items())]

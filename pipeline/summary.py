@@ -70,7 +70,8 @@ class RunSummary:
         lines += [f"  {name:<14} {value:>8.2%}" + (f"  {per_class_search[name]['precision_at_10']:>11.3f}"
                                                    if name in per_class_search else "")
                   for name, value in self.per_class_accuracy.items()]
-        lines += [f"  {name:<14} not evaluated: the eval split has no images of it" for name in self.unevaluated_classes]
+        lines += [f"  {name:<14} not evaluated: the eval split has no images of it"
+                  for name in self.unevaluated_classes]
         if self.unevaluated_classes:
             lines.append(f"Warning: {len(self.unevaluated_classes)} class(es) were not evaluated; add eval images of "
                          "them (or raise --eval-percent) so that their accuracy counts.")
@@ -142,7 +143,8 @@ def retrieval_lines(figures: dict) -> list[str]:
         lines.append("  precision@10 and mAP@100 unknown: images without a class among the catalog or the queries")
     speed_up = figures["ann_queries_per_second"] / figures["exact_queries_per_second"]
     lines.append(f"  ScaNN index: recall@10 {figures['ann_recall_at_10']:.3f} against exact search, "
-                 f"{figures['ann_queries_per_second']:,.0f} queries/s against {figures['exact_queries_per_second']:,.0f} "
+                 f"{figures['ann_queries_per_second']:,.0f} queries/s against "
+                 f"{figures['exact_queries_per_second']:,.0f} "
                  f"({speed_up:.1f}x); built in {figures['build_seconds']:.1f} s, "
                  f"{figures['index_bytes_per_item']:,.0f} bytes per item")
     return lines
@@ -212,7 +214,8 @@ def run_outputs(metadata_file: str, pipeline_name: str,
     mlmd = store(metadata_file)
     run = _run(mlmd, pipeline_name, run_id)
     executions = [e.id for e in mlmd.get_executions_by_context(run.id)]
-    keys = {e.artifact_id: e.path.steps[0].key for e in mlmd.get_events_by_execution_ids(executions) if e.type == _OUTPUT}
+    keys = {e.artifact_id: e.path.steps[0].key for e in mlmd.get_events_by_execution_ids(executions)
+            if e.type == _OUTPUT}
     return run.name, {keys[a.id]: a for a in mlmd.get_artifacts_by_id(list(keys))}
 
 
@@ -274,7 +277,8 @@ def _failure(failure, slice_key, bounds: dict[tuple[Slice, str], ServedBound]) -
         return _below_served(key.name, where, -value, allowed)  # a diff's value: the candidate's less the served
     served = bounds.get((slice_, key.name))
     if served is not None:
-        told = [_below(key.name, where, value, served.lower)] if served.lower is not None and value < served.lower else []
+        told = ([_below(key.name, where, value, served.lower)] if served.lower is not None and value < served.lower
+                else [])
         if value < served.served - served.drop:
             told.append(_below_served(key.name, where, served.served - value, served.drop,
                                       ", as it was measured when it was pushed"))

@@ -177,7 +177,8 @@ def write(examples_pattern: str, output_dir: str, models: Mapping[str, PixelMode
                     writer.write(tagged(source, NO_ATTACK, 0.0, NO_ATTACK))
                     for copy, images in zip(copies, encoded):
                         height, width, _ = models[copy.attacked_model].input_shape
-                        writer.write(tagged(source, copy.attack, copy.epsilon, copy.attacked_model, images[i], height, width))
+                        writer.write(tagged(source, copy.attack, copy.epsilon, copy.attacked_model, images[i],
+                                            height, width))
                 done += len(labels)
                 if time.monotonic() - reported >= PROGRESS_SECONDS or done == total:
                     reported, elapsed = time.monotonic(), time.monotonic() - started

@@ -40,7 +40,8 @@ class PixelModel:
             )
         self.input_shape: tuple[int, int, int] = tuple(_first_input_spec(self._saved.__call__).shape[1:])
         image_shape = _first_input_spec(self._saved.tft_layer.__call__)[features.IMAGE].shape[1:]
-        self._scale, self._offset = transform_as_affine_map(self._saved.tft_layer, self.input_shape, image_shape, model_dir)
+        self._scale, self._offset = transform_as_affine_map(self._saved.tft_layer, self.input_shape, image_shape,
+                                                            model_dir)
         # One tf.function for the model's lifetime, so attacks trace it once.
         self.probabilities = tf.function(
             self._probabilities, input_signature=[tf.TensorSpec([None, *self.input_shape], tf.float32)]

@@ -44,7 +44,8 @@ class AttackSettings:
         if unknown:
             raise RobustnessError(f"attacks {list(self.attacks)}: choose one or more of {', '.join(ATTACKS)}, "
                                   f"or {NO_ATTACK}.")
-        if not self.epsilons or any(not 0 < e <= 1 for e in self.epsilons) or len(set(self.epsilons)) < len(self.epsilons):
+        if (not self.epsilons or any(not 0 < e <= 1 for e in self.epsilons)
+                or len(set(self.epsilons)) < len(self.epsilons)):
             raise RobustnessError(
                 f"epsilons {list(self.epsilons)}: give distinct values in (0, 1], on the [0, 1] pixel scale "
                 "(e.g. 0.1 for 25.5 of 255 levels); the clean copy (ε = 0) is always written."
@@ -56,7 +57,8 @@ class AttackSettings:
             )
         if self.max_examples < 0 or self.batch_size < 1:
             raise RobustnessError(
-                f"max_examples ({self.max_examples}) must be 0 (all) or more, batch_size ({self.batch_size}) at least 1."
+                f"max_examples ({self.max_examples}) must be 0 (all) or more, batch_size ({self.batch_size}) at "
+                "least 1."
             )
 
     @property

@@ -11,7 +11,8 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 from google.protobuf.message import Message
 from tensorflow.core.protobuf import meta_graph_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2, prediction_log_pb2
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2,
+                                     prediction_log_pb2)
 
 from cnnpipe.serving import inference, tensors, warmup
 from cnnpipe.serving.errors import invalid
@@ -86,7 +87,8 @@ def batch_of(images: int, max_batch_images: int) -> Iterator[None]:
             _malloc_trim(0)
 
 
-def model_status(manager: ModelManager, name: str, version: Optional[int]) -> get_model_status_pb2.GetModelStatusResponse:
+def model_status(manager: ModelManager, name: str,
+                 version: Optional[int]) -> get_model_status_pb2.GetModelStatusResponse:
     response = get_model_status_pb2.GetModelStatusResponse()
     for number, status in sorted(manager.status(name, version).items(), reverse=True):
         entry = response.model_version_status.add(version=number, state=status.state)
@@ -133,8 +135,9 @@ def check_input_names(sent: Iterable[str], signature_def: meta_graph_pb2.Signatu
     """Refuses a Predict request whose inputs are not the signature's (fewer only when it has defaults)."""
     sent, expected = set(sent), set(signature_def.inputs)
     if len(sent) > len(expected) or (len(sent) < len(expected) and not signature_def.defaults):
-        raise invalid(f"input size does not match signature: {len(sent)}!={len(expected)} len({{{','.join(sorted(sent))}}})"
-                      f" != len({{{','.join(sorted(expected))}}}). Sent extra: {{{','.join(sorted(sent - expected))}}}. "
+        raise invalid(f"input size does not match signature: {len(sent)}!={len(expected)} "
+                      f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
+                      f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
                       f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
     unknown = sorted(sent - expected)
     if unknown:
@@ -172,7 +175,8 @@ def predict_response(servable: Servable, request: predict_pb2.PredictRequest, ma
     check_input_names(request.inputs, servable.signature_defs.get(key, meta_graph_pb2.SignatureDef()))
     images = max((tensors.proto_rows(proto) for proto in request.inputs.values()), default=0)
     with batch_of(images, max_batch_images):
-        inputs = {name: tensors.from_proto(proto, signature.inputs[name], name) for name, proto in request.inputs.items()}
+        inputs = {name: tensors.from_proto(proto, signature.inputs[name], name)
+                  for name, proto in request.inputs.items()}
         _, outputs = predict(servable, key, inputs, tuple(request.output_filter), log)
         response = predict_pb2.PredictResponse(model_spec=model_spec(servable, key))
         for name, value in outputs.items():

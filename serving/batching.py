@@ -33,7 +33,8 @@ class _Task:
     def __init__(self, signature: str, inputs: dict[str, np.ndarray]):
         self.signature, self.inputs = signature, inputs
         self.rows = len(next(iter(inputs.values())))
-        self.key = (signature,) + tuple((name, value.dtype.str, value.shape[1:]) for name, value in sorted(inputs.items()))
+        self.key = (signature,) + tuple((name, value.dtype.str, value.shape[1:])
+                                        for name, value in sorted(inputs.items()))
         self.enqueued = time.monotonic()
         self._outputs: dict[str, np.ndarray] = {}
         self._error: Exception | None = None

@@ -77,7 +77,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        "under DIR/<model>/<version>/ (PredictionLog records in TFRecord files, as TF Serving's request "
                        "logging; never delays or fails a request), for `cnnpipe skew`")
     serve.add_argument("--log-sample-rate", type=_share, default=d.log_sample_rate, metavar="R",
-                       help=f"with --log-requests, the share of predictions logged (default {d.log_sample_rate:g}: all)")
+                       help=f"with --log-requests, the share of predictions logged (default "
+                       f"{d.log_sample_rate:g}: all)")
     serve.add_argument("--monitoring-config-file", metavar="FILE", help="a TF Serving MonitoringConfig (text format); "
                        "with prometheus_config { enable: true } the REST port answers GET "
                        "/monitoring/prometheus/metrics (or its path) with request counts and latencies per model, API "

@@ -41,7 +41,8 @@ class VersionStatus:
 def _files(path: str) -> tuple:
     """(name, size, mtime) of every file of a version directory: tells when it changed."""
     return tuple(sorted(
-        (os.path.join(root, name), os.stat(os.path.join(root, name)).st_size, os.stat(os.path.join(root, name)).st_mtime)
+        (os.path.join(root, name), os.stat(os.path.join(root, name)).st_size,
+         os.stat(os.path.join(root, name)).st_mtime)
         for root, _, names in os.walk(path) for name in names
     )) if os.path.isdir(path) else ()
 

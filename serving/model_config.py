@@ -34,7 +34,8 @@ def versions(base_path: str) -> list[int]:
 def scan(serving_dir: str) -> model_server_config_pb2.ModelServerConfig:
     """One model per subdirectory of `serving_dir` that has at least one integer version."""
     config = model_server_config_pb2.ModelServerConfig()
-    names = sorted(name.rstrip("/") for name in tf.io.gfile.listdir(serving_dir)) if tf.io.gfile.isdir(serving_dir) else []
+    names = (sorted(name.rstrip("/") for name in tf.io.gfile.listdir(serving_dir)) if tf.io.gfile.isdir(serving_dir)
+             else [])
     for name in names:
         base_path = os.path.join(serving_dir, name)
         if versions(base_path):
@@ -59,7 +60,8 @@ class ModelConfigError(CnnpipeError, ValueError):
 
 def read(path: str) -> model_server_config_pb2.ModelServerConfig:
     """A models.config file; a ModelConfigError (a ValueError) names the file and what is wrong with it."""
-    not_config = f"{path}: not a TF Serving model config (Error parsing text-format tensorflow.serving.ModelServerConfig)"
+    not_config = (f"{path}: not a TF Serving model config (Error parsing text-format "
+                  "tensorflow.serving.ModelServerConfig)")
     try:
         with tf.io.gfile.GFile(path, "rb") as f:
             text = f.read().decode("utf-8")
@@ -67,8 +69,8 @@ def read(path: str) -> model_server_config_pb2.ModelServerConfig:
     except tf.errors.OpError as error:
         raise ModelConfigError(f"{path}: cannot read the model config: {error.message}") from None
     except UnicodeDecodeError as error:
-        raise ModelConfigError(f"{not_config}: byte {error.start} is not UTF-8 text (0x{error.object[error.start]:02x}); "
-                               "is it a binary file?") from None
+        raise ModelConfigError(f"{not_config}: byte {error.start} is not UTF-8 text "
+                               f"(0x{error.object[error.start]:02x}); is it a binary file?") from None
     except text_format.ParseError as error:
         raise ModelConfigError(f"{not_config}: {error}") from None
     if config.HasField("custom_model_config"):

@@ -181,8 +181,9 @@ class Metrics:
         self._load_attempts = _Scalar(saved_model + "load_attempt_count", "counter", ("model_path", "status"))
         self._load_latency = _Scalar(saved_model + "load_latency", "counter", ("model_path",))
         self._version_state = _Scalar(serving + "model_version_state", "gauge", ("model_name", "version", "state"))
-        self._families = sorted((self._request_count, self._request_latency, self._example_counts, self._example_count_total, self._warmup_latency,
-                                 self._warmup_records, self._load_attempts, self._load_latency, self._version_state),
+        self._families = sorted((self._request_count, self._request_latency, self._example_counts,
+                                 self._example_count_total, self._warmup_latency, self._warmup_records,
+                                 self._load_attempts, self._load_latency, self._version_state),
                                 key=lambda family: family.name)
 
     def observe_request(self, model: str, api: str, entrypoint: str, code: grpc.StatusCode, seconds: float) -> None:

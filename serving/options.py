@@ -20,7 +20,7 @@ class ServerOptions:
     grpc_port: int = 8500
     host: str = "0.0.0.0"  # as TF Serving: every interface (containers); tests use 127.0.0.1
     poll_seconds: float = 1.0
-    model_config_poll_seconds: Optional[float] = None  # re-read model_config_file every S s (None: every poll; 0: never)
+    model_config_poll_seconds: Optional[float] = None  # re-read model_config_file every S s (None: each poll; 0: never)
     batching: Optional[BatchingOptions] = None
     max_request_bytes: int = MAX_REQUEST_BYTES
     intra_op_parallelism: int = 0  # TensorFlow's threads within one op; 0: TensorFlow chooses (as TF Serving)

@@ -72,7 +72,8 @@ class RestServer(ThreadingHTTPServer):
                  request_log: Optional[RequestLog] = None, metrics_path: Optional[str] = None):
         super().__init__(address, RestHandler)
         self.manager, self.max_request_bytes, self.max_batch_images = manager, max_request_bytes, max_batch_images
-        self.in_flight, self.metrics, self.request_log, self.metrics_path = in_flight, metrics, request_log, metrics_path
+        self.in_flight, self.metrics, self.request_log, self.metrics_path = (
+            in_flight, metrics, request_log, metrics_path)
         self.model_threads = ThreadPoolExecutor(api.MODEL_THREADS, thread_name_prefix="rest-model")
         self.draining = False
         self._drain_signal, self._drain_trigger = socket.socketpair()  # readable once draining
@@ -303,7 +304,8 @@ class RestHandler(BaseHTTPRequestHandler):
             servable = manager.servable(name, version, label)
             return {
                 "model_spec": _as_json(api.model_spec(servable)),
-                "metadata": {api.SIGNATURE_DEF: _as_json(api.signature_def_map(servable)), **api.search_index(servable)},
+                "metadata": {api.SIGNATURE_DEF: _as_json(api.signature_def_map(servable)),
+                             **api.search_index(servable)},
             }
         if label:
             version = manager.servable(name, None, label).version
@@ -314,8 +316,8 @@ class RestHandler(BaseHTTPRequestHandler):
         request = self._json(body)
         signature_name = request.get("signature_name", "") if isinstance(request, dict) else ""
         if not isinstance(signature_name, str):
-            raise invalid(f"JSON Value: {tensors.excerpt(request)} not formatted correctly. 'signature_name' key must be a "
-                          "string value.")
+            raise invalid(f"JSON Value: {tensors.excerpt(request)} not formatted correctly. 'signature_name' key must "
+                          "be a string value.")
         if method != "predict":
             return self._classify_or_regress(method, name, version, label, request)
         servable = self.server.manager.servable(name, version, label)

@@ -38,7 +38,8 @@ class RunningServer:
             tf.config.threading.set_intra_op_parallelism_threads(options.intra_op_parallelism)
         if options.inter_op_parallelism:
             tf.config.threading.set_inter_op_parallelism_threads(options.inter_op_parallelism)
-        metrics_path = monitoring.read_config(options.monitoring_config_file) if options.monitoring_config_file else None
+        metrics_path = (monitoring.read_config(options.monitoring_config_file) if options.monitoring_config_file
+                        else None)
         self.metrics = monitoring.Metrics()
         warm_up = functools.partial(api.warm_up, max_batch_images=options.max_batch_images,
                                     iterations=options.warmup_iterations) if options.enable_model_warmup else None

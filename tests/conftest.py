@@ -98,12 +98,14 @@ def train_and_export(directory: str, images: np.ndarray, labels: np.ndarray, nor
     from cnnpipe.models import adversarial_training, signatures, trainer, training_config  # noqa: PLC0415
     from cnnpipe.models.preprocessing import preprocessing_fn  # noqa: PLC0415
 
-    raw_spec = {features.IMAGE: tf.io.FixedLenFeature([1], tf.string), features.LABEL: tf.io.FixedLenFeature([1], tf.int64)}
+    raw_spec = {features.IMAGE: tf.io.FixedLenFeature([1], tf.string),
+                features.LABEL: tf.io.FixedLenFeature([1], tf.int64)}
     records = [{features.IMAGE: [encode(p)], features.LABEL: [int(label)]} for p, label in zip(images, labels)]
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
     config = {"input_shape": [*images.shape[1:3], 1], "normalization": normalization}
     transform_dir = os.path.join(directory, "transform")
-    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=os.path.join(directory, "tmp"), force_tf_compat_v1=False):
+    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=os.path.join(directory, "tmp"),
+                                                       force_tf_compat_v1=False):
         transform_fn = (pipeline | beam.Create(records), metadata) | tft_beam.AnalyzeDataset(
             lambda inputs: preprocessing_fn(inputs, config)
         )

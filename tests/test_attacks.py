@@ -56,7 +56,8 @@ def served_probabilities(model_dir: str, pixels: np.ndarray) -> np.ndarray:
     """What a client gets: the images as PNG in tf.Examples, through `serving_default`."""
     examples = [make_example(encode(image[..., 0].astype(np.uint8)), 0, "", f"client:{i}", 28, 28)
                 for i, image in enumerate(np.asarray(pixels))]
-    return tf.saved_model.load(model_dir).signatures["serving_default"](examples=tf.constant(examples))["probabilities"].numpy()
+    return tf.saved_model.load(model_dir).signatures["serving_default"](
+        examples=tf.constant(examples))["probabilities"].numpy()
 
 
 def served_accuracy(model_dir: str, pixels, labels) -> float:
@@ -68,17 +69,19 @@ def test_the_pixel_function_gives_what_the_model_serves(models, test_set, name):
     pixels, _ = test_set
     model = PixelModel(models[name])
     assert model.input_shape == (28, 28, 1)
-    np.testing.assert_allclose(model.probabilities(pixels).numpy(), served_probabilities(models[name], pixels), atol=1e-5)
-    pixel_signature = tf.saved_model.load(models[name]).signatures["predict_pixels"]
-    np.testing.assert_allclose(model.probabilities(pixels).numpy(), pixel_signature(pixels=pixels)["probabilities"].numpy(),
+    np.testing.assert_allclose(model.probabilities(pixels).numpy(), served_probabilities(models[name], pixels),
                                atol=1e-5)
+    pixel_signature = tf.saved_model.load(models[name]).signatures["predict_pixels"]
+    np.testing.assert_allclose(model.probabilities(pixels).numpy(),
+                               pixel_signature(pixels=pixels)["probabilities"].numpy(), atol=1e-5)
 
 
 def test_fgsm_at_epsilon_zero_leaves_images_and_accuracy_unchanged(models, candidate, test_set):
     pixels, labels = test_set
     (unchanged,) = eight_bit.fgsm(candidate.probabilities, pixels, labels, [0.0])
     np.testing.assert_array_equal(unchanged.numpy(), pixels.numpy())
-    assert served_accuracy(models["candidate"], unchanged, labels) == served_accuracy(models["candidate"], pixels, labels)
+    assert (served_accuracy(models["candidate"], unchanged, labels)
+            == served_accuracy(models["candidate"], pixels, labels))
 
 
 def test_accuracy_falls_as_epsilon_grows_and_pgd_is_at_most_fgsm(models, candidate, test_set):
@@ -175,11 +178,15 @@ def test_apgd_agrees_with_adversarial_robustness_toolbox_and_is_at_least_as_stro
         loss_object=tf.keras.losses.CategoricalCrossentropy(from_logits=logits),
     )
     one_hot = tf.one_hot(labels, len(FASHION_MNIST.class_names)).numpy()
-    accuracy = lambda images: float(np.mean(np.argmax(model.probabilities(images), axis=1) == labels.numpy()))
+
+    def accuracy(images) -> float:
+        return float(np.mean(np.argmax(model.probabilities(images), axis=1) == labels.numpy()))
+
     for epsilon in epsilons:
         budget = float(eight_bit.pixel_budget(epsilon))
-        theirs = AutoProjectedGradientDescent(classifier, eps=budget, eps_step=2 * budget, max_iter=20, nb_random_init=1,
-                                              batch_size=len(labels), loss_type=art_loss, verbose=False)
+        theirs = AutoProjectedGradientDescent(classifier, eps=budget, eps_step=2 * budget, max_iter=20,
+                                              nb_random_init=1, batch_size=len(labels), loss_type=art_loss,
+                                              verbose=False)
         (ours,) = eight_bit.apgd(model.probabilities, pixels, labels, [epsilon], loss, steps=20)
         (pgd,) = eight_bit.pgd(model.probabilities, pixels, labels, [epsilon], steps=20)
         ours_accuracy, art_accuracy = accuracy(ours), accuracy(tf.constant(theirs.generate(pixels.numpy(), one_hot)))
@@ -237,21 +244,23 @@ def component_run(models, tmp_path_factory) -> dict:
     )
     adversarial = AdversarialExamples(
         examples=examples.outputs["result"], model=candidate_model.outputs["result"],
-        baseline_model=baseline_model.outputs["result"], attacks=COMPONENT_ATTACKS, epsilons=COMPONENT_EPSILONS, pgd_steps=STEPS,
-        worst_case_epsilon=WORST_CASE_EPSILON,
+        baseline_model=baseline_model.outputs["result"], attacks=COMPONENT_ATTACKS, epsilons=COMPONENT_EPSILONS,
+        pgd_steps=STEPS, worst_case_epsilon=WORST_CASE_EPSILON,
         max_examples=SOURCES, batch_size=COMPONENT_BATCH,
     )
     pipeline = tfx.dsl.Pipeline(
         pipeline_name="adversarial", pipeline_root=str(root / "pipeline"),
         components=[examples, candidate_model, baseline_model, adversarial],
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(str(root / "mlmd.sqlite")),
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            str(root / "mlmd.sqlite")),
     )
     tfx.orchestration.LocalDagRunner().run(pipeline)
     output_dirs = list((root / "pipeline" / "AdversarialExamples" / "adversarial_examples").glob("*/Split-eval"))
     assert len(output_dirs) == 1
     records = [tf.train.Example.FromString(r.numpy()) for r in
                tf.data.TFRecordDataset([str(p) for p in output_dirs[0].glob("*.gz")], compression_type="GZIP")]
-    return {"records": records, "output": str(output_dirs[0]), "source": str(split_dir), "images": images, "labels": labels}
+    return {"records": records, "output": str(output_dirs[0]), "source": str(split_dir), "images": images,
+            "labels": labels}
 
 
 def value(example: tf.train.Example, key: str):
@@ -271,15 +280,18 @@ def copies(records, attacked_model: str, attack: str, epsilon: float) -> list[tf
 def test_component_writes_a_clean_copy_and_every_attack_per_source(component_run):
     records = component_run["records"]
     kinds = collections.Counter(
-        (value(r, features.ATTACKED_MODEL).decode(), value(r, features.ATTACK).decode(), round(value(r, features.EPSILON), 3))
+        (value(r, features.ATTACKED_MODEL).decode(), value(r, features.ATTACK).decode(),
+         round(value(r, features.EPSILON), 3))
         for r in records
     )
     expected = {("none", "none", 0.0): SOURCES}
-    expected.update({(m, a, e): SOURCES for m in ("candidate", "baseline") for a in COMPONENT_ATTACKS for e in COMPONENT_EPSILONS})
+    expected.update({(m, a, e): SOURCES for m in ("candidate", "baseline") for a in COMPONENT_ATTACKS
+                     for e in COMPONENT_EPSILONS})
     expected.update({(m, "worst-case", WORST_CASE_EPSILON): SOURCES for m in ("candidate", "baseline")})
     assert kinds == expected
     sources = collections.Counter(value(r, features.SOURCE).decode() for r in records)
-    assert sources == {f"t10k-images-idx3-ubyte.gz:{i}": 1 + 2 * (len(COMPONENT_ATTACKS) * len(COMPONENT_EPSILONS) + 1) for i in range(SOURCES)}
+    assert sources == {f"t10k-images-idx3-ubyte.gz:{i}": 1 + 2 * (len(COMPONENT_ATTACKS) * len(COMPONENT_EPSILONS) + 1)
+                       for i in range(SOURCES)}
     for r in records:  # the source's features travel with every copy
         index = int(value(r, features.SOURCE).decode().rsplit(":", 1)[1])
         label = int(component_run["labels"][index])
@@ -293,12 +305,13 @@ def test_component_writes_a_clean_copy_and_every_attack_per_source(component_run
 
 def test_without_a_baseline_only_the_candidate_is_attacked(models, component_run, tmp_path):
     settings = AttackSettings(attacks=("fgsm",), epsilons=(0.1,), max_examples=10)
-    sources = write(os.path.join(component_run["source"], "*"), str(tmp_path), {"candidate": PixelModel(models["candidate"])},
-                    settings, progress=lambda message: None)
+    sources = write(os.path.join(component_run["source"], "*"), str(tmp_path),
+                    {"candidate": PixelModel(models["candidate"])}, settings, progress=lambda message: None)
     records = [tf.train.Example.FromString(r.numpy()) for r in
                tf.data.TFRecordDataset(str(tmp_path / OUTPUT_FILE), compression_type="GZIP")]
     assert sources == 10
-    kinds = collections.Counter((value(r, features.ATTACKED_MODEL), value(r, features.WEIGHT_BASELINE)) for r in records)
+    kinds = collections.Counter((value(r, features.ATTACKED_MODEL), value(r, features.WEIGHT_BASELINE))
+                                for r in records)
     assert kinds == {(b"none", 1.0): 10, (b"candidate", 0.0): 10}
 
 
@@ -336,7 +349,8 @@ def test_each_model_is_attacked_with_its_own_gradients(models, component_run):
         model = PixelModel(models[name])
         for attack in COMPONENT_ATTACKS:
             found = copies(records, name, attack, 0.1)
-            assert [value(r, features.SOURCE).decode() for r in found] == [f"t10k-images-idx3-ubyte.gz:{i}" for i in range(SOURCES)]
+            assert ([value(r, features.SOURCE).decode() for r in found]
+                    == [f"t10k-images-idx3-ubyte.gz:{i}" for i in range(SOURCES)])
             written[name, attack] = np.stack([decoded(r) for r in found])
         (fgsm,) = eight_bit.fgsm(model.probabilities, pixels, labels, [0.1])
         pgd = [eight_bit.pgd(model.probabilities, pixels[i:i + COMPONENT_BATCH], labels[i:i + COMPONENT_BATCH], [0.1],
@@ -384,10 +398,12 @@ def test_tfma_measures_each_model_on_the_clean_copies_and_its_own_attacks(models
     )
     measured = {}
     for slice_metrics in tfma.load_metrics(str(tmp_path)):
-        slice_key = {c.column: c.bytes_value.decode() or round(c.float_value, 3) for c in slice_metrics.slice_key.single_slice_keys}
+        slice_key = {c.column: c.bytes_value.decode() or round(c.float_value, 3)
+                     for c in slice_metrics.slice_key.single_slice_keys}
         for entry in slice_metrics.metric_keys_and_values:
             if entry.key.name == "sparse_categorical_accuracy" and not entry.key.is_diff:
-                measured[(entry.key.model_name, slice_key[features.ATTACK], slice_key[features.EPSILON])] = entry.value.double_value.value
+                measured[(entry.key.model_name, slice_key[features.ATTACK],
+                          slice_key[features.EPSILON])] = entry.value.double_value.value
     records, labels = component_run["records"], component_run["labels"][:SOURCES]
     for name in names:
         for attack, epsilon in [("none", 0.0), ("worst-case", WORST_CASE_EPSILON)] + [

@@ -78,7 +78,8 @@ def indexing(pushed_run, new_items, tmp_path_factory) -> Indexing:
             seen.indexed = cnnpipe(*index_command(catalog, root, serving_dir, pushed_run.name), cwd=root)
             newest = int(versions(seen.serving_base)[-1])
             wait_until(lambda: bool(seen.answers) and seen.answers[-1][0] == newest)
-        body = {"signature_name": "search", "instances": [{"b64": base64.b64encode(new_items[0].read_bytes()).decode()}]}
+        body = {"signature_name": "search",
+                "instances": [{"b64": base64.b64encode(new_items[0].read_bytes()).decode()}]}
         neighbour = requests.post(f"{server.rest}/v1/models/{pushed_run.name}:predict", json=body,
                                   timeout=60).json()["predictions"][0]["neighbor_ids"][0]
         seen.thumbnail = requests.get(f"{server.rest}/v1/models/{pushed_run.name}/versions/{newest}/items/{neighbour}",

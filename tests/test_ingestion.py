@@ -175,24 +175,27 @@ def write_tfrecord(path, examples: list[dict]) -> str:
 
 def test_tfrecord_examples_are_completed_with_class_source_and_size(tmp_path):
     images, labels = fashion_mnist("train", 4)
-    path = write_tfrecord(tmp_path / "train.tfrecord", [{"image": encode(i), "label": int(l)} for i, l in zip(images, labels)])
+    path = write_tfrecord(tmp_path / "train.tfrecord",
+                          [{"image": encode(i), "label": int(label)} for i, label in zip(images, labels)])
     records = [parse(r) for r in formats.read_tfrecord(path, NAMES)]
     assert [r["label"] for r in records] == list(labels)
-    assert [r["class_name"].decode() for r in records] == [NAMES[l] for l in labels]
+    assert [r["class_name"].decode() for r in records] == [NAMES[label] for label in labels]
     assert [r["source"].decode() for r in records] == [f"train.tfrecord:{i}" for i in range(4)]
     assert all((r["height"], r["width"]) == (28, 28) for r in records)
 
 
 def test_tfrecord_record_without_a_label_is_named(tmp_path):
     images, _ = fashion_mnist("train", 3)
-    path = write_tfrecord(tmp_path / "x.tfrecord", [{"image": encode(images[0]), "label": 1}, {"image": encode(images[1])}])
+    path = write_tfrecord(tmp_path / "x.tfrecord",
+                          [{"image": encode(images[0]), "label": 1}, {"image": encode(images[1])}])
     with pytest.raises(IngestionError, match=r"x.tfrecord:1: needs one 'image' bytes value .* one 'label'"):
         list(formats.read_tfrecord(path, NAMES))
 
 
 def test_tfrecord_cut_short_is_named(tmp_path):
     images, labels = fashion_mnist("train", 5)
-    path = write_tfrecord(tmp_path / "x.tfrecord", [{"image": encode(i), "label": int(l)} for i, l in zip(images, labels)])
+    path = write_tfrecord(tmp_path / "x.tfrecord",
+                          [{"image": encode(i), "label": int(label)} for i, label in zip(images, labels)])
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) - 30)
     with pytest.raises(IngestionError, match=f"{re.escape(path)}: damaged or cut short at record 4"):
@@ -209,7 +212,8 @@ def test_tfrecord_errors_name_file_and_index_not_the_records_own_source(tmp_path
 
 
 def globbed(data: source.DataSource, split: str) -> list[str]:
-    return sorted(os.path.basename(p) for p in tf.io.gfile.glob(os.path.join(data.input_base, data.split_patterns[split])))
+    return sorted(os.path.basename(p)
+                  for p in tf.io.gfile.glob(os.path.join(data.input_base, data.split_patterns[split])))
 
 
 def test_detects_idx_with_its_own_train_and_test_split(tmp_path):
@@ -239,7 +243,8 @@ def test_a_folder_of_images_without_classes_is_a_catalog_not_training_data(tmp_p
     (items / ".DS_Store").write_bytes(b"not an image")
     data = source.detect(str(items))
     assert (data.format, data.split_patterns, data.class_names) == ("images", {"all": "*"}, ())
-    properties = {"input_base": str(items), "custom_config": json_format.MessageToJson(executor.custom_config("images", ()))}
+    properties = {"input_base": str(items),
+                  "custom_config": json_format.MessageToJson(executor.custom_config("images", ()))}
     with test_pipeline.TestPipeline() as pipeline:
         examples = pipeline | executor.ReadImages(properties, "*") | beam.Map(
             lambda r: (parse(r)["label"], parse(r)["class_name"], os.path.basename(parse(r)["source"].decode())))
@@ -261,7 +266,8 @@ def test_class_folders_split_into_train_and_test(tmp_path):
 
 def test_tfrecords_need_class_names(tmp_path):
     images, labels = fashion_mnist("train", 2)
-    write_tfrecord(tmp_path / "data.tfrecord", [{"image": encode(i), "label": int(l)} for i, l in zip(images, labels)])
+    write_tfrecord(tmp_path / "data.tfrecord",
+                   [{"image": encode(i), "label": int(label)} for i, label in zip(images, labels)])
     with pytest.raises(IngestionError, match="class_names.txt or pass --class-names"):
         source.detect(str(tmp_path))
     (tmp_path / "class_names.txt").write_text("\n".join(NAMES) + "\n")
@@ -288,7 +294,8 @@ def test_spans_take_their_layout_from_the_newest_span(tmp_path):
     (tmp_path / "class_names.txt").write_text("\n".join(NAMES))
     data = source.detect(str(tmp_path))
     assert source.spans(str(tmp_path)) == [1, 2] and data.has_spans
-    assert data.split_patterns == {"train": "span-{SPAN}/train*-images-idx3-ubyte*", "eval": "span-{SPAN}/t10k*-images-idx3-ubyte*"}
+    assert data.split_patterns == {"train": "span-{SPAN}/train*-images-idx3-ubyte*",
+                                   "eval": "span-{SPAN}/t10k*-images-idx3-ubyte*"}
     assert data.format == "idx" and data.class_names == NAMES
     assert not source.detect(str(tmp_path / "span-1")).has_spans
 
@@ -317,7 +324,8 @@ def folder_properties(root, classes=("Bag", "Sandal", "Trouser")) -> dict:
 def test_read_images_turns_a_folder_tree_into_examples(tmp_path):
     write_folders(tmp_path)
     with test_pipeline.TestPipeline() as pipeline:
-        labels = pipeline | executor.ReadImages(folder_properties(tmp_path), "*/*") | beam.Map(lambda r: parse(r)["label"])
+        labels = (pipeline | executor.ReadImages(folder_properties(tmp_path), "*/*")
+                  | beam.Map(lambda r: parse(r)["label"]))
         assert_that(labels, equal_to([0, 0, 0, 1, 1, 1, 2, 2, 2]))
 
 
@@ -328,7 +336,8 @@ def test_read_images_skips_hidden_folders_as_detection_does(tmp_path):
         (tmp_path / ".ipynb_checkpoints" / "0.png").write_bytes(f.read())
     assert source.detect(str(tmp_path)).class_names == ("Bag", "Sandal", "Trouser")
     with test_pipeline.TestPipeline() as pipeline:
-        labels = pipeline | executor.ReadImages(folder_properties(tmp_path), "*/*") | beam.Map(lambda r: parse(r)["label"])
+        labels = (pipeline | executor.ReadImages(folder_properties(tmp_path), "*/*")
+                  | beam.Map(lambda r: parse(r)["label"]))
         assert_that(labels, equal_to([0, 0, 0, 1, 1, 1, 2, 2, 2]))
 
 

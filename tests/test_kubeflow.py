@@ -41,7 +41,8 @@ def compiled(tmp_path_factory) -> Path:
     if not Path(FASHION_MNIST.path).is_dir():
         pytest.skip(f"Fashion-MNIST is not installed: {FASHION_MNIST.install_hint}")
     directory = tmp_path_factory.mktemp("kubeflow")
-    result = cnnpipe("compile", "--pipeline-root", PIPELINE_ROOT, "--image", IMAGE, "-o", "pipeline.yaml", cwd=directory)
+    result = cnnpipe("compile", "--pipeline-root", PIPELINE_ROOT, "--image", IMAGE, "-o", "pipeline.yaml",
+                     cwd=directory)
     assert result.returncode == 0, result.stderr
     assert "13 steps, written to pipeline.yaml (pipeline spec schema 2.1.0)" in result.stdout
     return directory / "pipeline.yaml"
@@ -137,7 +138,8 @@ def test_pipeline_root_data_schema_and_serving_are_where_the_pods_find_them(spec
     schema = constant(spec, "ImportSchemaGen", "schema_file")
     assert schema == f"{kubeflow_runner.IMAGE_PROJECT_DIR}/schemas/fashion_mnist.pbtxt"
     assert (REPO / Path(schema).relative_to(kubeflow_runner.IMAGE_PROJECT_DIR)).is_file()
-    assert f'"base_directory": "{PIPELINE_ROOT}/serving/fashion_mnist"' in constant(spec, "AtomicPusher", "push_destination")
+    assert (f'"base_directory": "{PIPELINE_ROOT}/serving/fashion_mnist"'
+            in constant(spec, "AtomicPusher", "push_destination"))
     assert constant(spec, "Trainer", "run_fn") == "cnnpipe.models.trainer.run_fn"
     assert constant(spec, "Transform", "preprocessing_fn") == "cnnpipe.models.preprocessing.preprocessing_fn"
 
@@ -225,8 +227,9 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
         data=FASHION_MNIST.path, data_format="idx", class_names=tuple("abcdefghij"), schema="fashion_mnist",
         eval_percent=20, model="resnet", input_shape=(32, 32, 1), normalization="standardize", epochs=3,
         batch_size=16, learning_rate=1e-3, strategy="multi_worker", model_options={"width": 8}, translate=0.1,
-        flip=False, warm_start=str(tmp_path / "model"), freeze_features=True, embedding_dim=32, seed=7, min_accuracy=0.6,
-        max_accuracy_drop=0.01, compare_with_baseline=False, attacks=("fgsm", "apgd-dlr"), epsilons=(0.2, 0.3), pgd_steps=5,
+        flip=False, warm_start=str(tmp_path / "model"), freeze_features=True, embedding_dim=32, seed=7,
+        min_accuracy=0.6, max_accuracy_drop=0.01, compare_with_baseline=False,
+        attacks=("fgsm", "apgd-dlr"), epsilons=(0.2, 0.3), pgd_steps=5,
         robust_epsilon=0.2, min_fgsm_accuracy=0.1, min_pgd_accuracy=0.05, min_robust_accuracy=0.03,
         max_robust_accuracy_drop=0.02,
         adversarial="pgd", adversarial_epsilon=0.2, adversarial_steps=3,
@@ -245,8 +248,10 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
     def wiring(pipeline) -> dict:
         return {
             component.id: (
-                {key: value for key, value in component.exec_properties.items() if key not in ("schema_file", "schema_source")},
-                {key: (channel.type_name, getattr(channel, "producer_component_id", None), getattr(channel, "output_key", None))
+                {key: value for key, value in component.exec_properties.items()
+                 if key not in ("schema_file", "schema_source")},
+                {key: (channel.type_name, getattr(channel, "producer_component_id", None),
+                       getattr(channel, "output_key", None))
                  for key, channel in component.inputs.items()},
                 sorted(node.id for node in component.upstream_nodes),
             )
@@ -277,7 +282,9 @@ def test_dockerfile_installs_the_pins_of_setup_py_and_constraints():
     setup_pins = [pin(found) for found in re.findall(r'"([A-Za-z0-9_.-]+==[^"]+)"', (REPO / "setup.py").read_text())]
     assert ("kfp", constraints["kfp"]) in setup_pins
     for name, version in setup_pins:
-        assert constraints.get(name) == version, f"setup.py pins {name}=={version}, constraints.txt {constraints.get(name)}"
+        assert constraints.get(name) == version, (
+            f"setup.py pins {name}=={version}, constraints.txt {constraints.get(name)}"
+        )
     setup_sh = (REPO / "scripts" / "setup.sh").read_text()
     pip_pin = re.search(r"pip==([\d.]+)", setup_sh).group(1)
     for name, version in map(pin, re.findall(r"\b[A-Za-z0-9_.-]+==[\w.]+", dockerfile)):
@@ -321,5 +328,6 @@ def test_without_kfp_submit_says_how_to_install_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "kfp", None)  # `import kfp` raises ImportError, as without the package
     assert cli.main(["submit", "--host", "http://127.0.0.1:1", "--package", str(COMMITTED_SPEC)]) == 1
     assert capsys.readouterr().err == (
-        f"cnnpipe: Kubeflow support needs the Kubeflow Pipelines SDK (kfp); install it with: {kubeflow_runner.INSTALL_HINT}\n"
+        "cnnpipe: Kubeflow support needs the Kubeflow Pipelines SDK (kfp); install it with: "
+        f"{kubeflow_runner.INSTALL_HINT}\n"
     )

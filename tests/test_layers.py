@@ -1,5 +1,5 @@
-"""The import layers of .importlinter hold: pipeline > components > robustness | serving > models | retrieval > attacks >
-core, no cycles, serving independent of models, and a core that imports no TensorFlow, TFX, Beam or gRPC."""
+"""The import layers of .importlinter hold: pipeline > components > robustness | serving > models | retrieval >
+attacks > core, no cycles, serving independent of models, and a core that imports no TensorFlow, TFX, Beam or gRPC."""
 
 import os
 import subprocess

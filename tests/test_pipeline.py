@@ -175,7 +175,8 @@ def test_the_served_models_own_metrics_are_reused_on_the_same_eval_images_and_bo
     clean = served[("", evaluation_results.CLEAN)][evaluation_results.ACCURACY]
     assert result.baseline_accuracy == pytest.approx(clean, abs=1e-9)  # the served model's, as it was measured
     attacked = {(dict(slice_)["attack"], round(dict(slice_)["epsilon"], 6)): values[evaluation_results.ACCURACY]
-                for (model, slice_), values in served.items() if model == "" and set(dict(slice_)) == {"attack", "epsilon"}}
+                for (model, slice_), values in served.items()
+                if model == "" and set(dict(slice_)) == {"attack", "epsilon"}}
     assert {(p.attack, p.epsilon): p.baseline for p in result.robustness} == pytest.approx(attacked, abs=1e-9)
     below = clean - result.accuracy  # --max-accuracy-drop 0, --min-accuracy 0.5 (failed too when below it)
     told = [f"sparse_categorical_accuracy on the clean images {result.accuracy:.4f} is below the lower bound 0.5000 "

@@ -26,7 +26,8 @@ def test_the_run_report_renders_every_figure_and_agrees_with_the_evaluator(pushe
         driver.get("file://" + os.path.join(directory, report.PAGE_NAME))
         console = driver.get_log("browser")
         fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
-        images = driver.execute_script("return [...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+        images = driver.execute_script(
+            "return [...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0])")
         tables = {table.get_attribute("id"): [[cell.text for cell in row.find_elements(By.CSS_SELECTOR, "td")]
                                               for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
                   for table in driver.find_elements(By.CSS_SELECTOR, "table[id]")}

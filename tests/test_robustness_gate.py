@@ -182,7 +182,8 @@ def test_the_report_draws_every_attack_and_the_worst_case_for_the_candidate_and_
     assert served.get_color() == candidate.get_color()
     assert list(served.get_xydata()[:, 1]) == pytest.approx([0.90, 0.35, 0.3])  # from the served model's clean accuracy
     assert list(lines["WORST-CASE, candidate"].get_xydata()[:, 0]) == [0.0, 0.1]
-    _, csv_path, png_path = report.write(RunFacts("fashion", summary.RunSummary("run", robustness=points)), str(tmp_path))
+    _, csv_path, png_path = report.write(RunFacts("fashion", summary.RunSummary("run", robustness=points)),
+                                         str(tmp_path))
     with open(csv_path) as file:
         assert len(list(csv.DictReader(file))) == len(rows)
     with Image.open(png_path) as image:

@@ -292,13 +292,15 @@ BAD_REST_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize("what, body, version, status, message", BAD_REST_REQUESTS, ids=[r[0] for r in BAD_REST_REQUESTS])
+@pytest.mark.parametrize("what, body, version, status, message", BAD_REST_REQUESTS,
+                         ids=[r[0] for r in BAD_REST_REQUESTS])
 def test_bad_rest_requests_get_tf_serving_errors_and_the_server_goes_on(server, pipeline, test_images, what, body,
                                                                         version, status, message):
     answer = rest_predict(server, pipeline.name, body, version)
     assert answer.status_code == status
     assert message in answer.json()["error"]
-    good = rest_predict(server, pipeline.name, {"signature_name": "predict_image", "instances": [b64(encode(test_images[0]))]})
+    good = rest_predict(server, pipeline.name,
+                        {"signature_name": "predict_image", "instances": [b64(encode(test_images[0]))]})
     assert good.status_code == 200 and len(good.json()["predictions"]) == 1
 
 
@@ -378,7 +380,8 @@ def test_hot_swap_answers_every_request_and_switches_to_the_new_version(pipeline
             while not stop.is_set() and len(answers) < 100_000:
                 try:
                     response = stub.Predict(grpc_request(pipeline.name, "predict_image", images=pngs), timeout=60)
-                    answers.append((response.model_spec.version.value, tf.make_ndarray(response.outputs["probabilities"])))
+                    answers.append((response.model_spec.version.value,
+                                    tf.make_ndarray(response.outputs["probabilities"])))
                 except grpc.RpcError as error:
                     failures.append(f"gRPC {error.code()}: {error.details()}")
 
@@ -428,11 +431,13 @@ def test_a_broken_version_keeps_the_previous_one_serving(pipeline, first_version
         data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])  # truncated variables
         os.rename(staging, base / str(good + 1))  # appears whole, as the Pusher publishes
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and [s["state"] for s in server.status(pipeline.name)] != ["END", "AVAILABLE"]:
+        while (time.monotonic() < deadline
+               and [s["state"] for s in server.status(pipeline.name)] != ["END", "AVAILABLE"]):
             time.sleep(0.1)  # newest first: the broken version has ended, the good one serves
         statuses = {s["version"]: s for s in server.status(pipeline.name)}
         response = server.predict_stub().Predict(grpc_request(pipeline.name, "predict_image", images=pngs), timeout=60)
-        latest = rest_predict(server, pipeline.name, {"signature_name": "predict_image", "instances": [b64(p) for p in pngs]})
+        latest = rest_predict(server, pipeline.name,
+                              {"signature_name": "predict_image", "instances": [b64(p) for p in pngs]})
         broken_version = rest_predict(server, pipeline.name, {"instances": [b64(b"x")]}, version=good + 1)
         assert server.process.poll() is None
 
@@ -499,7 +504,8 @@ def test_predict_api_classify_prints_the_same_classes_locally_and_from_the_serve
 def test_predict_names_a_missing_model_and_the_models_there(pipeline, tmp_path, capsys):
     image = tmp_path / "x.png"
     image.write_bytes(encode(fashion_mnist("t10k", 1)[0][0]))
-    assert cli.main(["predict", str(image), "--model", "nope", "--serving-dir", os.path.dirname(pipeline.serving_base)]) == 1
+    assert cli.main(["predict", str(image), "--model", "nope",
+                     "--serving-dir", os.path.dirname(pipeline.serving_base)]) == 1
     assert f"no pushed version of model 'nope' (models in {os.path.dirname(pipeline.serving_base)}: {pipeline.name})" \
         in capsys.readouterr().err
 
@@ -558,7 +564,8 @@ def test_large_pixel_arrays_are_read_as_json_reads_them():
         body = json.dumps({"signature_name": "predict_pixels", "instances": pixels.tolist()}, indent=1).encode()
         parsed = json_body.loads(body)
         assert isinstance(parsed["instances"], np.ndarray) and parsed["signature_name"] == "predict_pixels"
-        ours, theirs = tensors.from_rest(parsed, PIXELS)[0]["pixels"], tensors.from_rest(json.loads(body), PIXELS)[0]["pixels"]
+        ours, theirs = (tensors.from_rest(parsed, PIXELS)[0]["pixels"],
+                        tensors.from_rest(json.loads(body), PIXELS)[0]["pixels"])
         assert ours.dtype == theirs.dtype == np.float32 and np.array_equal(ours, theirs)
         assert tensors.rest_rows(parsed) == 64
         columnar = json_body.loads(json.dumps({"inputs": {"pixels": pixels.tolist()}}).encode())

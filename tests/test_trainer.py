@@ -81,7 +81,8 @@ def test_adversarial_batches_stay_within_epsilon_and_the_pixel_range_and_raise_t
     assert float(tf.reduce_min(attacked)) >= -1.0 and float(tf.reduce_max(attacked)) <= 1.0
 
     def loss(batch: tf.Tensor) -> float:
-        return float(tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, model({features.IMAGE_XF: batch}))))
+        return float(tf.reduce_mean(
+            tf.keras.losses.sparse_categorical_crossentropy(y, model({features.IMAGE_XF: batch}))))
 
     noise = tf.clip_by_value(x + tf.sign(tf.random.normal(tf.shape(x))) * 0.1 * 255 / 127.5, -1.0, 1.0)
     assert loss(attacked) > 2 * loss(noise) > loss(x)  # the gradient's direction, not just any change of ε
@@ -93,7 +94,8 @@ def test_adversarial_batches_move_pixels_at_the_edge_of_the_pixel_range(method):
     including those whose random start pointed below black."""
     inputs = keras.Input((28, 28, 1), name=features.IMAGE_XF)
     weights = keras.initializers.Constant(np.stack([np.zeros(784), np.full(784, 0.01)], axis=1))
-    model = keras.Model(inputs, keras.layers.Dense(2, "softmax", kernel_initializer=weights)(keras.layers.Flatten()(inputs)))
+    model = keras.Model(inputs,
+                        keras.layers.Dense(2, "softmax", kernel_initializer=weights)(keras.layers.Flatten()(inputs)))
     black = -tf.ones((8, 28, 28, 1))  # --normalization scale
     wrapped = adversarial_training.AdversarialTraining(model, method, 0.1, 7, tf.constant(1 / 127.5), tf.constant(-1.0))
     attacked = wrapped.attack(black, tf.zeros(8, tf.int64)).numpy()  # label 0: brighter is worse
@@ -144,7 +146,8 @@ def test_a_collapse_of_robustness_stops_training_and_restores_the_most_robust_ep
     tf.keras.utils.set_random_seed(0)
     config = training_config.TrainingConfig(model="lenet5", input_shape=(28, 28, 1), class_names=tuple("abcdefghij"))
     model = trainer.build_model(config)
-    wrapped = adversarial_training.AdversarialTraining(model, "fgsm-rs", 0.1, 1, tf.constant(1 / 127.5), tf.constant(-1.0))
+    wrapped = adversarial_training.AdversarialTraining(model, "fgsm-rs", 0.1, 1, tf.constant(1 / 127.5),
+                                                       tf.constant(-1.0))
     trainer.compile_model(wrapped, 5e-3)
     check = collapse_check.CollapseCheck(wrapped, tf.constant(x[4000:]), tf.constant(y[4000:]), 0.1, str(tmp_path))
     history = wrapped.fit({features.IMAGE_XF: x[:4000]}, y[:4000], epochs=3, callbacks=[check], verbose=0)

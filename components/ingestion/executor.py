@@ -47,10 +47,10 @@ def ReadImages(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_p
     unresolved = _UNRESOLVED.search(split_pattern)
     if unresolved:
         raise IngestionError(
-            f"the input pattern '{split_pattern}' still holds {unresolved.group()}: ExampleGen's driver, which picks the "
-            "newest span, did not run (open-source Kubeflow Pipelines does not run it; Vertex AI Pipelines with pipeline "
-            "spec 2.1 and `cnnpipe run` do). There, give the pipeline the newest images at a path without span-N "
-            "directories."
+            f"the input pattern '{split_pattern}' still holds {unresolved.group()}: ExampleGen's driver, which picks "
+            "the newest span, did not run (open-source Kubeflow Pipelines does not run it; Vertex AI Pipelines with "
+            "pipeline spec 2.1 and `cnnpipe run` do). There, give the pipeline the newest images at a path without "
+            "span-N directories."
         )
     data_format, class_names = _options(exec_properties)
     pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)

@@ -57,7 +57,8 @@ def detect(path: str, data_format: Optional[str] = None, class_names: Optional[S
     if not tf.io.gfile.isdir(path):  # a single file: its directory is the input base
         directory, name = os.path.split(path)
         data_format = _check_format(data_format or _file_format(path), path, ("idx", "tfrecord"))
-        return DataSource(data_format, directory, {"all": name}, _class_names(directory, data_format, [name], class_names))
+        return DataSource(data_format, directory, {"all": name},
+                          _class_names(directory, data_format, [name], class_names))
     span_numbers = spans(path)
     if span_numbers:  # every span is laid out like the newest one
         class_names = class_names or _names_file(path)
@@ -66,7 +67,8 @@ def detect(path: str, data_format: Optional[str] = None, class_names: Optional[S
         return DataSource(newest.format, path, patterns, newest.class_names)
     data_format = _check_format(data_format or _detect_format(path), path, FORMATS)
     patterns = _split_patterns(path, data_format)
-    return DataSource(data_format, path, patterns, _class_names(path, data_format, list(patterns.values()), class_names))
+    return DataSource(data_format, path, patterns,
+                      _class_names(path, data_format, list(patterns.values()), class_names))
 
 
 def _check_format(data_format: str, path: str, choices: Sequence[str]) -> str:
@@ -138,7 +140,8 @@ def _class_names(
         for pattern in patterns[1:]:  # the other splits must not bring new classes
             extra = set(formats.class_folders(os.path.join(path, pattern.split("/")[0]))) - set(names)
             if extra:
-                raise IngestionError(f"{path}/{pattern.split('/')[0]}: classes {sorted(extra)} are not in the training split.")
+                raise IngestionError(f"{path}/{pattern.split('/')[0]}: classes {sorted(extra)} are not in the "
+                                     "training split.")
         return tuple(names)
     if data_format == "idx":
         images = tf.io.gfile.glob(os.path.join(path, patterns[0]))

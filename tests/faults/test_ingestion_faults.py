@@ -333,7 +333,8 @@ def test_predict_client_sends_upright_images(tmp_path, observed):
     rotated, cmyk, plain = client.read_images([str(tmp_path / name) for name in ("phone.jpg", "cmyk.jpg", "plain.png")])
     upright = tf.io.decode_image(rotated, channels=3).numpy()
     np.testing.assert_array_equal(upright, np.rot90(pil_rgb((tmp_path / "phone.jpg").read_bytes()), k=-1))
-    np.testing.assert_array_equal(tf.io.decode_image(cmyk, channels=3).numpy(), pil_rgb((tmp_path / "cmyk.jpg").read_bytes()))
+    np.testing.assert_array_equal(tf.io.decode_image(cmyk, channels=3).numpy(),
+                                  pil_rgb((tmp_path / "cmyk.jpg").read_bytes()))
     assert tf.io.decode_image(cmyk, channels=1).shape == (28, 28, 1)  # a CMYK JPEG would fail here
     assert plain == (tmp_path / "plain.png").read_bytes()
     observed(f"phone.jpg sent as an upright PNG, {upright.shape[0]}x{upright.shape[1]}; cmyk.jpg as an RGB PNG; "

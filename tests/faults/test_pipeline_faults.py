@@ -64,7 +64,8 @@ def test_a_label_outside_the_class_ids_stops_the_run_whatever_the_schema(tmp_pat
     config = small_run_config(idx_slice(tmp_path / "data", one_bad_label), str(tmp_path / "out"), schema=None)
     message = stopped_before_transform(config)
     assert "train-images-idx3-ubyte.gz:37" in message and "'label'" in message
-    assert os.listdir(system_temp) == [], "the run left temporary files (TFX's package for Beam workers, TFDV's samples)"
+    assert os.listdir(system_temp) == [], \
+        "the run left temporary files (TFX's package for Beam workers, TFDV's samples)"
     observed(" ".join(message.split())[:300])
 
 

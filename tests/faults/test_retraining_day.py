@@ -1,8 +1,8 @@
 """A retraining day on real Fashion-MNIST spans, `cnnpipe retrain` over the newest two: span 1 with the run killed
 in each component and resumed; span 2 (more data) retrained while `cnnpipe serve` answers clients from the same
 serving directory and a second run on the same output is tried; span 3, whose labels mean nothing, not pushed;
-then a retrain with no new span; then span 4, brightened images: drift, stopped, then accepted. The slowest scenario of the suite, in a module of its own so that it runs beside
-the others."""
+then a retrain with no new span; then span 4, brightened images: drift, stopped, then accepted. The slowest
+scenario of the suite, in a module of its own so that it runs beside the others."""
 
 import dataclasses
 import os
@@ -73,7 +73,8 @@ def trainer_spans(output) -> list[int]:
     store = summary.store(metadata_path(str(output)))
     types = {t.name.rsplit(".", 1)[-1]: t.name for t in store.get_execution_types()}
     trainer = max(store.get_executions_by_type(types["Trainer"]), key=lambda e: e.id)
-    inputs = [e.artifact_id for e in store.get_events_by_execution_ids([trainer.id]) if e.path.steps[0].key == "examples"]
+    inputs = [e.artifact_id for e in store.get_events_by_execution_ids([trainer.id])
+              if e.path.steps[0].key == "examples"]
     transform = next(e.execution_id for e in store.get_events_by_artifact_ids(inputs) if e.type == e.OUTPUT)
     raw = [e.artifact_id for e in store.get_events_by_execution_ids([transform])
            if e.type == e.INPUT and e.path.steps[0].key == "examples"]

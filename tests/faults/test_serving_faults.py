@@ -137,7 +137,8 @@ def send_slow_requests(server: Server, name: str, body: bytes, count: int) -> li
     """`count` accepted connections, each sent a slow predict request whose answer is not read yet."""
     connections = [accepted_connection(server, name) for _ in range(count)]
     for connection in connections:
-        connection.request("POST", f"/v1/models/{name}:predict", body=body, headers={"Content-Type": "application/json"})
+        connection.request("POST", f"/v1/models/{name}:predict", body=body,
+                           headers={"Content-Type": "application/json"})
     return connections
 
 
