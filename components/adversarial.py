@@ -20,7 +20,7 @@ from tfx.utils import io_utils, path_utils
 from cnnpipe.components.parameters import json_parameter
 from cnnpipe.components.served_model import EVALUATION_KEY_FILE, baseline_dir, stored_evaluation
 from cnnpipe.core.errors import RobustnessError
-from cnnpipe.core.names import BASELINE, CANDIDATE
+from cnnpipe.core.names import BASELINE, CANDIDATE, EVAL
 from cnnpipe.robustness.adversarial_examples import evaluation_key, write
 from cnnpipe.robustness.settings import AttackSettings
 from cnnpipe.robustness.pixel_model import PixelModel
@@ -37,7 +37,7 @@ def AdversarialExamples(
     model: InputArtifact[standard_artifacts.Model],
     adversarial_examples: OutputArtifact[standard_artifacts.Examples],
     baseline_model: InputArtifact[standard_artifacts.Model] = None,
-    split: Parameter[str] = "eval",
+    split: Parameter[str] = EVAL,
     attacks: Parameter[List[str]] = None,
     epsilons: Parameter[List[float]] = None,
     pgd_steps: Parameter[int] = AttackSettings.pgd_steps,

@@ -35,8 +35,8 @@ from tfx.utils import io_utils, path_utils
 from cnnpipe.components.served_model import baseline_dir
 from cnnpipe.core import features
 from cnnpipe.core.errors import CnnpipeError
-from cnnpipe.core.names import (CLASS_NAMES_ASSET, EMBED, EMBEDDINGS, NEIGHBOR_CLASS_NAMES, SEARCH, SEARCH_ASSETS,
-                                TRANSFORM_ASSETS)
+from cnnpipe.core.names import (CLASS_NAMES_ASSET, EMBED, EMBEDDINGS, EVAL, NEIGHBOR_CLASS_NAMES, SEARCH, SEARCH_ASSETS,
+                                TRAIN, TRANSFORM_ASSETS)
 from cnnpipe.models import embedding, signatures  # noqa: F401 - embedding registers CosineClassifier for loading
 from cnnpipe.models.catalog import Catalog, normalized
 from cnnpipe.models.warm_start import holds_saved_model
@@ -189,8 +189,8 @@ def EmbeddingIndex(
     catalog: InputArtifact[standard_artifacts.Examples] = None,
     baseline: InputArtifact[standard_artifacts.Model] = None,
     top_k: Parameter[int] = 10,
-    catalog_split: Parameter[str] = "train",
-    query_split: Parameter[str] = "eval",
+    catalog_split: Parameter[str] = TRAIN,
+    query_split: Parameter[str] = EVAL,
     min_precision: Parameter[float] = 0.0,
     max_precision_drop: Parameter[float] = None,
 ) -> None:

@@ -25,6 +25,7 @@ from tfx.utils import path_utils
 
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.components.evaluation_results import candidate_accuracy
+from cnnpipe.core.names import EVAL
 
 TIMEOUT_SECONDS = 1800
 BLESSED, REASON = "blessed", "reason"  # the InfraBlessing's custom properties (TFX's Pusher reads `blessed`)
@@ -81,7 +82,7 @@ def PushCheck(
         infra_blessing.set_int_custom_property(BLESSED, 0)
         infra_blessing.set_string_custom_property(REASON, "not checked: the Evaluator did not bless the model")
         return
-    splits = "eval" if evaluation is not None else "*"  # ExampleGen writes a split's files under Split-<name>/
+    splits = EVAL if evaluation is not None else "*"  # ExampleGen writes a split's files under Split-<name>/
     eval_files = os.path.join(examples.uri, f"Split-{splits}", "*")
     try:
         report = check(path_utils.serving_model_path(model.uri), eval_files,

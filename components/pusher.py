@@ -36,10 +36,10 @@ from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils, proto_utils
 
-from cnnpipe.components.ingestion.source import TRAIN
 from cnnpipe.components.served_model import (EVALUATION, EVALUATION_KEY_FILE, PUSH_RECORD, TRAINING_STATISTICS,
                                              evaluation_key_in, newest_served)
 from cnnpipe.core.errors import CnnpipeError
+from cnnpipe.core.names import TRAIN
 from cnnpipe.serving import model_config
 from cnnpipe.serving.model_config import versions as existing_versions
 

@@ -23,7 +23,7 @@ from tfx.components.statistics_gen.stats_artifact_utils import BINARY_PB_BASENAM
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils, path_utils
 
-from cnnpipe.components.ingestion.source import TRAIN  # the split names ingestion writes
+from cnnpipe.core.names import TRAIN
 from cnnpipe.models.warm_start import holds_saved_model
 from cnnpipe.serving.model_config import versions
 

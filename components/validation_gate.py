@@ -26,10 +26,10 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
-from cnnpipe.components.ingestion.source import TRAIN  # the split names ingestion writes
 from cnnpipe.components.parameters import json_parameter
 from cnnpipe.core.errors import DataValidationError
 from cnnpipe.core import features
+from cnnpipe.core.names import TRAIN
 
 SAMPLED_RECORDS = 3
 DRIFTED, ACCEPTED = "drifted", "accepted"  # the drift artifact's custom properties

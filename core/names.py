@@ -1,6 +1,9 @@
 """Names more than one layer shares, as plain strings (no TensorFlow): the served model's signatures and outputs,
 the attacks, and where a run writes by default. The feature keys are `core/features.py`'s."""
 
+import os
+from typing import Optional
+
 # For evaluation (attacks/eight_bit.py) and adversarial training (models/adversarial_training.py, whose methods
 # models/training_config.py lists): both PGDs take the same steps (attacks/linf_ball.py).
 FGSM = "fgsm"
@@ -41,8 +44,18 @@ SEARCH_ASSETS = "assets.extra/search"  # in a model with a catalog: its item tab
 TRANSFORM_ASSETS = "assets.extra/transform_graph"  # in a model with a catalog: its Transform's output, to index anew
 CLASS_NAMES_ASSET = "class_names.txt"  # in the SavedModel's assets/
 
+# The splits ingestion writes (ExampleGen's output has their files under Split-<name>/): the Trainer trains on TRAIN,
+# the Evaluator, the attacks and visual search's queries use EVAL; TRAIN is also the catalog and the drift reference.
+TRAIN, EVAL = "train", "eval"
+
 # Where a run writes, and what it serves, unless told otherwise (pipeline/config.py; `cnnpipe serve` and
 # `cnnpipe predict` look there too).
 DEFAULT_OUTPUT_DIR = "cnnpipe-output"
 SERVING_SUBDIR = "serving"
 DEFAULT_DATASET = "fashion_mnist"  # its name is the served model's name
+DEFAULT_SERVING_DIR = os.path.join(DEFAULT_OUTPUT_DIR, SERVING_SUBDIR)  # where `cnnpipe serve` and `predict` look
+
+
+def resolve_serving_dir(output_dir: str = DEFAULT_OUTPUT_DIR, serving_dir: Optional[str] = None) -> str:
+    """Where a run pushes its models: `serving_dir` when given, else `output_dir`/serving."""
+    return serving_dir or os.path.join(output_dir, SERVING_SUBDIR)

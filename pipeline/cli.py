@@ -12,7 +12,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 from cnnpipe.core.errors import CnnpipeError
-from cnnpipe.core.names import DEFAULT_OUTPUT_DIR, SERVING_SUBDIR
+from cnnpipe.core.names import DEFAULT_OUTPUT_DIR, resolve_serving_dir
 from cnnpipe.core.options import GROUPS, flag_of, shape, value_parser
 
 if TYPE_CHECKING:
@@ -302,8 +302,7 @@ def _skew(args: argparse.Namespace) -> int:
               + f"); {unlabelled} logged images without a label left out.")
         return 0
 
-    serving_dir = args.serving_dir or os.path.join(args.output or DEFAULT_OUTPUT_DIR, SERVING_SUBDIR)
-    found = skew.find_skew(args.requests, serving_dir)
+    found = skew.find_skew(args.requests, resolve_serving_dir(args.output or DEFAULT_OUTPUT_DIR, args.serving_dir))
     for version in found:
         print(version.format())
     return EXIT_SKEW if any(version.skewed for version in found) else 0

@@ -10,7 +10,7 @@ import re
 from typing import TYPE_CHECKING, Any, Optional
 
 from cnnpipe.core.errors import CnnpipeError
-from cnnpipe.core.names import DEFAULT_OUTPUT_DIR, SERVING_SUBDIR
+from cnnpipe.core.names import DEFAULT_OUTPUT_DIR, resolve_serving_dir
 from cnnpipe.core.options import names, option, options_of
 from cnnpipe.models.training_config import TrainingConfig
 from cnnpipe.pipeline import datasets
@@ -145,7 +145,7 @@ class PipelineConfig:
     @property
     def serving_base(self) -> str:
         """TF Serving's model base path: versions go to <serving_dir>/<name>/<version>/."""
-        return os.path.join(self.serving_dir or os.path.join(self.output_dir, SERVING_SUBDIR), self.name)
+        return os.path.join(resolve_serving_dir(self.output_dir, self.serving_dir), self.name)
 
     def checked_thresholds(self) -> Thresholds:
         """The blessing's bounds, once each gated ε is one the run attacks."""

@@ -25,6 +25,7 @@ from cnnpipe.components.push_check import PushCheck
 from cnnpipe.components.pusher import AtomicPusher
 from cnnpipe.components.served_model import ServedModel
 from cnnpipe.components.validation_gate import ValidationGate
+from cnnpipe.core.names import EVAL, TRAIN
 from cnnpipe.models.training_config import WARM_START_LATEST, TrainingConfig
 from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.evaluation import eval_config
@@ -120,8 +121,8 @@ def create_pipeline(
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema,
-        train_args=trainer_pb2.TrainArgs(splits=["train"]),
-        eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
+        train_args=trainer_pb2.TrainArgs(splits=[TRAIN]),
+        eval_args=trainer_pb2.EvalArgs(splits=[EVAL]),
         custom_config=dataclasses.asdict(training),
         # fn_args.base_model: the served model, for --warm-start latest
         base_model=baseline if training.warm_start == WARM_START_LATEST else None,

@@ -20,7 +20,7 @@ from tfx.utils import path_utils
 from cnnpipe.components.evaluation_results import Metrics, metric_key, metrics_by_slice, served_bounds, spec_slice
 from cnnpipe.components.validation_gate import class_counts
 from cnnpipe.core import features
-from cnnpipe.core.names import BASELINE, CANDIDATE, CLASS_NAMES, NO_ATTACK, SERVING_DEFAULT, WORST_CASE
+from cnnpipe.core.names import BASELINE, CANDIDATE, CLASS_NAMES, EVAL, NO_ATTACK, SERVING_DEFAULT, WORST_CASE
 from cnnpipe.models.class_names import read_class_names
 from cnnpipe.pipeline import summary as run_summary
 
@@ -266,9 +266,9 @@ def read(metadata_file: str, pipeline_name: str, result: run_summary.RunSummary)
         return facts
     model_dir = path_utils.serving_model_path(model.uri)
     predict = tf.saved_model.load(model_dir).signatures[SERVING_DEFAULT]
-    facts.quality = quality(predict, read_class_names(model_dir), _split_files(outputs["examples"], "eval"))
+    facts.quality = quality(predict, read_class_names(model_dir), _split_files(outputs["examples"], EVAL))
     facts.gates = gates(evaluation.uri, metrics_by_slice(evaluation.uri), result.retrieval)
     epsilon = gallery_epsilon(result)
     if epsilon is not None and "adversarial_examples" in outputs:
-        facts.flips = flips(predict, _split_files(outputs["adversarial_examples"], "eval"), epsilon)
+        facts.flips = flips(predict, _split_files(outputs["adversarial_examples"], EVAL), epsilon)
     return facts

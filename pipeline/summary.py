@@ -16,12 +16,11 @@ from tfx.utils import path_utils
 from cnnpipe.components.embedding_index import METRICS_FILE as RETRIEVAL_FILE, retrieval_failures
 from cnnpipe.components.evaluation_results import (ACCURACY, LOSS, Metrics, ServedBound, Slice, clean_slice,
                                                    metrics_by_slice, served_bounds, slice_columns)
-from cnnpipe.components.ingestion.source import TRAIN
 from cnnpipe.components.validation_gate import ACCEPTED, DRIFT_FILE, DRIFTED, MEASURES, class_counts
 from cnnpipe.core import features
+from cnnpipe.core.names import BASELINE, EVAL, NO_ATTACK, TRAIN
 from cnnpipe.models import collapse_check
 from cnnpipe.models.class_names import read_class_names
-from cnnpipe.core.names import BASELINE, NO_ATTACK
 from cnnpipe.pipeline.progress import NODE_CONTEXT
 
 _OUTPUT = metadata_store_pb2.Event.OUTPUT
@@ -301,7 +300,7 @@ def unevaluated_classes(outputs: dict[str, metadata_store_pb2.Artifact]) -> list
         return []
     statistics = standard_artifacts.ExampleStatistics()
     statistics.set_mlmd_artifact(outputs["statistics"])
-    counts = class_counts(statistics, "eval")
+    counts = class_counts(statistics, EVAL)
     names = read_class_names(path_utils.serving_model_path(outputs["model"].uri))
     return [name for name in names if not counts.get(name)]
 

@@ -1,11 +1,9 @@
 """The `serve`, `predict` and `search` subcommands of the `cnnpipe` command line."""
 
 import argparse
-import os
 
-from cnnpipe.core.names import CLASSIFY, DEFAULT_DATASET, DEFAULT_OUTPUT_DIR, PREDICT_IMAGE, SEARCH, SERVING_SUBDIR
+from cnnpipe.core.names import CLASSIFY, DEFAULT_DATASET, DEFAULT_SERVING_DIR, PREDICT_IMAGE, SEARCH
 
-DEFAULT_SERVING_DIR = os.path.join(DEFAULT_OUTPUT_DIR, SERVING_SUBDIR)
 DEFAULT_MODEL = DEFAULT_DATASET  # a run names its model after its data set
 APIS = {"predict": PREDICT_IMAGE, "classify": CLASSIFY}  # `predict --api`: TF Serving's API, and the signature it calls
 

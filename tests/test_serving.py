@@ -527,16 +527,23 @@ def test_with_tensorflow_model_server_the_same_models_and_options_are_passed():
 def test_the_own_conversions_give_what_tensorflows_give():
     """tensors.py keeps its string reader and response writer for speed (bench/tensor_protos.py); a client reading
     with tf.make_ndarray must see what tf.make_tensor_proto would have sent, and strings read as TensorFlow reads
-    them."""
+    them. The writer fills the typed field of each type (float_val ...), as TF Serving answers, never
+    tensor_content."""
+    fields = {np.float32: "float_val", np.float64: "double_val", np.int32: "int_val", np.int64: "int64_val",
+              np.uint8: "int_val", np.float16: "half_val", np.complex64: "scomplex_val", np.bool_: "bool_val"}
     arrays = [np.arange(12, dtype=dtype).reshape(3, 4) for dtype in (np.float32, np.float64, np.int32, np.int64,
                                                                        np.uint8, np.float16)]
+    arrays += [np.array([[1 + 2j, -0.5j]], np.complex64)]
     arrays += [np.array([True, False]), np.array(3.5, np.float32), np.zeros((0, 10), np.float32),
                np.array([[b"a", b"\xff\0"], [b"", b"b"]], dtype=object), np.array(b"x", dtype=object)]
     for array in arrays:
         written = tensor_pb2.TensorProto()
         tensors.write_proto(array, written)
         ours, theirs = tf.make_ndarray(written), tf.make_ndarray(tf.make_tensor_proto(array))
-        assert written.dtype == tf.make_tensor_proto(array).dtype
+        assert written.dtype == tf.make_tensor_proto(array).dtype and not written.tensor_content
+        if array.dtype != object:
+            values_per_item = 2 if array.dtype.kind == "c" else 1
+            assert len(getattr(written, fields[array.dtype.type])) == array.size * values_per_item
         assert (ours.dtype, ours.shape) == (theirs.dtype, theirs.shape) and np.array_equal(ours, theirs)
     spec = tf.TensorSpec(None, tf.string)
     for values, shape in [([b"a", b"b"], [2]), ([b"a"], [3]), ([b"a", b"b", b"c", b"d"], [2, 2]), ([b"a"], [])]:

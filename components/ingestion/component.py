@@ -5,7 +5,8 @@ from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
 from cnnpipe.components.ingestion import executor
-from cnnpipe.components.ingestion.source import EVAL, TRAIN, DataSource
+from cnnpipe.components.ingestion.source import DataSource
+from cnnpipe.core.names import EVAL, TRAIN
 
 
 class ImageExampleGen(FileBasedExampleGen):

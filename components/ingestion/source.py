@@ -9,9 +9,9 @@ import tensorflow as tf
 
 from cnnpipe.core.errors import IngestionError
 from cnnpipe.components.ingestion import formats
+from cnnpipe.core.names import EVAL, TRAIN
 
 FORMATS = ("idx", "folder", "images", "tfrecord")  # images: one folder of images without classes (a catalog)
-TRAIN, EVAL = "train", "eval"
 # Directory or file-name prefixes that mark a data set's own evaluation split.
 EVAL_PREFIXES = ("t10k", "test", "eval", "val", "validation")
 CLASS_NAMES_FILE = "class_names.txt"

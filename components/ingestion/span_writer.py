@@ -11,9 +11,10 @@ import tensorflow as tf
 from PIL import Image
 
 from cnnpipe.components.ingestion import formats
-from cnnpipe.components.ingestion.source import EVAL, SPAN_DIRECTORY, TRAIN, detect, spans
+from cnnpipe.components.ingestion.source import SPAN_DIRECTORY, detect, spans
 from cnnpipe.core import features
 from cnnpipe.core.errors import IngestionError
+from cnnpipe.core.names import EVAL, TRAIN
 
 EVAL_SHARE = 10  # with an own train/eval split, one image in EVAL_SHARE goes to eval
 
