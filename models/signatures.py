@@ -13,10 +13,8 @@ Every signature runs the Transform graph (the training preprocessing) and the mo
   (`neighbor_ids`, `scores` (cosine), `neighbor_class_names`, `neighbor_sources`, [N, k] each; `models/catalog.py`).
 - `classify`: TF Serving's Classify API. `serving_default`'s tf.Examples (`inputs`) to `classes` [N, classes] (each
   column's class name) and `scores` [N, classes] (the probabilities): the one input and two outputs TF Serving's
-  classifier reads. Its method_name is `tensorflow/serving/predict`, as tf.saved_model.save gives every signature
-  (TF 2.16 changes it only by rewriting saved_model.pb afterwards, leaving fingerprint.pb's checksum stale); TF
-  Serving's Classify runs on it unless the server was started with `--enable_signature_method_name_check` (off by
-  default).
+  classifier reads, with the method name `tensorflow/serving/classify` (`classify_method_name`), so TF Serving's
+  Classify takes it with `--enable_signature_method_name_check` too.
 
 The three predict signatures return `probabilities` [N, classes], `class_ids` [N], `class_names`
 [N] and `all_class_names` [N, classes] (the name of each probability column, so a remote client
@@ -30,6 +28,7 @@ from typing import Callable, Optional, Sequence
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
+from tensorflow.python.saved_model import fingerprinting_utils  # no public API writes a fingerprint
 
 from cnnpipe.core import features
 from cnnpipe.core.names import (ALL_CLASS_NAMES, CLASS_IDS, CLASS_NAMES, CLASS_NAMES_ASSET, CLASSIFY, CLASSIFY_CLASSES,
@@ -137,3 +136,14 @@ def export(model: keras.Model, tft_output: tft.TFTransformOutput, class_names: S
             f.write("".join(f"{name}\n" for name in class_names))
         model.class_names_file = tf.saved_model.Asset(names_file)  # copied to <export_dir>/assets/
         model.save(export_dir, save_format="tf", signatures=_signatures(model, image_spec))
+    classify_method_name(export_dir)
+
+
+def classify_method_name(export_dir: str) -> None:
+    """Gives the `classify` signature TF Serving's classify method name. tf.saved_model.save writes the predict method
+    name on every signature, so saved_model.pb is rewritten (TensorFlow's MethodNameUpdater) and its fingerprint
+    (fingerprint.pb, which a search index is checked against) computed anew from it."""
+    updater = tf.compat.v1.saved_model.signature_def_utils.MethodNameUpdater(export_dir)
+    updater.replace_method_name(CLASSIFY, tf.saved_model.CLASSIFY_METHOD_NAME, tags=tf.saved_model.SERVING)
+    updater.save()
+    fingerprinting_utils.write_fingerprint(export_dir)

@@ -12,7 +12,8 @@ import tf_keras as keras
 from PIL import Image
 
 from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.core.protobuf import fingerprint_pb2, saved_model_pb2
+from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting as fingerprinting_pywrap
 
 from conftest import encode, fashion_mnist, train_and_export
 from cnnpipe.components import signature_check
@@ -132,15 +133,19 @@ def test_classify_answers_serving_defaults_examples_with_its_probabilities_and_c
 
 
 def test_the_classify_signature_def_is_what_tf_servings_classifier_reads(exported):
-    """One string input `inputs`, and `classes` (strings) and `scores` (floats), both of rank 2; its method_name is
-    predict, as TF 2.16 gives every signature (TF Serving checks it only with --enable_signature_method_name_check)."""
+    """One string input `inputs`, and `classes` (strings) and `scores` (floats), both of rank 2, with TF Serving's
+    classify method name; the fingerprint written after the rewrite is the one computed from saved_model.pb."""
     saved_model = saved_model_pb2.SavedModel.FromString(open(os.path.join(exported[0], "saved_model.pb"), "rb").read())
     signature = saved_model.meta_graphs[0].signature_def["classify"]
     assert {key: tensor.dtype for key, tensor in signature.inputs.items()} == {"inputs": types_pb2.DT_STRING}
     assert {key: tensor.dtype for key, tensor in signature.outputs.items()} == {"classes": types_pb2.DT_STRING,
                                                                                  "scores": types_pb2.DT_FLOAT}
     assert [len(tensor.tensor_shape.dim) for tensor in signature.outputs.values()] == [2, 2]
-    assert signature.method_name == tf.saved_model.PREDICT_METHOD_NAME
+    assert signature.method_name == tf.saved_model.CLASSIFY_METHOD_NAME
+    assert saved_model.meta_graphs[0].signature_def["serving_default"].method_name == tf.saved_model.PREDICT_METHOD_NAME
+    written = tf.saved_model.experimental.read_fingerprint(exported[0])
+    recomputed = fingerprint_pb2.FingerprintDef.FromString(fingerprinting_pywrap.CreateFingerprintDef(exported[0]))
+    assert written.saved_model_checksum == recomputed.saved_model_checksum
 
 
 def test_the_push_check_compares_classify_with_serving_default(exported, served, tmp_path):
