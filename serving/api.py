@@ -172,7 +172,7 @@ def predict_response(servable: Servable, request: predict_pb2.PredictRequest, ma
     """A PredictRequest answered by `servable`: its inputs read as their signature's types, outputs in the typed
     fields of their TensorProtos."""
     key, signature = servable.signature(request.model_spec.signature_name)
-    check_input_names(request.inputs, servable.signature_defs.get(key, meta_graph_pb2.SignatureDef()))
+    check_input_names(request.inputs, servable.signature_defs[key])
     images = max((tensors.proto_rows(proto) for proto in request.inputs.values()), default=0)
     with batch_of(images, max_batch_images):
         inputs = {name: tensors.from_proto(proto, signature.inputs[name], name)

@@ -10,6 +10,7 @@ import uuid
 
 import tensorflow as tf
 from google.protobuf import text_format
+from google.protobuf.message import Message
 from tensorflow_serving.config import model_server_config_pb2
 
 from cnnpipe.core.errors import CnnpipeError
@@ -58,21 +59,26 @@ class ModelConfigError(CnnpipeError, ValueError):
     """A models.config that cannot be read or is not a model_config_list."""
 
 
-def read(path: str) -> model_server_config_pb2.ModelServerConfig:
-    """A models.config file; a ModelConfigError (a ValueError) names the file and what is wrong with it."""
-    not_config = (f"{path}: not a TF Serving model config (Error parsing text-format "
-                  "tensorflow.serving.ModelServerConfig)")
+def read_text_proto(path: str, message: Message, what: str, error: type[Exception]) -> Message:
+    """`message` parsed from the text-format file at `path` (local or a bucket); `error` names the file and what is
+    wrong with it: unreadable, not UTF-8 text, or not `what` (e.g. "a TF Serving model config (...)")."""
     try:
         with tf.io.gfile.GFile(path, "rb") as f:
             text = f.read().decode("utf-8")
-        config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
-    except tf.errors.OpError as error:
-        raise ModelConfigError(f"{path}: cannot read the model config: {error.message}") from None
-    except UnicodeDecodeError as error:
-        raise ModelConfigError(f"{not_config}: byte {error.start} is not UTF-8 text "
-                               f"(0x{error.object[error.start]:02x}); is it a binary file?") from None
-    except text_format.ParseError as error:
-        raise ModelConfigError(f"{not_config}: {error}") from None
+        return text_format.Parse(text, message)
+    except tf.errors.OpError as failure:
+        raise error(f"{path}: cannot read it: {failure.message}") from None
+    except UnicodeDecodeError as failure:
+        raise error(f"{path}: not {what}: byte {failure.start} is not UTF-8 text "
+                    f"(0x{failure.object[failure.start]:02x}); is it a binary file?") from None
+    except text_format.ParseError as failure:
+        raise error(f"{path}: not {what}: {failure}") from None
+
+
+def read(path: str) -> model_server_config_pb2.ModelServerConfig:
+    """A models.config file; a ModelConfigError (a ValueError) names the file and what is wrong with it."""
+    config = read_text_proto(path, model_server_config_pb2.ModelServerConfig(), "a TF Serving model config (Error "
+                             "parsing text-format tensorflow.serving.ModelServerConfig)", ModelConfigError)
     if config.HasField("custom_model_config"):
         raise ModelConfigError(f"{path}: custom_model_config is not supported; list the models in model_config_list.")
     return config

@@ -25,11 +25,11 @@ import threading
 from typing import Iterator, Optional
 
 import grpc
-import tensorflow as tf
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from tensorflow_serving.apis import get_model_status_pb2
 
 from cnnpipe.core.errors import CnnpipeError
+from cnnpipe.serving import model_config
 
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -69,18 +69,8 @@ MonitoringConfig = _monitoring_config_class()
 def read_config(path: str) -> Optional[str]:
     """The Prometheus endpoint path a MonitoringConfig file (text format) enables, or None when it enables none;
     a MonitoringConfigError (a ValueError) names the file and what is wrong with it."""
-    not_config = f"{path}: not a TF Serving monitoring config (MonitoringConfig text format)"
-    try:
-        with tf.io.gfile.GFile(path, "rb") as f:
-            text = f.read().decode("utf-8")
-        config = text_format.Parse(text, MonitoringConfig())
-    except tf.errors.OpError as error:
-        raise MonitoringConfigError(f"{path}: cannot read the monitoring config: {error.message}") from None
-    except UnicodeDecodeError as error:
-        raise MonitoringConfigError(f"{not_config}: byte {error.start} is not UTF-8 text "
-                                    f"(0x{error.object[error.start]:02x}); is it a binary file?") from None
-    except text_format.ParseError as error:
-        raise MonitoringConfigError(f"{not_config}: {error}") from None
+    config = model_config.read_text_proto(path, MonitoringConfig(), "a TF Serving monitoring config "
+                                          "(MonitoringConfig text format)", MonitoringConfigError)
     prometheus = config.prometheus_config
     if not prometheus.enable:
         return None
