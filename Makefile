@@ -15,7 +15,7 @@ test: setup
 # The fast tier: unit and component tests on small data, no pipeline run (about 2 minutes; docs/benchmarks.md).
 FAST_TESTS = tests/test_layers.py tests/test_models.py tests/test_preprocessing.py tests/test_signatures.py \
 	tests/test_monitoring.py tests/test_warmup.py tests/test_readme.py tests/test_retrieval.py tests/test_warm_start.py \
-	tests/test_trainer.py tests/test_ingestion.py tests/test_drift.py tests/test_cli.py tests/tf_serving
+	tests/test_trainer.py tests/test_ingestion.py tests/test_drift.py tests/test_cli.py tests/test_evaluation_key.py tests/tf_serving
 
 test-fast: setup
 	.venv/bin/python -m pytest $(FAST_TESTS) $(PYTEST_ARGS)

@@ -7,8 +7,8 @@ constraints.txt pins the whole resolved set; these are the direct dependencies.
 
 from setuptools import setup
 
-SUBPACKAGES = ["pipeline", "components", "components.ingestion", "core", "models", "schemas", "serving", "robustness",
-               "retrieval", "attacks"]
+SUBPACKAGES = ["cli", "runners", "report", "monitoring", "pipeline", "components", "components.blessing",
+               "components.ingestion", "core", "models", "schemas", "serving", "robustness", "retrieval", "attacks"]
 
 setup(
     name="cnnpipe",
@@ -43,5 +43,5 @@ setup(
                  "import-linter==2.16", "ruff==0.16.9", "selenium==4.51.0"],
         "kubeflow": ["kfp==2.13.0"],
     },
-    entry_points={"console_scripts": ["cnnpipe=cnnpipe.pipeline.cli:main"]},
+    entry_points={"console_scripts": ["cnnpipe=cnnpipe.cli.main:main"]},
 )

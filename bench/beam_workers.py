@@ -12,7 +12,7 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from cnnpipe.pipeline import local_runner  # noqa: E402
+from cnnpipe.runners import local_runner  # noqa: E402
 from cnnpipe.pipeline.config import PipelineConfig  # noqa: E402
 
 BEAM_COMPONENTS = ("ImageExampleGen", "StatisticsGen", "Transform")

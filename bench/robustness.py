@@ -24,13 +24,14 @@ import tensorflow_model_analysis as tfma  # noqa: E402
 
 import report  # noqa: E402 - bench/report.py, beside this script
 from cnnpipe.components.ingestion.formats import make_example  # noqa: E402
-from cnnpipe.pipeline import evaluation  # noqa: E402
+from cnnpipe.components.blessing import eval_config  # noqa: E402
 from cnnpipe.pipeline.datasets import FASHION_MNIST  # noqa: E402
-from cnnpipe.pipeline.thresholds import Thresholds  # noqa: E402
+from cnnpipe.components.blessing.thresholds import Thresholds  # noqa: E402
 from cnnpipe.core.names import BASELINE, CANDIDATE  # noqa: E402
-from cnnpipe.components.evaluation_results import metrics_by_slice  # noqa: E402
-from cnnpipe.components.evaluator import with_served_values  # noqa: E402
-from cnnpipe.robustness.adversarial_examples import adversarial_batches, evaluation_key, write  # noqa: E402
+from cnnpipe.components.blessing.evaluation_results import metrics_by_slice  # noqa: E402
+from cnnpipe.components.blessing.evaluator import with_served_values  # noqa: E402
+from cnnpipe.components.blessing import evaluation_key  # noqa: E402
+from cnnpipe.robustness.adversarial_examples import adversarial_batches, write  # noqa: E402
 from cnnpipe.robustness.settings import AttackSettings, attack_names, with_worst_case  # noqa: E402
 from cnnpipe.robustness.pixel_model import PixelModel  # noqa: E402
 from cnnpipe.serving.model_config import versions  # noqa: E402
@@ -79,7 +80,7 @@ def accuracy_per_epsilon(model: PixelModel, settings: AttackSettings) -> None:
 
 def pipeline_config(settings: AttackSettings, has_baseline: bool) -> tfma.EvalConfig:
     return tfma.utils.update_eval_config_with_defaults(
-        evaluation.eval_config(Thresholds() if has_baseline else Thresholds().without_baseline(), settings.attacks),
+        eval_config.eval_config(Thresholds() if has_baseline else Thresholds().without_baseline(), settings.attacks),
         has_baseline=has_baseline)
 
 
@@ -98,13 +99,13 @@ def evaluate(models: dict[str, PixelModel], settings: AttackSettings, records: s
 def reuse_baseline_metrics(models: dict[str, PixelModel], settings: AttackSettings, scratch: str) -> float:
     """Seconds the stage takes when the baseline carries its own metrics from the run it was the candidate of (made
     here first, untimed): the evaluation key, the candidate's copies alone, TFMA on the candidate alone with each
-    change threshold a lower bound at the baseline's value (components/evaluator.with_served_values)."""
+    change threshold a lower bound at the baseline's value (components/blessing/evaluator.with_served_values)."""
     source = os.path.join(scratch, "eval.gz")
     served = {CANDIDATE: models[BASELINE]}
     write(source, os.path.join(scratch, "served"), served, settings, progress=lambda _: None)
     evaluate(served, settings, os.path.join(scratch, "served", "*"), os.path.join(scratch, "served_evaluation"))
     start = time.perf_counter()
-    evaluation_key([source], settings)
+    evaluation_key.data_digest([source], settings)
     candidate = {CANDIDATE: models[CANDIDATE]}
     write(source, os.path.join(scratch, "reused"), candidate, settings, progress=lambda _: None)
     config, _ = with_served_values(pipeline_config(settings, has_baseline=True),

@@ -53,7 +53,7 @@ def free_port() -> int:
 
 def start_server(serving_dir: str, options: list[str]) -> tuple[subprocess.Popen, int, int]:
     rest_port, grpc_port = free_port(), free_port()
-    command = [sys.executable, "-m", "cnnpipe.pipeline.cli", "serve", "--serving-dir", serving_dir,
+    command = [sys.executable, "-m", "cnnpipe.cli.main", "serve", "--serving-dir", serving_dir,
                "--host", "127.0.0.1", "--rest-port", str(rest_port), "--grpc-port", str(grpc_port), *options]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):

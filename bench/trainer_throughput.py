@@ -17,7 +17,8 @@ import tf_keras as keras  # noqa: E402
 
 from cnnpipe.core import features  # noqa: E402
 from cnnpipe.models import trainer, training_config  # noqa: E402
-from cnnpipe.pipeline import local_runner, summary  # noqa: E402
+from cnnpipe.runners import local_runner  # noqa: E402
+from cnnpipe.pipeline import metadata  # noqa: E402
 from cnnpipe.pipeline.config import PipelineConfig  # noqa: E402
 
 
@@ -48,7 +49,7 @@ def main() -> None:
                         "(default lenet5)")
     args = parser.parse_args()
 
-    _, outputs = summary.run_outputs(local_runner.metadata_path(args.output), args.name)
+    _, outputs = metadata.run_outputs(local_runner.metadata_path(args.output), args.name)
     transform_graph = outputs["transform_graph"].uri
     train_files = [os.path.join(outputs["transformed_examples"].uri, "Split-train", "*")]
     tft_output = tft.TFTransformOutput(transform_graph)

@@ -27,7 +27,7 @@ from scann.scann_ops.py import scann_ops_pybind
 
 import report  # bench/report.py, beside this script
 from cnnpipe.models.catalog import normalized
-from cnnpipe.pipeline import summary
+from cnnpipe.pipeline import metadata
 from cnnpipe.pipeline.output_dir import metadata_path
 from cnnpipe.retrieval import index, metrics
 from cnnpipe.serving.model_config import versions
@@ -143,7 +143,7 @@ def main() -> None:
         print(f"{name:<40} {build_seconds:>7.1f} {size / len(catalog):>7,.0f} {metrics.recall(found, truth):>9.3f} "
               f"{len(queries) / batch:>10,.0f} {1000 * single:>6.2f} {exact_batch / batch:>8.1f}x", flush=True)
     if os.path.isfile(metadata_path(args.output)):
-        times = summary.wall_times(metadata_path(args.output), args.model)
+        times = metadata.wall_times(metadata_path(args.output), args.model)
         print(f"\nWhat search adds to the newest run of {args.model} in {args.output}: EmbeddingIndex "
               f"{times.get('EmbeddingIndex', 0):.1f} s of the run's {times['run']:.1f} s "
               f"({times.get('EmbeddingIndex', 0) / times['run']:.1%}; cached components count 0)")

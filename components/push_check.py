@@ -24,7 +24,7 @@ from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
 from cnnpipe.core.errors import CnnpipeError
-from cnnpipe.components.evaluation_results import candidate_accuracy
+from cnnpipe.components.blessing.evaluation_results import candidate_accuracy
 from cnnpipe.core.names import EVAL
 
 TIMEOUT_SECONDS = 1800

@@ -10,7 +10,7 @@ is complete. Each version holds a push record (the run and Model artifact it cam
 `statistics`, the statistics of the training data it learned from, both of which ServedModel reads back (the
 next run's drift check compares its data with those statistics); given the Evaluator's `evaluation`, the
 candidate's metrics on the attacked eval images with the key of what they measured (the next run reuses them as
-the served model's when its key is the same: components/evaluator.py). Versions only increase. After a push the
+the served model's when its key is the same: components/blessing/evaluator.py). Versions only increase. After a push the
 Pusher keeps only the newest `keep_versions` versions (all by default) and rewrites `<serving_dir>/models.config`
 listing the served models.
 """
@@ -36,10 +36,10 @@ from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils, proto_utils
 
-from cnnpipe.components.served_model import (EVALUATION, EVALUATION_KEY_FILE, PUSH_RECORD, TRAINING_STATISTICS,
-                                             evaluation_key_in, newest_served)
+from cnnpipe.components.blessing import evaluation_key
+from cnnpipe.components.served_model import newest_served
 from cnnpipe.core.errors import CnnpipeError
-from cnnpipe.core.names import TRAIN
+from cnnpipe.core.names import PUSH_RECORD, PUSHED_EVALUATION, TRAIN, TRAINING_STATISTICS
 from cnnpipe.serving import model_config
 from cnnpipe.serving.model_config import versions as existing_versions
 
@@ -161,7 +161,7 @@ def _publish_graph_last(model_dir: str, base_dir: str, extras: dict[str, bytes])
 def publish(model_dir: str, base_dir: str, record: Optional[dict] = None,
             extras: Optional[dict[str, bytes]] = None) -> str:
     """Copies `model_dir` to `<base_dir>/<next version>` so that no server loads it before it is complete;
-    returns the version's path. `record` (JSON) is written into the version as served_model.PUSH_RECORD, and each
+    returns the version's path. `record` (JSON) is written into the version as core.names.PUSH_RECORD, and each
     of `extras` (path in the version -> content: the training statistics, the evaluation) as well.
 
     A local `base_dir` gets the version by a rename (atomic), an object store (a URI such as gs://) gets its
@@ -197,7 +197,7 @@ def prune(base_dir: str, keep: int) -> list[str]:
 
 def training_statistics(input_dict: dict[str, list[types.Artifact]]) -> dict[str, bytes]:
     """The serialized statistics of the training split of the run's `statistics`, if it has them, as the version's
-    served_model.TRAINING_STATISTICS."""
+    core.names.TRAINING_STATISTICS."""
     found = input_dict.get(STATISTICS_KEY) or []
     if not found or TRAIN not in artifact_utils.decode_split_names(found[0].split_names):
         return {}
@@ -206,13 +206,13 @@ def training_statistics(input_dict: dict[str, list[types.Artifact]]) -> dict[str
 
 def evaluation_files(input_dict: dict[str, list[types.Artifact]]) -> dict[str, bytes]:
     """The Evaluator's metrics of the candidate with the key of what they measured, as the version's
-    served_model.EVALUATION files, when the Evaluator keyed them (it does when it evaluated attacked copies)."""
+    core.names.PUSHED_EVALUATION files, when the Evaluator keyed them (it does when it evaluated attacked copies)."""
     found = input_dict.get(EVALUATION_KEY) or []
-    if not found or not evaluation_key_in(found[0].uri):
+    if not found or not evaluation_key.read(found[0].uri):
         return {}
-    names = [EVALUATION_KEY_FILE, *(os.path.basename(path) for path in
-                                    tf.io.gfile.glob(os.path.join(found[0].uri, "metrics*")))]
-    return {os.path.join(EVALUATION, name): tf.io.gfile.GFile(os.path.join(found[0].uri, name), "rb").read()
+    names = [evaluation_key.KEY_FILE,
+             *(os.path.basename(path) for path in tf.io.gfile.glob(os.path.join(found[0].uri, "metrics*")))]
+    return {os.path.join(PUSHED_EVALUATION, name): tf.io.gfile.GFile(os.path.join(found[0].uri, name), "rb").read()
             for name in names}
 
 
@@ -285,7 +285,7 @@ class AtomicPusher(base_component.BaseComponent):
         """`model_blessing` is the Evaluator's (none for `cnnpipe index`: the served weights, a new catalog),
         `infra_blessing` PushCheck's; `keep_versions` keeps only the newest versions (None keeps all); `statistics`,
         StatisticsGen's, puts the training split's statistics into the version; `evaluation`, the Evaluator's, its
-        keyed metrics (the next run reuses them as the served model's: components/evaluator.py)."""
+        keyed metrics (the next run reuses them as the served model's: components/blessing/evaluator.py)."""
         super().__init__(spec=AtomicPusherSpec(
             model=model,
             model_blessing=model_blessing,

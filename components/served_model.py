@@ -23,17 +23,11 @@ from tfx.components.statistics_gen.stats_artifact_utils import BINARY_PB_BASENAM
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils, path_utils
 
-from cnnpipe.core.names import TRAIN
+from cnnpipe.core.names import PUSH_RECORD, TRAIN, TRAINING_STATISTICS
 from cnnpipe.models.warm_start import holds_saved_model
 from cnnpipe.serving.model_config import versions
 
 SERVED_VERSION, SERVED_FROM = "served_version", "served_from"  # the artifact's custom properties
-PUSH_RECORD = os.path.join("assets.extra", "cnnpipe_push.json")  # in each pushed version; servers ignore it
-TRAINING_STATISTICS = os.path.join("assets.extra", "training_statistics.pb")  # a DatasetFeatureStatisticsList
-# The model's metrics as the candidate of the run that pushed it (TFMA's metrics files) and the key of what they
-# measured (robustness/adversarial_examples.evaluation_key): a later run with the same key reuses them.
-EVALUATION = os.path.join("assets.extra", "evaluation")
-EVALUATION_KEY_FILE = "evaluation_key.txt"
 
 
 def newest_served(base_path: str) -> Optional[str]:
@@ -46,18 +40,6 @@ def baseline_dir(model: types.Artifact) -> Optional[str]:
     """The SavedModel directory of ServedModel's Model artifact, or None when nothing was served."""
     path = path_utils.serving_model_path(model.uri)
     return path if holds_saved_model(path) else None
-
-
-def evaluation_key_in(directory: str) -> str:
-    """The evaluation key written in `directory` (EVALUATION_KEY_FILE), or "" when there is none."""
-    path = os.path.join(directory, EVALUATION_KEY_FILE)
-    return tf.io.gfile.GFile(path).read().strip() if tf.io.gfile.exists(path) else ""
-
-
-def stored_evaluation(version_dir: str) -> tuple[str, str]:
-    """The directory of the metrics pushed with a version, and their key ("" when it has none)."""
-    directory = os.path.join(version_dir, EVALUATION)
-    return directory, evaluation_key_in(directory)
 
 
 def push_record(version_dir: str) -> dict:

@@ -43,6 +43,12 @@ NEIGHBOR_SOURCES = "neighbor_sources"  # the file (and index) each item was read
 SEARCH_ASSETS = "assets.extra/search"  # in a model with a catalog: its item table and its ScaNN index
 TRANSFORM_ASSETS = "assets.extra/transform_graph"  # in a model with a catalog: its Transform's output, to index anew
 CLASS_NAMES_ASSET = "class_names.txt"  # in the SavedModel's assets/
+# What the Pusher adds to each version it pushes, under assets.extra/ (servers ignore it): where the model came from,
+# the statistics of its training data (the next run's drift and skew reference), and its metrics with their
+# evaluation key (components/blessing/evaluation_key.py: the next run may reuse them).
+PUSH_RECORD = "assets.extra/cnnpipe_push.json"
+TRAINING_STATISTICS = "assets.extra/training_statistics.pb"  # a DatasetFeatureStatisticsList
+PUSHED_EVALUATION = "assets.extra/evaluation"
 
 # The splits ingestion writes (ExampleGen's output has their files under Split-<name>/): the Trainer trains on TRAIN,
 # the Evaluator, the attacks and visual search's queries use EVAL; TRAIN is also the catalog and the drift reference.

@@ -1,5 +1,5 @@
 """Settings declared once: a dataclass field made with `option` carries its default and its command-line help,
-and `pipeline/cli.py` generates each `cnnpipe` flag from it. No argparse here, only what a flag needs to know.
+and `cli/flags.py` generates each `cnnpipe` flag from it. No argparse here, only what a flag needs to know.
 
 The value parsers below turn a flag's text into the field's type; they raise ValueError on bad text.
 """
@@ -10,7 +10,8 @@ import typing
 from typing import Any, Callable, Optional
 
 # The `--help` sections, in order
-GROUPS = ("data", "model and training", "blessing", "robustness", "visual search", "outputs")
+GROUPS = ("data", "model and training", "blessing", "robustness", "visual search", "outputs", "serving",
+          "batching (as TF Serving's --enable_batching)", "calling")
 
 
 def option(default: Any = None, help: str = "", group: str = "", *, flag: Optional[str] = None,  # noqa: A002
@@ -81,3 +82,35 @@ def key_value(text: str) -> tuple[str, Any]:
         return key, ast.literal_eval(value)
     except (ValueError, SyntaxError):
         return key, value
+
+
+def count(text: str) -> int:
+    """A whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected a whole number of at least 1, not {text}")
+    return value
+
+
+def share(text: str) -> float:
+    """A share in (0, 1]."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise ValueError(f"a share in (0, 1], not {text}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """Seconds, 0 or more."""
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"expected seconds, 0 or more, not {text}")
+    return value
+
+
+def host_port(text: str) -> str:
+    """HOST:PORT, e.g. localhost:8501."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError("expected HOST:PORT, e.g. localhost:8501")
+    return text

@@ -14,7 +14,7 @@ from cnnpipe.core.names import DEFAULT_OUTPUT_DIR, resolve_serving_dir
 from cnnpipe.core.options import names, option, options_of
 from cnnpipe.models.training_config import TrainingConfig
 from cnnpipe.pipeline import datasets
-from cnnpipe.pipeline.thresholds import Thresholds
+from cnnpipe.components.blessing.thresholds import Thresholds
 from cnnpipe.robustness.settings import AttackSettings
 from cnnpipe.schemas import schema_path
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from cnnpipe.components.ingestion.source import DataSource
 
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
-# Kubeflow (pipeline/kubeflow_runner.py): every core of the step's pod, one Beam worker process each.
+# Kubeflow (runners/kubeflow_runner.py): every core of the step's pod, one Beam worker process each.
 KUBEFLOW_BEAM_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
 KUBEFLOW_PACKAGE = "kubeflow/pipeline.yaml"
 # KFP pipeline spec schemas: open-source Kubeflow Pipelines 2.x accepts only 2.1 (`runtimeValue.constant`

@@ -6,6 +6,7 @@ Runners (local, Kubeflow) call it; changing where the pipeline runs never touche
 import dataclasses
 from typing import Optional
 
+from google.protobuf import json_format
 from ml_metadata.proto import metadata_store_pb2
 from tfx.components import ExampleValidator, SchemaGen, StatisticsGen, Trainer, Transform
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
@@ -16,26 +17,27 @@ from tfx.proto import pusher_pb2, range_config_pb2, trainer_pb2
 from tfx.types import Channel, standard_artifacts
 
 from cnnpipe.components.adversarial import AdversarialExamples
+from cnnpipe.components.blessing.eval_config import eval_config
+from cnnpipe.components.blessing.evaluator import BlessingEvaluator
+from cnnpipe.components.blessing.thresholds import Thresholds
 from cnnpipe.components.embedding_index import EmbeddingIndex
-from cnnpipe.components.evaluator import Evaluator
-from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.components.ingestion.component import ImageExampleGen
 from cnnpipe.components.ingestion.source import DataSource
 from cnnpipe.components.push_check import PushCheck
 from cnnpipe.components.pusher import AtomicPusher
 from cnnpipe.components.served_model import ServedModel
 from cnnpipe.components.validation_gate import ValidationGate
+from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.core.names import EVAL, TRAIN
 from cnnpipe.models.training_config import WARM_START_LATEST, TrainingConfig
 from cnnpipe.pipeline.config import PipelineConfig
-from cnnpipe.pipeline.evaluation import eval_config
-from cnnpipe.pipeline.thresholds import Thresholds
 from cnnpipe.robustness.settings import AttackSettings
 
 PREPROCESSING_FN = "cnnpipe.models.preprocessing.preprocessing_fn"
 RUN_FN = "cnnpipe.models.trainer.run_fn"
 SERVED_MODEL = "ServedModel"
 CATALOG_EXAMPLE_GEN = "CatalogExampleGen"  # ingests --catalog
+EVALUATOR = "Evaluator"  # BlessingEvaluator, under the id TFX's Evaluator has
 UNCACHED = (SERVED_MODEL,)  # node ids the runners never cache: what is served changes between runs
 
 
@@ -140,24 +142,21 @@ def create_pipeline(
         max_precision_drop=gate.max_retrieval_precision_drop,
     )] if search_top_k else []
     candidate = indexes[0].outputs["indexed_model"] if indexes else trainer.outputs["model"]
+    evaluation_config = eval_config(gate, attacks.attacks if attacks else ())
     adversarial = [AdversarialExamples(
         examples=examples,
         model=candidate,
-        baseline_model=baseline,
-        attacks=list(attacks.attacks),
-        epsilons=list(attacks.epsilons),
-        pgd_steps=attacks.pgd_steps,
-        pgd_step_fraction=attacks.pgd_step_fraction,
-        worst_case_epsilon=attacks.worst_case_epsilon,
-        seed=attacks.seed,
+        baseline_model=baseline,  # attacked unless its pushed metrics have the evaluation key it would have now
+        attack_settings=attacks.to_json(),
+        eval_config=json_format.MessageToJson(evaluation_config),  # part of the evaluation key
     )] if attacks else []
-    evaluator = Evaluator(
+    evaluator = BlessingEvaluator(  # TFMA's thresholds, the evaluation key and the retrieval gate decide the blessing
         examples=adversarial[0].outputs["adversarial_examples"] if adversarial else examples,
         model=candidate,
         baseline_model=baseline,
-        eval_config=eval_config(thresholds if compare_with_baseline else thresholds.without_baseline(),
-                                attacks.attacks if attacks else ()),
-    )
+        eval_config=evaluation_config,
+        retrieval_gate=indexes[0].outputs["indexed_model"] if indexes else None,  # failed search thresholds un-bless
+    ).with_id(EVALUATOR)
     push_check = PushCheck(  # the candidate served from a fresh process answers as the Evaluator measured
         model=candidate,
         model_blessing=evaluator.outputs["blessing"],

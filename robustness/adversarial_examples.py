@@ -17,8 +17,6 @@ Images of another size than the model's input are attacked and written at the mo
 
 import dataclasses
 import functools
-import hashlib
-import json
 import os
 import time
 from typing import Callable, Iterator, Mapping, Optional
@@ -128,21 +126,6 @@ def _first_bad_record(files: list[str], input_shape: tuple[int, int, int]) -> Op
             except tf.errors.InvalidArgumentError as error:
                 return f"{path}:{index} ({error.message.splitlines()[0]})"
     return None
-
-
-EVALUATION_FORMAT = 1  # raised when what an evaluation measures changes (slices, metrics, copies)
-
-
-def evaluation_key(files: list[str], settings: AttackSettings) -> str:
-    """What the copies of `files` under `settings` will measure, as a digest: the source records (in any order) and
-    every setting. Two runs with the same key measure a model the same way, so a model's metrics as one run's
-    candidate stand for it as a later run's served model."""
-    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    if settings.max_examples:
-        records = records.take(settings.max_examples)
-    digests = sorted(hashlib.sha256(record).digest() for record in records.as_numpy_iterator())
-    described = json.dumps([EVALUATION_FORMAT, dataclasses.asdict(settings)], sort_keys=True).encode()
-    return hashlib.sha256(described + b"".join(digests)).hexdigest()
 
 
 def _count(files: list[str], max_examples: int) -> int:

@@ -5,6 +5,7 @@ TensorFlow here: the CLI builds its options from these fields and stays fast to 
 """
 
 import dataclasses
+import json
 from typing import Optional, Sequence
 
 from cnnpipe.core.errors import RobustnessError
@@ -60,6 +61,15 @@ class AttackSettings:
                 f"max_examples ({self.max_examples}) must be 0 (all) or more, batch_size ({self.batch_size}) at "
                 "least 1."
             )
+
+    def to_json(self) -> str:
+        """The settings as one JSON text: how AdversarialExamples takes them, as one parameter."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "AttackSettings":
+        fields = json.loads(text)
+        return cls(**{**fields, "attacks": tuple(fields["attacks"]), "epsilons": tuple(fields["epsilons"])})
 
     @property
     def worst_case(self) -> bool:

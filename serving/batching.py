@@ -11,18 +11,24 @@ import collections
 import dataclasses
 import threading
 import time
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
+
+from cnnpipe.core.options import option
 
 Run = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 @dataclasses.dataclass(frozen=True)
 class BatchingOptions:
-    max_batch_size: int = 32  # examples in one call
-    batch_timeout_micros: int = 1000  # how long the first request of a batch waits for others
-    num_batch_threads: int = 1  # batches run at once; one batch already keeps TensorFlow's threads busy
+    GROUP: ClassVar[str] = "batching (as TF Serving's --enable_batching)"
+
+    max_batch_size: int = option(32, "examples in one call", GROUP, metavar="N")
+    batch_timeout_micros: int = option(1000, "how long the first request of a batch waits for others", GROUP,
+                                       metavar="US")
+    # batches run at once; one batch already keeps TensorFlow's threads busy
+    num_batch_threads: int = option(1, "batches run at once", GROUP, metavar="N")
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.batch_timeout_micros < 0 or self.num_batch_threads < 1:

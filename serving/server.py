@@ -43,7 +43,7 @@ class RunningServer:
         self.metrics = monitoring.Metrics()
         warm_up = functools.partial(api.warm_up, max_batch_images=options.max_batch_images,
                                     iterations=options.warmup_iterations) if options.enable_model_warmup else None
-        self.manager = ModelManager(options.serving_dir, options.model_config_file, options.batching, warm_up,
+        self.manager = ModelManager(options.serving_dir, options.model_config_file, options.active_batching, warm_up,
                                     self.metrics, options.model_config_poll_seconds)
         self.manager.start(options.poll_seconds)  # the first versions are loaded before the ports open
         self.in_flight = api.InFlight()
@@ -117,10 +117,10 @@ def _launch_model_server(binary: str, options: ServerOptions) -> None:
     """Replaces this process with tensorflow_model_server serving the same models."""
     config_file = options.model_config_file or model_config.write(options.serving_dir)
     batching_file = None
-    if options.batching:
+    if options.active_batching:
         handle, batching_file = tempfile.mkstemp(prefix="cnnpipe-batching-", suffix=".pbtxt")
         with os.fdopen(handle, "w") as f:
-            f.write(batching_parameters(options.batching))
+            f.write(batching_parameters(options.active_batching))
     command = model_server_command(binary, options, config_file, batching_file)
     print("cnnpipe: launching " + " ".join(command), flush=True)
     os.execv(binary, command)

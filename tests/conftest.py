@@ -137,7 +137,7 @@ def small_run_config(data: str, output_dir: str, **settings) -> PipelineConfig:
 
 def cnnpipe(*args: str, cwd, timeout: float = 1200) -> subprocess.CompletedProcess:
     """The `cnnpipe` command in a process of its own, its output captured."""
-    return subprocess.run([sys.executable, "-m", "cnnpipe.pipeline.cli", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cnnpipe.cli.main", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -182,7 +182,7 @@ def pushed_run(tmp_path_factory, worker_id) -> PipelineConfig:
     with once_per_run(tmp_path_factory, worker_id, "pushed_run") as (root, to_make):
         config = small_run_config(str(root / "fashion"), str(root / "out"))
         if to_make:
-            from cnnpipe.pipeline import local_runner  # noqa: PLC0415 - TFX
+            from cnnpipe.runners import local_runner  # noqa: PLC0415 - TFX
 
             write_fashion_mnist_slice(config.data, SHARED_TRAIN, SHARED_TEST)
             local_runner.run(config, out=io.StringIO())
@@ -192,10 +192,10 @@ def pushed_run(tmp_path_factory, worker_id) -> PipelineConfig:
 @pytest.fixture(scope="session")
 def pushed_outputs(pushed_run) -> dict:
     """The shared run's output artifacts by output key ("examples", "model", "evaluation", ...), from MLMD."""
-    from cnnpipe.pipeline import summary  # noqa: PLC0415 - TFX
+    from cnnpipe.pipeline import metadata  # noqa: PLC0415 - TFX
     from cnnpipe.pipeline.output_dir import metadata_path  # noqa: PLC0415
 
-    return summary.run_outputs(metadata_path(pushed_run.output_dir), pushed_run.name)[1]
+    return metadata.run_outputs(metadata_path(pushed_run.output_dir), pushed_run.name)[1]
 
 
 @dataclasses.dataclass
@@ -281,7 +281,7 @@ def headless_chromium(profile_dir, width: int = 1100, height: int = 800) -> Iter
 def serve_command(rest_port: int, grpc_port: int, *options: str) -> list[str]:
     """`cnnpipe serve` on loopback ports, polling every 0.2 s, with `options` (the models: `--serving-dir` or
     `--model-config`)."""
-    return [sys.executable, "-m", "cnnpipe.pipeline.cli", "serve", "--host", "127.0.0.1", "--rest-port", str(rest_port),
+    return [sys.executable, "-m", "cnnpipe.cli.main", "serve", "--host", "127.0.0.1", "--rest-port", str(rest_port),
             "--grpc-port", str(grpc_port), "--poll-seconds", "0.2", *options]
 
 

@@ -12,11 +12,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
+from google.protobuf import json_format
 from tfx import v1 as tfx
 
 from conftest import encode, fashion_mnist, train_and_export
 from cnnpipe.attacks import eight_bit
 from cnnpipe.components.adversarial import AdversarialExamples
+from cnnpipe.components.blessing.eval_config import eval_config
+from cnnpipe.components.blessing.thresholds import Thresholds
 from cnnpipe.core.errors import RobustnessError
 from cnnpipe.components.ingestion.formats import make_example
 from cnnpipe.core import features
@@ -242,11 +245,12 @@ def component_run(models, tmp_path_factory) -> dict:
         tfx.dsl.Importer(source_uri=os.path.dirname(models[name]), artifact_type=tfx.types.standard_artifacts.Model)
         .with_id(name) for name in ("candidate", "baseline")
     )
+    settings = AttackSettings(attacks=tuple(COMPONENT_ATTACKS), epsilons=tuple(COMPONENT_EPSILONS), pgd_steps=STEPS,
+                              worst_case_epsilon=WORST_CASE_EPSILON, max_examples=SOURCES, batch_size=COMPONENT_BATCH)
     adversarial = AdversarialExamples(
         examples=examples.outputs["result"], model=candidate_model.outputs["result"],
-        baseline_model=baseline_model.outputs["result"], attacks=COMPONENT_ATTACKS, epsilons=COMPONENT_EPSILONS,
-        pgd_steps=STEPS, worst_case_epsilon=WORST_CASE_EPSILON,
-        max_examples=SOURCES, batch_size=COMPONENT_BATCH,
+        baseline_model=baseline_model.outputs["result"], attack_settings=settings.to_json(),
+        eval_config=json_format.MessageToJson(eval_config(Thresholds(), settings.attacks)),
     )
     pipeline = tfx.dsl.Pipeline(
         pipeline_name="adversarial", pipeline_root=str(root / "pipeline"),

@@ -36,7 +36,7 @@ def test_help_lists_the_options(tmp_path):
 
 def test_building_the_options_imports_no_tensorflow(tmp_path):
     """Every subcommand's --help is instant: the parser's defaults come from modules without TensorFlow."""
-    check = ("import sys; from cnnpipe.pipeline import cli; cli.build_parser(); "
+    check = ("import sys; from cnnpipe.cli import main; main.build_parser(); "
              "heavy = sorted({name.split('.')[0] for name in sys.modules} & {'tensorflow', 'tfx', 'apache_beam'}); "
              "print(heavy)")
     result = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=120)

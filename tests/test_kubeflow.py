@@ -15,7 +15,8 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from conftest import cnnpipe, free_ports, write_fashion_mnist_slice
 from cnnpipe.core.errors import CnnpipeError
-from cnnpipe.pipeline import cli, kubeflow_runner, local_runner
+from cnnpipe.cli import main as cli
+from cnnpipe.runners import kubeflow_runner, local_runner
 from cnnpipe.pipeline.config import KUBEFLOW_BEAM_ARGS, PipelineConfig, flags
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 

@@ -13,7 +13,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 import kfp_launcher
 from conftest import cnnpipe, encode, fashion_mnist, versions, write_fashion_mnist_slice
-from cnnpipe.components.evaluation_results import metrics_by_slice
+from cnnpipe.components.blessing.evaluation_results import metrics_by_slice
 from cnnpipe.core.names import BASELINE
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 from cnnpipe.schemas import SCHEMA_DIR

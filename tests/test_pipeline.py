@@ -17,13 +17,16 @@ import tensorflow_model_analysis as tfma
 
 from conftest import SHARED_TEST as TEST, SHARED_TRAIN as TRAIN, encode, fashion_mnist, free_ports
 from cnnpipe.core.errors import DataValidationError
-from cnnpipe.components import evaluation_results
-from cnnpipe.components.evaluation_results import metrics_by_slice
+from cnnpipe.components.blessing import evaluation_results
+from cnnpipe.components.blessing.evaluation_results import metrics_by_slice
 from cnnpipe.components.ingestion.formats import make_example
-from cnnpipe.pipeline import evaluation, local_runner, run_facts, summary
+from cnnpipe.components.blessing import eval_config
+from cnnpipe.runners import local_runner
+from cnnpipe.pipeline import metadata
+from cnnpipe.report import run_facts, summary
 from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.datasets import FASHION_MNIST
-from cnnpipe.pipeline.thresholds import Thresholds
+from cnnpipe.components.blessing.thresholds import Thresholds
 
 
 @pytest.fixture
@@ -133,7 +136,7 @@ def test_two_workers_train_one_model_that_the_evaluator_blesses(pushed_run, push
 
     # As the Evaluator does: the first run's blessed model is the baseline.
     config = tfma.utils.update_eval_config_with_defaults(
-        evaluation.eval_config(Thresholds(min_accuracy=0.5, max_accuracy_drop=0.2)), has_baseline=True
+        eval_config.eval_config(Thresholds(min_accuracy=0.5, max_accuracy_drop=0.2)), has_baseline=True
     )
     candidate, baseline = (
         tfma.default_eval_shared_model(path, model_name=name, eval_config=config)
@@ -169,7 +172,7 @@ def test_the_served_models_own_metrics_are_reused_on_the_same_eval_images_and_bo
     served = evaluation_results.metrics_by_slice(pushed_outputs["evaluation"].uri)
     local_runner.run(run_copy.with_options(learning_rate=1e-6), out=io.StringIO())
     result = summary.summarize(local_runner.metadata_path(run_copy.output_dir), run_copy.name)
-    outputs = summary.run_outputs(local_runner.metadata_path(run_copy.output_dir), run_copy.name)[1]
+    outputs = metadata.run_outputs(local_runner.metadata_path(run_copy.output_dir), run_copy.name)[1]
     copies = outputs["adversarial_examples"].custom_properties
     assert copies["baseline_reused"].int_value == 1 and copies["attacked_models"].string_value == "candidate"
     clean = served[("", evaluation_results.CLEAN)][evaluation_results.ACCURACY]
@@ -230,7 +233,7 @@ def test_a_run_with_its_own_catalog_and_an_embedding_for_retrieval_serves_search
     embeddings = served["embed"](images=tf.constant([query.read_bytes()]))["embeddings"].numpy()
     assert embeddings.shape == (1, 16)
     np.testing.assert_allclose(np.linalg.norm(embeddings), 1.0, atol=1e-5)
-    model_run = summary.run_outputs(local_runner.metadata_path(run_copy.output_dir), run_copy.name)[1]["model_run"]
+    model_run = metadata.run_outputs(local_runner.metadata_path(run_copy.output_dir), run_copy.name)[1]["model_run"]
     events = tf.io.gfile.glob(os.path.join(model_run.uri, "logs", "train", "events.*"))
     assert any(b"epoch_embedding_normalized_loss" in open(path, "rb").read() for path in events)  # TensorBoard's
 
@@ -262,6 +265,6 @@ def test_label_outside_the_schema_stops_the_run_before_transform(run_copy, tmp_p
 
     message = str(error.value)
     assert "t10k-images-idx3-ubyte.gz:17" in message and "'label'" in message and "schema" in message
-    _, outputs = summary.run_outputs(local_runner.metadata_path(config.output_dir), config.name)
+    _, outputs = metadata.run_outputs(local_runner.metadata_path(config.output_dir), config.name)
     assert "anomalies" in outputs and "transform_graph" not in outputs and "pushed_model" not in outputs
     assert served_versions(run_copy) == before

@@ -8,7 +8,7 @@ from typing import Optional
 
 import pytest
 
-from cnnpipe.pipeline import cli
+from cnnpipe.cli import main as cli
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 SHOWN_WHOLE = ("run", "serve", "predict", "search")

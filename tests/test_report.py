@@ -9,7 +9,8 @@ from PIL import Image
 from tfx.utils import path_utils
 
 from conftest import SHARED_TEST, SHARED_TRAIN, headless_chromium
-from cnnpipe.pipeline import cli, report, summary
+from cnnpipe.cli import main as cli
+from cnnpipe.report import summary, writer
 from cnnpipe.pipeline.output_dir import metadata_path
 
 FIGURES = ("Class balance per split", "Confusion matrix of the candidate on the eval split",
@@ -21,9 +22,9 @@ def test_the_run_report_renders_every_figure_and_agrees_with_the_evaluator(pushe
 
     assert cli.main(["report", pushed_run.output_dir]) == 0
     result = summary.summarize(metadata_path(pushed_run.output_dir), pushed_run.name)
-    directory = report.report_dir(pushed_run.output_dir, result.run_id)
+    directory = writer.report_dir(pushed_run.output_dir, result.run_id)
     with headless_chromium(tmp_path / "chromium", 1200, 900) as driver:
-        driver.get("file://" + os.path.join(directory, report.PAGE_NAME))
+        driver.get("file://" + os.path.join(directory, writer.PAGE_NAME))
         console = driver.get_log("browser")
         fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         images = driver.execute_script(

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import fashion_mnist, small_run_config, write_idx
 from cnnpipe.core.errors import CnnpipeError
-from cnnpipe.pipeline import retrain
+from cnnpipe.runners import retrain
 
 
 def test_retrain_needs_spans(tmp_path):

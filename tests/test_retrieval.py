@@ -10,7 +10,7 @@ from cnnpipe.components import embedding_index
 from cnnpipe.core import features
 from cnnpipe.core.names import EMBEDDINGS
 from cnnpipe.models.catalog import normalized
-from cnnpipe.pipeline import summary
+from cnnpipe.report import summary
 from cnnpipe.retrieval import index, metrics
 
 

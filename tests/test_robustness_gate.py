@@ -14,7 +14,9 @@ from PIL import Image
 from conftest import cnnpipe, write_fashion_mnist_slice
 from cnnpipe.core import features
 from cnnpipe.models import collapse_check
-from cnnpipe.pipeline import local_runner, summary
+from cnnpipe.runners import local_runner
+from cnnpipe.pipeline import metadata
+from cnnpipe.report import summary
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 
 TRAIN, TEST = 1000, 1000
@@ -76,7 +78,7 @@ def test_accuracy_falls_as_epsilon_grows(fragile_run):
 
 def test_the_evaluators_fgsm_slice_equals_an_independent_attack(fragile_run):
     """FGSM by hand: tf.GradientTape through the exported model from raw pixels, cross-entropy, sign step."""
-    _, outputs = summary.run_outputs(local_runner.metadata_path(str(fragile_run["out"])), "fragile")
+    _, outputs = metadata.run_outputs(local_runner.metadata_path(str(fragile_run["out"])), "fragile")
     saved = tf.saved_model.load(os.path.join(outputs["model"].uri, "Format-Serving"))
     records = tf.data.TFRecordDataset(glob.glob(os.path.join(outputs["examples"].uri, "Split-eval", "*")), "GZIP")
     parsed = [tf.io.parse_single_example(r, {features.IMAGE: tf.io.FixedLenFeature([], tf.string),
@@ -150,12 +152,12 @@ def test_report_names_a_directory_without_a_run(tmp_path):
 
 
 def test_the_worst_case_gate_needs_two_attacks_and_bounds_their_worst_case_slice():
-    from cnnpipe.pipeline import evaluation  # noqa: PLC0415 - TFMA
+    from cnnpipe.components.blessing import eval_config  # noqa: PLC0415 - TFMA
     from cnnpipe.pipeline.config import PipelineConfig  # noqa: PLC0415
     from cnnpipe.core.errors import CnnpipeError  # noqa: PLC0415
 
     config = PipelineConfig.from_options(attacks=("fgsm", "pgd", "apgd-ce"), min_robust_accuracy=0.4)
-    gates = evaluation.eval_config(config.checked_thresholds(), config.robustness.attacks).metrics_specs[0] \
+    gates = eval_config.eval_config(config.checked_thresholds(), config.robustness.attacks).metrics_specs[0] \
         .metrics[0].per_slice_thresholds
     worst = [gate for gate in gates if dict(gate.slicing_specs[0].feature_values).get(features.ATTACK) == "worst-case"]
     assert len(worst) == 1 and worst[0].threshold.value_threshold.lower_bound.value == 0.4
@@ -164,14 +166,14 @@ def test_the_worst_case_gate_needs_two_attacks_and_bounds_their_worst_case_slice
 
 
 def test_the_report_draws_every_attack_and_the_worst_case_for_the_candidate_and_the_served_model(tmp_path):
-    from cnnpipe.pipeline import figures, report  # noqa: PLC0415 - matplotlib
-    from cnnpipe.pipeline.run_facts import RunFacts  # noqa: PLC0415
+    from cnnpipe.report import figures, writer  # noqa: PLC0415 - matplotlib
+    from cnnpipe.report.run_facts import RunFacts  # noqa: PLC0415
 
     points = [summary.RobustnessPoint("none", 0.0, 0.91, 0.90)]
     points += [summary.RobustnessPoint(attack, epsilon, 0.5 - epsilon, 0.4 - epsilon)
                for attack in ("fgsm", "pgd", "apgd-ce") for epsilon in EPSILONS]
     points.append(summary.RobustnessPoint("worst-case", 0.1, 0.2, 0.1))
-    rows = report.report_rows(points)
+    rows = writer.report_rows(points)
     assert ("baseline", "apgd-ce", 0.1, pytest.approx(0.3)) in rows
     assert len(rows) == 2 * len(points)
     lines = {line.get_label(): line for line in figures.robustness(rows, "run").axes[0].get_lines()}
@@ -182,7 +184,7 @@ def test_the_report_draws_every_attack_and_the_worst_case_for_the_candidate_and_
     assert served.get_color() == candidate.get_color()
     assert list(served.get_xydata()[:, 1]) == pytest.approx([0.90, 0.35, 0.3])  # from the served model's clean accuracy
     assert list(lines["WORST-CASE, candidate"].get_xydata()[:, 0]) == [0.0, 0.1]
-    _, csv_path, png_path = report.write(RunFacts("fashion", summary.RunSummary("run", robustness=points)),
+    _, csv_path, png_path = writer.write(RunFacts("fashion", summary.RunSummary("run", robustness=points)),
                                          str(tmp_path))
     with open(csv_path) as file:
         assert len(list(csv.DictReader(file))) == len(rows)

@@ -31,11 +31,12 @@ from tensorflow_serving.apis import (
 from tfx import v1 as tfx
 
 from conftest import Server, encode, fashion_mnist, headless_chromium, running_server
-from cnnpipe.components import evaluation_results, push_check
+from cnnpipe.components.blessing import evaluation_results
+from cnnpipe.components import push_check
 from cnnpipe.components.ingestion.formats import make_example
 from cnnpipe.components.pusher import existing_versions, publish
 from cnnpipe.models import trainer
-from cnnpipe.pipeline import cli
+from cnnpipe.cli import main as cli
 from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 from cnnpipe.serving import json_body, model_config, tensors

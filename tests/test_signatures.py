@@ -21,7 +21,7 @@ from cnnpipe.components.ingestion.formats import make_example
 from cnnpipe.core import features
 from cnnpipe.models import signatures
 from cnnpipe.models.class_names import read_class_names
-from cnnpipe.pipeline import cli
+from cnnpipe.cli import main as cli
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 
 TRAIN = 512

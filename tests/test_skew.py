@@ -15,7 +15,7 @@ import tensorflow as tf
 from conftest import cnnpipe, encode, fashion_mnist, running_server, write_idx
 from cnnpipe.components.ingestion import formats, source
 from cnnpipe.core import features
-from cnnpipe.pipeline import logged_span
+from cnnpipe.monitoring import logged_span
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 from cnnpipe.serving.model_config import versions
 

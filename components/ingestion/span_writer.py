@@ -1,5 +1,5 @@
 """A new span of labelled images written as the data's other spans are laid out (format and split), so that
-ingestion reads it with them (`cnnpipe retrain`). Used by `cnnpipe skew --to-span` (pipeline/logged_span.py)."""
+ingestion reads it with them (`cnnpipe retrain`). Used by `cnnpipe skew --to-span` (monitoring/logged_span.py)."""
 
 import dataclasses
 import io

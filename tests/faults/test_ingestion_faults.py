@@ -353,7 +353,7 @@ def test_transform_runs_on_a_folder_of_odd_images(tmp_path, observed):
     from cnnpipe.components.ingestion.component import ImageExampleGen  # noqa: PLC0415
     from cnnpipe.pipeline import dag  # noqa: PLC0415
     from cnnpipe.pipeline.config import DEFAULT_BEAM_ARGS  # noqa: PLC0415
-    from cnnpipe.pipeline.local_runner import own_temp_dir  # noqa: PLC0415
+    from cnnpipe.runners.local_runner import own_temp_dir  # noqa: PLC0415
 
     root = tmp_path / "data"
     write_plain_tree(root, per_class=6)

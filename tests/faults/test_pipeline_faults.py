@@ -16,7 +16,8 @@ import requests
 
 from conftest import cnnpipe, encode, fashion_mnist, running_server, small_disk, small_run_config, versions, write_idx
 from cnnpipe.core.errors import DataValidationError
-from cnnpipe.pipeline import local_runner, summary
+from cnnpipe.runners import local_runner
+from cnnpipe.pipeline import metadata
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 from cnnpipe.pipeline.output_dir import metadata_path
 
@@ -39,7 +40,7 @@ def stopped_before_transform(config) -> str:
     """Runs the pipeline, which must stop with a DataValidationError before Transform; its message."""
     with pytest.raises(DataValidationError) as error:
         local_runner.run(config, out=io.StringIO())
-    _, outputs = summary.run_outputs(metadata_path(config.output_dir), config.name)
+    _, outputs = metadata.run_outputs(metadata_path(config.output_dir), config.name)
     assert "statistics" in outputs and "transform_graph" not in outputs
     return str(error.value)
 
@@ -173,7 +174,7 @@ def test_a_model_that_fails_the_push_check_is_not_pushed(pushed_run, tmp_path, o
     from cnnpipe.components.push_check import PushCheck  # noqa: PLC0415
     from cnnpipe.components.pusher import AtomicPusher  # noqa: PLC0415
 
-    outputs = summary.run_outputs(metadata_path(pushed_run.output_dir), pushed_run.name)[1]
+    outputs = metadata.run_outputs(metadata_path(pushed_run.output_dir), pushed_run.name)[1]
     broken = shutil.copytree(outputs["model"].uri, str(tmp_path / "model"))
     data = next(path for path in (tmp_path / "model").rglob("variables.data-*"))
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
@@ -199,7 +200,7 @@ def test_a_model_that_fails_the_push_check_is_not_pushed(pushed_run, tmp_path, o
         components=[model, blessing, examples, evaluation, check, pusher],
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(store)))
 
-    _, produced = summary.run_outputs(store, "push_check")
+    _, produced = metadata.run_outputs(store, "push_check")
     infra = produced["infra_blessing"].custom_properties
     assert infra["blessed"].int_value == 0
     assert "fails to load or to answer in a fresh process" in infra["reason"].string_value

@@ -21,8 +21,10 @@ from ml_metadata.proto import metadata_store_pb2
 from tensorflow_serving.apis import predict_pb2
 
 from conftest import clients_calling, cnnpipe, encode, fashion_mnist, running_server, versions, wait_until, write_idx
-from cnnpipe.pipeline import retrain, summary
-from cnnpipe.pipeline.cli import EXIT_NOT_PUSHED
+from cnnpipe.runners import retrain
+from cnnpipe.pipeline import metadata
+from cnnpipe.report import summary
+from cnnpipe.cli.main import EXIT_NOT_PUSHED
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 from cnnpipe.pipeline.output_dir import metadata_path
 
@@ -43,7 +45,7 @@ def retrain_args(data, output, min_accuracy: float = 0.3, max_accuracy_drop: flo
 
 def cnnpipe_process(*args: str, cwd) -> subprocess.Popen:
     """`cnnpipe` in its own process group, its output one stream of lines."""
-    return subprocess.Popen([sys.executable, "-m", "cnnpipe.pipeline.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "cnnpipe.cli.main", *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
@@ -70,7 +72,7 @@ def finished_components(output: str) -> dict[str, bool]:
 
 def trainer_spans(output) -> list[int]:
     """The spans of the examples behind the newest Trainer execution, traced in MLMD through Transform."""
-    store = summary.store(metadata_path(str(output)))
+    store = metadata.store(metadata_path(str(output)))
     types = {t.name.rsplit(".", 1)[-1]: t.name for t in store.get_execution_types()}
     trainer = max(store.get_executions_by_type(types["Trainer"]), key=lambda e: e.id)
     inputs = [e.artifact_id for e in store.get_events_by_execution_ids([trainer.id])
@@ -155,7 +157,7 @@ def day(tmp_path_factory) -> RetrainingDay:
         seen.left_after_kill[component] = versions(seen.serving_base)
     seen.resumed = cnnpipe(*retrain_args(data, output), cwd=root)
     seen.left_after_resume = versions(seen.serving_base)
-    seen.span1_model = summary.run_outputs(metadata_path(str(output)), MODEL)[1]["indexed_model"].uri
+    seen.span1_model = metadata.run_outputs(metadata_path(str(output)), MODEL)[1]["indexed_model"].uri
 
     def retrain_span_2() -> None:
         retraining = cnnpipe_process(*retrain_args(data, output), cwd=root)
@@ -164,7 +166,7 @@ def day(tmp_path_factory) -> RetrainingDay:
         while lines[-1] and "▶" not in lines[-1]:  # the lock is held once the first component starts
             lines.append(retraining.stdout.readline())
         seen.second_run = subprocess.run(
-            [sys.executable, "-X", "importtime", "-m", "cnnpipe.pipeline.cli", *retrain_args(data, output)],
+            [sys.executable, "-X", "importtime", "-m", "cnnpipe.cli.main", *retrain_args(data, output)],
             cwd=root, capture_output=True, text=True, timeout=600)
         lines += retraining.stdout.readlines()
         seen.span2, seen.span2_code = "".join(lines), retraining.wait(timeout=60)
@@ -172,7 +174,7 @@ def day(tmp_path_factory) -> RetrainingDay:
     write_span(data, 2, 600, 900, drop_eval_class=ANKLE_BOOT)
     serve_while(str(output / "serving"), seen, lambda: int(versions(seen.serving_base)[-1]), retrain_span_2)
     seen.span2_run = summary.summarize(metadata_path(str(output)), MODEL)
-    seen.span2_baseline, seen.span2_copies = (summary.run_outputs(metadata_path(str(output)), MODEL)[1][key]
+    seen.span2_baseline, seen.span2_copies = (metadata.run_outputs(metadata_path(str(output)), MODEL)[1][key]
                                               for key in ("baseline", "adversarial_examples"))
     seen.span2_trained_on, seen.left_after_span2 = trainer_spans(output), versions(seen.serving_base)
 

@@ -4,9 +4,9 @@ import base64
 import html
 import os
 
-from cnnpipe.pipeline import figures
-from cnnpipe.pipeline.run_facts import RunFacts
-from cnnpipe.pipeline.summary import collapse_line, retrieval_lines
+from cnnpipe.report import figures
+from cnnpipe.report.run_facts import RunFacts
+from cnnpipe.report.summary import collapse_line, retrieval_lines
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }

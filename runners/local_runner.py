@@ -25,7 +25,7 @@ from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.pipeline import dag
 from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.output_dir import metadata_path
-from cnnpipe.pipeline.progress import ComponentProgress
+from cnnpipe.runners.progress import ComponentProgress
 
 
 def build_pipeline(config: PipelineConfig) -> Pipeline:

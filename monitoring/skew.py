@@ -17,7 +17,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from cnnpipe.components.ingestion.formats import decoded_summary
-from cnnpipe.components.served_model import TRAINING_STATISTICS
+from cnnpipe.core.names import TRAINING_STATISTICS
 from cnnpipe.core import features
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.core.names import PREDICT_PIXELS

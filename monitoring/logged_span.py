@@ -14,7 +14,7 @@ import os
 from cnnpipe.components.ingestion.span_writer import LabelledImage, write_next_span
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.core.names import CLASS_NAMES
-from cnnpipe.pipeline.skew import logged_images
+from cnnpipe.monitoring.skew import logged_images
 from cnnpipe.serving import request_log
 
 SHEET = "labels.csv"

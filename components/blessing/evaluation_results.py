@@ -14,8 +14,15 @@ import tensorflow_model_analysis as tfma
 from cnnpipe.core import features
 from cnnpipe.core.names import BASELINE, NO_ATTACK
 
-ACCURACY = "sparse_categorical_accuracy"
-LOSS = "sparse_categorical_crossentropy"
+
+def metric_key(class_name: str) -> str:
+    """TFMA's name for a Keras metric class's results: SparseCategoricalAccuracy -> sparse_categorical_accuracy."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", class_name).lower()
+
+
+# The metrics the EvalConfig computes (TFMA's Keras metric classes), and the names TFMA's results give them.
+ACCURACY_METRIC, LOSS_METRIC = "SparseCategoricalAccuracy", "SparseCategoricalCrossentropy"
+ACCURACY, LOSS = metric_key(ACCURACY_METRIC), metric_key(LOSS_METRIC)
 CLEAN = ((features.ATTACK, NO_ATTACK),)
 
 Slice = tuple[tuple[str, object], ...]  # ((column, value), ...) sorted by column; () is overall
@@ -70,14 +77,11 @@ def spec_slice(spec: tfma.SlicingSpec) -> Slice:
                         for key, value in spec.feature_values.items()))
 
 
-def metric_key(class_name: str) -> str:
-    """TFMA's name for a Keras metric class's results: SparseCategoricalAccuracy -> sparse_categorical_accuracy."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", class_name).lower()
 
 
 def metrics_by_slice(evaluation_uri: str) -> Metrics:
     """Every model's metrics by (model name, slice); the diffs to the baseline left out. The served model's are
-    TFMA's, or those reused from its own evaluation (the REUSED_BASELINE subdirectory: components/evaluator.py)."""
+    TFMA's, or those reused from its own evaluation (the REUSED_BASELINE subdirectory: evaluator.py)."""
     metrics: Metrics = {}
     for slice_metrics in tfma.load_metrics(evaluation_uri):
         slice_ = slice_columns(slice_metrics.slice_key)

@@ -6,25 +6,20 @@ import os
 from typing import Optional
 
 import tensorflow_model_analysis as tfma
-from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tfx.orchestration.metadata import sqlite_metadata_connection_config
 from tensorflow_data_validation.utils import anomalies_util
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
 from cnnpipe.components.embedding_index import METRICS_FILE as RETRIEVAL_FILE, retrieval_failures
-from cnnpipe.components.evaluation_results import (ACCURACY, LOSS, Metrics, ServedBound, Slice, clean_slice,
+from cnnpipe.components.blessing.evaluation_results import (ACCURACY, LOSS, Metrics, ServedBound, Slice, clean_slice,
                                                    metrics_by_slice, served_bounds, slice_columns)
 from cnnpipe.components.validation_gate import ACCEPTED, DRIFT_FILE, DRIFTED, MEASURES, class_counts
 from cnnpipe.core import features
 from cnnpipe.core.names import BASELINE, EVAL, NO_ATTACK, TRAIN
 from cnnpipe.models import collapse_check
 from cnnpipe.models.class_names import read_class_names
-from cnnpipe.pipeline.progress import NODE_CONTEXT
-
-_OUTPUT = metadata_store_pb2.Event.OUTPUT
-
+from cnnpipe.pipeline.metadata import run_outputs
 
 @dataclasses.dataclass(frozen=True)
 class RobustnessPoint:
@@ -178,60 +173,6 @@ def robustness_table(points: list[RobustnessPoint]) -> str:
     return "\n".join(rows)
 
 
-def store(metadata_file: str) -> metadata_store.MetadataStore:
-    """The ML Metadata store of a local run (sqlite)."""
-    return metadata_store.MetadataStore(sqlite_metadata_connection_config(metadata_file))
-
-
-def run_ids(metadata_file: str) -> set[str]:
-    """The ids of every run this metadata store recorded."""
-    return {context.name for context in store(metadata_file).get_contexts_by_type("pipeline_run")}
-
-
-def pipeline_names(metadata_file: str) -> list[str]:
-    """The pipelines that ran with this metadata store."""
-    return sorted(context.name for context in store(metadata_file).get_contexts_by_type("pipeline"))
-
-
-def _run(mlmd: metadata_store.MetadataStore, pipeline_name: str, run_id: Optional[str]) -> metadata_store_pb2.Context:
-    """The run `run_id` of `pipeline_name`, or its newest run."""
-    pipeline = mlmd.get_context_by_type_and_name("pipeline", pipeline_name)
-    if pipeline is None:
-        raise ValueError(f"no run of pipeline '{pipeline_name}' in this metadata store")
-    if run_id is not None:
-        run = mlmd.get_context_by_type_and_name("pipeline_run", run_id)
-        if run is None:
-            raise ValueError(f"no run '{run_id}' in this metadata store")
-        return run
-    newest = max(mlmd.get_executions_by_context(pipeline.id), key=lambda execution: execution.id)
-    return next(c for c in mlmd.get_contexts_by_execution(newest.id) if c.type == "pipeline_run")
-
-
-def run_outputs(metadata_file: str, pipeline_name: str,
-                run_id: Optional[str] = None) -> tuple[str, dict[str, metadata_store_pb2.Artifact]]:
-    """A run's id (default: the newest run's) and its output artifacts by output key ("examples", "model", ...)."""
-    mlmd = store(metadata_file)
-    run = _run(mlmd, pipeline_name, run_id)
-    executions = [e.id for e in mlmd.get_executions_by_context(run.id)]
-    keys = {e.artifact_id: e.path.steps[0].key for e in mlmd.get_events_by_execution_ids(executions)
-            if e.type == _OUTPUT}
-    return run.name, {keys[a.id]: a for a in mlmd.get_artifacts_by_id(list(keys))}
-
-
-def wall_times(metadata_file: str, pipeline_name: str, run_id: Optional[str] = None) -> dict[str, float]:
-    """Seconds each component of a run (default: the newest) took, by its id, and "run": first start to last end."""
-    mlmd = store(metadata_file)
-    executions = mlmd.get_executions_by_context(_run(mlmd, pipeline_name, run_id).id)
-    seconds = {}
-    for execution in executions:
-        node = next(c for c in mlmd.get_contexts_by_execution(execution.id) if c.type == NODE_CONTEXT)
-        seconds[node.name.removeprefix(f"{pipeline_name}.")] = (execution.last_update_time_since_epoch
-                                                                 - execution.create_time_since_epoch) / 1000
-    seconds["run"] = (max(e.last_update_time_since_epoch for e in executions)
-                      - min(e.create_time_since_epoch for e in executions)) / 1000
-    return seconds
-
-
 def robustness(metrics: Metrics) -> list[RobustnessPoint]:
     """The attack × ε slices' accuracies, clean first, then by attack and ε."""
     points = []
@@ -266,7 +207,8 @@ def _below(name: str, where: str, value: float, bound: float) -> str:
 
 def _failure(failure, slice_key, bounds: dict[tuple[Slice, str], ServedBound]) -> str:
     """One failed threshold in words: which metric, on which slice, and by how much. A lower bound that was a change
-    threshold (`bounds`: the served model's metrics reused, components/evaluator.py) is told as the comparison."""
+    threshold (`bounds`: the served model's metrics reused, components/blessing/evaluator.py) is told as the
+    comparison."""
     key, threshold = failure.metric_key, failure.metric_threshold
     value = failure.metric_value.double_value.value
     slice_ = slice_columns(slice_key)

@@ -1,4 +1,4 @@
-"""A run's report under <output>/reports/<run id>/: index.html (pipeline/run_page.py) and, when the run was
+"""A run's report under <output>/reports/<run id>/: index.html (report/run_page.py) and, when the run was
 evaluated under attack, robustness.csv and robustness.png (accuracy against ε, per attack and model)."""
 
 import csv
@@ -6,9 +6,9 @@ import io
 import os
 
 from cnnpipe.core.names import BASELINE, CANDIDATE
-from cnnpipe.pipeline import figures, run_page
-from cnnpipe.pipeline.run_facts import RunFacts
-from cnnpipe.pipeline.summary import RobustnessPoint
+from cnnpipe.report import figures, run_page
+from cnnpipe.report.run_facts import RunFacts
+from cnnpipe.report.summary import RobustnessPoint
 
 CSV_NAME = "robustness.csv"
 PNG_NAME = "robustness.png"

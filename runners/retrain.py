@@ -11,38 +11,30 @@ import os
 import sys
 from typing import Optional, TextIO
 
-from ml_metadata.proto import metadata_store_pb2
-
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.components.ingestion import source as data_source
 from cnnpipe.models.training_config import WARM_START_LATEST
-from cnnpipe.pipeline import local_runner, summary
+from cnnpipe.runners import local_runner
+from cnnpipe.report import summary
+from cnnpipe.pipeline import metadata
 from cnnpipe.pipeline.config import PipelineConfig
 
 PUSHER = "AtomicPusher"
 EXAMPLE_GEN = "ImageExampleGen"
-RUN_CONTEXT = "pipeline_run"
 
 
 def trained_spans(metadata_file: str, pipeline_name: str) -> list[int]:
     """The spans whose run of `pipeline_name` finished, through the Pusher (pushed or not), ascending."""
     if not os.path.exists(metadata_file):
         return []
-    mlmd = summary.store(metadata_file)
-    pipeline = mlmd.get_context_by_type_and_name("pipeline", pipeline_name)
-    if pipeline is None:
-        return []
-    types = {t.id: t.name for t in mlmd.get_execution_types()}
-    finished = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
-    executions = mlmd.get_executions_by_context(pipeline.id)
-    runs = {context.id for e in executions if types[e.type_id].endswith(PUSHER) and e.last_known_state in finished
-            for context in mlmd.get_contexts_by_execution(e.id) if context.type == RUN_CONTEXT}
-    ingested = [e.id for run in runs for e in mlmd.get_executions_by_context(run)
-                if types[e.type_id].endswith(EXAMPLE_GEN)]
-    examples = {event.artifact_id for event in mlmd.get_events_by_execution_ids(ingested)
-                if event.type == metadata_store_pb2.Event.OUTPUT}
-    return sorted({artifact.custom_properties["span"].int_value
-                   for artifact in mlmd.get_artifacts_by_id(list(examples))})
+    mlmd = metadata.store(metadata_file)
+    spans = set()
+    for run_id in metadata.finished_runs(mlmd, pipeline_name, PUSHER):
+        examples = metadata.outputs_of(mlmd, [execution for execution in metadata.run_executions(mlmd, run_id)
+                                              if metadata.component_of(mlmd, execution.id, pipeline_name) ==
+                                              EXAMPLE_GEN])
+        spans.update(artifact.custom_properties["span"].int_value for artifact in examples.values())
+    return sorted(spans)
 
 
 @dataclasses.dataclass

@@ -12,8 +12,9 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from cnnpipe.pipeline import metadata
+
 Execution = metadata_store_pb2.Execution
-NODE_CONTEXT = "node"  # TFX's context type of a pipeline node; named "<pipeline>.<component id>"
 DONE = {Execution.COMPLETE: "✓", Execution.CACHED: "✓", Execution.FAILED: "✗", Execution.CANCELED: "✗"}
 NOTE = {Execution.CACHED: " (cached)", Execution.FAILED: " failed", Execution.CANCELED: " canceled"}
 
@@ -46,13 +47,11 @@ class ComponentProgress:
         self._report()
 
     def _executions(self) -> list[metadata_store_pb2.Execution]:
-        pipeline = self._store.get_context_by_type_and_name("pipeline", self._pipeline)
-        return self._store.get_executions_by_context(pipeline.id) if pipeline else []
+        return metadata.pipeline_executions(self._store, self._pipeline)
 
     def _component(self, execution_id: int) -> str:
         if execution_id not in self._components:
-            node = next(c for c in self._store.get_contexts_by_execution(execution_id) if c.type == NODE_CONTEXT)
-            self._components[execution_id] = node.name.removeprefix(f"{self._pipeline}.")
+            self._components[execution_id] = metadata.component_of(self._store, execution_id, self._pipeline)
         return self._components[execution_id]
 
     def _watch(self) -> None:
@@ -74,7 +73,7 @@ class ComponentProgress:
                 self._print(f"▶ {name}", execution.create_time_since_epoch)
 
     def _finished(self, name: str, execution: metadata_store_pb2.Execution) -> None:
-        seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
+        seconds = metadata.seconds_of(execution)
         self.seconds[name] = seconds
         if execution.id not in self._started and execution.last_known_state != Execution.CACHED:
             self._print(f"▶ {name}", execution.create_time_since_epoch)  # it ran between two looks

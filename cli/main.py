@@ -2,22 +2,22 @@
 
 import argparse
 import contextlib
-import dataclasses
 import logging
 import os
 import re
 import sys
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.core.names import DEFAULT_OUTPUT_DIR, resolve_serving_dir
-from cnnpipe.core.options import GROUPS, flag_of, shape, value_parser
+from cnnpipe.cli.flags import add_options, argparse_type, given
+from cnnpipe.core.options import shape
 
 if TYPE_CHECKING:
     from cnnpipe.pipeline.config import PipelineConfig
-    from cnnpipe.pipeline.summary import RunSummary
+    from cnnpipe.report.summary import RunSummary
 
 # Keep TensorFlow's C++ start-up chatter out of the output; set before anything imports TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -28,50 +28,13 @@ EXIT_SKEW = 2  # cnnpipe skew found a version whose requests differ from its tra
 INDEX_OPTIONS = ("catalog", "search_top_k", "output_dir", "serving_dir", "model_name", "keep_versions", "beam_args")
 
 
-def _parser(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """`parse` as argparse wants it: bad text becomes a usage error that quotes the parser's message."""
-    def parse_flag(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-    parse_flag.__name__ = parse.__name__  # argparse names the parser in "invalid <name> value"
-    return parse_flag
-
-
-def _shown(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-
-
-def add_flag(group: argparse._ArgumentGroup, field: dataclasses.Field, default: Any) -> None:
-    """The flag a settings field declares (core/options.py); its default is shown in its help, not given to
-    argparse: a flag not given is left out of the parsed options and the field keeps its default."""
-    meta = field.metadata
-    shown = meta["default_help"] or ("" if isinstance(default, bool) or default in (None, {}) else _shown(default))
-    text = f"{meta['help']} (default {shown})" if meta["help"] and shown else meta["help"] or f"default {shown}"
-    kwargs: dict[str, Any] = dict(dest=field.name, help=text, default=argparse.SUPPRESS)
-    if isinstance(default, bool):
-        kwargs["action"] = "store_false" if default else "store_true"
-    else:
-        kwargs.update(type=_parser(value_parser(field)), choices=meta["choices"], metavar=meta["metavar"])
-        if meta["repeat"]:
-            kwargs["action"] = "append"
-    group.add_argument(flag_of(field), **kwargs)
-
-
 def add_pipeline_options(command: argparse.ArgumentParser, skip: Sequence[str] = (),
                          only: Optional[Sequence[str]] = None) -> None:
-    """The flags of PipelineConfig's settings (`only` those, when given), but those in `skip`, generated from its
-    fields by group."""
+    """The flags of PipelineConfig's settings (`only` those, when given), but those in `skip`."""
     from cnnpipe.pipeline.config import PipelineConfig, flags  # noqa: PLC0415
 
     defaults = PipelineConfig().options()
-    fields = [(field, defaults[name]) for name, field in flags().items() if only is None or name in only]
-    for name in GROUPS:
-        group = command.add_argument_group(name)
-        for field, default in fields:
-            if field.metadata["group"] == name and field.name not in skip:
-                add_flag(group, field, default)
+    add_options(command, [(field, defaults[name]) for name, field in flags().items()], skip, only)
 
 
 def add_kubeflow_target(command: argparse.ArgumentParser, default_package: str, default_experiment: str) -> None:
@@ -87,7 +50,7 @@ def add_kubeflow_target(command: argparse.ArgumentParser, default_package: str, 
 
 def build_parser() -> argparse.ArgumentParser:
     from cnnpipe.pipeline import config  # noqa: PLC0415 - keeps --help fast
-    from cnnpipe.serving import commands as serving_commands  # noqa: PLC0415
+    from cnnpipe.cli import serving as serving_commands  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="cnnpipe", description="TFX pipeline: labelled images in, a served CNN out.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -158,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     skew.set_defaults(func=_skew)
 
     models = commands.add_parser("models", help="list the model registry: input size, parameters, layers")
-    models.add_argument("--input-shape", type=_parser(shape),
+    models.add_argument("--input-shape", type=argparse_type(shape),
                         help="H,W,C to build the models for (default: each one's own)")
     models.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
     models.add_argument("--layers", metavar="NAME", help="print one model's layers: output shape and parameters")
@@ -190,11 +153,10 @@ def _models(args: argparse.Namespace) -> int:
 
 def pipeline_config(args: argparse.Namespace, default_beam_args: Sequence[str]) -> "PipelineConfig":
     """The PipelineConfig of the parsed options; options not given keep PipelineConfig's defaults."""
-    from cnnpipe.pipeline.config import PipelineConfig, flags  # noqa: PLC0415
+    from cnnpipe.pipeline.config import SECTIONS, PipelineConfig  # noqa: PLC0415
 
-    fields = flags()
-    options = {name: fields[name].metadata["repeat"](value) if fields[name].metadata["repeat"] else value
-               for name, value in vars(args).items() if name in fields}
+    options = {name: value for settings in (PipelineConfig, *SECTIONS.values())
+               for name, value in given(args, settings).items()}
     return PipelineConfig.from_options(**{"beam_args": tuple(default_beam_args), **options})
 
 
@@ -206,7 +168,8 @@ def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with output_lock(config.output_dir):  # before TFX loads: a second run is refused at once
         check_metadata(config.output_dir)
-        from cnnpipe.pipeline import local_runner, summary  # noqa: PLC0415
+        from cnnpipe.runners import local_runner  # noqa: PLC0415
+        from cnnpipe.report import summary  # noqa: PLC0415
 
         with _reported_if_stopped(config.output_dir, config.name):
             seconds = local_runner.run(config)
@@ -225,7 +188,8 @@ def _index(args: argparse.Namespace) -> int:
     config = pipeline_config(args, PipelineConfig().beam_args)
     with output_lock(config.output_dir):
         check_metadata(config.output_dir)
-        from cnnpipe.pipeline import local_runner, summary  # noqa: PLC0415
+        from cnnpipe.runners import local_runner  # noqa: PLC0415
+        from cnnpipe.report import summary  # noqa: PLC0415
 
         pipeline = local_runner.build_index_pipeline(config)
         seconds = local_runner.run(config, pipeline=pipeline)
@@ -236,32 +200,33 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _print_summary(result: "RunSummary", output_dir: str, pipeline_name: str) -> None:
-    """Prints a run's summary and writes its report (pipeline/report.py)."""
-    from cnnpipe.pipeline import report, run_facts  # noqa: PLC0415
+    """Prints a run's summary and writes its report (report/writer.py)."""
+    from cnnpipe.report import run_facts, writer  # noqa: PLC0415
     from cnnpipe.pipeline.output_dir import metadata_path  # noqa: PLC0415
 
     print(result.format())
     facts = run_facts.read(metadata_path(output_dir), pipeline_name, result)
-    paths = report.write(facts, report.report_dir(output_dir, result.run_id))
+    paths = writer.write(facts, writer.report_dir(output_dir, result.run_id))
     print(f"Report: {paths[0]}" + (f" (robustness: {', '.join(paths[1:])})" if paths[1:] else ""))
 
 
 @contextlib.contextmanager
 def _reported_if_stopped(output_dir: str, pipeline_name: str) -> Iterator[None]:
     """A run that started and then failed gets its report too, the error as its verdict (then the error goes on)."""
-    from cnnpipe.pipeline import report, run_facts, summary  # noqa: PLC0415
+    from cnnpipe.pipeline import metadata  # noqa: PLC0415
     from cnnpipe.pipeline.output_dir import metadata_path  # noqa: PLC0415
+    from cnnpipe.report import run_facts, summary, writer  # noqa: PLC0415
 
-    metadata = metadata_path(output_dir)
-    runs_before = summary.run_ids(metadata) if os.path.isfile(metadata) else set()
+    store = metadata_path(output_dir)
+    runs_before = metadata.run_ids(metadata.store(store)) if os.path.isfile(store) else set()
     try:
         yield
     except Exception as error:
-        result = summary.summarize(metadata, pipeline_name) if os.path.isfile(metadata) else None
+        result = summary.summarize(store, pipeline_name) if os.path.isfile(store) else None
         if result is not None and result.run_id not in runs_before:
             result.stopped_by = str(user_error(error) or error)
-            facts = run_facts.read(metadata, pipeline_name, result)
-            print(f"Report: {report.write(facts, report.report_dir(output_dir, result.run_id))[0]}")
+            facts = run_facts.read(store, pipeline_name, result)
+            print(f"Report: {writer.write(facts, writer.report_dir(output_dir, result.run_id))[0]}")
         raise
 
 
@@ -272,7 +237,7 @@ def _retrain(args: argparse.Namespace) -> int:
     config = pipeline_config(args, PipelineConfig().beam_args)
     with output_lock(config.output_dir):  # before TFX loads: a second run is refused at once
         check_metadata(config.output_dir)
-        from cnnpipe.pipeline import retrain  # noqa: PLC0415
+        from cnnpipe.runners import retrain  # noqa: PLC0415
 
         with _reported_if_stopped(config.output_dir, config.name):
             result = retrain.retrain(config)
@@ -286,7 +251,7 @@ def _retrain(args: argparse.Namespace) -> int:
 def _skew(args: argparse.Namespace) -> int:
     """Prints each logged version's skew (exit 2 when any version's requests are skewed), or writes a label sheet of
     the logged images, or the next span of those labelled."""
-    from cnnpipe.pipeline import logged_span, skew  # noqa: PLC0415 - TFDV
+    from cnnpipe.monitoring import logged_span, skew  # noqa: PLC0415 - TFDV
 
     if args.label_sheet:
         path = logged_span.label_sheet(args.requests, args.label_sheet)
@@ -316,8 +281,10 @@ def _report(args: argparse.Namespace) -> int:
         raise CnnpipeError(f"{args.run_dir}: no {os.path.basename(metadata)} here; give the --output directory of a "
                            "`cnnpipe run` (default cnnpipe-output).")
     check_metadata(args.run_dir)
-    from cnnpipe.pipeline import summary  # noqa: PLC0415
-    names = summary.pipeline_names(metadata)
+    from cnnpipe.pipeline.metadata import pipeline_names, store  # noqa: PLC0415
+    from cnnpipe.report import summary  # noqa: PLC0415
+
+    names = pipeline_names(store(metadata))
     if args.pipeline is None and len(names) != 1:
         raise CnnpipeError(f"{args.run_dir} holds runs of the pipelines {', '.join(names) or '(none)'}; "
                            "choose one with --pipeline NAME.")
@@ -333,7 +300,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from cnnpipe.pipeline import kubeflow_runner  # noqa: PLC0415
+    from cnnpipe.runners import kubeflow_runner  # noqa: PLC0415
     from cnnpipe.pipeline.config import KUBEFLOW_BEAM_ARGS  # noqa: PLC0415
 
     config = pipeline_config(args, KUBEFLOW_BEAM_ARGS)
@@ -348,7 +315,7 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from cnnpipe.pipeline import kubeflow_runner  # noqa: PLC0415
+    from cnnpipe.runners import kubeflow_runner  # noqa: PLC0415
 
     run_id = kubeflow_runner.submit(args.host, args.package, args.experiment, args.run_name)
     print(f"cnnpipe: run {run_id} of {args.package} created at {args.host}, experiment '{args.experiment}'")
@@ -356,7 +323,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _schedule(args: argparse.Namespace) -> int:
-    from cnnpipe.pipeline import kubeflow_runner  # noqa: PLC0415
+    from cnnpipe.runners import kubeflow_runner  # noqa: PLC0415
 
     recurring_run_id = kubeflow_runner.schedule(args.host, args.cron, args.package, args.experiment, args.name)
     print(f"cnnpipe: recurring run {recurring_run_id} of {args.package} created at {args.host} on '{args.cron}'")

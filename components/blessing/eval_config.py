@@ -13,14 +13,13 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow_model_analysis as tfma
 
+from cnnpipe.components.blessing.evaluation_results import ACCURACY_METRIC, LOSS_METRIC
+from cnnpipe.components.blessing.thresholds import Thresholds
 from cnnpipe.core import features, names
-from cnnpipe.pipeline.thresholds import Thresholds
 from cnnpipe.core.names import BASELINE, CANDIDATE, NO_ATTACK
 from cnnpipe.robustness.adversarial_examples import WEIGHT_KEYS
 from cnnpipe.robustness.settings import with_worst_case
 
-ACCURACY = "SparseCategoricalAccuracy"
-LOSS = "SparseCategoricalCrossentropy"
 OVERALL = tfma.SlicingSpec()
 PER_CLASS = tfma.SlicingSpec(feature_keys=[features.CLASS_NAME])
 CLEAN = tfma.SlicingSpec(feature_values={features.ATTACK: NO_ATTACK})
@@ -78,8 +77,8 @@ def eval_config(thresholds: Thresholds, attacks: Sequence[str] = ()) -> tfma.Eva
         metrics_specs=[
             tfma.MetricsSpec(
                 metrics=[
-                    tfma.MetricConfig(class_name=ACCURACY, per_slice_thresholds=_gates(thresholds, attacks)),
-                    tfma.MetricConfig(class_name=LOSS),
+                    tfma.MetricConfig(class_name=ACCURACY_METRIC, per_slice_thresholds=_gates(thresholds, attacks)),
+                    tfma.MetricConfig(class_name=LOSS_METRIC),
                     tfma.MetricConfig(class_name="ExampleCount"),
                 ]
             )

@@ -1,5 +1,5 @@
 """What a run's report shows, read back from the run's artifacts: the data, the model, its robustness, the blessing
-and the push. Figures come from pipeline/figures.py; the page from pipeline/run_page.py."""
+and the push. Figures come from report/figures.py; the page from report/run_page.py."""
 
 import dataclasses
 import glob
@@ -17,12 +17,14 @@ from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
-from cnnpipe.components.evaluation_results import Metrics, metric_key, metrics_by_slice, served_bounds, spec_slice
+from cnnpipe.components.blessing.evaluation_results import (Metrics, metric_key, metrics_by_slice, served_bounds,
+                                                            spec_slice)
 from cnnpipe.components.validation_gate import class_counts
 from cnnpipe.core import features
 from cnnpipe.core.names import BASELINE, CANDIDATE, CLASS_NAMES, EVAL, NO_ATTACK, SERVING_DEFAULT, WORST_CASE
 from cnnpipe.models.class_names import read_class_names
-from cnnpipe.pipeline import summary as run_summary
+from cnnpipe.pipeline.metadata import run_outputs
+from cnnpipe.report import summary as run_summary
 
 BATCH = 512
 GALLERY_SIZE = 12  # attack-flipped images shown
@@ -250,7 +252,7 @@ def gallery_epsilon(summary: run_summary.RunSummary) -> Optional[float]:
 
 def read(metadata_file: str, pipeline_name: str, result: run_summary.RunSummary) -> RunFacts:
     """The facts of the run of `pipeline_name` that `result` summarizes."""
-    _, outputs = run_summary.run_outputs(metadata_file, pipeline_name, result.run_id)
+    _, outputs = run_outputs(metadata_file, pipeline_name, result.run_id)
     facts = RunFacts(pipeline_name, result)
     if "statistics" in outputs:
         statistics = _statistics(outputs["statistics"])

@@ -1,0 +1,1 @@
+"""The `cnnpipe` command line: every subcommand's flags, most of them generated from settings dataclasses."""

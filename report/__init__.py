@@ -1,0 +1,1 @@
+"""A run told back: its summary read from ML Metadata and TFMA, its facts, figures and HTML page."""
