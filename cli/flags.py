@@ -3,9 +3,12 @@ help and `--help` group; `add_options` adds those flags to a subcommand and `set
 
 import argparse
 import dataclasses
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
 from cnnpipe.core.options import GROUPS, flag_of, options_of, value_parser
+
+if TYPE_CHECKING:
+    from cnnpipe.pipeline.config import PipelineConfig
 
 
 def argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -30,13 +33,15 @@ def add_flag(group: argparse._ArgumentGroup, field: dataclasses.Field, default: 
     shown = meta["default_help"] or ("" if isinstance(default, bool) or default in (None, {}) else _shown(default))
     text = f"{meta['help']} (default {shown})" if meta["help"] and shown else meta["help"] or f"default {shown}"
     kwargs: dict[str, Any] = dict(dest=field.name, help=text, default=argparse.SUPPRESS)
+    if meta["required"]:
+        kwargs.update(required=True, help=meta["help"])
     if isinstance(default, bool):
         kwargs["action"] = "store_false" if default else "store_true"
     else:
         kwargs.update(type=argparse_type(value_parser(field)), choices=meta["choices"], metavar=meta["metavar"])
         if meta["repeat"]:
             kwargs["action"] = "append"
-    group.add_argument(flag_of(field), **kwargs)
+    group.add_argument(*filter(None, (meta["short"], flag_of(field))), **kwargs)
 
 
 def add_options(command: argparse.ArgumentParser, fields: Iterable[tuple[dataclasses.Field, Any]],
@@ -63,3 +68,21 @@ def given(args: argparse.Namespace, settings: type) -> dict[str, Any]:
     fields = {field.name: field for field in options_of(settings)}
     return {name: fields[name].metadata["repeat"](value) if fields[name].metadata["repeat"] else value
             for name, value in vars(args).items() if name in fields}
+
+
+def add_pipeline_options(command: argparse.ArgumentParser, skip: Sequence[str] = (),
+                         only: Optional[Sequence[str]] = None) -> None:
+    """The flags of PipelineConfig's settings (`only` those, when given), but those in `skip`."""
+    from cnnpipe.pipeline.config import PipelineConfig, flags  # noqa: PLC0415
+
+    defaults = PipelineConfig().options()
+    add_options(command, [(field, defaults[name]) for name, field in flags().items()], skip, only)
+
+
+def pipeline_config(args: argparse.Namespace, default_beam_args: Sequence[str]) -> "PipelineConfig":
+    """The PipelineConfig of the parsed options; options not given keep PipelineConfig's defaults."""
+    from cnnpipe.pipeline.config import SECTIONS, PipelineConfig  # noqa: PLC0415
+
+    options = {name: value for settings in (PipelineConfig, *SECTIONS.values())
+               for name, value in given(args, settings).items()}
+    return PipelineConfig.from_options(**{"beam_args": tuple(default_beam_args), **options})

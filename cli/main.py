@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -11,12 +12,11 @@ import warnings
 from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 from cnnpipe.core.errors import CnnpipeError
-from cnnpipe.core.names import DEFAULT_OUTPUT_DIR, resolve_serving_dir
-from cnnpipe.cli.flags import add_options, argparse_type, given
-from cnnpipe.core.options import shape
+from cnnpipe.core.names import DEFAULT_OUTPUT_DIR, DEFAULT_SERVING_DIR, resolve_serving_dir
+from cnnpipe.cli.flags import add_options, add_pipeline_options, fields_of, given, pipeline_config
+from cnnpipe.core.options import count, option, shape
 
 if TYPE_CHECKING:
-    from cnnpipe.pipeline.config import PipelineConfig
     from cnnpipe.report.summary import RunSummary
 
 # Keep TensorFlow's C++ start-up chatter out of the output; set before anything imports TensorFlow.
@@ -28,29 +28,40 @@ EXIT_SKEW = 2  # cnnpipe skew found a version whose requests differ from its tra
 INDEX_OPTIONS = ("catalog", "search_top_k", "output_dir", "serving_dir", "model_name", "keep_versions", "beam_args")
 
 
-def add_pipeline_options(command: argparse.ArgumentParser, skip: Sequence[str] = (),
-                         only: Optional[Sequence[str]] = None) -> None:
-    """The flags of PipelineConfig's settings (`only` those, when given), but those in `skip`."""
-    from cnnpipe.pipeline.config import PipelineConfig, flags  # noqa: PLC0415
-
-    defaults = PipelineConfig().options()
-    add_options(command, [(field, defaults[name]) for name, field in flags().items()], skip, only)
+@dataclasses.dataclass(frozen=True)
+class ReportOptions:
+    pipeline: Optional[str] = option(None, "the pipeline's (served model's) name, when RUN_DIR holds several", "run")
+    run_id: Optional[str] = option(None, "the run's id", "run", flag="--run", default_help="the newest run")
 
 
-def add_kubeflow_target(command: argparse.ArgumentParser, default_package: str, default_experiment: str) -> None:
-    """Where `submit` and `schedule` send the compiled pipeline."""
-    command.add_argument("--host", required=True,
-                         help="the Kubeflow Pipelines API, e.g. http://localhost:8080 (a port-forwarded "
-                         "ml-pipeline-ui)")
-    command.add_argument("--package", default=default_package,
-                         help=f"the pipeline spec `cnnpipe compile` wrote (default {default_package})")
-    command.add_argument("--experiment", default=default_experiment,
-                         help=f"KFP experiment, created when missing (default {default_experiment})")
+@dataclasses.dataclass(frozen=True)
+class SkewOptions:
+    requests: str = option("", "the --log-requests directory of cnnpipe serve", "skew", metavar="DIR", required=True)
+    serving_dir: Optional[str] = option(None, "where the versions are", "skew", metavar="DIR",
+                                        default_help=DEFAULT_SERVING_DIR)
+    output: Optional[str] = option(None, "instead of --serving-dir: a run's --output directory, its serving/ "
+                                   "subdirectory", "skew", metavar="RUN_DIR")
+    label_sheet: Optional[str] = option(None, "instead of comparing: write each logged image and a labels.csv (the "
+                                        "served answer beside an empty class_name) to DIR, for people to label",
+                                        "skew", metavar="DIR")
+    to_span: Optional[str] = option(None, "instead of comparing: write the images labelled in --labels as DATA's "
+                                    "next span (DATA/span-N), laid out as its other spans, for cnnpipe retrain",
+                                    "skew", metavar="DATA")
+    labels: Optional[str] = option(None, "the labels.csv of --label-sheet, labelled, for --to-span", "skew",
+                                   metavar="CSV")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelsOptions:
+    input_shape: Optional[tuple[int, int, int]] = option(None, "H,W,C to build the models for", "models",
+                                                         parse=shape, metavar="H,W,C", default_help="each one's own")
+    classes: int = option(10, "number of classes", "models", parse=count, metavar="N")
+    layers: Optional[str] = option(None, "print one model's layers: output shape and parameters", "models",
+                                   metavar="NAME")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cnnpipe.pipeline import config  # noqa: PLC0415 - keeps --help fast
-    from cnnpipe.cli import serving as serving_commands  # noqa: PLC0415
+    from cnnpipe.cli import kubeflow as kubeflow_commands, serving as serving_commands  # noqa: PLC0415 - a fast --help
 
     parser = argparse.ArgumentParser(prog="cnnpipe", description="TFX pipeline: labelled images in, a served CNN out.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,61 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_pipeline_options(index, only=INDEX_OPTIONS)
     index.set_defaults(func=_index)
 
-    compile_ = commands.add_parser(
-        "compile", help="compile the pipeline for Kubeflow Pipelines (a KFP v2 pipeline spec)")
-    add_pipeline_options(compile_, skip=("output_dir",))
-    kubeflow = compile_.add_argument_group("Kubeflow")
-    kubeflow.add_argument("--pipeline-root", required=True, metavar="URI",
-                          help="where the steps write their artifacts, a URI the pods can write (gs://…)")
-    kubeflow.add_argument("--image", required=True, help="the image every step runs in, built from kubeflow/Dockerfile")
-    kubeflow.add_argument("-o", "--package", default=config.KUBEFLOW_PACKAGE,
-                          help=f"the pipeline spec file to write (default {config.KUBEFLOW_PACKAGE})")
-    kubeflow.add_argument("--spec-version", choices=config.KUBEFLOW_SPEC_VERSIONS,
-                          default=config.KUBEFLOW_SPEC_VERSIONS[0],
-                          help=f"the KFP pipeline spec schema (default {config.KUBEFLOW_SPEC_VERSIONS[0]}, which "
-                          "open-source Kubeflow Pipelines 2.x requires; Vertex AI Pipelines takes either)")
-    compile_.set_defaults(func=_compile)
-
-    submit = commands.add_parser("submit", help="run the compiled pipeline once on Kubeflow Pipelines")
-    add_kubeflow_target(submit, config.KUBEFLOW_PACKAGE, config.KUBEFLOW_EXPERIMENT)
-    submit.add_argument("--run-name", help="the run's name (default: the package's name and the time)")
-    submit.set_defaults(func=_submit)
-
-    schedule = commands.add_parser("schedule", help="run the compiled pipeline on Kubeflow Pipelines on a schedule")
-    add_kubeflow_target(schedule, config.KUBEFLOW_PACKAGE, config.KUBEFLOW_EXPERIMENT)
-    schedule.add_argument("--cron", required=True,
-                          help="six fields, seconds first: '0 0 3 * * *' is 03:00 every day")
-    schedule.add_argument("--name", help="the recurring run's name (default: the package's name and the cron)")
-    schedule.set_defaults(func=_schedule)
-
-    serving_commands.add_commands(commands)  # serve, predict
+    kubeflow_commands.add_commands(commands, lambda command: add_pipeline_options(command, skip=("output_dir",)))
+    serving_commands.add_commands(commands)  # serve, predict, search
 
     report = commands.add_parser("report", help="print a finished local run's summary again and write its report "
                                  "(index.html, and robustness.csv and .png, under RUN_DIR/reports/RUN_ID/)")
     report.add_argument("run_dir", metavar="RUN_DIR", help="the run's --output directory (it holds metadata.sqlite)")
-    report.add_argument("--pipeline", help="the pipeline's (served model's) name, when RUN_DIR holds several")
-    report.add_argument("--run", dest="run_id", help="the run's id (default: the newest run)")
+    add_options(report, fields_of(ReportOptions))
     report.set_defaults(func=_report)
 
     skew = commands.add_parser("skew", help="compare the images served versions received (cnnpipe serve "
                                "--log-requests) with the data each was trained on (TFDV skew comparators)")
-    skew.add_argument("--requests", required=True, metavar="DIR", help="the --log-requests directory of cnnpipe serve")
-    where = skew.add_mutually_exclusive_group()
-    where.add_argument("--serving-dir", metavar="DIR", help="where the versions are (default cnnpipe-output/serving)")
-    where.add_argument("--output", metavar="RUN_DIR", help="a run's --output directory: its serving/ subdirectory")
-    loop = skew.add_mutually_exclusive_group()
-    loop.add_argument("--label-sheet", metavar="DIR", help="instead of comparing: write each logged image and a "
-                      "labels.csv (the served answer beside an empty class_name) to DIR, for people to label")
-    loop.add_argument("--to-span", metavar="DATA", help="instead of comparing: write the images labelled in --labels "
-                      "as DATA's next span (DATA/span-N), laid out as its other spans, for cnnpipe retrain")
-    skew.add_argument("--labels", metavar="CSV", help="the labels.csv of --label-sheet, labelled, for --to-span")
+    add_options(skew, fields_of(SkewOptions))
     skew.set_defaults(func=_skew)
 
     models = commands.add_parser("models", help="list the model registry: input size, parameters, layers")
-    models.add_argument("--input-shape", type=argparse_type(shape),
-                        help="H,W,C to build the models for (default: each one's own)")
-    models.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
-    models.add_argument("--layers", metavar="NAME", help="print one model's layers: output shape and parameters")
+    add_options(models, fields_of(ModelsOptions))
     models.set_defaults(func=_models)
     return parser
 
@@ -132,8 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _models(args: argparse.Namespace) -> int:
     from cnnpipe.models import registry  # noqa: PLC0415
 
-    if args.layers:
-        model = registry.build(args.layers, args.input_shape or registry.get(args.layers).input_shape, args.classes)
+    options = ModelsOptions(**given(args, ModelsOptions))
+    if options.layers:
+        shape = options.input_shape or registry.get(options.layers).input_shape
+        model = registry.build(options.layers, shape, options.classes)
         print(f"{'layer':28} {'type':26} {'output shape':22} {'parameters':>12}")
         for layer in model.layers:
             shape = str(tuple(layer.output.shape[1:]))
@@ -142,22 +116,13 @@ def _models(args: argparse.Namespace) -> int:
         return 0
     print(f"{'model':14} {'input':13} {'parameters':>12}  description")
     for name, entry in registry.MODELS.items():
-        shape = args.input_shape or entry.input_shape
+        shape = options.input_shape or entry.input_shape
         try:
-            parameters = f"{registry.build(name, shape, args.classes).count_params():,}"
+            parameters = f"{registry.build(name, shape, options.classes).count_params():,}"
         except ValueError:  # the input shrinks to nothing before the last pooling layer
             parameters = "too small"
         print(f"{name:14} {'x'.join(map(str, shape)):13} {parameters:>12}  {entry.description}")
     return 0
-
-
-def pipeline_config(args: argparse.Namespace, default_beam_args: Sequence[str]) -> "PipelineConfig":
-    """The PipelineConfig of the parsed options; options not given keep PipelineConfig's defaults."""
-    from cnnpipe.pipeline.config import SECTIONS, PipelineConfig  # noqa: PLC0415
-
-    options = {name: value for settings in (PipelineConfig, *SECTIONS.values())
-               for name, value in given(args, settings).items()}
-    return PipelineConfig.from_options(**{"beam_args": tuple(default_beam_args), **options})
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -253,21 +218,28 @@ def _skew(args: argparse.Namespace) -> int:
     the logged images, or the next span of those labelled."""
     from cnnpipe.monitoring import logged_span, skew  # noqa: PLC0415 - TFDV
 
-    if args.label_sheet:
-        path = logged_span.label_sheet(args.requests, args.label_sheet)
+    options = SkewOptions(**given(args, SkewOptions))
+    if options.serving_dir and options.output:
+        raise CnnpipeError("--serving-dir and --output both say where the versions are: give one.")
+    if options.label_sheet and options.to_span:
+        raise CnnpipeError("--label-sheet and --to-span are two steps: write the sheet, label it, then --to-span.")
+
+    if options.label_sheet:
+        path = logged_span.label_sheet(options.requests, options.label_sheet)
         print(f"Label sheet: {path}; fill in class_name (the images are beside it), then: cnnpipe skew --requests "
-              f"{args.requests} --labels {path} --to-span DATA")
+              f"{options.requests} --labels {path} --to-span DATA")
         return 0
-    if args.to_span:
-        if not args.labels:
+    if options.to_span:
+        if not options.labels:
             raise CnnpipeError("--to-span needs --labels CSV: the labels.csv of --label-sheet, labelled.")
-        span_dir, counts, unlabelled = logged_span.write_span(args.requests, args.labels, args.to_span)
+        span_dir, counts, unlabelled = logged_span.write_span(options.requests, options.labels, options.to_span)
         print(f"Span written to {span_dir}: {sum(counts.values())} images in {len(counts)} classes ("
               + ", ".join(f"{name} {count}" for name, count in counts.items())
               + f"); {unlabelled} logged images without a label left out.")
         return 0
 
-    found = skew.find_skew(args.requests, resolve_serving_dir(args.output or DEFAULT_OUTPUT_DIR, args.serving_dir))
+    serving_dir = resolve_serving_dir(options.output or DEFAULT_OUTPUT_DIR, options.serving_dir)
+    found = skew.find_skew(options.requests, serving_dir)
     for version in found:
         print(version.format())
     return EXIT_SKEW if any(version.skewed for version in found) else 0
@@ -276,6 +248,7 @@ def _skew(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from cnnpipe.pipeline.output_dir import check_metadata, metadata_path  # noqa: PLC0415
 
+    options = ReportOptions(**given(args, ReportOptions))
     metadata = metadata_path(args.run_dir)
     if not os.path.isfile(metadata):
         raise CnnpipeError(f"{args.run_dir}: no {os.path.basename(metadata)} here; give the --output directory of a "
@@ -285,48 +258,17 @@ def _report(args: argparse.Namespace) -> int:
     from cnnpipe.report import summary  # noqa: PLC0415
 
     names = pipeline_names(store(metadata))
-    if args.pipeline is None and len(names) != 1:
+    if options.pipeline is None and len(names) != 1:
         raise CnnpipeError(f"{args.run_dir} holds runs of the pipelines {', '.join(names) or '(none)'}; "
                            "choose one with --pipeline NAME.")
-    name = args.pipeline or names[0]
+    name = options.pipeline or names[0]
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # TFMA's readers warn of TensorFlow's deprecations
     try:
-        result = summary.summarize(metadata, name, args.run_id)
+        result = summary.summarize(metadata, name, options.run_id)
     except ValueError as error:
         raise CnnpipeError(f"{args.run_dir}: {error}.") from None
     print(f"Run {result.run_id} of {name}")
     _print_summary(result, args.run_dir, name)
-    return 0
-
-
-def _compile(args: argparse.Namespace) -> int:
-    from cnnpipe.runners import kubeflow_runner  # noqa: PLC0415
-    from cnnpipe.pipeline.config import KUBEFLOW_BEAM_ARGS  # noqa: PLC0415
-
-    config = pipeline_config(args, KUBEFLOW_BEAM_ARGS)
-    spec = kubeflow_runner.compile_pipeline(config, args.pipeline_root, args.image, args.package, args.spec_version)
-    serving = kubeflow_runner.for_kubeflow(config, args.pipeline_root).serving_base
-    print(f"cnnpipe: pipeline '{spec.pipeline_info.name}', {len(spec.root.dag.tasks)} steps, written to {args.package} "
-          f"(pipeline spec schema {spec.schema_version})")
-    print(f"  image {args.image}\n  pipeline root {spec.default_pipeline_root}\n  serving {serving}")
-    print(f"  Beam args {' '.join(config.beam_args)}")
-    print(f"Run it with: cnnpipe submit --host URL --package {args.package}")
-    return 0
-
-
-def _submit(args: argparse.Namespace) -> int:
-    from cnnpipe.runners import kubeflow_runner  # noqa: PLC0415
-
-    run_id = kubeflow_runner.submit(args.host, args.package, args.experiment, args.run_name)
-    print(f"cnnpipe: run {run_id} of {args.package} created at {args.host}, experiment '{args.experiment}'")
-    return 0
-
-
-def _schedule(args: argparse.Namespace) -> int:
-    from cnnpipe.runners import kubeflow_runner  # noqa: PLC0415
-
-    recurring_run_id = kubeflow_runner.schedule(args.host, args.cron, args.package, args.experiment, args.name)
-    print(f"cnnpipe: recurring run {recurring_run_id} of {args.package} created at {args.host} on '{args.cron}'")
     return 0
 
 

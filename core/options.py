@@ -10,23 +10,25 @@ import typing
 from typing import Any, Callable, Optional
 
 # The `--help` sections, in order
-GROUPS = ("data", "model and training", "blessing", "robustness", "visual search", "outputs", "serving",
-          "batching (as TF Serving's --enable_batching)", "calling")
+GROUPS = ("data", "model and training", "blessing", "robustness", "visual search", "outputs", "Kubeflow", "serving",
+          "batching (as TF Serving's --enable_batching)", "calling", "run", "skew", "models")
 
 
 def option(default: Any = None, help: str = "", group: str = "", *, flag: Optional[str] = None,  # noqa: A002
            parse: Optional[Callable[[str], Any]] = None, choices: Optional[tuple] = None,
            metavar: Optional[str] = None, repeat: Optional[Callable[[list], Any]] = None,
-           default_help: Optional[str] = None) -> Any:
-    """A dataclass field that is also a `cnnpipe` flag (`--field-name` unless `flag` says otherwise).
+           default_help: Optional[str] = None, short: Optional[str] = None, required: bool = False) -> Any:
+    """A dataclass field that is also a `cnnpipe` flag (`--field-name` unless `flag` says otherwise; `short`, e.g.
+    "-o", names it too).
 
     `parse` reads the flag's text (default: the field's int or float type, else str); a bool is an on/off
     switch; `repeat` makes the flag repeatable and turns the list of its values into the field's value (e.g. `dict`).
-    `default_help` describes the default in `--help` when the value alone would not (e.g. for None).
+    `default_help` describes the default in `--help` when the value alone would not (e.g. for None). A `required`
+    flag must be given (its default only stands in for it in code).
     """
     assert group in GROUPS, group
     metadata = dict(help=help, group=group, flag=flag, parse=parse, choices=choices, metavar=metavar, repeat=repeat,
-                    default_help=default_help)
+                    default_help=default_help, short=short, required=required)
     if isinstance(default, (dict, list)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
