@@ -1,1 +1,3 @@
-"""Custom TFX components: image ingestion, the validation gate, the atomic pusher and the adversarial examples."""
+"""The project's TFX components: image ingestion (`ingestion/`), the validation gate, the served model as the
+baseline (`served_model`), the embedding index, the adversarial examples, the blessing (`blessing/`), the push check
+and the atomic pusher."""

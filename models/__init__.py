@@ -1,1 +1,2 @@
-"""The model side: feature keys, preprocessing_fn, Keras models, run_fn, serving signatures."""
+"""The model side: preprocessing_fn, the registry's Keras models, run_fn (with adversarial training, warm start and
+the embedding head) and the serving signatures."""
