@@ -35,13 +35,14 @@ class PushCheckError(CnnpipeError):
     """The candidate model fails to load in a fresh process or answers differently from the Evaluator."""
 
 
-def check(model_dir: str, eval_files: str, evaluator_accuracy: Optional[float]) -> str:
-    """Checks the candidate at `model_dir` in a separate process; returns a one-line report.
+def check(model_dir: str, eval_files: str, evaluator_accuracy: Optional[float], warmup_dir: str = "") -> str:
+    """Checks the candidate at `model_dir` in a separate process; returns a one-line report. A model that passes gets
+    its warmup requests written under `warmup_dir`, if given (serving.warmup.warmup_file).
 
     `eval_files` is a glob of the eval split's GZIP TFRecords of tf.Examples (ExampleGen's output).
     """
     process = subprocess.run(
-        [sys.executable, "-m", "cnnpipe.components.signature_check", model_dir, eval_files],
+        [sys.executable, "-m", "cnnpipe.components.signature_check", model_dir, eval_files, warmup_dir],
         capture_output=True, text=True, timeout=TIMEOUT_SECONDS, check=False,
     )
     if process.returncode != 0:
@@ -75,7 +76,8 @@ def PushCheck(
     model_blessing: InputArtifact[standard_artifacts.ModelBlessing] = None,
     evaluation: InputArtifact[standard_artifacts.ModelEvaluation] = None,
 ) -> None:
-    """Blesses the candidate for serving when `check` passes; a model the Evaluator did not bless is not checked.
+    """Blesses the candidate for serving when `check` passes, with the warmup requests the check wrote in the
+    blessing (serving.warmup.warmup_file(infra_blessing.uri)); a model the Evaluator did not bless is not checked.
     Without an evaluation (`cnnpipe index`: the served weights with a new catalog) the accuracy is not compared,
     and the model answers every split's examples (a small catalog's hash split may leave eval empty)."""
     if model_blessing is not None and not model_utils.is_model_blessed(model_blessing):
@@ -86,7 +88,7 @@ def PushCheck(
     eval_files = os.path.join(examples.uri, f"Split-{splits}", "*")
     try:
         report = check(path_utils.serving_model_path(model.uri), eval_files,
-                       candidate_accuracy(evaluation.uri) if evaluation is not None else None)
+                       candidate_accuracy(evaluation.uri) if evaluation is not None else None, infra_blessing.uri)
     except PushCheckError as error:
         infra_blessing.set_int_custom_property(BLESSED, 0)
         infra_blessing.set_string_custom_property(REASON, str(error))

@@ -40,7 +40,7 @@ from cnnpipe.components.blessing import evaluation_key
 from cnnpipe.components.served_model import newest_served
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.core.names import PUSH_RECORD, PUSHED_EVALUATION, TRAIN, TRAINING_STATISTICS
-from cnnpipe.serving import model_config
+from cnnpipe.serving import model_config, warmup
 from cnnpipe.serving.model_config import versions as existing_versions
 
 SAVED_MODEL_PB = "saved_model.pb"
@@ -216,6 +216,16 @@ def evaluation_files(input_dict: dict[str, list[types.Artifact]]) -> dict[str, b
             for name in names}
 
 
+def warmup_requests(input_dict: dict[str, list[types.Artifact]]) -> dict[str, bytes]:
+    """The warmup requests the push check wrote in its InfraBlessing, as the version's warmup file (TF Serving's
+    assets.extra/tf_serving_warmup_requests), when it wrote them."""
+    found = input_dict.get(standard_component_specs.INFRA_BLESSING_KEY) or []
+    path = warmup.warmup_file(found[0].uri) if found else ""
+    if not path or not tf.io.gfile.exists(path):
+        return {}
+    return {warmup.WARMUP_FILE: tf.io.gfile.GFile(path, "rb").read()}
+
+
 class AtomicPusherSpec(standard_component_specs.PusherSpec):
     """The Pusher's spec, plus how many versions to keep and the training data's statistics to push along."""
 
@@ -244,7 +254,8 @@ class Executor(pusher_executor.Executor):
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
         base_dir = destination.filesystem.base_directory
         serving_path = publish(model_dir, base_dir, self._push_record(input_dict),
-                               {**training_statistics(input_dict), **evaluation_files(input_dict)})
+                               {**training_statistics(input_dict), **evaluation_files(input_dict),
+                                **warmup_requests(input_dict)})
         keep = exec_properties.get(KEEP_VERSIONS_KEY)
         if keep:
             for path in prune(base_dir, keep):
