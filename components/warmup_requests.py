@@ -11,7 +11,7 @@ from tensorflow_serving.apis import classification_pb2, input_pb2, predict_pb2, 
 
 from cnnpipe.core import names
 
-EXAMPLES = 4  # eval examples in each request
+BATCH_SIZES = (1, 4)  # each signature is warmed up at each: TensorFlow prepares its kernels per input shape
 
 
 def _predict(signature: str, inputs: tf.Tensor) -> prediction_log_pb2.PredictionLog:
@@ -31,15 +31,17 @@ def _classify(records: Sequence[bytes]) -> prediction_log_pb2.PredictionLog:
 
 def warmup_logs(signatures: Sequence[str], records: tf.Tensor, images: tf.Tensor,
                 pixels: tf.Tensor) -> list[prediction_log_pb2.PredictionLog]:
-    """One request per signature in `signatures` (those the model exports), each of EXAMPLES examples: serialized
-    tf.Examples (`records`), their encoded `images`, and one image's `pixels` ([1, H, W, C] float32)."""
-    records, images = records[:EXAMPLES], images[:EXAMPLES]
-    by_signature = {
-        names.SERVING_DEFAULT: lambda: _predict(names.SERVING_DEFAULT, records),
-        names.PREDICT_IMAGE: lambda: _predict(names.PREDICT_IMAGE, images),
-        names.PREDICT_PIXELS: lambda: _predict(names.PREDICT_PIXELS, pixels),
-        names.CLASSIFY: lambda: _classify(records.numpy()),
-        names.EMBED: lambda: _predict(names.EMBED, images),
-        names.SEARCH: lambda: _predict(names.SEARCH, images),
-    }
-    return [make() for signature, make in by_signature.items() if signature in signatures]
+    """Requests for each signature in `signatures` (those the model exports), one per batch size in BATCH_SIZES:
+    serialized tf.Examples (`records`), their encoded `images`; `predict_pixels` takes one image's `pixels`
+    ([1, H, W, C] float32) alone."""
+    logs = [_predict(names.PREDICT_PIXELS, pixels)] if names.PREDICT_PIXELS in signatures else []
+    for size in BATCH_SIZES:
+        by_signature = {
+            names.SERVING_DEFAULT: lambda: _predict(names.SERVING_DEFAULT, records[:size]),
+            names.PREDICT_IMAGE: lambda: _predict(names.PREDICT_IMAGE, images[:size]),
+            names.CLASSIFY: lambda: _classify(records[:size].numpy()),
+            names.EMBED: lambda: _predict(names.EMBED, images[:size]),
+            names.SEARCH: lambda: _predict(names.SEARCH, images[:size]),
+        }
+        logs += [make() for signature, make in by_signature.items() if signature in signatures]
+    return logs
