@@ -30,8 +30,11 @@ from cnnpipe.pipeline.datasets import FASHION_MNIST
 
 
 # The slowest modules, slowest first. pytest-xdist (--no-loadscope-reorder) hands modules to its two workers in
-# collection order, so these start at once and the quick ones fill in around them: both workers end together.
-SLOWEST_FIRST = ("test_kubeflow_run.py", "faults/test_retraining_day.py", "test_robustness_gate.py", "test_pipeline.py")
+# collection order, two each to start with (the first and third to one, the second and fourth to the other), so these
+# start at once and the quick ones fill in around them: both workers end together. The two Kubeflow-contract runs are
+# modules of their own so that they start side by side; the "vertex" one also makes the shared pipeline run first.
+SLOWEST_FIRST = ("test_kubeflow_run.py", "test_kubeflow_run_vertex.py", "faults/test_retraining_day.py",
+                 "test_robustness_gate.py", "test_pipeline.py", "test_index.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
