@@ -61,9 +61,8 @@ def compile_spec(directory: Path, data: Path, spec_version: str, beam_args: tupl
     return directory / "pipeline.yaml"
 
 
-@pytest.fixture(scope="module", params=list(CONTRACTS))
-def launched(request, data, tmp_path_factory) -> Launched:
-    """The pipeline compiled for the contract (once per contract) and every task of it run under the contract. Under
+def launch(request, data, tmp_path_factory) -> Launched:
+    """The pipeline compiled for the contract `request.param` and every task of it run under the contract. Under
     "kfp" nothing is served yet; under "vertex" the suite's pushed model is, and is the baseline."""
     directory = tmp_path_factory.mktemp(request.param)
     serving = directory / "serving" / MODEL
@@ -73,6 +72,13 @@ def launched(request, data, tmp_path_factory) -> Launched:
     spec = compile_spec(directory, data, *CONTRACTS[request.param])
     runs = kfp_launcher.run_pipeline(str(spec), request.param, pythonpath=[IMPORT_ROOT])
     return Launched(request.param, kfp_launcher.load_spec(str(spec)), runs, serving)
+
+
+@pytest.fixture(scope="module", params=["kfp"])
+def launched(request, data, tmp_path_factory) -> Launched:
+    """The run under the "kfp" contract. The "vertex" contract's run of the same tests is test_kubeflow_run_vertex.py's:
+    pytest-xdist keeps a module on one worker, so the two runs (minutes each) go on beside each other."""
+    return launch(request, data, tmp_path_factory)
 
 
 def test_every_task_runs_and_the_blessing_names_the_model_it_blessed(launched):
