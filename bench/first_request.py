@@ -1,4 +1,5 @@
-"""The first request after a version loads, with and without its warmup requests (assets.extra/tf_serving_warmup_requests).
+"""The first request after a version loads, with and without its warmup requests
+(assets.extra/tf_serving_warmup_requests).
 
 Copies the newest pushed version into two serving directories, one without its warmup file, and starts `cnnpipe serve`
 on each in turn (`--rounds` times, alternating): once the version is AVAILABLE, it times the first REST `predict_image`
