@@ -26,8 +26,16 @@ class CallOptions:
     serving_dir: str = option(DEFAULT_SERVING_DIR, "where pushed models are, without --server", GROUP)
 
 
+@dataclasses.dataclass(frozen=True)
+class RolloutOptions:
+    """The model whose `stable` label `promote` and `rollback` move."""
+
+    serving_dir: str = option(DEFAULT_SERVING_DIR, "where the model's versions and models.config are", "rollout")
+    model_name: str = option(DEFAULT_DATASET, "the model", "rollout")
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Adds `serve`, `predict` and `search` to the CLI's subcommands."""
+    """Adds `serve`, `predict`, `search`, `promote` and `rollback` to the CLI's subcommands."""
     from cnnpipe.serving.batching import BatchingOptions  # noqa: PLC0415 - keeps --help fast
     from cnnpipe.serving.options import ServerOptions  # noqa: PLC0415
 
@@ -46,6 +54,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _client_arguments(search, top_k=10, top_k_help="items to show per image (at most what the model's search "
                       "signature returns)")
     search.set_defaults(func=_search)
+
+    promote = commands.add_parser("promote", help="point the model's `stable` label at a version (or at the canary's) "
+                                  "in models.config; the version it replaces stays loaded for a rollback, and each "
+                                  "later push becomes the `canary` beside it")
+    promote.add_argument("version", metavar="VERSION|canary", help="a pushed version's number, or canary")
+    add_options(promote, fields_of(RolloutOptions))
+    promote.set_defaults(func=_promote)
+    rollback = commands.add_parser("rollback", help="point `stable` back at the version it replaced (still loaded)")
+    add_options(rollback, fields_of(RolloutOptions))
+    rollback.set_defaults(func=_rollback)
 
 
 def _client_arguments(parser: argparse.ArgumentParser, top_k: int, top_k_help: str) -> None:
@@ -101,4 +119,27 @@ def _search(args: argparse.Namespace) -> int:
 
     paths, outputs = _call(args, SEARCH)
     print(client.format_neighbours(paths, outputs, args.top_k))
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from cnnpipe.core.errors import CnnpipeError  # noqa: PLC0415
+    from cnnpipe.serving import rollout  # noqa: PLC0415 - TensorFlow
+
+    where = RolloutOptions(**given(args, RolloutOptions))
+    if args.version != rollout.CANARY and not args.version.isdigit():
+        raise CnnpipeError(f"promote {args.version}: give a version number or {rollout.CANARY}.")
+    target = args.version if args.version == rollout.CANARY else int(args.version)
+    new, old = rollout.promote(where.serving_dir, where.model_name, target)
+    print(f"cnnpipe: {where.model_name} stable is version {new}" + (f" (was {old}, still loaded: cnnpipe rollback "
+                                                                     "goes back to it)" if old else ""))
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from cnnpipe.serving import rollout  # noqa: PLC0415 - TensorFlow
+
+    where = RolloutOptions(**given(args, RolloutOptions))
+    new, old = rollout.rollback(where.serving_dir, where.model_name)
+    print(f"cnnpipe: {where.model_name} stable is version {new} again (was {old}, still loaded)")
     return 0

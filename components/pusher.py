@@ -22,7 +22,7 @@ import re
 import socket
 import time
 import uuid
-from typing import Iterator, Optional
+from typing import Collection, Iterator, Optional
 
 import tensorflow as tf
 from absl import logging
@@ -40,7 +40,7 @@ from cnnpipe.components.blessing import evaluation_key
 from cnnpipe.components.served_model import newest_served
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.core.names import PUSH_RECORD, PUSHED_EVALUATION, TRAIN, TRAINING_STATISTICS
-from cnnpipe.serving import model_config, warmup
+from cnnpipe.serving import model_config, rollout, warmup
 from cnnpipe.serving.model_config import versions as existing_versions
 
 SAVED_MODEL_PB = "saved_model.pb"
@@ -181,13 +181,15 @@ def publish(model_dir: str, base_dir: str, record: Optional[dict] = None,
     return publish_version(model_dir, base_dir, extras)
 
 
-def prune(base_dir: str, keep: int) -> list[str]:
-    """Deletes all but the newest `keep` versions under `base_dir`; returns the deleted paths.
+def prune(base_dir: str, keep: int, protected: Collection[int] = ()) -> list[str]:
+    """Deletes all but the newest `keep` versions under `base_dir`, and those `protected` (labelled: rollout.py);
+    returns the deleted paths.
 
     Each is renamed to a hidden name first, so no server sees a half-deleted version."""
     if keep < 1:
         raise ValueError(f"keep_versions must be at least 1, not {keep}")
-    old = [os.path.join(base_dir, str(version)) for version in existing_versions(base_dir)[:-keep]]
+    old = [os.path.join(base_dir, str(version)) for version in existing_versions(base_dir)[:-keep]
+           if version not in protected]
     for path in old:
         hidden = os.path.join(base_dir, f"{DELETING_PREFIX}{os.path.basename(path)}-{uuid.uuid4().hex}")
         tf.io.gfile.rename(path, hidden)
@@ -256,11 +258,16 @@ class Executor(pusher_executor.Executor):
         serving_path = publish(model_dir, base_dir, self._push_record(input_dict),
                                {**training_statistics(input_dict), **evaluation_files(input_dict),
                                 **warmup_requests(input_dict)})
+        serving_dir, name = os.path.split(base_dir.rstrip("/"))
+        config = model_config.merged(serving_dir)
+        entry = model_config.entry_of(config, name)
+        if entry is not None:
+            rollout.pushed(entry, int(os.path.basename(serving_path)))  # under labels, the canary
         keep = exec_properties.get(KEEP_VERSIONS_KEY)
         if keep:
-            for path in prune(base_dir, keep):
-                logging.info("Removed old version %s (keeping the newest %d)", path, keep)
-        model_config.write(os.path.dirname(base_dir.rstrip("/")))
+            for path in prune(base_dir, keep, rollout.protected_versions(entry)):
+                logging.info("Removed old version %s (keeping the newest %d and the labelled ones)", path, keep)
+        model_config.write(serving_dir, config)
         io_utils.copy_dir(model_dir, model_push.uri)
         self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=os.path.basename(serving_path))
 

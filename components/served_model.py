@@ -1,7 +1,8 @@
 """ServedModel: the model being served, the baseline a candidate must beat, read where the Pusher writes.
 
-The newest integer version under the serving base path that holds a complete SavedModel (what a server
-serves) is copied into this step's Model artifact (`Format-Serving`), so the Evaluator compares with it, the
+The served version (the `stable` one when the serving directory's models.config labels the model's versions,
+serving/rollout.py; else the newest integer version that holds a complete SavedModel, as a server serves it) is
+copied into this step's Model artifact (`Format-Serving`), so the Evaluator compares with it, the
 Trainer warm-starts from it and the attacks reach it with no resolver: on the local runner, on open-source
 Kubeflow Pipelines and on Vertex AI alike. With nothing served yet, the artifact holds no model
 (`served_version` 0) and the others go on without a baseline. The version's push record (the pipeline run and
@@ -10,7 +11,6 @@ properties: the lineage to that training run, in ML Metadata. The step is never 
 served changes between runs.
 """
 
-import json
 import os
 from typing import Optional
 
@@ -23,17 +23,28 @@ from tfx.components.statistics_gen.stats_artifact_utils import BINARY_PB_BASENAM
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils, path_utils
 
-from cnnpipe.core.names import PUSH_RECORD, TRAIN, TRAINING_STATISTICS
+from cnnpipe.core.names import TRAIN, TRAINING_STATISTICS
 from cnnpipe.models.warm_start import holds_saved_model
-from cnnpipe.serving.model_config import versions
+from cnnpipe.serving import model_config, rollout
 
 SERVED_VERSION, SERVED_FROM = "served_version", "served_from"  # the artifact's custom properties
 
 
 def newest_served(base_path: str) -> Optional[str]:
     """The newest version under `base_path` with its saved_model.pb (written last on object stores), or None."""
-    newest_first = (os.path.join(base_path, str(version)) for version in reversed(versions(base_path)))
+    newest_first = (os.path.join(base_path, str(version)) for version in reversed(model_config.versions(base_path)))
     return next((path for path in newest_first if holds_saved_model(path)), None)
+
+
+def served_version(base_path: str) -> Optional[str]:
+    """The version under `base_path` clients are served: `stable` under labels, else the newest complete one."""
+    serving_dir, name = os.path.split(base_path.rstrip("/"))
+    config_path = os.path.join(serving_dir, model_config.MODELS_CONFIG)
+    entry = model_config.entry_of(model_config.read(config_path), name) if tf.io.gfile.exists(config_path) else None
+    stable = rollout.stable_version(entry)
+    if stable is not None and holds_saved_model(os.path.join(base_path, str(stable))):
+        return os.path.join(base_path, str(stable))
+    return newest_served(base_path)
 
 
 def baseline_dir(model: types.Artifact) -> Optional[str]:
@@ -42,19 +53,13 @@ def baseline_dir(model: types.Artifact) -> Optional[str]:
     return path if holds_saved_model(path) else None
 
 
-def push_record(version_dir: str) -> dict:
-    """What the Pusher recorded about a version (empty for a version pushed otherwise)."""
-    path = os.path.join(version_dir, PUSH_RECORD)
-    return json.loads(tf.io.gfile.GFile(path).read()) if tf.io.gfile.exists(path) else {}
-
-
 @component
 def ServedModel(serving_base: Parameter[str], baseline: OutputArtifact[standard_artifacts.Model],
                 served_statistics: OutputArtifact[standard_artifacts.ExampleStatistics]) -> None:
     """Copies the newest served version under `serving_base` into `baseline`, with where it came from, and the
     statistics of the data it was trained on (pushed with it) into `served_statistics`' train split
     (none: no splits)."""
-    served = newest_served(serving_base)
+    served = served_version(serving_base)
     served_statistics.split_names = artifact_utils.encode_split_names([])
     if served is None:
         baseline.set_int_custom_property(SERVED_VERSION, 0)
@@ -68,6 +73,6 @@ def ServedModel(serving_base: Parameter[str], baseline: OutputArtifact[standard_
     io_utils.copy_dir(served, path_utils.serving_model_path(baseline.uri))
     baseline.set_int_custom_property(SERVED_VERSION, int(os.path.basename(served)))
     baseline.set_string_custom_property(SERVED_FROM, served)
-    for key, value in push_record(served).items():
+    for key, value in rollout.push_record(served).items():
         baseline.set_string_custom_property(f"pushed_{key}", str(value))
     logging.info("The baseline is the served version %s.", served)

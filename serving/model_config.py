@@ -1,12 +1,13 @@
 """`models.config`: TF Serving's model_config_list (text format) for a serving directory.
 
 Each subdirectory of the serving directory that holds integer versions is a model named after
-it. The Pusher rewrites the file after each push; `cnnpipe serve` and tensorflow_model_server
-read it.
+it. The Pusher updates the file after each push, keeping what is in it (labels, version policies:
+serving/rollout.py); `cnnpipe serve` and tensorflow_model_server read it.
 """
 
 import os
 import uuid
+from typing import Callable, Optional, TypeVar
 
 import tensorflow as tf
 from google.protobuf import text_format
@@ -17,6 +18,7 @@ from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.core.versions import version_names
 
 MODELS_CONFIG = "models.config"
+T = TypeVar("T")
 PLATFORM = "tensorflow"
 
 
@@ -45,14 +47,53 @@ def scan(serving_dir: str) -> model_server_config_pb2.ModelServerConfig:
     return config
 
 
-def write(serving_dir: str) -> str:
-    """Writes `<serving_dir>/models.config` listing its models, atomically (a temporary file, then a rename)."""
+def merged(serving_dir: str) -> model_server_config_pb2.ModelServerConfig:
+    """`<serving_dir>/models.config` as it is (labels, version policies and every other field kept) but for the models
+    whose base path holds no version any more, and with each new model directory added."""
+    path = os.path.join(serving_dir, MODELS_CONFIG)
+    if not tf.io.gfile.exists(path):
+        return scan(serving_dir)
+    try:
+        config = read(path)
+    except ModelConfigError as error:
+        raise ModelConfigError(f"{error} It cannot be merged with what is pushed: fix it, or move it away and a new "
+                               "one is written from the directory.") from None
+    kept = [entry for entry in config.model_config_list.config if versions(entry.base_path)]
+    listed = {entry.name for entry in kept}
+    del config.model_config_list.config[:]
+    config.model_config_list.config.extend(kept)
+    config.model_config_list.config.extend(entry for entry in scan(serving_dir).model_config_list.config
+                                           if entry.name not in listed)
+    return config
+
+
+def write(serving_dir: str, config: Optional[model_server_config_pb2.ModelServerConfig] = None) -> str:
+    """Writes `<serving_dir>/models.config` (default: `merged`), atomically (a temporary file, then a rename)."""
+    config = config if config is not None else merged(serving_dir)
     path = os.path.join(serving_dir, MODELS_CONFIG)
     staging = os.path.join(serving_dir, f".{MODELS_CONFIG}-{uuid.uuid4().hex}")
     with tf.io.gfile.GFile(staging, "w") as f:
-        f.write(text_format.MessageToString(scan(serving_dir)))
+        f.write(text_format.MessageToString(config))
     tf.io.gfile.rename(staging, path, overwrite=True)
     return path
+
+
+def entry_of(config: model_server_config_pb2.ModelServerConfig,
+             model: str) -> Optional[model_server_config_pb2.ModelConfig]:
+    return next((entry for entry in config.model_config_list.config if entry.name == model), None)
+
+
+def update(serving_dir: str, model: str, change: Callable[[model_server_config_pb2.ModelConfig], T]) -> T:
+    """Applies `change` to `model`'s entry of the merged models.config and writes it; returns what `change` returns.
+    A model the directory does not serve raises CnnpipeError naming those it does."""
+    config = merged(serving_dir)
+    entry = entry_of(config, model)
+    if entry is None:
+        served = ", ".join(entry.name for entry in config.model_config_list.config) or "none"
+        raise CnnpipeError(f"{serving_dir} serves no model '{model}' (models: {served}); give --model-name.")
+    result = change(entry)
+    write(serving_dir, config)
+    return result
 
 
 class ModelConfigError(CnnpipeError, ValueError):

@@ -20,7 +20,8 @@ from cnnpipe.components.pusher import (
     prune,
     publish,
 )
-from cnnpipe.components.served_model import newest_served, push_record
+from cnnpipe.components.served_model import newest_served
+from cnnpipe.serving.rollout import push_record
 from cnnpipe.core.names import PUSH_RECORD
 from cnnpipe.serving import model_config
 
