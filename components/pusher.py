@@ -10,9 +10,10 @@ is complete. Each version holds a push record (the run and Model artifact it cam
 `statistics`, the statistics of the training data it learned from, both of which ServedModel reads back (the
 next run's drift check compares its data with those statistics); given the Evaluator's `evaluation`, the
 candidate's metrics on the attacked eval images with the key of what they measured (the next run reuses them as
-the served model's when its key is the same: components/blessing/evaluator.py). Versions only increase. After a push the
-Pusher keeps only the newest `keep_versions` versions (all by default) and rewrites `<serving_dir>/models.config`
-listing the served models.
+the served model's when its key is the same: components/blessing/evaluator.py), and the warmup requests the push
+check wrote. Versions only increase. After a push the Pusher updates `<serving_dir>/models.config` (merged: labels
+and policies kept; under labels the new version is the canary, serving/rollout.py) and keeps only the newest
+`keep_versions` versions (all by default) and the labelled ones.
 """
 
 import contextlib
