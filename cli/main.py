@@ -12,9 +12,10 @@ import warnings
 from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 from cnnpipe.core.errors import CnnpipeError
-from cnnpipe.core.names import DEFAULT_OUTPUT_DIR, DEFAULT_SERVING_DIR, resolve_serving_dir
+from cnnpipe.core.names import DEFAULT_DATASET, DEFAULT_OUTPUT_DIR, DEFAULT_SERVING_DIR, resolve_serving_dir
 from cnnpipe.cli.flags import add_options, add_pipeline_options, fields_of, given, pipeline_config
 from cnnpipe.core.options import count, option, shape
+from cnnpipe.monitoring.canary_settings import CanaryThresholds
 
 if TYPE_CHECKING:
     from cnnpipe.report.summary import RunSummary
@@ -24,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 EXIT_NOT_PUSHED = 2
 EXIT_SKEW = 2  # cnnpipe skew found a version whose requests differ from its training data
+EXIT_CANARY = 2  # cnnpipe canary found the canary outside its thresholds
 # `cnnpipe index`'s settings: the catalog, and where the served model is and its run's state go.
 INDEX_OPTIONS = ("catalog", "search_top_k", "output_dir", "serving_dir", "model_name", "keep_versions", "beam_args")
 
@@ -49,6 +51,17 @@ class SkewOptions:
                                     "skew", metavar="DATA")
     labels: Optional[str] = option(None, "the labels.csv of --label-sheet, labelled, for --to-span", "skew",
                                    metavar="CSV")
+
+
+@dataclasses.dataclass(frozen=True)
+class CanaryOptions:
+    requests: str = option("", "the --log-requests directory of cnnpipe serve, where stable took traffic", "canary",
+                           metavar="DIR", required=True)
+    serving_dir: str = option(DEFAULT_SERVING_DIR, "where the versions and models.config (its labels) are", "canary",
+                              metavar="DIR")
+    model_name: str = option(DEFAULT_DATASET, "the model", "canary")
+    labels: Optional[str] = option(None, "the labels.csv of --label-sheet, labelled: both versions' accuracy on those "
+                                   "images", "canary", metavar="CSV")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
                                "--log-requests) with the data each was trained on (TFDV skew comparators)")
     add_options(skew, fields_of(SkewOptions))
     skew.set_defaults(func=_skew)
+
+    canary = commands.add_parser("canary", help="replay the images the stable version was sent through it and the "
+                                 "canary (models.config's labels): top-1 agreement, flips, search overlap, latency, "
+                                 "accuracy on labelled images; exit 2 when the canary is outside the thresholds")
+    add_options(canary, fields_of(CanaryOptions) + fields_of(CanaryThresholds))
+    canary.set_defaults(func=_canary)
 
     models = commands.add_parser("models", help="list the model registry: input size, parameters, layers")
     add_options(models, fields_of(ModelsOptions))
@@ -243,6 +262,17 @@ def _skew(args: argparse.Namespace) -> int:
     for version in found:
         print(version.format())
     return EXIT_SKEW if any(version.skewed for version in found) else 0
+
+
+def _canary(args: argparse.Namespace) -> int:
+    """Prints the canary's comparison with stable on logged traffic; exit 2 when it fails a threshold."""
+    from cnnpipe.monitoring import canary  # noqa: PLC0415 - TensorFlow
+
+    options = CanaryOptions(**given(args, CanaryOptions))
+    thresholds = CanaryThresholds(**given(args, CanaryThresholds))
+    report = canary.compare(options.requests, options.serving_dir, options.model_name, thresholds, options.labels)
+    print(report.format())
+    return 0 if report.passed else EXIT_CANARY
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 # The `--help` sections, in order
 GROUPS = ("data", "model and training", "blessing", "robustness", "visual search", "outputs", "Kubeflow", "serving",
           "batching (as TF Serving's --enable_batching)", "calling", "rollout", "run", "skew",
-          "models")
+          "canary", "models")
 
 
 def option(default: Any = None, help: str = "", group: str = "", *, flag: Optional[str] = None,  # noqa: A002

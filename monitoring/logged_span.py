@@ -61,7 +61,7 @@ def label_sheet(requests_dir: str, sheet_dir: str) -> str:
     return path
 
 
-def _labels(labels_csv: str, known: dict) -> dict[str, str]:
+def labels(labels_csv: str, known: dict) -> dict[str, str]:
     """The labelled rows of the sheet: id -> class name; a row naming an image that was not logged is an error.
     (span_writer checks the class names against the data's.)"""
     with open(labels_csv, newline="", encoding="utf-8") as file:
@@ -84,8 +84,8 @@ def write_span(requests_dir: str, labels_csv: str, data_dir: str) -> tuple[str, 
     """Writes the labelled logged images as `data_dir`'s next span; returns its directory, the count per class and
     how many logged images were left out for want of a label."""
     items = logged(requests_dir)
-    labels = _labels(labels_csv, items)
-    if not labels:
+    labelled = labels(labels_csv, items)
+    if not labelled:
         raise CnnpipeError(f"{labels_csv}: no row has a class_name; label the images first.")
-    span_dir = write_next_span(data_dir, [LabelledImage(key, items[key][0], name) for key, name in labels.items()])
-    return span_dir, dict(sorted(collections.Counter(labels.values()).items())), len(items) - len(labels)
+    span_dir = write_next_span(data_dir, [LabelledImage(key, items[key][0], name) for key, name in labelled.items()])
+    return span_dir, dict(sorted(collections.Counter(labelled.values()).items())), len(items) - len(labelled)
