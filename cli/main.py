@@ -62,6 +62,8 @@ class CanaryOptions:
     model_name: str = option(DEFAULT_DATASET, "the model", "canary")
     labels: Optional[str] = option(None, "the labels.csv of --label-sheet, labelled: both versions' accuracy on those "
                                    "images", "canary", metavar="CSV")
+    page: Optional[str] = option(None, "the HTML page of the check", "canary", metavar="FILE",
+                                 default_help="REQUESTS/canary-MODEL-STABLE-CANARY.html")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,12 +268,15 @@ def _skew(args: argparse.Namespace) -> int:
 
 def _canary(args: argparse.Namespace) -> int:
     """Prints the canary's comparison with stable on logged traffic; exit 2 when it fails a threshold."""
-    from cnnpipe.monitoring import canary  # noqa: PLC0415 - TensorFlow
+    from cnnpipe.monitoring import canary, canary_page  # noqa: PLC0415 - TensorFlow, matplotlib
 
     options = CanaryOptions(**given(args, CanaryOptions))
     thresholds = CanaryThresholds(**given(args, CanaryThresholds))
     report = canary.compare(options.requests, options.serving_dir, options.model_name, thresholds, options.labels)
     print(report.format())
+    page = options.page or os.path.join(options.requests,
+                                        f"canary-{report.model}-{report.stable}-{report.canary}.html")
+    print(f"Page: {canary_page.write(report, page)}")
     return 0 if report.passed else EXIT_CANARY
 
 

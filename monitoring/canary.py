@@ -36,6 +36,7 @@ class CanaryReport:
     labelled: int = 0
     accuracy: dict[str, float] = dataclasses.field(default_factory=dict)  # "stable"/"canary" -> on labelled images
     failures: list[str] = dataclasses.field(default_factory=list)
+    seconds: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # each call's, by version
 
     @property
     def passed(self) -> bool:
@@ -107,7 +108,7 @@ def compare(requests_dir: str, serving_dir: str, model: str, thresholds: CanaryT
         flips=dict(collections.Counter((a, b) for a, b in pairs if a != b)),
         latency_ms={name: (float(np.percentile(values, 50)) * 1000, float(np.percentile(values, 99)) * 1000)
                     for name, values in seconds.items()},
-        search_overlap=float(np.mean(overlaps)) if overlaps else None, labelled=len(labels))
+        search_overlap=float(np.mean(overlaps)) if overlaps else None, labelled=len(labels), seconds=dict(seconds))
     if labels:
         keys = list(logged)
         report.accuracy = {name: sum(answers[name][keys.index(key)] == label for key, label in labels.items())

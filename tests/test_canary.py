@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import cnnpipe, encode, fashion_mnist, running_server, train_and_export, versions
+from conftest import (cnnpipe, encode, fashion_mnist, headless_chromium, running_server, train_and_export,
+                      versions)
 from cnnpipe.monitoring import canary, logged_span
 from cnnpipe.serving import model_config, rollout
 
@@ -68,14 +69,22 @@ def test_a_copy_of_stable_agrees_everywhere_and_passes(traffic):
     assert report.format().endswith("Passed.")
 
 
-def test_a_canary_trained_on_shuffled_labels_fails_naming_why(traffic):
+@pytest.fixture(scope="module")
+def shuffled_check(traffic) -> tuple:
+    """The check of the canary trained on shuffled labels, in this process and by `cnnpipe canary`."""
     label(traffic["serving_dir"], 3)
     try:
         report = canary.compare(traffic["logs"], traffic["serving_dir"], MODEL, labels_csv=traffic["sheet"])
         result = cnnpipe("canary", "--requests", traffic["logs"], "--serving-dir", traffic["serving_dir"],
-                         "--model-name", MODEL, "--max-latency-ratio", "100", cwd=traffic["root"])
+                         "--model-name", MODEL, "--max-latency-ratio", "100", "--labels", traffic["sheet"],
+                         cwd=traffic["root"])
     finally:
         label(traffic["serving_dir"], 2)
+    return report, result
+
+
+def test_a_canary_trained_on_shuffled_labels_fails_naming_why(shuffled_check):
+    report, result = shuffled_check
     assert report.canary == 3 and report.agreement < 0.5 and sum(report.flips.values()) == round(
         (1 - report.agreement) * IMAGES)
     assert report.search_overlap is None  # the canary has no search signature
@@ -85,6 +94,32 @@ def test_a_canary_trained_on_shuffled_labels_fails_naming_why(traffic):
     assert result.returncode == 2, result.stderr
     assert "Canary fashion version 3 against stable version 1, on 40 logged images:" in result.stdout
     assert "Failed: top-1 agreement" in result.stdout
+
+
+def test_the_check_is_a_page_that_renders_in_a_browser(shuffled_check, tmp_path):
+    from selenium.webdriver.common.by import By  # noqa: PLC0415 - only the page tests drive a browser
+
+    _, result = shuffled_check
+    page = next(line for line in result.stdout.splitlines() if line.startswith("Page: ")).removeprefix("Page: ")
+    assert os.path.basename(page) == "canary-fashion-1-3.html"
+    with headless_chromium(tmp_path / "chromium") as driver:
+        driver.get("file://" + page)
+        console = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        images = driver.execute_script(
+            "return [...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+        verdict = driver.find_element(By.ID, "verdict")
+        verdict = (verdict.get_attribute("class"), verdict.text)
+        tables = {table.get_attribute("id"): [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+                                              for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+                  for table in driver.find_elements(By.CSS_SELECTOR, "table[id]")}
+    assert console == []
+    assert images == [["Latency, stable and canary", True]]
+    assert verdict[0] == "failed" and verdict[1].startswith("Failed: top-1 agreement")
+    summary = dict(tables["summary"])
+    agreement = next(line for line in result.stdout.splitlines() if "top-1 agreement" in line).split()[-1]
+    assert summary["logged images"] == str(IMAGES) and summary["top-1 agreement"] == agreement
+    assert [row[0] for row in tables["latency"]] == ["stable", "canary"]
+    assert sum(int(row[2]) for row in tables["flips"]) == round(IMAGES * (1 - float(agreement.rstrip("%")) / 100))
 
 
 def test_without_labels_or_traffic_it_says_what_is_missing(traffic, tmp_path):
