@@ -3,7 +3,8 @@
 
 Copies the newest pushed version into two serving directories, one without its warmup file, and starts `cnnpipe serve`
 on each in turn (`--rounds` times, alternating): once the version is AVAILABLE, it times the first REST `predict_image`
-request (one real Fashion-MNIST test image), then `--requests` more for the steady p50. Prints each round and the
+request (one real Fashion-MNIST test image, on a connection opened by a status request, so that the TCP set-up is not
+counted), then `--requests` more on it for the steady p50. Prints each round and the
 medians, and the first request as a multiple of the steady p50.
 
     .venv/bin/python bench/first_request.py [--serving-dir cnnpipe-output/serving] [--model fashion_mnist]
@@ -52,7 +53,7 @@ def one_round(serving_dir: str, model: str, image: bytes, requests: int) -> tupl
             if server.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"cnnpipe serve on {serving_dir} did not make {model} AVAILABLE")
             time.sleep(0.05)
-        call = rest_caller(rest_port, model, "predict_image", [image])()
+        call = rest_caller(rest_port, model, "predict_image", [image], connected=True)()
         start = time.perf_counter()
         call()
         first = time.perf_counter() - start

@@ -69,13 +69,19 @@ def start_server(serving_dir: str, options: list[str]) -> tuple[subprocess.Popen
     raise SystemExit("cnnpipe serve did not start within 2 minutes")
 
 
-def rest_caller(port: int, model: str, signature: str, images: list[bytes]) -> Callable[[], Callable[[], None]]:
+def rest_caller(port: int, model: str, signature: str, images: list[bytes],
+                connected: bool = False) -> Callable[[], Callable[[], None]]:
+    """A maker of clients that each POST the images to `signature` on one keep-alive connection (`connected`: opened
+    with a status request first, so that a timed first call does not include the connection's setup)."""
     body = json.dumps({"signature_name": signature,
                        "instances": [{"b64": base64.b64encode(image).decode()} for image in images]}).encode()
     headers = {"Content-Type": "application/json"}
 
     def new_client() -> Callable[[], None]:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        if connected:
+            connection.request("GET", f"/v1/models/{model}")
+            connection.getresponse().read()
 
         def call() -> None:
             connection.request("POST", f"/v1/models/{model}:predict", body=body, headers=headers)
