@@ -17,12 +17,10 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
-from serving_load import free_port, png, rest_caller  # bench/serving_load.py, beside this script
+from serving_load import png, rest_caller, start_server  # bench/serving_load.py, beside this script
 
 import report  # noqa: E402 - bench/report.py, beside this script
 from cnnpipe.serving import warmup  # noqa: E402
@@ -43,10 +41,7 @@ def available(port: int, model: str) -> bool:
 def one_round(serving_dir: str, model: str, image: bytes, requests: int) -> tuple[float, float]:
     """A fresh server on `serving_dir`: the first request's seconds once the version is AVAILABLE, and the steady
     p50 of the next `requests`."""
-    rest_port, grpc_port = free_port(), free_port()
-    server = subprocess.Popen([sys.executable, "-m", "cnnpipe.cli.main", "serve", "--serving-dir", serving_dir,
-                               "--host", "127.0.0.1", "--rest-port", str(rest_port), "--grpc-port", str(grpc_port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, rest_port, _ = start_server(serving_dir, [])
     try:
         deadline = time.monotonic() + 180
         while not available(rest_port, model):

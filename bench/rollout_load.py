@@ -61,9 +61,7 @@ def main() -> None:
             shutil.copytree(version, os.path.join(serving, args.model, str(number)))
         model_config.write(serving)
         rollout.promote(serving, args.model, 1)
-        config = model_config.merged(serving)
-        rollout.pushed(model_config.entry_of(config, args.model), 2)
-        model_config.write(serving, config)
+        rollout.push(serving, args.model, 2)
         server, _, grpc_port = start_server(serving, ["--model-config", os.path.join(serving, "models.config"),
                                                       "--poll-seconds", "0.2"])
         calls: list = []
@@ -78,9 +76,7 @@ def main() -> None:
             switched_at = time.perf_counter()
             for switch in range(args.switches):
                 if switch % 2 == 0 and switch:  # version 2 the canary again, as a push of it would make it
-                    config = model_config.merged(serving)
-                    rollout.pushed(model_config.entry_of(config, args.model), 2)
-                    model_config.write(serving, config)
+                    rollout.push(serving, args.model, 2)
                 command = ["promote", "canary"] if switch % 2 == 0 else ["rollback"]
                 subprocess.run([sys.executable, "-m", "cnnpipe.cli.main", *command, "--serving-dir", serving,
                                 "--model-name", args.model], check=True, capture_output=True)

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Optional
 
 from cnnpipe.cli.flags import add_options, argparse_type, fields_of, given
+from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.core.names import CLASSIFY, DEFAULT_DATASET, DEFAULT_SERVING_DIR, PREDICT_IMAGE, SEARCH
 from cnnpipe.core.options import count, host_port, option
 
@@ -86,7 +87,6 @@ def _serve(args: argparse.Namespace) -> int:
 def _call(args: argparse.Namespace, signature: str) -> tuple[list[str], dict]:
     """The images' outputs of `signature` (`classify`: the images sent as tf.Examples), from the server or the pushed
     model that `args` name."""
-    from cnnpipe.core.errors import CnnpipeError  # noqa: PLC0415
     from cnnpipe.serving import client  # noqa: PLC0415
 
     call = CallOptions(**given(args, CallOptions))
@@ -123,7 +123,6 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from cnnpipe.core.errors import CnnpipeError  # noqa: PLC0415
     from cnnpipe.serving import rollout  # noqa: PLC0415 - TensorFlow
 
     where = RolloutOptions(**given(args, RolloutOptions))

@@ -41,7 +41,7 @@ from cnnpipe.components.blessing import evaluation_key
 from cnnpipe.components.served_model import newest_served
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.core.names import PUSH_RECORD, PUSHED_EVALUATION, TRAIN, TRAINING_STATISTICS
-from cnnpipe.serving import model_config, rollout, warmup
+from cnnpipe.serving import rollout, warmup
 from cnnpipe.serving.model_config import versions as existing_versions
 
 SAVED_MODEL_PB = "saved_model.pb"
@@ -260,15 +260,11 @@ class Executor(pusher_executor.Executor):
                                {**training_statistics(input_dict), **evaluation_files(input_dict),
                                 **warmup_requests(input_dict)})
         serving_dir, name = os.path.split(base_dir.rstrip("/"))
-        config = model_config.merged(serving_dir)
-        entry = model_config.entry_of(config, name)
-        if entry is not None:
-            rollout.pushed(entry, int(os.path.basename(serving_path)))  # under labels, the canary
+        entry = rollout.push(serving_dir, name, int(os.path.basename(serving_path)))  # under labels, the canary
         keep = exec_properties.get(KEEP_VERSIONS_KEY)
         if keep:
             for path in prune(base_dir, keep, rollout.protected_versions(entry)):
                 logging.info("Removed old version %s (keeping the newest %d and the labelled ones)", path, keep)
-        model_config.write(serving_dir, config)
         io_utils.copy_dir(model_dir, model_push.uri)
         self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=os.path.basename(serving_path))
 

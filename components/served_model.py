@@ -38,10 +38,7 @@ def newest_served(base_path: str) -> Optional[str]:
 
 def served_version(base_path: str) -> Optional[str]:
     """The version under `base_path` clients are served: `stable` under labels, else the newest complete one."""
-    serving_dir, name = os.path.split(base_path.rstrip("/"))
-    config_path = os.path.join(serving_dir, model_config.MODELS_CONFIG)
-    entry = model_config.entry_of(model_config.read(config_path), name) if tf.io.gfile.exists(config_path) else None
-    stable = rollout.stable_version(entry)
+    stable = rollout.stable_version(model_config.entry(*os.path.split(base_path.rstrip("/"))))
     if stable is not None and holds_saved_model(os.path.join(base_path, str(stable))):
         return os.path.join(base_path, str(stable))
     return newest_served(base_path)

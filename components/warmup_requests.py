@@ -34,14 +34,10 @@ def warmup_logs(signatures: Sequence[str], records: tf.Tensor, images: tf.Tensor
     """Requests for each signature in `signatures` (those the model exports), one per batch size in BATCH_SIZES:
     serialized tf.Examples (`records`), their encoded `images`; `predict_pixels` takes one image's `pixels`
     ([1, H, W, C] float32) alone."""
+    batched = {names.SERVING_DEFAULT: records, names.PREDICT_IMAGE: images, names.EMBED: images, names.SEARCH: images}
     logs = [_predict(names.PREDICT_PIXELS, pixels)] if names.PREDICT_PIXELS in signatures else []
     for size in BATCH_SIZES:
-        by_signature = {
-            names.SERVING_DEFAULT: lambda: _predict(names.SERVING_DEFAULT, records[:size]),
-            names.PREDICT_IMAGE: lambda: _predict(names.PREDICT_IMAGE, images[:size]),
-            names.CLASSIFY: lambda: _classify(records[:size].numpy()),
-            names.EMBED: lambda: _predict(names.EMBED, images[:size]),
-            names.SEARCH: lambda: _predict(names.SEARCH, images[:size]),
-        }
-        logs += [make() for signature, make in by_signature.items() if signature in signatures]
+        logs += [_predict(signature, inputs[:size]) for signature, inputs in batched.items() if signature in signatures]
+        if names.CLASSIFY in signatures:
+            logs.append(_classify(records[:size].numpy()))
     return logs

@@ -61,10 +61,10 @@ class CanaryReport:
 
 def labelled_versions(serving_dir: str, model: str) -> tuple[int, int]:
     """The `stable` and `canary` versions models.config labels."""
-    path = os.path.join(serving_dir, model_config.MODELS_CONFIG)
-    entry = model_config.entry_of(model_config.read(path), model) if tf.io.gfile.exists(path) else None
+    entry = model_config.entry(serving_dir, model)
     labels = dict(entry.version_labels) if entry is not None else {}
     if rollout.STABLE not in labels or rollout.CANARY not in labels:
+        path = os.path.join(serving_dir, model_config.MODELS_CONFIG)
         raise CnnpipeError(f"{path}: model '{model}' has no stable and canary labels (it has "
                            f"{', '.join(sorted(labels)) or 'none'}); cnnpipe promote a version, then push a canary.")
     return labels[rollout.STABLE], labels[rollout.CANARY]
@@ -88,21 +88,21 @@ def compare(requests_dir: str, serving_dir: str, model: str, thresholds: CanaryT
     labels = logged_span.labels(labels_csv, logged) if labels_csv else {}
     signatures = {name: tf.saved_model.load(os.path.join(serving_dir, model, str(version))).signatures
                   for name, version in (("stable", stable), ("canary", canary))}
-    answers: dict[str, list[str]] = collections.defaultdict(list)
+    answers: dict[str, dict[str, str]] = collections.defaultdict(dict)  # version -> image id -> its class
     seconds: dict[str, list[float]] = collections.defaultdict(list)
     overlaps = []
-    for image in logged.values():
+    for key, image in logged.items():
         images = tf.constant([image])
         found = {}
         for name, served in signatures.items():
             outputs, took = _timed(served[PREDICT_IMAGE], images)
-            answers[name].append(outputs[CLASS_NAMES][0].decode())
+            answers[name][key] = outputs[CLASS_NAMES][0].decode()
             seconds[name].append(took)
             if SEARCH in served:
                 found[name] = set(served[SEARCH](images=images)[NEIGHBOR_IDS].numpy()[0].tolist())
         if len(found) == 2:
             overlaps.append(len(found["stable"] & found["canary"]) / max(len(found["stable"]), 1))
-    pairs = list(zip(answers["stable"], answers["canary"]))
+    pairs = [(answers["stable"][key], answers["canary"][key]) for key in logged]
     report = CanaryReport(
         model, stable, canary, len(pairs), agreement=sum(a == b for a, b in pairs) / len(pairs),
         flips=dict(collections.Counter((a, b) for a, b in pairs if a != b)),
@@ -110,9 +110,8 @@ def compare(requests_dir: str, serving_dir: str, model: str, thresholds: CanaryT
                     for name, values in seconds.items()},
         search_overlap=float(np.mean(overlaps)) if overlaps else None, labelled=len(labels), seconds=dict(seconds))
     if labels:
-        keys = list(logged)
-        report.accuracy = {name: sum(answers[name][keys.index(key)] == label for key, label in labels.items())
-                           / len(labels) for name in ("stable", "canary")}
+        report.accuracy = {name: sum(answers[name][key] == label for key, label in labels.items()) / len(labels)
+                           for name in ("stable", "canary")}
     report.failures = _failures(report, thresholds)
     return report
 

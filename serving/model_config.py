@@ -83,15 +83,21 @@ def entry_of(config: model_server_config_pb2.ModelServerConfig,
     return next((entry for entry in config.model_config_list.config if entry.name == model), None)
 
 
+def entry(serving_dir: str, model: str) -> Optional[model_server_config_pb2.ModelConfig]:
+    """`model`'s entry in `<serving_dir>/models.config`, as the file has it; None without the file or the entry."""
+    path = os.path.join(serving_dir, MODELS_CONFIG)
+    return entry_of(read(path), model) if tf.io.gfile.exists(path) else None
+
+
 def update(serving_dir: str, model: str, change: Callable[[model_server_config_pb2.ModelConfig], T]) -> T:
     """Applies `change` to `model`'s entry of the merged models.config and writes it; returns what `change` returns.
     A model the directory does not serve raises CnnpipeError naming those it does."""
     config = merged(serving_dir)
-    entry = entry_of(config, model)
-    if entry is None:
-        served = ", ".join(entry.name for entry in config.model_config_list.config) or "none"
+    found = entry_of(config, model)
+    if found is None:
+        served = ", ".join(listed.name for listed in config.model_config_list.config) or "none"
         raise CnnpipeError(f"{serving_dir} serves no model '{model}' (models: {served}); give --model-name.")
-    result = change(entry)
+    result = change(found)
     write(serving_dir, config)
     return result
 

@@ -52,30 +52,33 @@ def previous_stable(entry: ModelConfig) -> Optional[int]:
     return int(found) if found is not None else None
 
 
-def _serve_labelled(entry: ModelConfig) -> None:
-    """The entry's policy: the labelled versions and the previous stable one, and no other."""
-    keep = set(entry.version_labels.values()) | ({previous_stable(entry)} - {None})
-    entry.model_version_policy.Clear()
-    entry.model_version_policy.specific.versions.extend(sorted(keep))
-
-
 def protected_versions(entry: Optional[ModelConfig]) -> set[int]:
-    """The versions pruning must keep: the labelled ones and the previous stable one."""
+    """The versions kept loaded and never pruned: the labelled ones and the previous stable one."""
     if entry is None or not entry.version_labels:
         return set()
     return set(entry.version_labels.values()) | ({previous_stable(entry)} - {None})
 
 
+def _serve_labelled(entry: ModelConfig) -> None:
+    """The entry's policy: the protected versions, and no other."""
+    entry.model_version_policy.Clear()
+    entry.model_version_policy.specific.versions.extend(sorted(protected_versions(entry)))
+
+
 def stable_version(entry: Optional[ModelConfig]) -> Optional[int]:
     """The `stable` version, when the entry uses labels."""
-    return entry.version_labels.get(STABLE) if entry is not None and entry.version_labels else None
+    return entry.version_labels.get(STABLE) if entry is not None else None
 
 
-def pushed(entry: ModelConfig, version: int) -> None:
-    """A push of `version`: under labels it becomes the `canary`, served beside `stable`."""
-    if entry.version_labels:
-        entry.version_labels[CANARY] = version
-        _serve_labelled(entry)
+def push(serving_dir: str, model: str, version: int) -> ModelConfig:
+    """Records a push of `version` in models.config (merged, written atomically): under labels it becomes the
+    `canary`, served beside `stable`. Returns the model's entry."""
+    def change(entry: ModelConfig) -> ModelConfig:
+        if entry.version_labels:
+            entry.version_labels[CANARY] = version
+            _serve_labelled(entry)
+        return entry
+    return model_config.update(serving_dir, model, change)
 
 
 def promote(serving_dir: str, model: str, target: Union[int, str]) -> tuple[int, Optional[int]]:

@@ -19,13 +19,6 @@ from cnnpipe.serving import model_config, rollout
 MODEL, IMAGES = "fashion", 40
 
 
-def label(serving_dir: str, version: int) -> None:
-    """Makes `version` the canary, as a push under labels does."""
-    config = model_config.merged(serving_dir)
-    rollout.pushed(model_config.entry_of(config, MODEL), version)
-    model_config.write(serving_dir, config)
-
-
 @pytest.fixture(scope="module")
 def traffic(pushed_run, tmp_path_factory) -> dict:
     """Version 1 (the shared run's model) stable, 2 its copy, 3 a LeNet-5 trained on shuffled labels; stable served
@@ -40,7 +33,7 @@ def traffic(pushed_run, tmp_path_factory) -> dict:
     shutil.copytree(train_and_export(str(root / "shuffled"), images, shuffled, epochs=2), serving_dir / MODEL / "3")
     model_config.write(str(serving_dir))
     rollout.promote(str(serving_dir), MODEL, 1)
-    label(str(serving_dir), 2)
+    rollout.push(str(serving_dir), MODEL, 2)
     test_images, test_labels = fashion_mnist("t10k", IMAGES)
     encoded = [encode(pixels) for pixels in test_images]
     body = {"signature_name": "predict_image", "instances": [{"b64": base64.b64encode(e).decode()} for e in encoded]}
@@ -72,14 +65,14 @@ def test_a_copy_of_stable_agrees_everywhere_and_passes(traffic):
 @pytest.fixture(scope="module")
 def shuffled_check(traffic) -> tuple:
     """The check of the canary trained on shuffled labels, in this process and by `cnnpipe canary`."""
-    label(traffic["serving_dir"], 3)
+    rollout.push(traffic["serving_dir"], MODEL, 3)
     try:
         report = canary.compare(traffic["logs"], traffic["serving_dir"], MODEL, labels_csv=traffic["sheet"])
         result = cnnpipe("canary", "--requests", traffic["logs"], "--serving-dir", traffic["serving_dir"],
                          "--model-name", MODEL, "--max-latency-ratio", "100", "--labels", traffic["sheet"],
                          cwd=traffic["root"])
     finally:
-        label(traffic["serving_dir"], 2)
+        rollout.push(traffic["serving_dir"], MODEL, 2)
     return report, result
 
 

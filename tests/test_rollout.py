@@ -29,18 +29,11 @@ def serving_dir(pushed_run, tmp_path) -> str:
 
 
 def entry(serving_dir: str):
-    return model_config.entry_of(model_config.read(os.path.join(serving_dir, model_config.MODELS_CONFIG)), MODEL)
-
-
-def push(serving_dir: str, version: int) -> None:
-    """What the Pusher does to models.config after writing `version`."""
-    config = model_config.merged(serving_dir)
-    rollout.pushed(model_config.entry_of(config, MODEL), version)
-    model_config.write(serving_dir, config)
+    return model_config.entry(serving_dir, MODEL)
 
 
 def test_without_labels_a_push_is_served_as_the_newest_version(serving_dir):
-    push(serving_dir, 3)
+    rollout.push(serving_dir, MODEL, 3)
     assert not entry(serving_dir).version_labels and not entry(serving_dir).HasField("model_version_policy")
 
 
@@ -50,7 +43,7 @@ def test_after_a_promote_each_push_is_the_canary_beside_stable_and_hand_written_
     config = model_config.read(path)
     model_config.entry_of(config, MODEL).logging_config.sampling_config.sampling_rate = 0.25  # set by hand
     tf.io.gfile.GFile(path, "w").write(text_format.MessageToString(config))
-    push(serving_dir, 2)
+    rollout.push(serving_dir, MODEL, 2)
     served = entry(serving_dir)
     assert dict(served.version_labels) == {"stable": 1, "canary": 2}
     assert list(served.model_version_policy.specific.versions) == [1, 2]
@@ -62,7 +55,7 @@ def test_after_a_promote_each_push_is_the_canary_beside_stable_and_hand_written_
     promoted = entry(serving_dir)
     assert dict(promoted.version_labels) == {"stable": 2}
     assert list(promoted.model_version_policy.specific.versions) == [1, 2]  # the replaced one stays loaded
-    push(serving_dir, 3)
+    rollout.push(serving_dir, MODEL, 3)
     assert dict(entry(serving_dir).version_labels) == {"stable": 2, "canary": 3}
     assert list(entry(serving_dir).model_version_policy.specific.versions) == [1, 2, 3]
     assert rollout.rollback(serving_dir, MODEL) == (1, 2)
@@ -71,7 +64,7 @@ def test_after_a_promote_each_push_is_the_canary_beside_stable_and_hand_written_
 
 def test_pruning_keeps_the_labelled_versions(serving_dir):
     rollout.promote(serving_dir, MODEL, 1)
-    push(serving_dir, 3)
+    rollout.push(serving_dir, MODEL, 3)
     removed = prune(os.path.join(serving_dir, MODEL), 1, rollout.protected_versions(entry(serving_dir)))
     assert removed == [os.path.join(serving_dir, MODEL, "2")]
     assert model_config.versions(os.path.join(serving_dir, MODEL)) == [1, 3]
@@ -91,7 +84,7 @@ def test_wrong_promotes_and_an_unmergeable_config_are_refused_naming_what(servin
         file.write("model_config_list { config { name: ")  # cut while someone edited it
     before = open(path).read()
     with pytest.raises(model_config.ModelConfigError, match=f"{path}: .*cannot be merged"):
-        push(serving_dir, 3)
+        rollout.push(serving_dir, MODEL, 3)
     assert open(path).read() == before  # left as it was
 
 
@@ -99,7 +92,7 @@ def test_promote_and_rollback_move_stable_under_load_with_no_failed_request(serv
     """Clients call `stable` by label over gRPC while the CLI promotes the canary and rolls back; the server reads
     models.config again every poll."""
     assert cnnpipe("promote", "1", "--serving-dir", serving_dir, "--model-name", MODEL, cwd=tmp_path).returncode == 0
-    push(serving_dir, 2)
+    rollout.push(serving_dir, MODEL, 2)
     request = predict_pb2.PredictRequest()
     request.model_spec.name, request.model_spec.version_label = MODEL, "stable"
     request.model_spec.signature_name = "predict_image"

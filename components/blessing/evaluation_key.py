@@ -94,12 +94,13 @@ def read_data_key(examples_uri: str) -> str:
     return tf.io.gfile.GFile(path).read().strip() if tf.io.gfile.exists(path) else ""
 
 
-def changed_parts(served_dir: str, data: str, config: tfma.EvalConfig) -> list[str]:
+def changed_parts(served_dir: str, data: str, config: tfma.EvalConfig) -> Optional[list[str]]:
     """The parts of the key stored with the served model's metrics that differ from the key they would have now
-    (copies of digest `data`, `config`): [] when the metrics stand for the served model; ["key"] without a key."""
+    (copies of digest `data`, `config`): [] when the metrics stand for the served model; None when there is nothing
+    to compare (no stored key, or copies without a digest)."""
     stored = read(os.path.join(served_dir, PUSHED_EVALUATION))
     if not stored or not data:
-        return ["key"]
+        return None
     expected = key(data, config, served_dir)
     return [part for part in expected if stored.get(part) != expected[part]]
 
@@ -108,7 +109,7 @@ def stored_metrics(served_dir: str, data: str, config: tfma.EvalConfig) -> Optio
     """The directory of the metrics pushed with the served model when their key is the one it would have now, else
     None; the parts that differ are logged."""
     differ = changed_parts(served_dir, data, config)
-    if differ == ["key"]:
+    if differ is None:
         return None
     if differ:
         logging.info("The served model's stored metrics are not reused: %s changed.", ", ".join(differ))
