@@ -351,6 +351,19 @@ def clients_calling(server: Server, request, record: Callable, failures: list[st
             thread.join()
 
 
+def version_runs(answers: list[tuple[int, int]]) -> list[list[int]]:
+    """Each client's answers (recorded as (client thread id, version) by `clients_calling`'s callers), as the
+    versions that answered it in turn: [[1, 2], [1, 2]] for two clients each answered by 1, then by 2. (Across
+    clients answers interleave: one client's request under way on the old version may end after the other's first
+    answer from the new one.)"""
+    by_client: dict[int, list[int]] = {}
+    for client, version in answers:
+        runs = by_client.setdefault(client, [])
+        if not runs or runs[-1] != version:
+            runs.append(version)
+    return list(by_client.values())
+
+
 def wait_until(condition: Callable[[], bool], seconds: float = 60) -> None:
     """Polls `condition` until it holds or `seconds` pass: a bound against hanging, not a speed requirement."""
     deadline = time.monotonic() + seconds

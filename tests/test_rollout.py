@@ -10,7 +10,8 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.apis import predict_pb2
 
-from conftest import cnnpipe, clients_calling, encode, fashion_mnist, running_server, versions, wait_until
+from conftest import (cnnpipe, clients_calling, encode, fashion_mnist, running_server, version_runs, versions,
+                      wait_until)
 from cnnpipe.components.pusher import prune
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.serving import model_config, rollout
@@ -97,12 +98,16 @@ def test_promote_and_rollback_move_stable_under_load_with_no_failed_request(serv
     request.model_spec.name, request.model_spec.version_label = MODEL, "stable"
     request.model_spec.signature_name = "predict_image"
     request.inputs["images"].CopyFrom(tf.make_tensor_proto([encode(fashion_mnist("t10k", 1)[0][0])]))
-    answered: list[int] = []
+    answered: list[tuple[int, int]] = []  # (client thread, version)
     lock = threading.Lock()
 
     def record(response) -> None:
         with lock:
-            answered.append(response.model_spec.version.value)
+            answered.append((threading.get_ident(), response.model_spec.version.value))
+
+    def each_client_answered_by(version: int) -> bool:
+        runs = version_runs(list(answered))
+        return len(runs) == 2 and all(run[-1] == version for run in runs)
 
     failures: list[str] = []
     config = os.path.join(serving_dir, model_config.MODELS_CONFIG)
@@ -111,14 +116,13 @@ def test_promote_and_rollback_move_stable_under_load_with_no_failed_request(serv
         with clients_calling(server, request, record, failures):
             wait_until(lambda: len(answered) > 20)
             promoted = cnnpipe("promote", "canary", "--serving-dir", serving_dir, "--model-name", MODEL, cwd=tmp_path)
-            wait_until(lambda: answered[-1] == 2)
+            wait_until(lambda: each_client_answered_by(2))
             rolled_back = cnnpipe("rollback", "--serving-dir", serving_dir, "--model-name", MODEL, cwd=tmp_path)
-            wait_until(lambda: answered[-1] == 1)
+            wait_until(lambda: each_client_answered_by(1))
             count = len(answered)
             wait_until(lambda: len(answered) > count + 20)
     assert promoted.stdout.strip() == (f"cnnpipe: {MODEL} stable is version 2 (was 1, still loaded: cnnpipe rollback "
                                        "goes back to it)")
     assert rolled_back.stdout.strip() == f"cnnpipe: {MODEL} stable is version 1 again (was 2, still loaded)"
     assert failures == []
-    switches = [version for i, version in enumerate(answered) if i == 0 or answered[i - 1] != version]
-    assert switches == [1, 2, 1]
+    assert version_runs(answered) == [[1, 2, 1], [1, 2, 1]]  # each client: stable 1, then 2, then 1 again

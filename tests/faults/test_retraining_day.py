@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from html import escape as html_escape
 from typing import Optional
@@ -20,7 +21,8 @@ import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from conftest import clients_calling, cnnpipe, encode, fashion_mnist, running_server, versions, wait_until, write_idx
+from conftest import (clients_calling, cnnpipe, encode, fashion_mnist, running_server, version_runs, versions,
+                      wait_until, write_idx)
 from cnnpipe.runners import retrain
 from cnnpipe.pipeline import metadata
 from cnnpipe.report import summary
@@ -97,7 +99,7 @@ class RetrainingDay:
     retraining_pid: int = 0
     span2: str = ""
     span2_code: int = -1
-    answered: list[int] = dataclasses.field(default_factory=list)  # the version that answered each request
+    answered: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # (client thread, version) a request
     failures: list[str] = dataclasses.field(default_factory=list)
     span2_run: Optional[summary.RunSummary] = None
     span2_baseline: Optional[metadata_store_pb2.Artifact] = None  # ServedModel's output in span 2's run
@@ -136,10 +138,10 @@ def serve_while(serving_dir: str, seen: "RetrainingDay", newest_version, work) -
     request.model_spec.name, request.model_spec.signature_name = MODEL, "predict_image"
     request.inputs["images"].CopyFrom(tf.make_tensor_proto([encode(pixels) for pixels in fashion_mnist("t10k", 4)[0]]))
     with running_server(serving_dir) as server:
-        with clients_calling(server, request, lambda answer: seen.answered.append(answer.model_spec.version.value),
-                             seen.failures):
+        with clients_calling(server, request, lambda answer: seen.answered.append(
+                (threading.get_ident(), answer.model_spec.version.value)), seen.failures):
             work()
-            wait_until(lambda: bool(seen.answered) and seen.answered[-1] == newest_version())
+            wait_until(lambda: bool(seen.answered) and seen.answered[-1][1] == newest_version())
 
 
 @pytest.fixture(scope="module")
@@ -226,8 +228,7 @@ def test_retraining_while_serving_answers_every_request(day, observed):
     assert day.span2_code == 0, day.span2
     assert day.failures == []
     old, new = (int(name) for name in day.left_after_span2)
-    switch = day.answered.index(new)
-    assert set(day.answered[:switch]) == {old} and set(day.answered[switch:]) == {new}
+    assert version_runs(day.answered) == [[old, new], [old, new]]  # each client: the old version, then the new
     observed(f"{len(day.answered)} requests answered, 0 failed; version {old} until the push, then {new}")
 
 
