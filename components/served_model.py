@@ -11,6 +11,7 @@ properties: the lineage to that training run, in ML Metadata. The step is never 
 served changes between runs.
 """
 
+import hashlib
 import os
 from typing import Optional
 
@@ -28,6 +29,7 @@ from cnnpipe.models.warm_start import holds_saved_model
 from cnnpipe.serving import model_config, rollout
 
 SERVED_VERSION, SERVED_FROM = "served_version", "served_from"  # the artifact's custom properties
+NOTHING_SERVED = "none"
 
 
 def newest_served(base_path: str) -> Optional[str]:
@@ -44,6 +46,18 @@ def served_version(base_path: str) -> Optional[str]:
     return newest_served(base_path)
 
 
+def served_state(base_path: str) -> str:
+    """The identity of what is served under `base_path`: the served version's path and a digest of its SavedModel
+    fingerprint (of saved_model.pb when the version has none), or NOTHING_SERVED."""
+    served = served_version(base_path)
+    if served is None:
+        return NOTHING_SERVED
+    fingerprint = os.path.join(served, "fingerprint.pb")
+    with tf.io.gfile.GFile(fingerprint if tf.io.gfile.exists(fingerprint) else os.path.join(served, "saved_model.pb"),
+                           "rb") as file:
+        return f"{served}@{hashlib.sha256(file.read()).hexdigest()[:16]}"
+
+
 def baseline_dir(model: types.Artifact) -> Optional[str]:
     """The SavedModel directory of ServedModel's Model artifact, or None when nothing was served."""
     path = path_utils.serving_model_path(model.uri)
@@ -52,10 +66,11 @@ def baseline_dir(model: types.Artifact) -> Optional[str]:
 
 @component
 def ServedModel(serving_base: Parameter[str], baseline: OutputArtifact[standard_artifacts.Model],
-                served_statistics: OutputArtifact[standard_artifacts.ExampleStatistics]) -> None:
-    """Copies the newest served version under `serving_base` into `baseline`, with where it came from, and the
+                served_statistics: OutputArtifact[standard_artifacts.ExampleStatistics],
+                served_state: Parameter[str] = "") -> None:
+    """Copies the served version under `serving_base` into `baseline`, with where it came from, and the
     statistics of the data it was trained on (pushed with it) into `served_statistics`' train split
-    (none: no splits)."""
+    (none: no splits). `served_state` (`served_state()` when the pipeline was built) is the cache key only."""
     served = served_version(serving_base)
     served_statistics.split_names = artifact_utils.encode_split_names([])
     if served is None:

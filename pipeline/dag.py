@@ -38,7 +38,9 @@ RUN_FN = "cnnpipe.models.trainer.run_fn"
 SERVED_MODEL = "ServedModel"
 CATALOG_EXAMPLE_GEN = "CatalogExampleGen"  # ingests --catalog
 EVALUATOR = "Evaluator"  # BlessingEvaluator, under the id TFX's Evaluator has
-UNCACHED = (SERVED_MODEL,)  # node ids the runners never cache: what is served changes between runs
+# node ids a compiled Kubeflow spec never caches: what is served changes between runs, and is not known when the spec
+# is compiled (the local runner caches ServedModel by its `served_state`, read at each run's start)
+UNCACHED = (SERVED_MODEL,)
 
 
 def _push_destination(serving_base: str) -> pusher_pb2.PushDestination:
@@ -61,6 +63,7 @@ def create_pipeline(
     accept_drift: bool = False,
     search_top_k: Optional[int] = 10,
     catalog: Optional[DataSource] = None,
+    served_state: str = "",
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: tuple[str, ...] = (),
 ) -> Pipeline:
@@ -99,7 +102,8 @@ def create_pipeline(
     if training.warm_start == WARM_START_LATEST and not compare_with_baseline:
         raise CnnpipeError("warm-starting from the served model (--warm-start latest, or retrain) needs the "
                            "baseline step: drop --no-baseline.")
-    served_models = [ServedModel(serving_base=serving_base).with_id(SERVED_MODEL)] if compare_with_baseline else []
+    served_models = ([ServedModel(serving_base=serving_base, served_state=served_state).with_id(SERVED_MODEL)]
+                     if compare_with_baseline else [])
     baseline = served_models[0].outputs["baseline"] if served_models else None
     validation_gate = ValidationGate(
         examples=examples,
@@ -192,8 +196,10 @@ def pipeline_for(
     pipeline_root: str,
     schema_file: Optional[str],
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+    served_state: str = "",
 ) -> Pipeline:
-    """`create_pipeline` with `config`'s settings; the runner chooses the name, root, schema path and metadata."""
+    """`create_pipeline` with `config`'s settings; the runner chooses the name, root, schema path and metadata (and
+    the local runner the served state, ServedModel's cache key)."""
     source = config.data_source()
     return create_pipeline(
         name=name,
@@ -210,6 +216,7 @@ def pipeline_for(
         accept_drift=config.accept_drift,
         search_top_k=config.search_top_k if config.search else None,
         catalog=config.catalog_source(),
+        served_state=served_state,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam_args,
     )
@@ -223,13 +230,14 @@ def create_index_pipeline(
     *,
     search_top_k: int = 10,
     keep_versions: Optional[int] = None,
+    served_state: str = "",
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: tuple[str, ...] = (),
 ) -> Pipeline:
     """`cnnpipe index`: the served model (its weights, signatures and Transform output) indexed anew over
     `catalog`, checked from a fresh process and pushed as a new version, atomically like any push."""
     catalog_gen = ImageExampleGen(catalog).with_id(CATALOG_EXAMPLE_GEN)
-    served = ServedModel(serving_base=serving_base).with_id(SERVED_MODEL)
+    served = ServedModel(serving_base=serving_base, served_state=served_state).with_id(SERVED_MODEL)
     index = EmbeddingIndex(model=served.outputs["baseline"], catalog=catalog_gen.outputs["examples"],
                            top_k=search_top_k)
     push_check = PushCheck(model=index.outputs["indexed_model"], examples=catalog_gen.outputs["examples"])

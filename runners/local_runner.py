@@ -15,12 +15,11 @@ import tempfile
 from typing import Iterator, Optional, TextIO
 
 from absl import logging as absl_logging
-from tfx.dsl.compiler import compiler
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 from tfx.orchestration.metadata import sqlite_metadata_connection_config
 from tfx.orchestration.pipeline import Pipeline
-from tfx.proto.orchestration import pipeline_pb2
 
+from cnnpipe.components.served_model import served_state
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.pipeline import dag
 from cnnpipe.pipeline.config import PipelineConfig
@@ -32,7 +31,7 @@ def build_pipeline(config: PipelineConfig) -> Pipeline:
     """The pipeline for `config`, with its state under `config.output_dir`."""
     metadata = sqlite_metadata_connection_config(metadata_path(config.output_dir))
     return dag.pipeline_for(config, config.name, os.path.join(config.output_dir, "pipeline"), config.schema_file(),
-                            metadata)
+                            metadata, served_state(config.serving_base))
 
 
 def index_pipeline_name(config: PipelineConfig) -> str:
@@ -47,17 +46,9 @@ def build_index_pipeline(config: PipelineConfig) -> Pipeline:
     return dag.create_index_pipeline(
         index_pipeline_name(config), os.path.join(config.output_dir, "pipeline"), catalog, config.serving_base,
         search_top_k=config.search_top_k, keep_versions=config.keep_versions,
+        served_state=served_state(config.serving_base),
         metadata_connection_config=sqlite_metadata_connection_config(metadata_path(config.output_dir)),
         beam_pipeline_args=config.beam_args)
-
-
-def compile_pipeline(pipeline: Pipeline) -> pipeline_pb2.Pipeline:
-    """The pipeline's IR, caching on except for the steps that must run every time (dag.UNCACHED)."""
-    compiled = compiler.Compiler().compile(pipeline)
-    for node in compiled.nodes:
-        if node.pipeline_node.node_info.id in dag.UNCACHED:
-            node.pipeline_node.execution_options.caching_options.enable_cache = False
-    return compiled
 
 
 @contextlib.contextmanager
@@ -116,7 +107,7 @@ def run(config: PipelineConfig, out: TextIO = sys.stdout, pipeline: Optional[Pip
     with (own_temp_dir(), logging_to(log_file),
           ComponentProgress(pipeline.metadata_connection_config, name, out) as progress):
         try:
-            LocalDagRunner().run_with_ir(compile_pipeline(pipeline))
+            LocalDagRunner().run(pipeline)
         except Exception:
             logging.exception("The run failed.")
             raise
