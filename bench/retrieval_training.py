@@ -1,11 +1,11 @@
 """Which training makes a model's `embed` output rank best for visual search, side by side in one run.
 
 Each variant trains the same registry model as the Trainer does (`models/trainer.py`: `build_model`,
-`compile_model`, Adam with cosine decay, batch 128, the same seed) on the 60,000 Fashion-MNIST training images
-scaled to [-1, 1] as Transform scales them, in memory (no pipeline: the ranking, not the plumbing, is measured).
-It prints test accuracy, accuracy on the training images (the catalog), and precision@10 / mAP@100 of exact cosine
-search with the 10,000 test images as queries and the 60,000 training images as the catalog (same class =
-relevant), as `bench/visual_search.py` measures them:
+`compile_model`, `selection`: the best epoch on 10% of the training images held out, batch 128, the same seed) on
+the 60,000 Fashion-MNIST training images scaled to [-1, 1] as Transform scales them, in memory (no pipeline: the
+ranking, not the plumbing, is measured). It prints test accuracy, accuracy on the training images (the catalog),
+and precision@10 / mAP@100 of exact cosine search with the 10,000 test images as queries and the 60,000 training
+images as the catalog (same class = relevant), as `bench/visual_search.py` measures them:
 
 - features as built: the model's penultimate layer (`--embedding-dim 0`'s `embed`);
 - cosine classifier: `--embedding-dim D`'s normalized embedding, trained by cross-entropy alone;
@@ -38,6 +38,7 @@ from cnnpipe.models.training_config import TrainingConfig  # noqa: E402
 from cnnpipe.pipeline.datasets import FASHION_MNIST  # noqa: E402
 
 VARIANTS = ("features as built", "cosine classifier", "cosine classifier + contrastive")
+VALIDATION_SHARE = 0.1  # of the training images, held out to choose the kept epoch (the Trainer's default)
 
 
 def scaled(images: np.ndarray) -> np.ndarray:
@@ -45,17 +46,23 @@ def scaled(images: np.ndarray) -> np.ndarray:
 
 
 def train(variant: str, config: TrainingConfig, images: np.ndarray, labels: np.ndarray) -> keras.Model:
-    """The model of `variant`, fitted as the Trainer fits it."""
+    """The model of `variant`, fitted as the Trainer fits it: VALIDATION_SHARE of `images` held out, the best epoch
+    on them kept."""
     keras.utils.set_random_seed(config.seed)
+    held_out = np.random.default_rng(config.seed).random(len(images)) < VALIDATION_SHARE
     model = trainer.build_model(config if variant != VARIANTS[0] else dataclasses.replace(config, embedding_dim=0))
     fitted = embedding.with_contrastive_output(model) if variant == VARIANTS[2] else model
     trainer.compile_model(fitted, config.learning_rate)
     augment = trainer.augmentation(config.translate, config.flip) or (lambda batch, training: batch)
-    batches = (tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(len(images), seed=config.seed)
+    batches = (tf.data.Dataset.from_tensor_slices((images[~held_out], labels[~held_out]))
+               .shuffle(int((~held_out).sum()), seed=config.seed)
                .batch(config.batch_size).map(lambda x, y: (augment(x, training=True), y), tf.data.AUTOTUNE)
                .prefetch(tf.data.AUTOTUNE))
-    fitted.fit(batches, epochs=config.epochs, verbose=0,
-               callbacks=[trainer.cosine_schedule(config.learning_rate, config.epochs)])
+    validation = images[held_out], labels[held_out]
+    fitted.fit(batches, epochs=config.epochs, verbose=0, validation_data=tf.data.Dataset.from_tensor_slices(
+                   validation).batch(config.batch_size),
+               callbacks=trainer.selection(model, fitted, config, lambda count: (validation[0][:count],
+                                                                                 validation[1][:count]), None))
     return model
 
 

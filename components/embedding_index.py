@@ -1,9 +1,9 @@
 """EmbeddingIndex: the trained model with its catalog, ready for visual search, as one Model artifact.
 
-After the Trainer: embeds the catalog (the run's training split, or every image of a `catalog` of its own) with
-the model's `embed` signature, exports the model again with a `search` signature over those embeddings (exact, in
-the graph: stock TF Serving answers it), and writes beside it, in `assets.extra/search/`, the catalog's item table
-(source, class, thumbnail) and a ScaNN index (`cnnpipe serve` answers `search` with it), and in
+After the Trainer: embeds the catalog (the run's training and validation splits, or every image of a `catalog` of its
+own) with the model's `embed` signature, exports the model again with a `search` signature over those embeddings
+(exact, in the graph: stock TF Serving answers it), and writes beside it, in `assets.extra/search/`, the catalog's
+item table (source, class, thumbnail) and a ScaNN index (`cnnpipe serve` answers `search` with it), and in
 `assets.extra/transform_graph/` the Transform output the model was exported with, so that `cnnpipe index` can
 index a pushed model anew over another catalog. The Evaluator, PushCheck and Pusher take this artifact as the
 candidate, so a pushed version never answers with another version's index.
@@ -36,7 +36,7 @@ from cnnpipe.components.served_model import baseline_dir
 from cnnpipe.core import features
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.core.names import (CLASS_NAMES_ASSET, EMBED, EMBEDDINGS, EVAL, NEIGHBOR_CLASS_NAMES, SEARCH, SEARCH_ASSETS,
-                                TRAIN, TRANSFORM_ASSETS)
+                                TRAIN, TRANSFORM_ASSETS, VALIDATION)
 from cnnpipe.models import embedding, signatures  # noqa: F401 - embedding registers CosineClassifier for loading
 from cnnpipe.models.catalog import Catalog, normalized
 from cnnpipe.models.warm_start import holds_saved_model
@@ -189,14 +189,14 @@ def EmbeddingIndex(
     catalog: InputArtifact[standard_artifacts.Examples] = None,
     baseline: InputArtifact[standard_artifacts.Model] = None,
     top_k: Parameter[int] = 10,
-    catalog_split: Parameter[str] = TRAIN,
+    catalog_splits: Parameter[str] = f"{TRAIN},{VALIDATION}",
     query_split: Parameter[str] = EVAL,
     min_precision: Parameter[float] = 0.0,
     max_precision_drop: Parameter[float] = None,
 ) -> None:
     """`model` exported again with a `search` signature over the catalog's images, with their item table and ScaNN
     index, measured with `examples`' `query_split` images as queries against the thresholds and the served model
-    (`baseline`, ServedModel's). The catalog is every split of `catalog`, else `examples`' `catalog_split`; the
+    (`baseline`, ServedModel's). The catalog is every split of `catalog`, else `examples`' `catalog_splits`; the
     Transform output is `transform_graph`'s, else the one `model` carries (a model this component exported)."""
     model_dir = path_utils.serving_model_path(model.uri)
     if not holds_saved_model(model_dir):
@@ -207,7 +207,8 @@ def EmbeddingIndex(
         catalog_name = f"catalog ({catalog.uri})"
         catalog_files = _split_files(catalog, artifact_utils.decode_split_names(catalog.split_names))
     else:
-        catalog_name, catalog_files = f"{catalog_split} split", _split_files(examples, [catalog_split])
+        splits = catalog_splits.split(",")
+        catalog_name, catalog_files = f"{' and '.join(splits)} splits", _split_files(examples, splits)
     items_read = _read(catalog_files, catalog_name, embed, thumbnails=True)
     queries = _read(_split_files(examples, [query_split]), f"{query_split} split", embed, thumbnails=False) \
         if examples is not None else None

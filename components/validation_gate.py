@@ -6,6 +6,9 @@ are class ids in [0, classes), and every class has training images. It finds sam
 show each anomaly (TFDV's per-example validation) and fails with a message that names the records
 and says how to fix the data or the schema.
 
+Duplicates: the same image in two splits or under two classes (duplicates.py) stops the run too, unless
+`allow_duplicates`; what was found is a custom property of `drift_found`, for the summary.
+
 Drift: given the statistics of the data the served model was trained on (ServedModel's, pushed with the
 model), it compares the training split's statistics with them by the schema's drift comparators (TFDV:
 L-infinity distance of the class balance, Jensen-Shannon divergence of brightness, height and width; an
@@ -26,13 +29,14 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
+from cnnpipe.components import duplicates
 from cnnpipe.components.parameters import json_parameter
 from cnnpipe.core.errors import DataValidationError
 from cnnpipe.core import features
 from cnnpipe.core.names import TRAIN
 
 SAMPLED_RECORDS = 3
-DRIFTED, ACCEPTED = "drifted", "accepted"  # the drift artifact's custom properties
+DRIFTED, ACCEPTED, DUPLICATES = "drifted", "accepted", "duplicates"  # the drift artifact's custom properties
 DRIFT_FILE = "SchemaDiff.pb"  # in its train split: the Anomalies with every drift measurement
 # The drift comparators an inferred schema gets (a curated one states its own): feature -> (comparator, threshold)
 DEFAULT_DRIFT = {features.CLASS_NAME: ("infinity_norm", 0.05), features.BRIGHTNESS: ("jensen_shannon_divergence", 0.1),
@@ -164,10 +168,12 @@ def ValidationGate(
     class_names: Parameter[list[str]],
     served_statistics: InputArtifact[standard_artifacts.ExampleStatistics] = None,
     accept_drift: Parameter[bool] = False,
+    allow_duplicates: Parameter[bool] = False,
 ) -> None:
     """Raises DataValidationError, naming the bad records, when any split has anomalies, a label is no
-    class id, or a class has no training examples; and, with `served_statistics` (ServedModel's), when the
-    training split drifted from them, unless `accept_drift`. `drift_found` holds the drift measured."""
+    class id, or a class has no training examples; when an image appears in two splits or under two classes, unless
+    `allow_duplicates`; and, with `served_statistics` (ServedModel's), when the training split drifted from them,
+    unless `accept_drift`. `drift_found` holds the drift measured and the duplicates found."""
     class_names = json_parameter(class_names)
     schema_proto = with_label_domain(io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri)),
                                      len(class_names))
@@ -177,6 +183,8 @@ def ValidationGate(
         for split, result in split_anomalies(anomalies, statistics, schema_proto).items()
     ]
     untrained = classes_without_training_images(statistics, class_names)
+    copies = duplicates.duplicates(examples)
+    drift_found.set_string_custom_property(DUPLICATES, duplicates.describe(copies) if copies else "")
     drift_found.split_names = artifact_utils.encode_split_names([])
     found = []
     if served_statistics is not None and TRAIN in artifact_utils.decode_split_names(served_statistics.split_names):
@@ -189,5 +197,9 @@ def ValidationGate(
     drift_found.set_int_custom_property(ACCEPTED, int(bool(found and accept_drift)))
     stops = reports + ([untrained] if untrained else []) + ([describe_drift(found, schema_source)]
                                                             if found and not accept_drift else [])
+    if copies and not allow_duplicates:
+        stops.append(f"{duplicates.describe(copies)}. The run stopped before Transform: remove the copies (a folder "
+                     "linked or copied under two names, an image in both the training and the test files), or run "
+                     "again with --allow-duplicates.")
     if stops:
         raise DataValidationError("\n\n".join(stops))

@@ -50,9 +50,10 @@ PUSH_RECORD = "assets.extra/cnnpipe_push.json"
 TRAINING_STATISTICS = "assets.extra/training_statistics.pb"  # a DatasetFeatureStatisticsList
 PUSHED_EVALUATION = "assets.extra/evaluation"
 
-# The splits ingestion writes (ExampleGen's output has their files under Split-<name>/): the Trainer trains on TRAIN,
-# the Evaluator, the attacks and visual search's queries use EVAL; TRAIN is also the catalog and the drift reference.
-TRAIN, EVAL = "train", "eval"
+# The splits ingestion writes (ExampleGen's output has their files under Split-<name>/): the Trainer trains on TRAIN;
+# what chooses (the best epoch, early stopping, the collapse check) uses VALIDATION; the Evaluator, the blessing, the
+# attacks, visual search's queries and the push check use EVAL alone. TRAIN is also the catalog and the drift reference.
+TRAIN, VALIDATION, EVAL = "train", "validation", "eval"
 
 # Where a run writes, and what it serves, unless told otherwise (pipeline/config.py; `cnnpipe serve` and
 # `cnnpipe predict` look there too).

@@ -3,18 +3,18 @@
 FGSM-based training can collapse within an epoch (Wong, Rice and Kolter, "Fast is better than free", 2020): the
 model learns to defeat the one-step attack it trains on, its accuracy under FGSM stays high, while under a
 multi-step attack it falls to about zero. Training loss and FGSM accuracy do not show it. `CollapseCheck` measures
-the model under PGD on held-out images at the end of every epoch (logged as `pgd_accuracy` beside the epoch's
-metrics, so TensorBoard plots it) and, when that accuracy falls more than `MAX_DROP` below the best epoch's, stops
-training with the best epoch's weights back in place. What it saw is written for the run's summary.
+the model under PGD on held-out validation images at the end of every epoch (logged as `pgd_accuracy` beside the
+epoch's metrics, so TensorBoard plots it and the Trainer keeps the epoch with the most, best_epoch.py) and, when that
+accuracy falls more than `MAX_DROP` below the best epoch's, stops training with the best epoch's weights back in
+place. What it saw is written for the run's summary.
 """
 
-import json
-import os
 from typing import Optional
 
 import tensorflow as tf
 import tf_keras as keras
 
+from cnnpipe.models import trainer_reports
 from cnnpipe.models.adversarial_training import AdversarialTraining
 
 PGD_STEPS = 10
@@ -50,9 +50,9 @@ class CollapseCheck(keras.callbacks.Callback):
             logs[LOG_KEY] = accuracy
         history = self._report["accuracy_per_epoch"]
         accuracy = round(accuracy, 4)
+        best = max(history, default=-1.0)
         history.append(accuracy)
-        best = max(history)
-        if accuracy == best:
+        if accuracy > best:  # the first of equal epochs, as the best epoch's choice (best_epoch.py)
             self._best_weights, self._best_epoch = self._trained.model.get_weights(), epoch + 1
         elif best - accuracy > MAX_DROP:
             self._trained.model.set_weights(self._best_weights)
@@ -64,11 +64,8 @@ class CollapseCheck(keras.callbacks.Callback):
 
     def on_train_end(self, logs: Optional[dict] = None) -> None:
         if self._report["collapsed_at_epoch"] is None:
-            self._report["kept_epoch"] = len(self._report["accuracy_per_epoch"])  # the last epoch's weights
-        if self._report_dir:
-            tf.io.gfile.makedirs(self._report_dir)
-            with tf.io.gfile.GFile(os.path.join(self._report_dir, REPORT_FILE), "w") as file:
-                json.dump(self._report, file, indent=1)
+            self._report["kept_epoch"] = self._best_epoch  # the Trainer keeps the most robust epoch (best_epoch.py)
+        trainer_reports.write(self._report_dir, REPORT_FILE, self._report)
 
     @property
     def report(self) -> dict:
@@ -77,8 +74,4 @@ class CollapseCheck(keras.callbacks.Callback):
 
 def read_report(model_run_dir: str) -> dict:
     """What the check of a run's Trainer wrote, or {} (a run without adversarial training)."""
-    path = os.path.join(model_run_dir, REPORT_FILE)
-    if not tf.io.gfile.exists(path):
-        return {}
-    with tf.io.gfile.GFile(path) as file:
-        return json.load(file)
+    return trainer_reports.read(model_run_dir, REPORT_FILE)

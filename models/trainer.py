@@ -1,13 +1,14 @@
 """run_fn: the TFX Trainer's entry point. Reads transformed examples, trains, exports.
 
 The Trainer's custom_config (a dict, see `TrainingConfig`) chooses the model, its input shape,
-the class names, the epochs, the batch size and the tf.distribute strategy.
+the class names, the epochs, the batch size and the tf.distribute strategy. It trains on the `train` split and
+scores every epoch on the `validation` split (the Trainer's eval split), keeping the best epoch (best_epoch.py).
 """
 
-import math
+import functools
 import os
 import tempfile
-from typing import Optional
+from typing import Callable, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -19,7 +20,8 @@ from tfx_bsl.public import tfxio
 
 from cnnpipe.core.errors import TrainingError
 from cnnpipe.core import features
-from cnnpipe.models import adversarial_training, blocks, collapse_check, embedding, registry, signatures, warm_start
+from cnnpipe.models import (adversarial_training, best_epoch, blocks, collapse_check, embedding, registry, signatures,
+                            warm_start)
 from cnnpipe.models.training_config import STRATEGIES, WARM_START_LATEST, TrainingConfig
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -118,25 +120,35 @@ def tf_example_files() -> DataAccessor:
                                        data_view_decode_fn=None)
 
 
-def collapse_checks(fitted: keras.Model, fn_args: FnArgs, tft_output: tft.TFTransformOutput,
-                    report_dir: Optional[str]) -> list[keras.callbacks.Callback]:
-    """With adversarial training, the check for catastrophic overfitting on the eval split's first images."""
-    if not isinstance(fitted, adversarial_training.AdversarialTraining):
-        return []
-    held_out = fn_args.data_accessor.tf_dataset_factory(
+def validation_images(fn_args: FnArgs, tft_output: tft.TFTransformOutput, count: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """The first `count` transformed validation images and their labels."""
+    dataset = fn_args.data_accessor.tf_dataset_factory(
         fn_args.eval_files,
-        tfxio.TensorFlowDatasetOptions(batch_size=collapse_check.HELD_OUT_IMAGES, shuffle=False, num_epochs=1,
-                                       label_key=features.LABEL_XF),
+        tfxio.TensorFlowDatasetOptions(batch_size=count, shuffle=False, num_epochs=1, label_key=features.LABEL_XF),
         tft_output.transformed_metadata.schema)
-    images, labels = next(iter(held_out))
-    return [collapse_check.CollapseCheck(fitted, images[features.IMAGE_XF], labels, fitted.epsilon, report_dir)]
+    images, labels = next(iter(dataset))
+    return images[features.IMAGE_XF], labels
 
 
-def cosine_schedule(learning_rate: float, epochs: int) -> keras.callbacks.LearningRateScheduler:
-    """Cosine decay of the learning rate from `learning_rate` towards 0 over the epochs."""
-    return keras.callbacks.LearningRateScheduler(
-        lambda epoch: learning_rate * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
-    )
+def selection(model: keras.Model, fitted: keras.Model, config: TrainingConfig,
+              validation: Callable[[int], tuple[tf.Tensor, tf.Tensor]], report_dir: Optional[str]
+              ) -> list[keras.callbacks.Callback]:
+    """The callbacks that score each epoch on the validation split (`validation(count)`: its first images and their
+    labels) and keep the best (models/best_epoch.py): by accuracy under PGD with adversarial training (after the
+    collapse check, which measures it), by precision@10 with a search embedding, else by accuracy."""
+    if isinstance(fitted, adversarial_training.AdversarialTraining):
+        images, labels = validation(collapse_check.HELD_OUT_IMAGES)
+        scoring = [collapse_check.CollapseCheck(fitted, images, labels, fitted.epsilon, report_dir)]
+        monitor = collapse_check.LOG_KEY
+    elif config.embedding_dim:
+        images, labels = validation(best_epoch.PRECISION_IMAGES)
+        scoring = [best_epoch.ValidationPrecision(signatures.embedding_model(model, mirrored=config.flip), images,
+                                                  labels)]
+        monitor = best_epoch.PRECISION_KEY
+    else:
+        scoring, monitor = [], "val_accuracy"
+    return [*scoring, *best_epoch.callbacks(monitor, config.patience or config.epochs, config.learning_rate,
+                                            report_dir)]
 
 
 def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
@@ -185,7 +197,7 @@ def run_fn(fn_args: FnArgs) -> None:
             fitted = embedding.with_contrastive_output(model)
         compile_model(fitted, config.learning_rate)
     adversarial = f", adversarial {config.adversarial} at ε {config.adversarial_epsilon}" if config.adversarial else ""
-    print(f"Training {config.model} ({model.count_params():,} parameters) for {config.epochs} epochs, "
+    print(f"Training {config.model} ({model.count_params():,} parameters) for up to {config.epochs} epochs, "
           f"batch {batch_size}, strategy {config.strategy} ({strategy.num_replicas_in_sync} replica(s)){adversarial}",
           flush=True)
     # Every worker trains and saves (saving is collective); only the chief's files are kept.
@@ -197,8 +209,8 @@ def run_fn(fn_args: FnArgs) -> None:
                 train,
                 epochs=config.epochs,
                 validation_data=evaluation,
-                callbacks=[cosine_schedule(config.learning_rate, config.epochs),
-                           *collapse_checks(fitted, fn_args, tft_output, fn_args.model_run_dir if chief else None),
+                callbacks=[*selection(model, fitted, config, functools.partial(validation_images, fn_args, tft_output),
+                                      fn_args.model_run_dir if chief else None),
                            keras.callbacks.TensorBoard(log_dir)],  # last: it logs what the others add
                 verbose=2 if chief else 0,
             )

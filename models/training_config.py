@@ -30,7 +30,9 @@ class TrainingConfig:
                                                          default_help="the model's")
     normalization: str = option("scale", "scale pixels to [-1, 1], or standardize by the training split's mean/std",
                                 GROUP, choices=NORMALIZATIONS)
-    epochs: int = option(30, "", GROUP)
+    epochs: int = option(30, "the most epochs to train; the best epoch on the validation split is kept", GROUP)
+    patience: int = option(5, "stop after this many epochs without a better validation score (the learning rate "
+                           "halves after 2); 0: train every epoch", GROUP, metavar="EPOCHS")
     batch_size: int = option(128, "per replica", GROUP)
     learning_rate: float = option(2e-3, "", GROUP)
     strategy: str = option("mirrored", "tf.distribute strategy", GROUP, choices=STRATEGIES)
@@ -56,10 +58,10 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         """Refuses settings that cannot train a working model (the pitfalls docs/pitfalls.md measures)."""
-        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0 or self.patience < 0:
             raise TrainingError(
                 f"epochs ({self.epochs}), batch size ({self.batch_size}) and learning rate ({self.learning_rate}) "
-                "must be positive."
+                f"must be positive, and patience ({self.patience}) not negative."
             )
         if self.embedding_dim < 0:
             raise TrainingError(f"--embedding-dim must be positive (or 0 for the model's features), not "

@@ -44,8 +44,12 @@ class PipelineConfig:
     schema: Optional[str] = option(None, "curated schema name in schemas/ or a path", "data",
                                    default_help="the data set's; inferred by SchemaGen for other data")
     eval_percent: int = option(10, "eval share when the data has no split of its own", "data")
+    validation_percent: int = option(10, "share of the training images held out for validation (the best epoch, "
+                                     "early stopping) when the data has no validation split of its own", "data")
     span_window: int = option(1, "data in DATA/span-N/ directories: ingest the newest span, train on the newest K",
                               "data", metavar="K")
+    allow_duplicates: bool = option(False, "go on when an image appears in two splits or under two classes (the "
+                                    "summary names them)", "data")
     accept_drift: bool = option(False, "go on when the data drifted from what the served model was trained on "
                                 "(the schema's drift comparators); the summary records it", "data")
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)

@@ -28,7 +28,7 @@ from cnnpipe.components.pusher import AtomicPusher
 from cnnpipe.components.served_model import ServedModel
 from cnnpipe.components.validation_gate import ValidationGate
 from cnnpipe.core.errors import CnnpipeError
-from cnnpipe.core.names import EVAL, TRAIN
+from cnnpipe.core.names import TRAIN, VALIDATION
 from cnnpipe.models.training_config import WARM_START_LATEST, TrainingConfig
 from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.robustness.settings import AttackSettings
@@ -56,11 +56,13 @@ def create_pipeline(
     serving_base: str,
     *,
     eval_percent: int = 10,
+    validation_percent: int = 10,
     thresholds: Thresholds = Thresholds(),
     attacks: Optional[AttackSettings] = AttackSettings(),
     keep_versions: Optional[int] = None,
     span_window: int = 1,
     accept_drift: bool = False,
+    allow_duplicates: bool = False,
     search_top_k: Optional[int] = 10,
     catalog: Optional[DataSource] = None,
     served_state: str = "",
@@ -79,7 +81,7 @@ def create_pipeline(
     EmbeddingIndex's: the trained model with a `search` signature (that many neighbours) over the training split (or
     all of `catalog`, which CatalogExampleGen ingests) and its index.
     """
-    example_gen = ImageExampleGen(source, eval_percent=eval_percent)
+    example_gen = ImageExampleGen(source, eval_percent=eval_percent, validation_percent=validation_percent)
     examples = example_gen.outputs["examples"]
     span_resolvers = []  # the newest `span_window` spans' examples, this run's included
     if source.has_spans and span_window > 1:
@@ -114,6 +116,7 @@ def create_pipeline(
         class_names=list(training.class_names),
         served_statistics=served_models[0].outputs["served_statistics"] if served_models else None,
         accept_drift=accept_drift,
+        allow_duplicates=allow_duplicates,
     )
     transform = Transform(
         examples=training_examples,
@@ -128,7 +131,7 @@ def create_pipeline(
         transform_graph=transform.outputs["transform_graph"],
         schema=schema,
         train_args=trainer_pb2.TrainArgs(splits=[TRAIN]),
-        eval_args=trainer_pb2.EvalArgs(splits=[EVAL]),
+        eval_args=trainer_pb2.EvalArgs(splits=[VALIDATION]),  # what chooses the kept epoch; EVAL is the Evaluator's
         custom_config=dataclasses.asdict(training),
         # fn_args.base_model: the served model, for --warm-start latest
         base_model=baseline if training.warm_start == WARM_START_LATEST else None,
@@ -209,11 +212,13 @@ def pipeline_for(
         training=config.training_config(source.class_names),
         serving_base=config.serving_base,
         eval_percent=config.eval_percent,
+        validation_percent=config.validation_percent,
         thresholds=config.checked_thresholds(),
         attacks=config.attack_settings(),
         keep_versions=config.keep_versions,
         span_window=config.span_window,
         accept_drift=config.accept_drift,
+        allow_duplicates=config.allow_duplicates,
         search_top_k=config.search_top_k if config.search else None,
         catalog=config.catalog_source(),
         served_state=served_state,

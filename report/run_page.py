@@ -6,6 +6,7 @@ import os
 
 from cnnpipe.report import figures
 from cnnpipe.report.run_facts import RunFacts
+from cnnpipe.models import best_epoch
 from cnnpipe.report.summary import collapse_line, retrieval_lines
 
 STYLE = """
@@ -57,6 +58,8 @@ def _data(facts: RunFacts) -> str:
                             [[split, name, f"{low:.4g}", f"{mean:.1f}", f"{high:.4g}"]
                              for split, stats in sorted(facts.image_stats.items())
                              for name, (low, mean, high) in stats.items()]))
+    if facts.summary.duplicates:
+        parts.append(f"<p>{_e(f'Duplicates allowed (--allow-duplicates): {facts.summary.duplicates}.')}</p>")
     if facts.drift:
         accepted = (facts.summary.drift or "").startswith("Drift accepted")
         heading = facts.summary.drift if accepted else "Drift against the served model's training data:"
@@ -83,7 +86,10 @@ def _model(facts: RunFacts) -> str:
         parts.append(_figure(figures.png(figures.confusion(quality.confusion, quality.class_names)),
                              "Confusion matrix of the candidate on the eval split"))
     if facts.curves:
-        parts.append(_figure(figures.png(figures.training_curves(facts.curves)), "Training curves (TensorBoard logs)"))
+        parts.append(_figure(figures.png(figures.training_curves(facts.curves)),
+                             "Training curves: the train and validation splits (TensorBoard logs)"))
+    if summary.best_epoch:
+        parts.append(f"<p>{_e(best_epoch.kept_line(summary.best_epoch))}</p>")
     if summary.collapse_check:
         parts.append(f"<p>{_e(collapse_line(summary.collapse_check))}</p>")
     if summary.retrieval:

@@ -8,16 +8,17 @@ from typing import Optional
 import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_data_validation.utils import anomalies_util
+from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
 from cnnpipe.components.embedding_index import METRICS_FILE as RETRIEVAL_FILE, retrieval_failures
 from cnnpipe.components.blessing.evaluation_results import (ACCURACY, LOSS, Metrics, ServedBound, Slice, clean_slice,
                                                    metrics_by_slice, served_bounds, slice_columns)
-from cnnpipe.components.validation_gate import ACCEPTED, DRIFT_FILE, DRIFTED, MEASURES, class_counts
+from cnnpipe.components.validation_gate import ACCEPTED, DRIFT_FILE, DRIFTED, DUPLICATES, MEASURES, class_counts
 from cnnpipe.core import features
-from cnnpipe.core.names import BASELINE, EVAL, NO_ATTACK, TRAIN
-from cnnpipe.models import collapse_check
+from cnnpipe.core.names import BASELINE, EVAL, NO_ATTACK, TRAIN, VALIDATION
+from cnnpipe.models import best_epoch, collapse_check
 from cnnpipe.models.class_names import read_class_names
 from cnnpipe.pipeline.metadata import run_outputs
 
@@ -48,7 +49,10 @@ class RunSummary:
     pushed_to: Optional[str] = None
     retrieval: dict = dataclasses.field(default_factory=dict)  # EmbeddingIndex's figures (retrieval.json)
     collapse_check: dict = dataclasses.field(default_factory=dict)  # adversarial training's (models/collapse_check)
+    best_epoch: dict = dataclasses.field(default_factory=dict)  # the epoch the Trainer kept (models/best_epoch)
+    examples: dict[str, int] = dataclasses.field(default_factory=dict)  # split -> examples ingested
     drift: Optional[str] = None  # the drift check against the served model's training data, in words
+    duplicates: Optional[str] = None  # images in two splits or under two classes, allowed by --allow-duplicates
     stopped_by: Optional[str] = None  # the error that stopped the run before its end (set by the CLI)
 
     def format(self) -> str:
@@ -57,8 +61,14 @@ class RunSummary:
         lines = [f"Eval accuracy {self.accuracy:.2%} (loss {self.loss:.4f})"]
         if self.baseline_accuracy is not None:
             lines[0] += f"; served model {self.baseline_accuracy:.2%}"
+        if self.best_epoch:
+            lines.insert(0, best_epoch.kept_line(self.best_epoch))
+        if self.examples:
+            lines.insert(0, "Examples: " + ", ".join(f"{split} {count:,}" for split, count in self.examples.items()))
         if self.drift:
             lines.insert(0, self.drift)
+        if self.duplicates:
+            lines.insert(0, f"Duplicates allowed (--allow-duplicates): {self.duplicates}.")
         per_class_search = self.retrieval.get("per_class", {})
         lines += [f"{'Per class:':<16} {'accuracy':>8}" + ("  search P@10" if per_class_search else "")]
         lines += [f"  {name:<14} {value:>8.2%}" + (f"  {per_class_search[name]['precision_at_10']:>11.3f}"
@@ -109,6 +119,19 @@ def drift_line(drift: metadata_store_pb2.Artifact) -> Optional[str]:
     if drifted and drift.custom_properties[ACCEPTED].int_value:
         return f"Drift accepted (--accept-drift) against the served model's training data: {drifted}."
     return f"No drift against the served model's training data: {values}."
+
+
+SPLITS = (TRAIN, VALIDATION, EVAL)
+
+
+def split_sizes(statistics: metadata_store_pb2.Artifact) -> dict[str, int]:
+    """How many examples each split holds, from StatisticsGen's output: train, validation, eval first."""
+    artifact = standard_artifacts.ExampleStatistics()
+    artifact.set_mlmd_artifact(statistics)
+    names = artifact_utils.decode_split_names(artifact.split_names)
+    ordered = [name for name in SPLITS if name in names] + [name for name in names if name not in SPLITS]
+    return {name: stats_artifact_utils.load_statistics(artifact, name).proto().datasets[0].num_examples
+            for name in ordered}
 
 
 def collapse_line(check: dict) -> str:
@@ -277,8 +300,12 @@ def summarize(metadata_file: str, pipeline_name: str, run_id: Optional[str] = No
             summary.retrieval = json.load(f)
     if "drift_found" in outputs:
         summary.drift = drift_line(outputs["drift_found"])
+        summary.duplicates = outputs["drift_found"].custom_properties[DUPLICATES].string_value or None
     if "model_run" in outputs:
         summary.collapse_check = collapse_check.read_report(outputs["model_run"].uri)
+        summary.best_epoch = best_epoch.read_report(outputs["model_run"].uri)
+    if "statistics" in outputs:
+        summary.examples = split_sizes(outputs["statistics"])
     pushed = outputs.get("pushed_model")
     if pushed is not None and pushed.custom_properties["pushed"].int_value:
         summary.pushed_to = pushed.custom_properties["pushed_destination"].string_value

@@ -12,11 +12,13 @@ import tensorflow as tf
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from google.protobuf import json_format
+from google.protobuf.message import Message
+from tfx.utils import proto_utils
 from PIL import Image
 
 from conftest import encode, fashion_mnist, write_idx
 from cnnpipe.core.errors import CnnpipeError, IngestionError
-from cnnpipe.components.ingestion import executor, formats, source
+from cnnpipe.components.ingestion import component, executor, formats, source
 from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 
@@ -262,6 +264,49 @@ def test_class_folders_split_into_train_and_test(tmp_path):
     write_folders(tmp_path / "test", 1, classes=("Shirt",))
     with pytest.raises(IngestionError, match=r"classes \['Shirt'\] are not in the training split"):
         source.detect(str(tmp_path))
+
+
+def test_a_validation_folder_is_the_validation_split_beside_a_test_folder_and_the_eval_split_alone(tmp_path):
+    write_folders(tmp_path / "train")
+    write_folders(tmp_path / "val", 2)
+    alone = source.detect(str(tmp_path))
+    assert set(alone.split_patterns) == {"train", "eval"} and len(globbed(alone, "eval")) == 6
+    write_folders(tmp_path / "test", 1)
+    data = source.detect(str(tmp_path))
+    assert data.split_patterns == {"train": "train/*/*", "validation": "val/*/*", "eval": "test/*/*"}
+    assert [len(globbed(data, split)) for split in ("train", "validation", "eval")] == [9, 6, 3]
+
+
+def test_hash_split_data_gives_validation_its_share_of_what_is_not_eval():
+    assert component.hash_buckets(10, 10) == {"train": 81, "validation": 9, "eval": 10}
+    assert component.hash_buckets(20, 1) == {"train": 79, "validation": 1, "eval": 20}  # at least one bucket
+
+
+def test_the_executor_carves_a_stable_validation_share_out_of_the_training_files(tmp_path):
+    """Data with its own train and eval splits: ImageExampleGen reads the training files for `validation` too, and the
+    executor keeps about `validation_percent` of them there, the same ones in every run, and none in both."""
+    images, labels = fashion_mnist("train", 400)
+    write_idx(str(tmp_path), "train", images, labels)
+    write_idx(str(tmp_path), "t10k", *fashion_mnist("t10k", 50))
+    gen = component.ImageExampleGen(source.detect(str(tmp_path), class_names=NAMES), validation_percent=10)
+    properties = {name: proto_utils.proto_to_json(value) if isinstance(value, Message) else value
+                  for name, value in gen.exec_properties.items() if value is not None}
+    properties["input_base"] = str(tmp_path)
+
+    def sources() -> dict[str, list[str]]:
+        with beam.Pipeline() as pipeline:
+            splits = executor.Executor().GenerateExamplesByBeam(pipeline, properties)
+            for name, examples in splits.items():
+                _ = (examples | f"Source[{name}]" >> beam.Map(lambda r: parse(r)["source"].decode())
+                     | f"Write[{name}]" >> beam.io.WriteToText(str(tmp_path / f"run-{name}")))
+        return {name: sorted(open(path).read().split()) for name in splits
+                for path in tf.io.gfile.glob(str(tmp_path / f"run-{name}*"))}
+
+    first, second = sources(), sources()
+    assert set(first) == {"train", "validation", "eval"} and first == second
+    assert 20 <= len(first["validation"]) <= 60 and not set(first["validation"]) & set(first["train"])
+    assert sorted(first["train"] + first["validation"]) == sorted(f"train-images-idx3-ubyte.gz:{i}" for i in range(400))
+    assert len(first["eval"]) == 50
 
 
 def test_tfrecords_need_class_names(tmp_path):

@@ -226,7 +226,8 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
     """
     settings = dict(
         data=FASHION_MNIST.path, data_format="idx", class_names=tuple("abcdefghij"), schema="fashion_mnist",
-        eval_percent=20, model="resnet", input_shape=(32, 32, 1), normalization="standardize", epochs=3,
+        eval_percent=20, validation_percent=15, model="resnet", input_shape=(32, 32, 1), normalization="standardize",
+        epochs=3, patience=2,
         batch_size=16, learning_rate=1e-3, strategy="multi_worker", model_options={"width": 8}, translate=0.1,
         flip=False, warm_start=str(tmp_path / "model"), freeze_features=True, embedding_dim=32, seed=7,
         min_accuracy=0.6, max_accuracy_drop=0.01, compare_with_baseline=False,
@@ -235,7 +236,7 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
         max_robust_accuracy_drop=0.02,
         adversarial="pgd", adversarial_epsilon=0.2, adversarial_steps=3,
         output_dir=str(tmp_path / "out"), serving_dir=str(tmp_path / "serving"), model_name="shoes",
-        keep_versions=3, span_window=2, accept_drift=True, beam_args=("--direct_num_workers=2",),
+        keep_versions=3, span_window=2, accept_drift=True, allow_duplicates=True, beam_args=("--direct_num_workers=2",),
         search=True, search_top_k=5, min_retrieval_precision=0.5, max_retrieval_precision_drop=0.02,
         catalog=FASHION_MNIST.path,
     )

@@ -10,11 +10,13 @@ from tfx.utils import path_utils
 
 from conftest import SHARED_TEST, SHARED_TRAIN, headless_chromium
 from cnnpipe.cli import main as cli
+from cnnpipe.models import best_epoch
 from cnnpipe.report import summary, writer
 from cnnpipe.pipeline.output_dir import metadata_path
 
 FIGURES = ("Class balance per split", "Confusion matrix of the candidate on the eval split",
-           "Training curves (TensorBoard logs)", "Accuracy under attack against ε, candidate and served")
+           "Training curves: the train and validation splits (TensorBoard logs)",
+           "Accuracy under attack against ε, candidate and served")
 
 
 def test_the_run_report_renders_every_figure_and_agrees_with_the_evaluator(pushed_run, pushed_outputs, tmp_path):
@@ -42,10 +44,14 @@ def test_the_run_report_renders_every_figure_and_agrees_with_the_evaluator(pushe
     assert images and all(rendered for _, rendered in images), images
     assert set(FIGURES) <= {alt for alt, _ in images}
 
-    # The data: StatisticsGen's class counts, each split's total the slice's.
+    # The data: StatisticsGen's class counts per split (eval, train, validation), each split's total the slice's; the
+    # validation split is held out of the slice's training images by a hash, about 10% of them.
     balance = tables["class-balance"]
-    totals = [sum(int(row[column].replace(",", "")) for row in balance) for column in (1, 2)]
-    assert totals == [SHARED_TEST, SHARED_TRAIN]
+    evaluation, train, validation = (sum(int(row[column].replace(",", "")) for row in balance) for column in (1, 2, 3))
+    assert (evaluation, train + validation) == (SHARED_TEST, SHARED_TRAIN)
+    assert 0.07 < validation / SHARED_TRAIN < 0.13
+    assert result.examples == {"train": train, "validation": validation, "eval": evaluation}
+    assert best_epoch.kept_line(result.best_epoch) in text  # the epoch the Trainer kept, scored on validation
 
     # The model: each class's recall, from the report's own predictions, is TFMA's accuracy on that class's slice.
     recall = {row[0]: float(row[2]) for row in tables["per-class"]}

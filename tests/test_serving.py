@@ -69,7 +69,7 @@ def second_model(pipeline, pushed_outputs, tmp_path_factory) -> str:
     training = dataclasses.replace(pipeline.training_config(FASHION_MNIST.class_names), seed=1)
     trainer.run_fn(tfx.components.FnArgs(
         train_files=[os.path.join(examples, "Split-train", "*")],
-        eval_files=[os.path.join(examples, "Split-eval", "*")],
+        eval_files=[os.path.join(examples, "Split-validation", "*")],
         transform_output=pushed_outputs["transform_graph"].uri,
         serving_model_dir=str(root / "model"),
         model_run_dir=str(root / "run"),

@@ -11,7 +11,7 @@ from conftest import fashion_mnist
 from cnnpipe.attacks import eight_bit
 from cnnpipe.core.errors import TrainingError
 from cnnpipe.core import features
-from cnnpipe.models import adversarial_training, collapse_check, trainer, training_config
+from cnnpipe.models import adversarial_training, best_epoch, collapse_check, signatures, trainer, training_config
 
 
 def real_batch(count: int = 64) -> tf.Tensor:
@@ -168,3 +168,46 @@ def test_a_collapse_of_robustness_stops_training_and_restores_the_most_robust_ep
         for kept, saved in zip(model.get_weights(), after_epoch_3):
             np.testing.assert_array_equal(kept, saved)
     assert check.pgd_accuracy() > best - 0.1  # the restored model is the robust one again (a new random start)
+
+
+def scaled(split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = fashion_mnist(split, count)
+    return images[..., None].astype("float32") / 127.5 - 1, labels.astype("int64")
+
+
+def test_the_best_validation_epoch_is_kept_and_training_stops_after_the_patience(tmp_path):
+    """Real LeNet-5 on real images: from epoch 3 on the learning rate is large enough to wreck the model, so the
+    validation accuracy falls; training stops `patience` epochs after the best one, with its weights back."""
+    (x, y), validation = scaled("train", 600), scaled("t10k", 300)
+    keras.utils.set_random_seed(0)
+    config = training_config.TrainingConfig(model="lenet5", input_shape=(28, 28, 1), embedding_dim=0,
+                                            class_names=tuple("abcdefghij"), epochs=10, patience=2)
+    model = trainer.compile_model(trainer.build_model(config), config.learning_rate)
+    kept = trainer.selection(model, model, config, lambda count: validation, str(tmp_path))
+    wreck = keras.callbacks.LearningRateScheduler(lambda epoch, rate: rate if epoch < 2 else 5.0)
+    history = model.fit(x, y, batch_size=32, epochs=config.epochs, validation_data=validation, verbose=0,
+                        callbacks=[wreck, *kept])
+    report = best_epoch.read_report(str(tmp_path))
+    scores = history.history["val_accuracy"]
+    assert report["scores"] == [round(score, 4) for score in scores] and report["monitor"] == "val_accuracy"
+    assert report["stopped_early"] and report["epochs_run"] == len(scores) < config.epochs
+    kept = report["kept_epoch"]  # the best, but for gains within best_epoch.MIN_DELTA
+    assert max(scores) - scores[kept - 1] <= best_epoch.MIN_DELTA and report["epochs_run"] == kept + 2
+    assert model.evaluate(*validation, verbose=0)[1] == pytest.approx(scores[kept - 1], abs=1e-6)  # its weights
+
+
+def test_validation_precision_is_leave_one_out_precision_at_10_of_the_embedding():
+    images, labels = scaled("t10k", 400)
+    keras.utils.set_random_seed(0)
+    config = training_config.TrainingConfig(model="lenet5", input_shape=(28, 28, 1), embedding_dim=16,
+                                            class_names=tuple("abcdefghij"))
+    model = trainer.build_model(config)
+    embedder = signatures.embedding_model(model)
+    logs: dict = {}
+    best_epoch.ValidationPrecision(embedder, tf.constant(images), tf.constant(labels)).on_epoch_end(0, logs)
+    embeddings = embedder.predict(images, verbose=0)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    similarity = embeddings @ embeddings.T
+    np.fill_diagonal(similarity, -np.inf)
+    neighbours = np.argsort(-similarity, axis=1, kind="stable")[:, :10]
+    assert logs[best_epoch.PRECISION_KEY] == pytest.approx((labels[neighbours] == labels[:, None]).mean(), abs=1e-3)

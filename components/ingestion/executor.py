@@ -1,5 +1,6 @@
 """ImageExampleGen's executor: a Beam PTransform from image files to serialized tf.Examples."""
 
+import hashlib
 import os
 import re
 from typing import Any
@@ -14,25 +15,34 @@ from tfx.utils import proto_utils
 
 from cnnpipe.core.errors import IngestionError
 from cnnpipe.components.ingestion import formats
+from cnnpipe.core.names import TRAIN, VALIDATION
 
 _UNRESOLVED = re.compile(r"\{(SPAN|VERSION|YYYY|MM|DD)\}")  # TFX's span and version specs, which its driver resolves
 
 
-def custom_config(data_format: str, class_names: tuple[str, ...]) -> example_gen_pb2.CustomConfig:
-    """The ExampleGen custom_config that carries the format and class names to the executor."""
+def custom_config(data_format: str, class_names: tuple[str, ...], validation_percent: int = 10
+                  ) -> example_gen_pb2.CustomConfig:
+    """The ExampleGen custom_config that carries the format, the class names and the validation share to the
+    executor."""
     options = struct_pb2.Struct()
-    options.update({"format": data_format, "class_names": list(class_names)})
+    options.update({"format": data_format, "class_names": list(class_names), "validation_percent": validation_percent})
     config = example_gen_pb2.CustomConfig()
     config.custom_config.Pack(options)
     return config
 
 
-def _options(exec_properties: dict[str, Any]) -> tuple[str, list[str]]:
+def _options(exec_properties: dict[str, Any]) -> struct_pb2.Struct:
     config = example_gen_pb2.CustomConfig()
     proto_utils.json_to_proto(exec_properties[standard_component_specs.CUSTOM_CONFIG_KEY], config)
     options = struct_pb2.Struct()
     config.custom_config.Unpack(options)
-    return options["format"], list(options["class_names"])
+    return options
+
+
+def in_validation(record: bytes, validation_percent: float) -> bool:
+    """Whether a serialized example falls in the validation share, by a stable hash of its bytes (as TFX's hash
+    split: the same example lands in the same split in every run)."""
+    return int(hashlib.sha256(record).hexdigest(), 16) % 100 < validation_percent
 
 
 @beam.ptransform_fn
@@ -41,8 +51,9 @@ def _options(exec_properties: dict[str, Any]) -> tuple[str, list[str]]:
 def ReadImages(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str) -> beam.PCollection:
     """Reads the files that `split_pattern` matches under input_base as tf.Examples.
 
-    Class folders: every non-hidden file of every class folder (symlinks followed) must be an image; so must
-    every non-hidden file of a folder of images without classes.
+    Class folders: every file of every class folder (symlinks followed) must be an image, but for hidden files and
+    what an operating system leaves there (formats.is_ignored); so must every such file of a folder of images without
+    classes.
     """
     unresolved = _UNRESOLVED.search(split_pattern)
     if unresolved:
@@ -52,7 +63,8 @@ def ReadImages(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_p
             "pipeline spec 2.1 and `cnnpipe run` do). There, give the pipeline the newest images at a path without "
             "span-N directories."
         )
-    data_format, class_names = _options(exec_properties)
+    options = _options(exec_properties)
+    data_format, class_names = options["format"], list(options["class_names"])
     pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
     if data_format in ("folder", "images"):
         patterns = formats.class_file_patterns(os.path.dirname(os.path.dirname(pattern))) \
@@ -61,7 +73,7 @@ def ReadImages(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_p
             pipeline
             | "Patterns" >> beam.Create(patterns)
             | "MatchFiles" >> fileio.MatchAll()
-            | "NotHidden" >> beam.Filter(lambda match: not formats.is_hidden(match.path))
+            | "NotIgnored" >> beam.Filter(lambda match: not formats.is_ignored(match.path))
             | "ReadMatches" >> fileio.ReadMatches()
             | "ToExample" >> beam.Map(lambda f: formats.read_image_file(f.metadata.path, f.read(), class_names))
         )
@@ -77,7 +89,22 @@ def ReadImages(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_p
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
-    """Generates tf.Examples from images with ReadImages; splitting and writing are TFX's."""
+    """Generates tf.Examples from images with ReadImages; splitting and writing are TFX's, except that a validation
+    split read from the training files is carved from them (`in_validation`)."""
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         return ReadImages
+
+    def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: dict[str, Any]
+                               ) -> dict[str, beam.PCollection]:
+        input_config = example_gen_pb2.Input()
+        proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+        patterns = {split.name: split.pattern for split in input_config.splits}
+        if VALIDATION not in patterns or patterns[VALIDATION] != patterns.get(TRAIN):
+            return super().GenerateExamplesByBeam(pipeline, exec_properties)
+        percent = _options(exec_properties)["validation_percent"]
+        read = {name: pipeline | f"InputToRecord[{name}]" >> ReadImages(exec_properties, pattern)
+                for name, pattern in patterns.items() if name != VALIDATION}
+        validation, train = read[TRAIN] | "CarveValidation" >> beam.Partition(
+            lambda record, _: 0 if in_validation(record, percent) else 1, 2)
+        return {**read, TRAIN: train, VALIDATION: validation}

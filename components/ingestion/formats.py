@@ -204,14 +204,19 @@ def idx_label_count(images_path: str) -> int:
 # --- class-per-folder trees of images --------------------------------------------------------
 
 
-def is_hidden(path: str) -> bool:
-    """A hidden file or folder (.DS_Store, .ipynb_checkpoints): ingestion ignores it."""
-    return os.path.basename(path.rstrip("/")).startswith(".")
+OS_METADATA = ("Thumbs.db", "desktop.ini", "__MACOSX")  # what file managers and archivers leave beside images
+
+
+def is_ignored(path: str) -> bool:
+    """A hidden file or folder (.DS_Store, macOS's ._ copies, .ipynb_checkpoints) or what an operating system leaves
+    in folders of images (OS_METADATA): ingestion skips it."""
+    name = os.path.basename(path.rstrip("/"))
+    return name.startswith(".") or name in OS_METADATA
 
 
 def _visible_entries(directory: str) -> list[str]:
-    """The names in `directory` that are not hidden; an error names a broken symlink among them."""
-    names = [name.rstrip("/") for name in tf.io.gfile.listdir(directory) if not is_hidden(name)]
+    """The names in `directory` that ingestion does not skip; an error names a broken symlink among them."""
+    names = [name.rstrip("/") for name in tf.io.gfile.listdir(directory) if not is_ignored(name)]
     for name in names:
         path = os.path.join(directory, name)
         if os.path.islink(path) and not os.path.exists(path):

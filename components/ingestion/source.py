@@ -3,17 +3,18 @@
 import dataclasses
 import os
 import re
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
 
 from cnnpipe.core.errors import IngestionError
 from cnnpipe.components.ingestion import formats
-from cnnpipe.core.names import EVAL, TRAIN
+from cnnpipe.core.names import EVAL, TRAIN, VALIDATION
 
 FORMATS = ("idx", "folder", "images", "tfrecord")  # images: one folder of images without classes (a catalog)
-# Directory or file-name prefixes that mark a data set's own evaluation split.
-EVAL_PREFIXES = ("t10k", "test", "eval", "val", "validation")
+# Directory or file-name prefixes that mark a data set's own eval split and its own validation split (`_own_splits`).
+EVAL_PREFIXES = ("t10k", "test", "eval")
+VALIDATION_PREFIXES = ("validation", "valid", "val", "dev")
 CLASS_NAMES_FILE = "class_names.txt"
 SPAN_DIRECTORY = "span-{SPAN}"  # TFX's span placeholder: data/span-1/, data/span-2/, ...
 _SPAN_NAME = re.compile(r"span-(\d+)$")
@@ -24,8 +25,9 @@ _FILE_SUFFIXES = {"idx": "-images-idx3-ubyte*", "tfrecord": ".tfrecord*"}  # .tf
 class DataSource:
     """The images of a run: where they are, how they are stored and split, what the classes are.
 
-    `split_patterns` maps split names to globs relative to `input_base`. A single pattern
-    under the name `"all"` means the data has no split of its own and is hash-split.
+    `split_patterns` maps split names to globs relative to `input_base`: `train` and `eval` (and `validation`
+    when the data has its own) for data split by its names; a single pattern under the name `"all"` means the data
+    has no split of its own and is hash-split.
     """
 
     format: str
@@ -35,7 +37,8 @@ class DataSource:
 
     @property
     def has_own_split(self) -> bool:
-        return set(self.split_patterns) == {TRAIN, EVAL}
+        """Whether the data has its own train and eval splits (its own validation split or not)."""
+        return {TRAIN, EVAL} <= set(self.split_patterns)
 
     @property
     def has_spans(self) -> bool:
@@ -94,7 +97,7 @@ def _detect_format(path: str) -> str:
     for data_format, suffix in _FILE_SUFFIXES.items():
         if tf.io.gfile.glob(os.path.join(path, "*" + suffix)):
             return data_format
-    names = [name for name in tf.io.gfile.listdir(path) if not formats.is_hidden(name)]
+    names = [name for name in tf.io.gfile.listdir(path) if not formats.is_ignored(name)]
     if any(tf.io.gfile.isdir(os.path.join(path, name)) for name in names):
         return "folder"
     if names:
@@ -106,23 +109,34 @@ def _detect_format(path: str) -> str:
 
 
 def _split_patterns(path: str, data_format: str) -> dict[str, str]:
-    """The data's own train/eval split when its names show one, else one pattern for all of it."""
-    if data_format == "folder":
-        names = {name.rstrip("/") for name in tf.io.gfile.listdir(path)}
-        eval_name = next((name for name in EVAL_PREFIXES if name in names), None)
-        if TRAIN in names and eval_name:
-            return {TRAIN: f"{TRAIN}/*/*", EVAL: f"{eval_name}/*/*"}
-        return {"all": "*/*"}
+    """The data's own splits when its names show them (train and eval, and validation when it has all three), else
+    one pattern for all of it."""
     if data_format == "images":
         return {"all": "*"}
+    if data_format == "folder":
+        names = {name.rstrip("/") for name in tf.io.gfile.listdir(path)}
+        split_names = _own_splits(lambda prefix: prefix in names)
+        return ({split: f"{name}/*/*" for split, name in split_names.items()} if split_names else {"all": "*/*"})
     suffix = _FILE_SUFFIXES[data_format]
     names = [os.path.basename(f) for f in tf.io.gfile.glob(os.path.join(path, "*" + suffix))]
     if not names:
         raise IngestionError(f"{path}: holds no {data_format} files (*{suffix}).")
-    eval_prefix = next((p for p in EVAL_PREFIXES if any(n.startswith(p) for n in names)), None)
-    if eval_prefix and any(n.startswith(TRAIN) for n in names):
-        return {TRAIN: f"{TRAIN}*{suffix}", EVAL: f"{eval_prefix}*{suffix}"}
-    return {"all": "*" + suffix}
+    split_names = _own_splits(lambda prefix: any(n.startswith(prefix) for n in names))
+    return ({split: f"{prefix}*{suffix}" for split, prefix in split_names.items()} if split_names
+            else {"all": "*" + suffix})
+
+
+def _own_splits(present: Callable[[str], bool]) -> dict[str, str]:
+    """The data's own split names (or file-name prefixes) for which `present` holds: train and eval, and validation
+    too when a validation name and an eval name are both there (a validation name alone is the eval split); none
+    without a training split and one other."""
+    if not present(TRAIN):
+        return {}
+    evaluation = next((name for name in EVAL_PREFIXES if present(name)), None)
+    validation = next((name for name in VALIDATION_PREFIXES if present(name)), None)
+    if evaluation and validation:
+        return {TRAIN: TRAIN, VALIDATION: validation, EVAL: evaluation}
+    return {TRAIN: TRAIN, EVAL: evaluation or validation} if evaluation or validation else {}
 
 
 def _class_names(

@@ -291,8 +291,6 @@ def test_broken_symlink_is_named(tmp_path, link, target, observed):
 @pytest.mark.parametrize("name, data", [
     pytest.param("notes.txt", b"shot on 2024-05-01\n", id="notes.txt", marks=pytest.mark.fault(
         "ingestion", "text file in a class folder", "IngestionError naming the file: remove it")),
-    pytest.param("Thumbs.db", bytes.fromhex("d0cf11e0a1b11ae1") + bytes(504), id="Thumbs.db", marks=pytest.mark.fault(
-        "ingestion", "Windows Thumbs.db in a class folder", "IngestionError naming the file: remove it")),
     pytest.param("label.png", b"hello world, I am not a PNG", id="text named .png", marks=pytest.mark.fault(
         "ingestion", "text file named .png", "IngestionError in words (its first bytes), no Python object reprs")),
 ])
@@ -308,16 +306,25 @@ def test_a_file_that_is_no_image_stops_the_run(tmp_path, name, data, observed):
     observed(message)
 
 
-@pytest.mark.fault("ingestion", "hidden files and folders (.DS_Store, .ipynb_checkpoints)", "ignored, as before")
-def test_hidden_files_and_folders_stay_ignored(tmp_path, observed):
+@pytest.mark.fault("ingestion", "hidden files and folders, and what operating systems leave in folders of images "
+                   "(.DS_Store, ._ copies, Thumbs.db, desktop.ini, __MACOSX/, .ipynb_checkpoints)",
+                   "skipped: neither images nor classes")
+def test_hidden_files_and_what_operating_systems_leave_are_skipped(tmp_path, observed):
+    """A folder zipped on a Mac and opened on Windows."""
     root = tmp_path / "data"
     write_plain_tree(root)
     (root / "Bag" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "Bag" / "Thumbs.db").write_bytes(bytes.fromhex("d0cf11e0a1b11ae1") + bytes(504))
+    (root / "Sandal" / "desktop.ini").write_text("[.ShellClassInfo]\n")
+    (root / "Sandal" / "._0.png").write_bytes(b"\0\5\x16\7 AppleDouble")
+    os.makedirs(root / "__MACOSX" / "Bag")
+    (root / "__MACOSX" / "Bag" / "._0.png").write_bytes(b"\0\5\x16\7 AppleDouble")
     os.makedirs(root / ".ipynb_checkpoints")
     (root / ".ipynb_checkpoints" / "notes.txt").write_text("not a class")
     examples = ingest(root)
     assert len(examples) == PLAIN_PER_CLASS * len(CLASSES)
-    observed(f"{len(examples)} plain images ingested; hidden entries ignored")
+    assert {example["class_name"] for example in examples.values()} == {name.encode() for name in CLASSES}
+    observed(f"{len(examples)} plain images ingested in {len(CLASSES)} classes; the other 7 entries skipped")
 
 
 # --- serving: `cnnpipe predict` sends what ingestion stores -------------------------------------

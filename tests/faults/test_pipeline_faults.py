@@ -15,11 +15,15 @@ import pytest
 import requests
 
 from conftest import cnnpipe, encode, fashion_mnist, running_server, small_disk, small_run_config, versions, write_idx
+from tfx.types import standard_artifacts
+
+from cnnpipe.components import duplicates
 from cnnpipe.core.errors import DataValidationError
 from cnnpipe.runners import local_runner
 from cnnpipe.pipeline import metadata
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 from cnnpipe.pipeline.output_dir import metadata_path
+from cnnpipe.report import summary
 
 MODEL = "fashion"
 ANKLE_BOOT = FASHION_MNIST.class_names.index("Ankle boot")
@@ -78,6 +82,43 @@ def test_a_class_without_training_images_stops_the_run(tmp_path, observed):
     message = stopped_before_transform(config)
     assert "Classes without training images: 'Ankle boot'." in message
     observed(message)
+
+
+# --- the same image twice ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.fault("validation", "the same image twice: a training image among the test images, and one training "
+                   "image again under another class",
+                   "stops before Transform naming each copy; --allow-duplicates goes on and the summary names them")
+def test_the_same_image_in_two_splits_or_under_two_classes_stops_the_run(tmp_path, observed):
+    images, labels = fashion_mnist("train", 400)
+    test_images, test_labels = fashion_mnist("t10k", 100)
+    images, labels = images.copy(), labels.copy()
+    images[8], labels[8] = images[7], (labels[7] + 1) % len(FASHION_MNIST.class_names)  # taught as two classes
+    test_images, test_labels = test_images.copy(), test_labels.copy()
+    test_images[0], test_labels[0] = images[5], labels[5]  # measured on what it trained on (or chose by)
+    write_idx(str(tmp_path / "data"), "train", images, labels)
+    write_idx(str(tmp_path / "data"), "t10k", test_images, test_labels)
+    config = small_run_config(str(tmp_path / "data"), str(tmp_path / "out"), attacks=(), search=False)
+    message = stopped_before_transform(config)
+    assert message.startswith("2 image(s) appear more than once: ")
+    for source in ("train-images-idx3-ubyte.gz:5", "t10k-images-idx3-ubyte.gz:0", "train-images-idx3-ubyte.gz:7",
+                   "train-images-idx3-ubyte.gz:8"):
+        assert source in message
+    assert "--allow-duplicates" in message
+
+    local_runner.run(config.with_options(allow_duplicates=True), out=io.StringIO())
+    result = summary.summarize(metadata_path(config.output_dir), config.name)
+    assert result.accuracy is not None and result.duplicates and "train-images-idx3-ubyte.gz:7" in result.duplicates
+    assert f"Duplicates allowed (--allow-duplicates): {result.duplicates}." in result.format()
+    observed(" ".join(message.split())[:300])
+
+
+def test_fashion_mnist_holds_no_image_twice(pushed_outputs):
+    """The shared run's real slice: no image in two splits or under two classes."""
+    examples = standard_artifacts.Examples()
+    examples.set_mlmd_artifact(pushed_outputs["examples"])
+    assert duplicates.duplicates(examples) == []
 
 
 # --- the metadata store -------------------------------------------------------------------------------------

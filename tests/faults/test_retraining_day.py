@@ -37,8 +37,9 @@ KILLED_IN = ("ImageExampleGen", "StatisticsGen", "Transform", "Trainer", "Embedd
              "Evaluator", "PushCheck")
 
 
-def retrain_args(data, output, min_accuracy: float = 0.3, max_accuracy_drop: float = 0.3) -> list[str]:
-    """`cnnpipe retrain` on the newest two real spans: one quick epoch, one ε, by default a low bar to bless."""
+def retrain_args(data, output, min_accuracy: float = 0.2, max_accuracy_drop: float = 0.3) -> list[str]:
+    """`cnnpipe retrain` on the newest two real spans: one quick epoch, one ε, by default a low bar to bless (one
+    epoch on span 1's 540 training images reaches about 30%; chance is 10%)."""
     return ["retrain", "--data", str(data), "--output", str(output), "--model-name", MODEL, "--schema", "fashion_mnist",
             "--class-names", ",".join(FASHION_MNIST.class_names), "--epochs", "1", "--batch-size", "32",
             "--epsilons", "0.1", "--pgd-steps", "3", "--span-window", "2", "--min-accuracy", str(min_accuracy),
