@@ -7,8 +7,13 @@ Trainer warm-starts from it and the attacks reach it with no resolver: on the lo
 Kubeflow Pipelines and on Vertex AI alike. With nothing served yet, the artifact holds no model
 (`served_version` 0) and the others go on without a baseline. The version's push record (the pipeline run and
 the Model artifact it was trained as, `components/pusher.py` writes it) becomes the artifact's custom
-properties: the lineage to that training run, in ML Metadata. The step is never cached (`dag.py`): what is
-served changes between runs.
+properties: the lineage to that training run, in ML Metadata.
+
+What is served changes between runs, so the step is cached only by `served_state`: the served version's identity,
+read when the pipeline is built (`served_state()`; the local runner builds it at each run's start). A run killed and
+started again with the same version served takes the baseline, and every step after it that finished, from the
+cache. On Kubeflow the spec is compiled before what is served is known: there the step has no state and is never
+cached (`dag.UNCACHED`).
 """
 
 import hashlib

@@ -184,7 +184,8 @@ def ValidationGate(
     ]
     untrained = classes_without_training_images(statistics, class_names)
     copies = duplicates.duplicates(examples)
-    drift_found.set_string_custom_property(DUPLICATES, duplicates.describe(copies) if copies else "")
+    copied = duplicates.describe(copies) if copies else ""
+    drift_found.set_string_custom_property(DUPLICATES, copied)
     drift_found.split_names = artifact_utils.encode_split_names([])
     found = []
     if served_statistics is not None and TRAIN in artifact_utils.decode_split_names(served_statistics.split_names):
@@ -197,8 +198,8 @@ def ValidationGate(
     drift_found.set_int_custom_property(ACCEPTED, int(bool(found and accept_drift)))
     stops = reports + ([untrained] if untrained else []) + ([describe_drift(found, schema_source)]
                                                             if found and not accept_drift else [])
-    if copies and not allow_duplicates:
-        stops.append(f"{duplicates.describe(copies)}. The run stopped before Transform: remove the copies (a folder "
+    if copied and not allow_duplicates:
+        stops.append(f"{copied}. The run stopped before Transform: remove the copies (a folder "
                      "linked or copied under two names, an image in both the training and the test files), or run "
                      "again with --allow-duplicates.")
     if stops:

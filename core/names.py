@@ -52,7 +52,8 @@ PUSHED_EVALUATION = "assets.extra/evaluation"
 
 # The splits ingestion writes (ExampleGen's output has their files under Split-<name>/): the Trainer trains on TRAIN;
 # what chooses (the best epoch, early stopping, the collapse check) uses VALIDATION; the Evaluator, the blessing, the
-# attacks, visual search's queries and the push check use EVAL alone. TRAIN is also the catalog and the drift reference.
+# attacks, visual search's queries and the push check use EVAL alone. TRAIN is the drift reference and, with
+# VALIDATION, the catalog.
 TRAIN, VALIDATION, EVAL = "train", "validation", "eval"
 
 # Where a run writes, and what it serves, unless told otherwise (pipeline/config.py; `cnnpipe serve` and

@@ -1,7 +1,8 @@
 """The best epoch kept: every epoch is scored on the validation split, the learning rate is halved when the score
 stalls, training stops after `patience` epochs without a better score, and the best epoch's weights are the model's.
 
-The score is validation accuracy; for a model with a search embedding, validation precision@10: each of up to
+The score (the Trainer chooses it, `trainer.selection`) is validation accuracy; accuracy under PGD with adversarial
+training (collapse_check.py measures it); for a model with a search embedding, validation precision@10: each of up to
 PRECISION_IMAGES validation images queries the others by the embedding the exported `embed` signature computes
 (leave one out; same class = relevant). What was kept is written for the run's summary (REPORT_FILE, in the
 Trainer's ModelRun directory).

@@ -78,8 +78,8 @@ def create_pipeline(
     Without `thresholds.compare_with_baseline` there is no ServedModel step: the blessing rests on
     the thresholds' lower bounds alone, and there is no drift check (the served model's training data's statistics
     are the reference; `accept_drift` goes on past a drift). With `search_top_k`, the candidate is the
-    EmbeddingIndex's: the trained model with a `search` signature (that many neighbours) over the training split (or
-    all of `catalog`, which CatalogExampleGen ingests) and its index.
+    EmbeddingIndex's: the trained model with a `search` signature (that many neighbours) over the train and
+    validation splits (or all of `catalog`, which CatalogExampleGen ingests) and its index.
     """
     example_gen = ImageExampleGen(source, eval_percent=eval_percent, validation_percent=validation_percent)
     examples = example_gen.outputs["examples"]

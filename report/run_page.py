@@ -4,9 +4,9 @@ import base64
 import html
 import os
 
+from cnnpipe.models import best_epoch
 from cnnpipe.report import figures
 from cnnpipe.report.run_facts import RunFacts
-from cnnpipe.models import best_epoch
 from cnnpipe.report.summary import collapse_line, retrieval_lines
 
 STYLE = """
