@@ -22,7 +22,7 @@ from cnnpipe.core.errors import TrainingError
 from cnnpipe.core import features
 from cnnpipe.models import (adversarial_training, best_epoch, blocks, collapse_check, embedding, registry, signatures,
                             warm_start)
-from cnnpipe.models.training_config import STRATEGIES, WARM_START_LATEST, TrainingConfig
+from cnnpipe.models.training_config import STRATEGIES, WARM_START_LATEST, TrainingConfig, tuned_line
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """`mirrored` (all local devices), `multi_worker` (workers from TF_CONFIG) or `one_device`."""
@@ -120,6 +120,16 @@ def tf_example_files() -> DataAccessor:
                                        data_view_decode_fn=None)
 
 
+def datasets(fn_args: FnArgs, tft_output: tft.TFTransformOutput, config: TrainingConfig, replicas: int
+             ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """The shuffled, augmented training batches and the validation batches (the Trainer's eval split), of
+    `config.batch_size` per replica."""
+    batch_size = config.batch_size * replicas
+    train = input_fn(fn_args.data_accessor, fn_args.train_files, tft_output, batch_size, shuffle=True,
+                     augment=augmentation(config.translate, config.flip))
+    return train, input_fn(fn_args.data_accessor, fn_args.eval_files, tft_output, batch_size)
+
+
 def validation_images(fn_args: FnArgs, tft_output: tft.TFTransformOutput, count: int) -> tuple[tf.Tensor, tf.Tensor]:
     """The first `count` transformed validation images and their labels."""
     dataset = fn_args.data_accessor.tf_dataset_factory(
@@ -130,24 +140,28 @@ def validation_images(fn_args: FnArgs, tft_output: tft.TFTransformOutput, count:
     return images[features.IMAGE_XF], labels
 
 
+def monitor(config: TrainingConfig) -> str:
+    """The validation score that picks the kept epoch and the Tuner's best trial: accuracy under PGD with adversarial
+    training (the collapse check measures it), precision@10 with a search embedding, else accuracy."""
+    if config.adversarial:
+        return collapse_check.LOG_KEY
+    return best_epoch.PRECISION_KEY if config.embedding_dim else "val_accuracy"
+
+
 def selection(model: keras.Model, fitted: keras.Model, config: TrainingConfig,
               validation: Callable[[int], tuple[tf.Tensor, tf.Tensor]], report_dir: Optional[str]
               ) -> list[keras.callbacks.Callback]:
     """The callbacks that score each epoch on the validation split (`validation(count)`: its first images and their
-    labels) and keep the best (models/best_epoch.py): by accuracy under PGD with adversarial training (after the
-    collapse check, which measures it), by precision@10 with a search embedding, else by accuracy."""
-    if isinstance(fitted, adversarial_training.AdversarialTraining):
+    labels) by `monitor(config)` and keep the best (models/best_epoch.py)."""
+    scoring: list[keras.callbacks.Callback] = []
+    if config.adversarial:
         images, labels = validation(collapse_check.HELD_OUT_IMAGES)
-        scoring = [collapse_check.CollapseCheck(fitted, images, labels, fitted.epsilon, report_dir)]
-        monitor = collapse_check.LOG_KEY
+        scoring.append(collapse_check.CollapseCheck(fitted, images, labels, fitted.epsilon, report_dir))
     elif config.embedding_dim:
         images, labels = validation(best_epoch.PRECISION_IMAGES)
-        scoring = [best_epoch.ValidationPrecision(signatures.embedding_model(model, mirrored=config.flip), images,
-                                                  labels)]
-        monitor = best_epoch.PRECISION_KEY
-    else:
-        scoring, monitor = [], "val_accuracy"
-    return [*scoring, *best_epoch.callbacks(monitor, config.patience or config.epochs, config.learning_rate,
+        scoring.append(best_epoch.ValidationPrecision(signatures.embedding_model(model, mirrored=config.flip), images,
+                                                      labels))
+    return [*scoring, *best_epoch.callbacks(monitor(config), config.patience or config.epochs, config.learning_rate,
                                             report_dir)]
 
 
@@ -173,32 +187,40 @@ def build_model(config: TrainingConfig, base_model: Optional[str] = None) -> ker
     return model
 
 
+def trainable(config: TrainingConfig, tft_output: tft.TFTransformOutput, base_model: Optional[str] = None
+              ) -> tuple[keras.Model, keras.Model]:
+    """The model to export and the compiled model to fit: the same one, or it wrapped for adversarial training or
+    with the contrastive output. Call it in the strategy's scope."""
+    model = build_model(config, base_model)
+    fitted = model
+    if config.adversarial:
+        fitted = adversarial_training.wrap(model, config.adversarial, config.adversarial_epsilon,
+                                           config.adversarial_steps, tft_output, config.input_shape)
+    elif config.embedding_dim:
+        fitted = embedding.with_contrastive_output(model)
+    return model, compile_model(fitted, config.learning_rate)
+
+
 def run_fn(fn_args: FnArgs) -> None:
     """Trains the configured model on the transformed examples and exports it for serving."""
     config = TrainingConfig.from_custom_config(fn_args.custom_config)
+    if fn_args.hyperparameters:  # the Tuner's best (models/tuning.py)
+        config = config.tuned(fn_args.hyperparameters["values"])
+        print(f"Tuned: {tuned_line(fn_args.hyperparameters['values'])}", flush=True)
     keras.utils.set_random_seed(config.seed)
-    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    tft_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     strategy = make_strategy(config.strategy)
-    batch_size = config.batch_size * strategy.num_replicas_in_sync
-    augment = augmentation(config.translate, config.flip)
-    train = input_fn(fn_args.data_accessor, fn_args.train_files, tft_output, batch_size, shuffle=True, augment=augment)
-    evaluation = input_fn(fn_args.data_accessor, fn_args.eval_files, tft_output, batch_size)
+    train, evaluation = datasets(fn_args, tft_output, config, strategy.num_replicas_in_sync)
     base_model = fn_args.base_model if config.warm_start == WARM_START_LATEST else config.warm_start
     if config.warm_start == WARM_START_LATEST and not warm_start.holds_saved_model(base_model):
         print("warm start: no model is served yet, training from scratch", flush=True)
         base_model = None
     with strategy.scope():
-        model = build_model(config, base_model)
-        fitted = model
-        if config.adversarial:
-            fitted = adversarial_training.wrap(model, config.adversarial, config.adversarial_epsilon,
-                                               config.adversarial_steps, tft_output, config.input_shape)
-        elif config.embedding_dim:
-            fitted = embedding.with_contrastive_output(model)
-        compile_model(fitted, config.learning_rate)
+        model, fitted = trainable(config, tft_output, base_model)
     adversarial = f", adversarial {config.adversarial} at ε {config.adversarial_epsilon}" if config.adversarial else ""
+    replicas = strategy.num_replicas_in_sync
     print(f"Training {config.model} ({model.count_params():,} parameters) for up to {config.epochs} epochs, "
-          f"batch {batch_size}, strategy {config.strategy} ({strategy.num_replicas_in_sync} replica(s)){adversarial}",
+          f"batch {config.batch_size * replicas}, strategy {config.strategy} ({replicas} replica(s)){adversarial}",
           flush=True)
     # Every worker trains and saves (saving is collective); only the chief's files are kept.
     with tempfile.TemporaryDirectory() as scratch:

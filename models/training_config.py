@@ -16,6 +16,7 @@ STRATEGIES = ("mirrored", "multi_worker", "one_device")
 NORMALIZATIONS = ("scale", "standardize")  # of the pixels, in preprocessing_fn (models/preprocessing.py)
 WARM_START_LATEST = "latest"  # warm start from the model this pipeline's serving base path serves
 GROUP = "model and training"
+TUNED_LEARNING_RATE = "learning_rate"  # the hyperparameter every search space has; the others are model options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,9 +76,21 @@ class TrainingConfig:
             raise TrainingError(f"adversarial training needs ε in (0, 1] on the [0, 1] pixel scale (got "
                                 f"{self.adversarial_epsilon}) and at least one step (got {self.adversarial_steps}).")
 
+    def tuned(self, values: dict[str, Any]) -> "TrainingConfig":
+        """This config with the Tuner's values: `learning_rate`, the rest model options (models/tuning.py)."""
+        options = {name: value for name, value in values.items() if name != TUNED_LEARNING_RATE}
+        return dataclasses.replace(self, learning_rate=values.get(TUNED_LEARNING_RATE, self.learning_rate),
+                                   model_options={**self.model_options, **options})
+
     @classmethod
     def from_custom_config(cls, custom_config: dict[str, Any]) -> "TrainingConfig":
         config = dict(custom_config)
         config["input_shape"] = tuple(config["input_shape"])
         config["class_names"] = tuple(config["class_names"])
         return cls(**config)
+
+
+def tuned_line(values: dict[str, Any]) -> str:
+    """The Tuner's values in words: "learning_rate 0.0021, width 2, dropout 0.1"."""
+    return ", ".join(f"{name} {value:.3g}" if isinstance(value, float) else f"{name} {value}"
+                     for name, value in values.items())

@@ -3,7 +3,7 @@
 Each worker process runs the same `run_fn` with `TF_CONFIG` naming the cluster and its own
 task, and the `multi_worker` strategy in the Trainer's custom_config; the chief (worker 0)
 writes the model. FN_ARGS_JSON holds the keyword arguments of TFX's `FnArgs`
-(train_files, eval_files, transform_output, serving_model_dir, model_run_dir, custom_config); the
+(train_files, eval_files, transform_graph_path, serving_model_dir, model_run_dir, custom_config); the
 examples are read as a TFX Trainer reads Transform's output.
 """
 

@@ -53,6 +53,12 @@ class PipelineConfig:
     accept_drift: bool = option(False, "go on when the data drifted from what the served model was trained on "
                                 "(the schema's drift comparators); the summary records it", "data")
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    tune: int = option(0, "first search the learning rate and the model's search space with TFX's Tuner (KerasTuner's "
+                       "Bayesian optimization, each trial scored on the validation split) over up to this many "
+                       "trials; the Trainer trains with the best", "model and training", metavar="TRIALS",
+                       default_help="off")
+    tune_minutes: float = option(20.0, "the Tuner's time budget: each trial stops at its share, and none starts "
+                                 "after it", "model and training", metavar="MINUTES")
     thresholds: Thresholds = dataclasses.field(default_factory=Thresholds)
     robustness: AttackSettings = dataclasses.field(default_factory=AttackSettings)  # the Evaluator's attacked slices
     search: bool = option(True, "no visual search: no catalog index, no search signature", "visual search",
@@ -175,6 +181,13 @@ class PipelineConfig:
             return None
         return dataclasses.replace(self.robustness, seed=self.training.seed,
                                    worst_case_epsilon=self.thresholds.robust_epsilon)
+
+    def tuning(self) -> Optional[tuple[int, float]]:
+        """The Tuner's most trials and its minutes, or None: no Tuner."""
+        if self.tune < 0 or self.tune_minutes <= 0:
+            raise CnnpipeError(f"--tune {self.tune} --tune-minutes {self.tune_minutes:g}: give a number of trials (0: "
+                               "no tuning) and a positive time budget in minutes.")
+        return (self.tune, self.tune_minutes) if self.tune else None
 
     def training_config(self, class_names: tuple[str, ...]) -> TrainingConfig:
         """The Trainer's config for data with `class_names`, its input shape the model's unless given."""

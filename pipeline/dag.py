@@ -8,7 +8,7 @@ from typing import Optional
 
 from google.protobuf import json_format
 from ml_metadata.proto import metadata_store_pb2
-from tfx.components import ExampleValidator, SchemaGen, StatisticsGen, Trainer, Transform
+from tfx.components import ExampleValidator, SchemaGen, StatisticsGen, Trainer, Transform, Tuner
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.span_range_strategy import SpanRangeStrategy
@@ -35,6 +35,7 @@ from cnnpipe.robustness.settings import AttackSettings
 
 PREPROCESSING_FN = "cnnpipe.models.preprocessing.preprocessing_fn"
 RUN_FN = "cnnpipe.models.trainer.run_fn"
+TUNER_FN = "cnnpipe.models.tuning.tuner_fn"
 SERVED_MODEL = "ServedModel"
 CATALOG_EXAMPLE_GEN = "CatalogExampleGen"  # ingests --catalog
 EVALUATOR = "Evaluator"  # BlessingEvaluator, under the id TFX's Evaluator has
@@ -65,6 +66,7 @@ def create_pipeline(
     allow_duplicates: bool = False,
     search_top_k: Optional[int] = 10,
     catalog: Optional[DataSource] = None,
+    tuning: Optional[tuple[int, float]] = None,
     served_state: str = "",
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: tuple[str, ...] = (),
@@ -125,6 +127,15 @@ def create_pipeline(
         custom_config={"input_shape": list(training.input_shape), "normalization": training.normalization},
     )
     transform.add_upstream_node(validation_gate)  # bad data never reaches Transform
+    tuners = [Tuner(
+        tuner_fn=TUNER_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema,
+        train_args=trainer_pb2.TrainArgs(splits=[TRAIN]),
+        eval_args=trainer_pb2.EvalArgs(splits=[VALIDATION]),
+        custom_config={"training": dataclasses.asdict(training), "trials": tuning[0], "minutes": tuning[1]},
+    )] if tuning else []
     trainer = Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
@@ -135,6 +146,7 @@ def create_pipeline(
         custom_config=dataclasses.asdict(training),
         # fn_args.base_model: the served model, for --warm-start latest
         base_model=baseline if training.warm_start == WARM_START_LATEST else None,
+        hyperparameters=tuners[0].outputs["best_hyperparameters"] if tuners else None,
     )
     gate = thresholds if compare_with_baseline else thresholds.without_baseline()
     catalog_gens = [ImageExampleGen(catalog).with_id(CATALOG_EXAMPLE_GEN)] if catalog and search_top_k else []
@@ -184,8 +196,8 @@ def create_pipeline(
         pipeline_root=pipeline_root,
         components=[
             example_gen, statistics_gen, schema_gen, example_validator, validation_gate,
-            *span_resolvers, transform, *served_models, trainer, *catalog_gens, *indexes, *adversarial, evaluator,
-            push_check, pusher,
+            *span_resolvers, transform, *served_models, *tuners, trainer, *catalog_gens, *indexes, *adversarial,
+            evaluator, push_check, pusher,
         ],
         enable_cache=True,
         metadata_connection_config=metadata_connection_config,
@@ -221,6 +233,7 @@ def pipeline_for(
         allow_duplicates=config.allow_duplicates,
         search_top_k=config.search_top_k if config.search else None,
         catalog=config.catalog_source(),
+        tuning=config.tuning(),
         served_state=served_state,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam_args,

@@ -7,7 +7,7 @@ import os
 from cnnpipe.models import best_epoch
 from cnnpipe.report import figures
 from cnnpipe.report.run_facts import RunFacts
-from cnnpipe.report.summary import collapse_line, retrieval_lines
+from cnnpipe.report.summary import collapse_line, retrieval_lines, tuner_line
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }
@@ -88,6 +88,12 @@ def _model(facts: RunFacts) -> str:
     if facts.curves:
         parts.append(_figure(figures.png(figures.training_curves(facts.curves)),
                              "Training curves: the train and validation splits (TensorBoard logs)"))
+    if summary.trials:
+        names = [name for name in summary.trials[0] if name not in ("trial_id", "score")]
+        parts += [f"<p>{_e(tuner_line(summary.trials, summary.best_epoch.get('monitor', '')))}</p>",
+                  _table("trials", ["trial", "validation score", *names],
+                         [[trial["trial_id"], f"{trial['score']:.4f}", *(f"{trial[name]:.3g}" for name in names)]
+                          for trial in summary.trials])]
     if summary.best_epoch:
         parts.append(f"<p>{_e(best_epoch.kept_line(summary.best_epoch))}</p>")
     if summary.collapse_check:

@@ -20,7 +20,10 @@ from cnnpipe.core import features
 from cnnpipe.core.names import BASELINE, EVAL, NO_ATTACK, TRAIN, VALIDATION
 from cnnpipe.models import best_epoch, collapse_check
 from cnnpipe.models.class_names import read_class_names
+from cnnpipe.models.training_config import tuned_line
 from cnnpipe.pipeline.metadata import run_outputs
+
+TUNER_RESULTS_FILE = "tuner_results.json"  # TFX's Tuner's, in its tuner_results artifact
 
 @dataclasses.dataclass(frozen=True)
 class RobustnessPoint:
@@ -50,6 +53,7 @@ class RunSummary:
     retrieval: dict = dataclasses.field(default_factory=dict)  # EmbeddingIndex's figures (retrieval.json)
     collapse_check: dict = dataclasses.field(default_factory=dict)  # adversarial training's (models/collapse_check)
     best_epoch: dict = dataclasses.field(default_factory=dict)  # the epoch the Trainer kept (models/best_epoch)
+    trials: list[dict] = dataclasses.field(default_factory=list)  # the Tuner's completed trials, best first
     examples: dict[str, int] = dataclasses.field(default_factory=dict)  # split -> examples ingested
     drift: Optional[str] = None  # the drift check against the served model's training data, in words
     duplicates: Optional[str] = None  # images in two splits or under two classes, allowed by --allow-duplicates
@@ -63,6 +67,8 @@ class RunSummary:
             lines[0] += f"; served model {self.baseline_accuracy:.2%}"
         if self.best_epoch:
             lines.insert(0, best_epoch.kept_line(self.best_epoch))
+        if self.trials:
+            lines.insert(0, tuner_line(self.trials, self.best_epoch.get("monitor", "")))
         if self.examples:
             lines.insert(0, "Examples: " + ", ".join(f"{split} {count:,}" for split, count in self.examples.items()))
         if self.drift:
@@ -94,6 +100,21 @@ class RunSummary:
             lines.append(f"Push check: {self.push_check_failure}")
         lines.append(f"Pushed to {self.pushed_to}" if self.pushed_to else "Not pushed.")
         return "\n".join(lines)
+
+
+def tuner_line(trials: list[dict], monitor: str) -> str:
+    """The Tuner's outcome in words: its trials, and the best one's score and values."""
+    best = trials[0]
+    values = {name: value for name, value in best.items() if name not in ("trial_id", "score")}
+    score = best_epoch.SCORE_NAMES.get(monitor, "score")
+    return (f"Tuned over {len(trials)} trial(s): the best, {score} on the validation split {best['score']:.4f}, has "
+            f"{tuned_line(values)}")
+
+
+def read_trials(tuner_results: metadata_store_pb2.Artifact) -> list[dict]:
+    """The Tuner's completed trials (TFX's tuner_results.json), best first."""
+    with open(os.path.join(tuner_results.uri, TUNER_RESULTS_FILE), encoding="utf-8") as f:
+        return json.load(f)
 
 
 def drift_measurements(drift: metadata_store_pb2.Artifact) -> list[tuple[str, str, float, float]]:
@@ -304,6 +325,8 @@ def summarize(metadata_file: str, pipeline_name: str, run_id: Optional[str] = No
     if "model_run" in outputs:
         summary.collapse_check = collapse_check.read_report(outputs["model_run"].uri)
         summary.best_epoch = best_epoch.read_report(outputs["model_run"].uri)
+    if "tuner_results" in outputs:
+        summary.trials = read_trials(outputs["tuner_results"])
     if "statistics" in outputs:
         summary.examples = split_sizes(outputs["statistics"])
     pushed = outputs.get("pushed_model")

@@ -34,7 +34,7 @@ class AttackSettings:
                                          "images are ε 0", "robustness", parse=numbers, metavar="E,...")
     pgd_steps: int = option(10, "PGD's steps", "robustness")
     pgd_step_fraction: float = 0.25  # PGD's step size, a fraction of ε
-    apgd_steps: int = 20  # APGD's steps, with either loss
+    apgd_steps: int = option(20, "Auto-PGD's steps, with either loss (AutoAttack runs 100)", "robustness")
     worst_case_epsilon: Optional[float] = None  # the ε whose worst case of the attacks is written (the gated one)
     max_examples: int = 0
     batch_size: int = 256
@@ -51,10 +51,11 @@ class AttackSettings:
                 f"epsilons {list(self.epsilons)}: give distinct values in (0, 1], on the [0, 1] pixel scale "
                 "(e.g. 0.1 for 25.5 of 255 levels); the clean copy (ε = 0) is always written."
             )
-        if self.pgd_steps < 1 or self.pgd_step_fraction <= 0:
+        if self.pgd_steps < 1 or self.pgd_step_fraction <= 0 or self.apgd_steps < 1:
             raise RobustnessError(
-                f"PGD needs at least one step (got {self.pgd_steps}) and a positive step size (got "
-                f"{self.pgd_step_fraction} of ε; the default is 0.25)."
+                f"PGD and Auto-PGD need at least one step (got --pgd-steps {self.pgd_steps}, --apgd-steps "
+                f"{self.apgd_steps}) and PGD a positive step size (got {self.pgd_step_fraction} of ε; the default is "
+                "0.25)."
             )
         if self.max_examples < 0 or self.batch_size < 1:
             raise RobustnessError(

@@ -208,6 +208,7 @@ def test_apgd_agrees_with_adversarial_robustness_toolbox_and_is_at_least_as_stro
     ({"epsilons": (0.1, 25)}, "in (0, 1], on the [0, 1] pixel scale"),
     ({"epsilons": (0.0, 0.1)}, "the clean copy (ε = 0) is always written"),
     ({"pgd_steps": 0}, "at least one step"),
+    ({"apgd_steps": 0}, "got --pgd-steps 10, --apgd-steps 0"),
     ({"batch_size": 0}, "batch_size (0) at least 1"),
 ])
 def test_settings_that_cannot_work_are_refused(settings, message):
@@ -224,7 +225,7 @@ def test_a_model_without_the_transform_graph_is_refused(tmp_path):
 
 
 # The component, run by TFX on a small slice of the real test set.
-SOURCES, COMPONENT_EPSILONS, STEPS, COMPONENT_BATCH = 120, [0.1, 0.3], 3, 50
+SOURCES, COMPONENT_EPSILONS, STEPS, APGD_STEPS, COMPONENT_BATCH = 120, [0.1, 0.3], 3, 5, 50
 COMPONENT_ATTACKS = ["fgsm", "pgd", "apgd-dlr"]
 WORST_CASE_EPSILON = 0.1  # where the component writes the attacks' worst case too
 
@@ -246,7 +247,8 @@ def component_run(models, tmp_path_factory) -> dict:
         .with_id(name) for name in ("candidate", "baseline")
     )
     settings = AttackSettings(attacks=tuple(COMPONENT_ATTACKS), epsilons=tuple(COMPONENT_EPSILONS), pgd_steps=STEPS,
-                              worst_case_epsilon=WORST_CASE_EPSILON, max_examples=SOURCES, batch_size=COMPONENT_BATCH)
+                              apgd_steps=APGD_STEPS, worst_case_epsilon=WORST_CASE_EPSILON, max_examples=SOURCES,
+                              batch_size=COMPONENT_BATCH)
     adversarial = AdversarialExamples(
         examples=examples.outputs["result"], model=candidate_model.outputs["result"],
         baseline_model=baseline_model.outputs["result"], attack_settings=settings.to_json(),
@@ -363,7 +365,7 @@ def test_each_model_is_attacked_with_its_own_gradients(models, component_run):
         np.testing.assert_array_equal(written[name, "fgsm"], fgsm.numpy()[..., 0])
         np.testing.assert_array_equal(written[name, "pgd"], np.concatenate(pgd)[..., 0])
         apgd = [eight_bit.apgd(model.probabilities, pixels[i:i + COMPONENT_BATCH], labels[i:i + COMPONENT_BATCH], [0.1],
-                               "apgd-dlr", seed=(0, i // COMPONENT_BATCH))[0]
+                               "apgd-dlr", APGD_STEPS, seed=(0, i // COMPONENT_BATCH))[0]
                 for i in range(0, SOURCES, COMPONENT_BATCH)]
         np.testing.assert_array_equal(written[name, "apgd-dlr"], np.concatenate(apgd)[..., 0])
     assert np.mean(np.any(written["candidate", "fgsm"] != written["baseline", "fgsm"], axis=(1, 2))) > 0.9

@@ -3,6 +3,7 @@ task then run as a KFP v2 launcher runs it (tests/kfp_launcher.py) under the ope
 Vertex AI Pipelines contracts, to a pushed model version that answers a real PNG."""
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -26,8 +27,9 @@ IN_MEMORY = ("--beam-arg=--direct_running_mode=in_memory", "--beam-arg=--direct_
 # Per contract, the spec schema that makes TFX's entrypoint read what the contract alone sets (kfp_launcher's
 # docstring): parameterValues given an inputs spec (2.1), the typed `inputs.parameters` without one (2.0). The KFP run
 # keeps the Beam args `compile` writes (one DirectRunner worker process per core); the Vertex run's Beam runs in
-# memory, a minute faster: the contracts differ in what the launcher supplies, not in Beam.
-CONTRACTS = {"kfp": ("2.1", ()), "vertex": ("2.0", IN_MEMORY)}
+# memory, a minute faster: the contracts differ in what the launcher supplies, not in Beam. The KFP run tunes first
+# (TFX's Tuner, two trials in a few seconds).
+CONTRACTS = {"kfp": ("2.1", ("--tune", "2", "--tune-minutes", "0.1")), "vertex": ("2.0", IN_MEMORY)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +50,7 @@ def data(tmp_path_factory) -> Path:
     return root
 
 
-def compile_spec(directory: Path, data: Path, spec_version: str, beam_args: tuple[str, ...]) -> Path:
+def compile_spec(directory: Path, data: Path, spec_version: str, extra_args: tuple[str, ...]) -> Path:
     """`cnnpipe compile` with the default steps, the served model as the baseline included: one quick epoch, one
     attack at one ε, and a low bar to bless (also against a better served model)."""
     result = cnnpipe("compile", "--pipeline-root", str(directory / "root"), "--image", "local/cnnpipe:test",
@@ -56,7 +58,7 @@ def compile_spec(directory: Path, data: Path, spec_version: str, beam_args: tupl
                      "--schema", str(data / "schema.pbtxt"), "--class-names", ",".join(FASHION_MNIST.class_names),
                      "--model-name", MODEL, "--serving-dir", str(directory / "serving"), "--epochs", "1",
                      "--batch-size", "32", "--min-accuracy", "0.05", "--max-accuracy-drop", "1", "--attacks", "fgsm",
-                     "--epsilons", "0.1", *beam_args, cwd=directory)
+                     "--epsilons", "0.1", *extra_args, cwd=directory)
     assert result.returncode == 0, result.stderr
     return directory / "pipeline.yaml"
 
@@ -90,6 +92,15 @@ def test_every_task_runs_and_the_blessing_names_the_model_it_blessed(launched):
     blessing = launched.runs["Evaluator"].outputs["blessing"].metadata.fields
     assert blessing["blessed"].number_value == 1
     assert blessing["current_model_id"].string_value == launched.runs["EmbeddingIndex"].outputs["indexed_model"].name
+
+
+def test_the_tuners_best_hyperparameters_reach_the_trainer(launched):
+    """The KFP run's Tuner task searched (its trials scored on validation) and handed its best values to the
+    Trainer task, as KFP passes artifacts."""
+    best = launched.runs["Tuner"].outputs["best_hyperparameters"]
+    values = json.loads(Path(best.uri, "best_hyperparameters.txt").read_text())["values"]
+    assert {"learning_rate", "width", "dropout"} == set(values)
+    assert launched.runs["Trainer"].executor_input.inputs.artifacts["hyperparameters"].artifacts[0].uri == best.uri
 
 
 def test_each_contract_takes_its_own_path_into_the_executors(launched):

@@ -115,7 +115,7 @@ def test_two_workers_train_one_model_that_the_evaluator_blesses(pushed_run, push
     fn_args.write_text(json.dumps({
         "train_files": [os.path.join(examples, "Split-train", "*")],
         "eval_files": [os.path.join(examples, "Split-validation", "*")],  # the Trainer's eval split
-        "transform_output": pushed_outputs["transform_graph"].uri,
+        "transform_graph_path": pushed_outputs["transform_graph"].uri,
         "serving_model_dir": str(tmp_path / "model"),
         "model_run_dir": str(tmp_path / "run"),
         "custom_config": dataclasses.asdict(training),
@@ -162,6 +162,29 @@ def test_second_run_with_the_same_inputs_reuses_the_cache_and_pushes_nothing_new
     # The Evaluator runs again: its baseline is now the model the first run blessed.
     assert {"ImageExampleGen", "StatisticsGen", "ExampleValidator", "Transform", "Trainer"} <= cached
     assert served_versions(run_copy) == before
+
+
+def test_tune_runs_the_tuner_within_its_budget_and_the_trainer_trains_its_best_once(run_copy):
+    """--tune 8 --tune-minutes 0.1: TFX's Tuner runs fewer trials than 8 in its 6 seconds, each scored on the
+    validation split; the Trainer builds the best trial's width; the summary names the trials; run again, the Tuner
+    and the Trainer come from the cache."""
+    tuned = run_copy.with_options(tune=8, tune_minutes=0.1)
+    local_runner.run(tuned, out=io.StringIO())
+    path = local_runner.metadata_path(run_copy.output_dir)
+    result = summary.summarize(path, run_copy.name)
+    assert 1 <= len(result.trials) < 8
+    assert [trial["score"] for trial in result.trials] == sorted((t["score"] for t in result.trials), reverse=True)
+    best = result.trials[0]
+    model = tf.saved_model.load(os.path.join(metadata.run_outputs(path, run_copy.name)[1]["model"].uri,
+                                             "Format-Serving"))
+    conv1 = next(variable for variable in model.variables if variable.name == "conv1/kernel:0")
+    assert conv1.shape[-1] == round(6 * best["width"])
+    assert f"Tuned over {len(result.trials)} trial(s): the best, precision@10 on the validation split " \
+           f"{best['score']:.4f}, has learning_rate" in result.format()
+    progress = io.StringIO()
+    local_runner.run(tuned, out=progress)
+    cached = {line.split()[2] for line in progress.getvalue().splitlines() if "(cached)" in line}
+    assert {"Tuner", "Trainer"} <= cached
 
 
 def test_the_served_models_own_metrics_are_reused_on_the_same_eval_images_and_bound_the_candidate(

@@ -70,7 +70,7 @@ def second_model(pipeline, pushed_outputs, tmp_path_factory) -> str:
     trainer.run_fn(tfx.components.FnArgs(
         train_files=[os.path.join(examples, "Split-train", "*")],
         eval_files=[os.path.join(examples, "Split-validation", "*")],
-        transform_output=pushed_outputs["transform_graph"].uri,
+        transform_graph_path=pushed_outputs["transform_graph"].uri,
         serving_model_dir=str(root / "model"),
         model_run_dir=str(root / "run"),
         custom_config=dataclasses.asdict(training),

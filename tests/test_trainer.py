@@ -1,17 +1,20 @@
 """The Trainer's pieces: augmentation on real images, strategy selection."""
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
+import keras_tuner as kt
 import tf_keras as keras
 
 from conftest import fashion_mnist
 from cnnpipe.attacks import eight_bit
 from cnnpipe.core.errors import TrainingError
 from cnnpipe.core import features
-from cnnpipe.models import adversarial_training, best_epoch, collapse_check, signatures, trainer, training_config
+from cnnpipe.models import (adversarial_training, best_epoch, collapse_check, signatures, trainer, training_config,
+                            tuning)
 
 
 def real_batch(count: int = 64) -> tf.Tensor:
@@ -211,3 +214,38 @@ def test_validation_precision_is_leave_one_out_precision_at_10_of_the_embedding(
     np.fill_diagonal(similarity, -np.inf)
     neighbours = np.argsort(-similarity, axis=1, kind="stable")[:, :10]
     assert logs[best_epoch.PRECISION_KEY] == pytest.approx((labels[neighbours] == labels[:, None]).mean(), abs=1e-3)
+
+
+def test_the_tuner_searches_the_models_space_on_validation_within_its_time_budget(tmp_path, capsys):
+    """KerasTuner's search with the Tuner's oracle and trials on real images: each trial is scored by its best
+    validation epoch; an option set in the config is not searched; a spent budget lets one one-epoch trial run."""
+    (x, y), validation = scaled("train", 600), scaled("t10k", 300)
+    config = training_config.TrainingConfig(model="lenet5", input_shape=(28, 28, 1), embedding_dim=0, epochs=3,
+                                            class_names=tuple("abcdefghij"), model_options={"width": 0.5})
+
+    def search(seconds: float) -> tuple[list[kt.engine.trial.Trial], list[str]]:
+        """The trials, best first, and the epoch each kept, in words."""
+        deadline = time.monotonic() + seconds
+        oracle = tuning.BudgetedBayesianOracle(deadline, objective=kt.Objective("val_accuracy", "max"), max_trials=3,
+                                               num_initial_points=2, seed=0)
+        tuner = kt.Tuner(oracle=oracle, hypermodel=tuning.Trials(config, None, lambda count: validation, seconds / 3,
+                                                                deadline),
+                         directory=str(tmp_path), project_name=f"budget-{seconds}", overwrite=True)
+        capsys.readouterr()
+        tuner.search(x, y, validation_data=validation, epochs=config.epochs, batch_size=64, verbose=0)
+        kept = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Kept epoch")]
+        return tuner.oracle.get_best_trials(3), kept
+
+    trials, kept = search(600)
+    assert len(trials) == len(kept) == 3 and all(" of 3:" in line for line in kept)
+    assert sorted(trial.score for trial in trials) == pytest.approx(sorted(float(line.split()[-1]) for line in kept),
+                                                                    abs=5e-5)  # each trial's best epoch
+    for trial in trials:
+        values = trial.hyperparameters.values
+        assert set(values) == {"learning_rate", "dropout"}  # width is set: not searched
+        assert tuning.LEARNING_RATES[0] <= values["learning_rate"] <= tuning.LEARNING_RATES[1]
+    best = config.tuned(trials[0].hyperparameters.values)
+    assert best.learning_rate == trials[0].hyperparameters.values["learning_rate"]
+    assert trainer.build_model(best).get_layer("conv1").filters == 3  # the set width, 0.5 of 6
+    spent, kept = search(0)
+    assert len(spent) == 1 and kept[0].startswith("Kept epoch 1 of 1:")
