@@ -9,9 +9,19 @@ import numpy as np
 
 from cnnpipe.components.ingestion.formats import read_idx_array
 from cnnpipe.pipeline.datasets import FASHION_MNIST
+from cnnpipe.serving.model_config import versions
 
 MARKER = "<!-- table -->"
+SERVED = os.path.join("cnnpipe-output", "serving", FASHION_MNIST.name)  # where `make run` pushes
 DOCS = os.path.join(os.path.dirname(__file__), "..", "docs")
+
+
+def newest_version(base: str = SERVED) -> str:
+    """The newest version pushed under the model base path `base`."""
+    pushed = versions(base)
+    if not pushed:
+        raise SystemExit(f"no pushed model under {base}: run `make run` first, or pass --model SAVED_MODEL_DIR")
+    return os.path.join(base, str(pushed[-1]))
 
 
 @functools.lru_cache(maxsize=None)

@@ -34,16 +34,7 @@ from cnnpipe.components.blessing import evaluation_key  # noqa: E402
 from cnnpipe.robustness.adversarial_examples import adversarial_batches, write  # noqa: E402
 from cnnpipe.robustness.settings import AttackSettings, attack_names, with_worst_case  # noqa: E402
 from cnnpipe.robustness.pixel_model import PixelModel  # noqa: E402
-from cnnpipe.serving.model_config import versions  # noqa: E402
 
-SERVED = os.path.join("cnnpipe-output", "serving", FASHION_MNIST.name)
-
-
-def newest_version(base: str) -> str:
-    pushed = versions(base)
-    if not pushed:
-        raise SystemExit(f"no pushed model under {base}: run `make run` first, or pass --model SAVED_MODEL_DIR")
-    return os.path.join(base, str(pushed[-1]))
 
 
 def write_test_split(path: str) -> int:
@@ -116,7 +107,7 @@ def reuse_baseline_metrics(models: dict[str, PixelModel], settings: AttackSettin
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help=f"an exported model (default: the newest under {SERVED})")
+    parser.add_argument("--model", help=f"an exported model (default: the newest under {report.SERVED})")
     parser.add_argument("--baseline", help="also attack this exported model, as the component does with a baseline")
     parser.add_argument("--pgd-steps", type=int, default=AttackSettings.pgd_steps)
     parser.add_argument("--batch-size", type=int, default=AttackSettings.batch_size)
@@ -125,7 +116,7 @@ def main() -> None:
     parser.add_argument("--accuracy-only", action="store_true",
                         help="only each attack's accuracy per ε (no component, no Evaluator)")
     args = parser.parse_args()
-    models = {CANDIDATE: PixelModel(args.model or newest_version(SERVED))}
+    models = {CANDIDATE: PixelModel(args.model or report.newest_version())}
     if args.baseline:
         models[BASELINE] = PixelModel(args.baseline)
     settings = AttackSettings(attacks=args.attacks, pgd_steps=args.pgd_steps, batch_size=args.batch_size,

@@ -37,6 +37,14 @@ class ReportOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class RunsOptions:
+    output_dir: str = option(DEFAULT_OUTPUT_DIR, "the runs' --output directory (it holds metadata.sqlite)", "runs",
+                             flag="--output", metavar="RUN_DIR")
+    pipeline: Optional[str] = option(None, "the pipeline's (served model's) name, when RUN_DIR holds several", "runs")
+    last: int = option(20, "the newest N runs", "runs", metavar="N")
+
+
+@dataclasses.dataclass(frozen=True)
 class SkewOptions:
     requests: str = option("", "the --log-requests directory of cnnpipe serve", "skew", metavar="DIR", required=True)
     serving_dir: Optional[str] = option(None, "where the versions are", "skew", metavar="DIR",
@@ -104,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", metavar="RUN_DIR", help="the run's --output directory (it holds metadata.sqlite)")
     add_options(report, fields_of(ReportOptions))
     report.set_defaults(func=_report)
+
+    runs = commands.add_parser("runs", help="list a local output's runs, oldest first: start, duration, span, "
+                               "accuracy, precision@10, robust accuracy and how each ended")
+    add_options(runs, fields_of(RunsOptions))
+    runs.set_defaults(func=_runs)
 
     skew = commands.add_parser("skew", help="compare the images served versions received (cnnpipe serve "
                                "--log-requests) with the data each was trained on (TFDV skew comparators)")
@@ -280,30 +293,48 @@ def _canary(args: argparse.Namespace) -> int:
     return 0 if report.passed else EXIT_CANARY
 
 
-def _report(args: argparse.Namespace) -> int:
+def _recorded_pipeline(run_dir: str, pipeline: Optional[str]) -> tuple[str, str]:
+    """The metadata file of a local output and the pipeline to read in it (`pipeline`, or the only one)."""
     from cnnpipe.pipeline.output_dir import check_metadata, metadata_path  # noqa: PLC0415
 
-    options = ReportOptions(**given(args, ReportOptions))
-    metadata = metadata_path(args.run_dir)
+    metadata = metadata_path(run_dir)
     if not os.path.isfile(metadata):
-        raise CnnpipeError(f"{args.run_dir}: no {os.path.basename(metadata)} here; give the --output directory of a "
+        raise CnnpipeError(f"{run_dir}: no {os.path.basename(metadata)} here; give the --output directory of a "
                            "`cnnpipe run` (default cnnpipe-output).")
-    check_metadata(args.run_dir)
+    check_metadata(run_dir)
     from cnnpipe.pipeline.metadata import pipeline_names, store  # noqa: PLC0415
-    from cnnpipe.report import summary  # noqa: PLC0415
 
     names = pipeline_names(store(metadata))
-    if options.pipeline is None and len(names) != 1:
-        raise CnnpipeError(f"{args.run_dir} holds runs of the pipelines {', '.join(names) or '(none)'}; "
+    if pipeline is None and len(names) != 1:
+        raise CnnpipeError(f"{run_dir} holds runs of the pipelines {', '.join(names) or '(none)'}; "
                            "choose one with --pipeline NAME.")
-    name = options.pipeline or names[0]
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # TFMA's readers warn of TensorFlow's deprecations
+    return metadata, pipeline or names[0]
+
+
+def _report(args: argparse.Namespace) -> int:
+    from cnnpipe.report import summary  # noqa: PLC0415
+
+    options = ReportOptions(**given(args, ReportOptions))
+    metadata, name = _recorded_pipeline(args.run_dir, options.pipeline)
     try:
         result = summary.summarize(metadata, name, options.run_id)
     except ValueError as error:
         raise CnnpipeError(f"{args.run_dir}: {error}.") from None
     print(f"Run {result.run_id} of {name}")
     _print_summary(result, args.run_dir, name)
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from cnnpipe.report import history  # noqa: PLC0415
+
+    options = RunsOptions(**given(args, RunsOptions))
+    if options.last < 1:
+        raise CnnpipeError(f"--last {options.last}: give the number of runs to list, 1 or more.")
+    metadata, name = _recorded_pipeline(options.output_dir, options.pipeline)
+    rows = history.history(metadata, name, options.last)
+    print(f"{len(rows)} run(s) of {name}, oldest first:\n{history.table(rows)}")
     return 0
 
 

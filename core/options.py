@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 
 # The `--help` sections, in order
 GROUPS = ("data", "model and training", "blessing", "robustness", "visual search", "outputs", "Kubeflow", "serving",
-          "batching (as TF Serving's --enable_batching)", "calling", "rollout", "run", "skew",
+          "batching (as TF Serving's --enable_batching)", "calling", "rollout", "run", "runs", "skew",
           "canary", "models")
 
 

@@ -63,6 +63,15 @@ def run(mlmd: metadata_store.MetadataStore, pipeline_name: str,
     return found
 
 
+def runs(mlmd: metadata_store.MetadataStore, pipeline_name: str) -> list[metadata_store_pb2.Context]:
+    """Every run of `pipeline_name`, oldest first (by their first execution)."""
+    found: dict[int, metadata_store_pb2.Context] = {}
+    for execution in sorted(pipeline_executions(mlmd, pipeline_name), key=lambda e: e.id):
+        context = run_of(mlmd, execution.id)
+        found.setdefault(context.id, context)
+    return list(found.values())
+
+
 def run_executions(mlmd: metadata_store.MetadataStore, run_id: str) -> list[Execution]:
     return mlmd.get_executions_by_context(mlmd.get_context_by_type_and_name(RUN_CONTEXT, run_id).id)
 

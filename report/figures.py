@@ -1,6 +1,7 @@
 """The run report's figures, drawn with matplotlib (files only, no display)."""
 
 import io
+from typing import Optional
 
 import matplotlib
 
@@ -84,6 +85,23 @@ def training_curves(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> Fi
         for log, points in sorted(logs.items()):
             axes.plot(*zip(*points), marker=".", label=log)
         axes.set(xlabel="epoch", title=metric.replace("_", " "))
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def trend(labels: list[str], series: dict[str, list[Optional[float]]], bounds: dict[str, float]) -> Figure:
+    """One panel per metric over the runs `labels` (oldest first), its threshold a dashed line where one applied;
+    a run without the metric leaves a gap."""
+    figure, panels = pyplot.subplots(1, len(series), figsize=(4.0 * len(series), 3.6), dpi=110, squeeze=False)
+    ticks = np.arange(len(labels))
+    for axes, (metric, values) in zip(panels[0], series.items()):
+        axes.plot(ticks, [np.nan if value is None else value for value in values], marker="o", label="candidate")
+        if metric in bounds:
+            axes.axhline(bounds[metric], linestyle="--", color="C3", label=f"threshold {bounds[metric]:.3g}")
+        axes.set_xticks(ticks, labels, rotation=45, ha="right", fontsize="x-small")
+        axes.set(title=metric, ylim=(0, 1))
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
     figure.tight_layout()

@@ -24,7 +24,7 @@ from cnnpipe.core import features
 from cnnpipe.core.names import BASELINE, CANDIDATE, CLASS_NAMES, EVAL, NO_ATTACK, SERVING_DEFAULT, WORST_CASE
 from cnnpipe.models.class_names import read_class_names
 from cnnpipe.pipeline.metadata import run_outputs
-from cnnpipe.report import summary as run_summary
+from cnnpipe.report import history, summary as run_summary
 
 BATCH = 512
 GALLERY_SIZE = 12  # attack-flipped images shown
@@ -83,6 +83,7 @@ class RunFacts:
     curves: dict[str, dict[str, list[tuple[int, float]]]] = dataclasses.field(default_factory=dict)
     gates: list[Gate] = dataclasses.field(default_factory=list)
     flips: list[Flip] = dataclasses.field(default_factory=list)
+    trend: list[history.RunRow] = dataclasses.field(default_factory=list)  # the runs up to this one, oldest first
 
 
 def _statistics(artifact: metadata_store_pb2.Artifact) -> standard_artifacts.ExampleStatistics:
@@ -250,10 +251,14 @@ def gallery_epsilon(summary: run_summary.RunSummary) -> Optional[float]:
     return (gated or [max(epsilons)])[0] if epsilons else None
 
 
+TREND_RUNS = 10  # the runs the report's trend shows, this one the last
+
+
 def read(metadata_file: str, pipeline_name: str, result: run_summary.RunSummary) -> RunFacts:
     """The facts of the run of `pipeline_name` that `result` summarizes."""
     _, outputs = run_outputs(metadata_file, pipeline_name, result.run_id)
-    facts = RunFacts(pipeline_name, result)
+    facts = RunFacts(pipeline_name, result,
+                     trend=history.history(metadata_file, pipeline_name, TREND_RUNS, until=result.run_id))
     if "statistics" in outputs:
         statistics = _statistics(outputs["statistics"])
         facts.class_balance = {split: class_counts(statistics, split) for split in splits(statistics)}

@@ -4,8 +4,10 @@ import base64
 import html
 import os
 
+from cnnpipe.components.blessing.evaluation_results import ACCURACY
+from cnnpipe.core.names import WORST_CASE
 from cnnpipe.models import best_epoch
-from cnnpipe.report import figures
+from cnnpipe.report import figures, history
 from cnnpipe.report.run_facts import RunFacts
 from cnnpipe.report.summary import collapse_line, retrieval_lines, tuner_line
 
@@ -154,6 +156,31 @@ def _verdict(summary) -> str:
     return "Blessed, not pushed." if summary.blessed else "Not blessed, not pushed."
 
 
+# a metric and how its gate's name (run_facts.gates) starts: the clean slice is "overall" in a run without attacks
+TREND_METRICS = {"accuracy": (f"{ACCURACY} on the clean images", f"{ACCURACY} overall"),
+                 "search precision@10": ("search precision@10",),
+                 "robust accuracy": (f"{ACCURACY} under {WORST_CASE} at",)}
+
+
+def _trend(facts: RunFacts) -> str:
+    """The runs up to this one: a figure of accuracy, search precision@10 and robust accuracy with the thresholds
+    this run applied, and a row per run."""
+    if len(facts.trend) < 2:
+        return ""
+    rows = facts.trend
+    series = {"accuracy": [row.accuracy for row in rows],
+              "search precision@10": [row.precision_at_10 for row in rows],
+              "robust accuracy": [row.robust_accuracy[1] if row.robust_accuracy else None for row in rows]}
+    series = {metric: values for metric, values in series.items() if any(value is not None for value in values)}
+    bounds = {metric: gate.bound for metric, starts in TREND_METRICS.items() for gate in facts.gates
+              if gate.what.startswith(starts) and "served" not in gate.what and gate.bound > 0}
+    labels = [row.started.strftime("%m-%d %H:%M") for row in rows]
+    figure = [_figure(figures.png(figures.trend(labels, series, bounds)),
+                      "Accuracy, search precision@10 and robust accuracy over the last runs")] if series else []
+    return "".join([f"<h2>The last {len(rows)} runs</h2>", *figure,
+                    _table("runs", list(history.COLUMNS), [row.cells() for row in rows])])
+
+
 def render(facts: RunFacts, robustness_png: bytes) -> str:
     """The page of a run; `robustness_png` is its robustness figure (written beside the page too)."""
     title = f"{facts.pipeline_name}, run {facts.summary.run_id}"
@@ -165,5 +192,6 @@ def render(facts: RunFacts, robustness_png: bytes) -> str:
         sections.append("<p>The run stopped before the Evaluator: no model to report.</p>")
     elif facts.summary.accuracy is not None:
         sections += [_model(facts), _robustness(facts, robustness_png), _blessing(facts), _push(facts)]
+    sections.append(_trend(facts))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f"<style>{STYLE}</style></head><body><h1>{_e(title)}</h1>{''.join(sections)}</body></html>\n")

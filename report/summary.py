@@ -13,6 +13,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
 from cnnpipe.components.embedding_index import METRICS_FILE as RETRIEVAL_FILE, retrieval_failures
+from cnnpipe.components.ingestion.executor import SKIPPED_FILES
 from cnnpipe.components.blessing.evaluation_results import (ACCURACY, LOSS, Metrics, ServedBound, Slice, clean_slice,
                                                    metrics_by_slice, served_bounds, slice_columns)
 from cnnpipe.components.validation_gate import ACCEPTED, DRIFT_FILE, DRIFTED, DUPLICATES, MEASURES, class_counts
@@ -55,6 +56,7 @@ class RunSummary:
     best_epoch: dict = dataclasses.field(default_factory=dict)  # the epoch the Trainer kept (models/best_epoch)
     trials: list[dict] = dataclasses.field(default_factory=list)  # the Tuner's completed trials, best first
     examples: dict[str, int] = dataclasses.field(default_factory=dict)  # split -> examples ingested
+    skipped_files: list[str] = dataclasses.field(default_factory=list)  # hidden and OS files ingestion skipped
     drift: Optional[str] = None  # the drift check against the served model's training data, in words
     duplicates: Optional[str] = None  # images in two splits or under two classes, allowed by --allow-duplicates
     stopped_by: Optional[str] = None  # the error that stopped the run before its end (set by the CLI)
@@ -69,6 +71,8 @@ class RunSummary:
             lines.insert(0, best_epoch.kept_line(self.best_epoch))
         if self.trials:
             lines.insert(0, tuner_line(self.trials, self.best_epoch.get("monitor", "")))
+        if self.skipped_files:
+            lines.insert(0, skipped_line(self.skipped_files))
         if self.examples:
             lines.insert(0, "Examples: " + ", ".join(f"{split} {count:,}" for split, count in self.examples.items()))
         if self.drift:
@@ -100,6 +104,13 @@ class RunSummary:
             lines.append(f"Push check: {self.push_check_failure}")
         lines.append(f"Pushed to {self.pushed_to}" if self.pushed_to else "Not pushed.")
         return "\n".join(lines)
+
+
+def skipped_line(paths: list[str], shown: int = 3) -> str:
+    """The files ingestion skipped, counted, the first few named."""
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return (f"Skipped {len(paths)} hidden or OS file(s) beside the images (Thumbs.db, desktop.ini, .DS_Store, ._*, "
+            f"__MACOSX/): {', '.join(paths[:shown])}{more}")
 
 
 def tuner_line(trials: list[dict], monitor: str) -> str:
@@ -329,6 +340,9 @@ def summarize(metadata_file: str, pipeline_name: str, run_id: Optional[str] = No
         summary.trials = read_trials(outputs["tuner_results"])
     if "statistics" in outputs:
         summary.examples = split_sizes(outputs["statistics"])
+    if "examples" in outputs:
+        skipped = outputs["examples"].custom_properties[SKIPPED_FILES].string_value
+        summary.skipped_files = skipped.split("\n") if skipped else []
     pushed = outputs.get("pushed_model")
     if pushed is not None and pushed.custom_properties["pushed"].int_value:
         summary.pushed_to = pushed.custom_properties["pushed_destination"].string_value

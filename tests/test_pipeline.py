@@ -15,7 +15,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
-from conftest import SHARED_TEST as TEST, SHARED_TRAIN as TRAIN, encode, fashion_mnist, free_ports
+from conftest import (SHARED_TEST as TEST, SHARED_TRAIN as TRAIN, encode, fashion_mnist, free_ports,
+                      headless_chromium)
 from cnnpipe.core.errors import DataValidationError
 from cnnpipe.components.blessing import evaluation_results
 from cnnpipe.components.blessing.evaluation_results import metrics_by_slice
@@ -23,7 +24,7 @@ from cnnpipe.components.ingestion.formats import make_example
 from cnnpipe.components.blessing import eval_config
 from cnnpipe.runners import local_runner
 from cnnpipe.pipeline import metadata
-from cnnpipe.report import run_facts, summary
+from cnnpipe.report import run_facts, summary, writer
 from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 from cnnpipe.components.blessing.thresholds import Thresholds
@@ -179,8 +180,15 @@ def test_tune_runs_the_tuner_within_its_budget_and_the_trainer_trains_its_best_o
                                              "Format-Serving"))
     conv1 = next(variable for variable in model.variables if variable.name == "conv1/kernel:0")
     assert conv1.shape[-1] == round(6 * best["width"])
-    assert f"Tuned over {len(result.trials)} trial(s): the best, precision@10 on the validation split " \
-           f"{best['score']:.4f}, has learning_rate" in result.format()
+    line = (f"Tuned over {len(result.trials)} trial(s): the best, precision@10 on the validation split "
+            f"{best['score']:.4f}")
+    assert line in result.format()
+    with headless_chromium(run_copy.output_dir + "-chromium") as driver:  # the run's report lists the trials
+        driver.get("file://" + os.path.join(writer.report_dir(run_copy.output_dir, result.run_id), writer.PAGE_NAME))
+        rows = [[cell.text for cell in row.find_elements("css selector", "td")]
+                for row in driver.find_elements("css selector", "table#trials tbody tr")]
+        assert line in driver.find_element("tag name", "body").text
+    assert [row[:2] for row in rows] == [[trial["trial_id"], f"{trial['score']:.4f}"] for trial in result.trials]
     progress = io.StringIO()
     local_runner.run(tuned, out=progress)
     cached = {line.split()[2] for line in progress.getvalue().splitlines() if "(cached)" in line}

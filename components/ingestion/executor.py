@@ -10,6 +10,7 @@ from apache_beam.io import fileio
 from google.protobuf import struct_pb2
 from tfx.components.example_gen import base_example_gen_executor
 from tfx.proto import example_gen_pb2
+from tfx.types.artifact import Artifact
 from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
@@ -17,6 +18,7 @@ from cnnpipe.core.errors import IngestionError
 from cnnpipe.components.ingestion import formats
 from cnnpipe.core.names import TRAIN, VALIDATION
 
+SKIPPED_FILES = "skipped_files"  # the examples artifact's custom property: what formats.is_ignored skipped
 _UNRESOLVED = re.compile(r"\{(SPAN|VERSION|YYYY|MM|DD)\}")  # TFX's span and version specs, which its driver resolves
 
 
@@ -45,6 +47,17 @@ def in_validation(record: bytes, validation_percent: float) -> bool:
     return int(hashlib.sha256(record).hexdigest(), 16) % 100 < validation_percent
 
 
+def image_folders(exec_properties: dict[str, Any], split_pattern: str) -> list[str]:
+    """The folders whose image files a split reads: each class folder, or the one folder of images without classes;
+    none for IDX and TFRecord files."""
+    data_format = _options(exec_properties)["format"]
+    pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
+    if data_format == "folder":
+        root = os.path.dirname(os.path.dirname(pattern))
+        return [os.path.join(root, name) for name in formats.class_folders(root)]
+    return [os.path.dirname(pattern)] if data_format == "images" else []
+
+
 @beam.ptransform_fn
 @beam.typehints.with_input_types(beam.Pipeline)
 @beam.typehints.with_output_types(bytes)
@@ -66,12 +79,11 @@ def ReadImages(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_p
     options = _options(exec_properties)
     data_format, class_names = options["format"], list(options["class_names"])
     pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
-    if data_format in ("folder", "images"):
-        patterns = formats.class_file_patterns(os.path.dirname(os.path.dirname(pattern))) \
-            if data_format == "folder" else [pattern]
+    folders = image_folders(exec_properties, split_pattern)
+    if folders:
         return (
             pipeline
-            | "Patterns" >> beam.Create(patterns)
+            | "Patterns" >> beam.Create([os.path.join(folder, "*") for folder in folders])
             | "MatchFiles" >> fileio.MatchAll()
             | "NotIgnored" >> beam.Filter(lambda match: not formats.is_ignored(match.path))
             | "ReadMatches" >> fileio.ReadMatches()
@@ -90,7 +102,20 @@ def ReadImages(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_p
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     """Generates tf.Examples from images with ReadImages; splitting and writing are TFX's, except that a validation
-    split read from the training files is carved from them (`in_validation`)."""
+    split read from the training files is carved from them (`in_validation`). The examples artifact records the
+    files ingestion skipped (SKIPPED_FILES, one path a line)."""
+
+    def Do(self, input_dict: dict[str, list[Artifact]], output_dict: dict[str, list[Artifact]],
+           exec_properties: dict[str, Any]) -> None:
+        super().Do(input_dict, output_dict, exec_properties)
+        input_config = example_gen_pb2.Input()
+        proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+        folders = {folder for split in input_config.splits for folder in image_folders(exec_properties, split.pattern)}
+        if _options(exec_properties)["format"] == "folder":
+            folders |= {os.path.dirname(folder) for folder in folders}  # beside the class folders too
+        skipped = formats.skipped_files(sorted(folders))
+        output_dict[standard_component_specs.EXAMPLES_KEY][0].set_string_custom_property(SKIPPED_FILES,
+                                                                                         "\n".join(skipped))
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         return ReadImages

@@ -245,6 +245,12 @@ def class_file_patterns(root: str) -> list[str]:
     return [os.path.join(root, name, "*") for name in class_folders(root)]
 
 
+def skipped_files(folders: Sequence[str]) -> list[str]:
+    """The entries of `folders` that ingestion skips (is_ignored), by path."""
+    return sorted(os.path.join(folder, name.rstrip("/")) for folder in folders
+                  for name in tf.io.gfile.listdir(folder) if is_ignored(name))
+
+
 def read_image_file(path: str, data: bytes, class_names: Sequence[str]) -> bytes:
     """One image of a class-per-folder tree as an example; its class is its folder's name. Without class names (a
     folder of images without classes: a catalog's new items) it has no class."""

@@ -18,6 +18,8 @@ import tensorflow as tf
 from apache_beam.io import WriteToTFRecord
 from apache_beam.testing import test_pipeline
 from google.protobuf import json_format
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifacts
 from PIL import Image
 
 from conftest import encode, fashion_mnist
@@ -308,7 +310,7 @@ def test_a_file_that_is_no_image_stops_the_run(tmp_path, name, data, observed):
 
 @pytest.mark.fault("ingestion", "hidden files and folders, and what operating systems leave in folders of images "
                    "(.DS_Store, ._ copies, Thumbs.db, desktop.ini, __MACOSX/, .ipynb_checkpoints)",
-                   "skipped: neither images nor classes")
+                   "skipped: neither images nor classes; counted and named in the summary")
 def test_hidden_files_and_what_operating_systems_leave_are_skipped(tmp_path, observed):
     """A folder zipped on a Mac and opened on Windows."""
     root = tmp_path / "data"
@@ -324,7 +326,18 @@ def test_hidden_files_and_what_operating_systems_leave_are_skipped(tmp_path, obs
     examples = ingest(root)
     assert len(examples) == PLAIN_PER_CLASS * len(CLASSES)
     assert {example["class_name"] for example in examples.values()} == {name.encode() for name in CLASSES}
-    observed(f"{len(examples)} plain images ingested in {len(CLASSES)} classes; the other 7 entries skipped")
+    artifact = standard_artifacts.Examples()  # the executor as ImageExampleGen runs it records what it skipped
+    artifact.uri = str(tmp_path / "examples")
+    exec_properties = {**properties(root, "folder"),
+                       "input_config": json_format.MessageToJson(example_gen_pb2.Input(splits=[
+                           example_gen_pb2.Input.Split(name="all", pattern="*/*")])),
+                       "output_config": json_format.MessageToJson(example_gen_pb2.Output())}
+    executor.Executor().Do({}, {"examples": [artifact]}, exec_properties)
+    skipped = artifact.get_string_custom_property(executor.SKIPPED_FILES).split("\n")
+    assert skipped == sorted(str(root / name) for name in ("Bag/.DS_Store", "Bag/Thumbs.db", "Sandal/._0.png",
+                                                           "Sandal/desktop.ini", "__MACOSX", ".ipynb_checkpoints"))
+    observed(f"{len(examples)} plain images ingested in {len(CLASSES)} classes; the other entries skipped and "
+             f"counted in the summary ({len(skipped)} here)")
 
 
 # --- serving: `cnnpipe predict` sends what ingestion stores -------------------------------------

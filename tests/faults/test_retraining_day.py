@@ -21,11 +21,11 @@ import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from conftest import (clients_calling, cnnpipe, encode, fashion_mnist, running_server, version_runs, versions,
-                      wait_until, write_idx)
+from conftest import (clients_calling, cnnpipe, encode, fashion_mnist, headless_chromium, running_server,
+                      version_runs, versions, wait_until, write_idx)
 from cnnpipe.runners import retrain
 from cnnpipe.pipeline import metadata
-from cnnpipe.report import summary
+from cnnpipe.report import history, summary
 from cnnpipe.cli.main import EXIT_NOT_PUSHED
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 from cnnpipe.pipeline.output_dir import metadata_path
@@ -311,3 +311,32 @@ def test_a_drifted_span_stops_the_retrain_by_name_until_the_drift_is_accepted(da
     assert re.search(r'<tr class="fail"><td>brightness</td><td>Jensen-Shannon divergence</td><td>0\.\d{4}</td>'
                      r"<td>0\.1</td></tr>", html)
     observed(message[1].strip() + "; accepted: " + day.accepted_run.drift.split(":")[0])
+
+
+def test_cnnpipe_runs_lists_the_day_with_how_each_run_ended(day, tmp_path):
+    """Every run of the day, oldest first: the eight killed attempts by the step they stopped in, span 1's and span
+    2's pushes, span 3 failed by the drift check, then not blessed; the refused second run and the retrain without a
+    new span started no run."""
+    output = os.path.dirname(os.path.dirname(day.serving_base))
+    rows = history.history(metadata_path(output), MODEL, last=100)
+    assert [row.outcome for row in rows[:-1]] == [
+        *(f"stopped in {component} (killed, or still running)" for component in KILLED_IN),
+        f"pushed version {day.left_after_resume[-1]}", f"pushed version {day.left_after_span2[-1]}",
+        "failed in ValidationGate"]
+    assert rows[-1].outcome == f"not blessed: {day.accepted_run.failures[0]}"
+    assert [row.span for row in rows[len(KILLED_IN):]] == [1, 2, 3, 3]
+    assert rows[-1].accuracy == day.accepted_run.accuracy and rows[-3].accuracy == day.span2_run.accuracy
+    assert [row.started for row in rows] == sorted(row.started for row in rows)
+    listed = cnnpipe("runs", "--output", output, "--last", "2", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0] == f"2 run(s) of {MODEL}, oldest first:" and len(lines) == 4
+    assert lines[2].endswith("failed in ValidationGate") and lines[3].endswith(rows[-1].outcome)
+    page = re.search(r"^Report: (\S+)", day.accepted.stdout, re.M).group(1)  # the last run's report: the trend
+    with headless_chromium(tmp_path / "chromium") as driver:
+        driver.get("file://" + page)
+        table = [[cell.text for cell in row.find_elements("css selector", "td")]
+                 for row in driver.find_elements("css selector", "table#runs tbody tr")]
+        trend = driver.execute_script("return [...document.images].filter(i => i.alt.includes('over the last runs'))"
+                                      ".map(i => i.complete && i.naturalWidth > 0)")
+    assert table == [row.cells() for row in rows[-10:]] and trend == [True]
