@@ -42,3 +42,22 @@ def test_building_the_options_imports_no_tensorflow(tmp_path):
     result = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_tuner_without_a_time_budget_is_refused_before_anything_runs(tmp_path):
+    data = tmp_path / "data"
+    write_idx(str(data), "train", *fashion_mnist("train", 50))
+    write_idx(str(data), "t10k", *fashion_mnist("t10k", 20))
+    result = cnnpipe("run", "--data", str(data), "--tune", "2", "--tune-minutes", "0", "--output",
+                     str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("cnnpipe: --tune 2 --tune-minutes 0: give a number of trials (0: no tuning) and "
+                                     "a positive time budget in minutes.")
+    assert not (tmp_path / "out" / "pipeline").exists()
+
+
+def test_runs_names_what_is_missing(tmp_path):
+    result = cnnpipe("runs", "--output", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"cnnpipe: {tmp_path / 'nowhere'}: no metadata.sqlite here; give the --output "
+                                     "directory of a `cnnpipe run` (default cnnpipe-output).")

@@ -231,7 +231,7 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
         batch_size=16, learning_rate=1e-3, strategy="multi_worker", model_options={"width": 8}, translate=0.1,
         flip=False, warm_start=str(tmp_path / "model"), freeze_features=True, embedding_dim=32, seed=7,
         min_accuracy=0.6, max_accuracy_drop=0.01, compare_with_baseline=False,
-        attacks=("fgsm", "apgd-dlr"), epsilons=(0.2, 0.3), pgd_steps=5,
+        attacks=("fgsm", "apgd-dlr"), epsilons=(0.2, 0.3), pgd_steps=5, apgd_steps=7, tune=4, tune_minutes=3.0,
         robust_epsilon=0.2, min_fgsm_accuracy=0.1, min_pgd_accuracy=0.05, min_robust_accuracy=0.03,
         max_robust_accuracy_drop=0.02,
         adversarial="pgd", adversarial_epsilon=0.2, adversarial_steps=3,
@@ -264,6 +264,7 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
     assert kubeflow.beam_pipeline_args == local.beam_pipeline_args
     assert kubeflow.metadata_connection_config is None
     assert wiring(local)["EmbeddingIndex"][1]["catalog"][1:] == ("CatalogExampleGen", "examples")
+    assert wiring(local)["Trainer"][1]["hyperparameters"][1:] == ("Tuner", "best_hyperparameters")
     without_search = config.with_options(search=False, min_retrieval_precision=0.0, max_retrieval_precision_drop=None,
                                          catalog=None)
     unindexed = wiring(local_runner.build_pipeline(without_search))
