@@ -198,11 +198,18 @@ def _index(args: argparse.Namespace) -> int:
     return 0 if lines[-1].startswith("Pushed to") else EXIT_NOT_PUSHED
 
 
+def _quiet_readers() -> None:
+    """Keeps TensorFlow's deprecation notices, which TFMA's metric readers set off, out of the output; after a run
+    (its own log has them) or instead of one."""
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
 def _print_summary(result: "RunSummary", output_dir: str, pipeline_name: str) -> None:
     """Prints a run's summary and writes its report (report/writer.py)."""
     from cnnpipe.report import run_facts, writer  # noqa: PLC0415
     from cnnpipe.pipeline.output_dir import metadata_path  # noqa: PLC0415
 
+    _quiet_readers()
     print(result.format())
     facts = run_facts.read(metadata_path(output_dir), pipeline_name, result)
     paths = writer.write(facts, writer.report_dir(output_dir, result.run_id))
@@ -221,6 +228,7 @@ def _reported_if_stopped(output_dir: str, pipeline_name: str) -> Iterator[None]:
     try:
         yield
     except Exception as error:
+        _quiet_readers()
         result = summary.summarize(store, pipeline_name) if os.path.isfile(store) else None
         if result is not None and result.run_id not in runs_before:
             result.stopped_by = str(user_error(error) or error)
@@ -308,7 +316,7 @@ def _recorded_pipeline(run_dir: str, pipeline: Optional[str]) -> tuple[str, str]
     if pipeline is None and len(names) != 1:
         raise CnnpipeError(f"{run_dir} holds runs of the pipelines {', '.join(names) or '(none)'}; "
                            "choose one with --pipeline NAME.")
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # TFMA's readers warn of TensorFlow's deprecations
+    _quiet_readers()
     return metadata, pipeline or names[0]
 
 

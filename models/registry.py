@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import inspect
 from typing import Any, Callable
 
 import tf_keras as keras
@@ -9,16 +10,17 @@ import tf_keras as keras
 from cnnpipe.models import alexnet, autograph, lenet, resnet
 
 Builder = Callable[..., keras.Model]  # (input_shape, num_classes, **options) -> keras.Model
-# What the Tuner may choose of a model's builder options: option -> (keras_tuner.HyperParameters) -> a value.
-SearchSpace = dict[str, Callable[[Any], Any]]
+# What the Tuner may choose of a model's builder options:
+# option -> (keras_tuner.HyperParameters, the builder's default, the first value tried) -> a value.
+SearchSpace = dict[str, Callable[[Any, Any], Any]]
 
 
-def _dropout(hp: Any) -> float:
-    return hp.Float("dropout", 0.0, 0.5, step=0.1)
+def _dropout(hp: Any, default: float) -> float:
+    return hp.Float("dropout", 0.0, 0.5, step=0.1, default=default)
 
 
-def _width(*choices: float) -> Callable[[Any], float]:
-    return lambda hp: hp.Choice("width", list(choices))
+def _width(*choices: float) -> Callable[[Any, float], float]:
+    return lambda hp, default: hp.Choice("width", list(choices), default=default)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +29,11 @@ class ModelEntry:
     input_shape: tuple[int, int, int]  # the size Transform resizes images to by default
     description: str
     search_space: SearchSpace = dataclasses.field(default_factory=dict)  # the learning rate is always searched
+
+    def defaults(self) -> dict[str, Any]:
+        """The builder's keyword defaults (a partial's bound keywords included)."""
+        return {name: parameter.default for name, parameter in inspect.signature(self.build).parameters.items()
+                if parameter.default is not inspect.Parameter.empty}
 
 
 MODELS: dict[str, ModelEntry] = {

@@ -1,7 +1,8 @@
 """tuner_fn: the TFX Tuner's entry point (`cnnpipe run --tune TRIALS`).
 
 KerasTuner's Bayesian optimization searches the learning rate and the registry model's search space
-(`registry.ModelEntry.search_space`; options set with --model-option stay fixed). Each trial trains as the Trainer
+(`registry.ModelEntry.search_space`; options set with --model-option stay fixed), starting from the configuration as
+given. Each trial trains as the Trainer
 does: on the train split, scored every epoch on the validation split by `trainer.monitor`, the learning rate halved
 on a stall, stopped after --patience; its best epoch is its score. The search keeps to a time budget: each trial
 stops at its share of it, and no trial starts after it. The best values reach the Trainer as TFX's
@@ -29,10 +30,15 @@ PROJECT = "trials"  # KerasTuner's directory of trials, in the Tuner's working d
 
 
 def trial_values(hp: kt.HyperParameters, config: TrainingConfig) -> dict[str, Any]:
-    """A trial's values: the learning rate and each option of the model's search space not set in `config`."""
-    values = {TUNED_LEARNING_RATE: hp.Float(TUNED_LEARNING_RATE, *LEARNING_RATES, sampling="log")}
-    space = registry.get(config.model).search_space
-    values.update({name: choose(hp) for name, choose in space.items() if name not in config.model_options})
+    """A trial's values: the learning rate and each option of the model's search space not set in `config`; their
+    defaults are `config`'s learning rate and the builder's."""
+    learning_rate = min(max(config.learning_rate, LEARNING_RATES[0]), LEARNING_RATES[1])
+    values = {TUNED_LEARNING_RATE: hp.Float(TUNED_LEARNING_RATE, *LEARNING_RATES, sampling="log",
+                                            default=learning_rate)}
+    entry = registry.get(config.model)
+    defaults = entry.defaults()
+    values.update({name: choose(hp, defaults[name]) for name, choose in entry.search_space.items()
+                   if name not in config.model_options})
     return values
 
 
@@ -50,14 +56,18 @@ class TrialDeadline(keras.callbacks.Callback):
 
 
 class BudgetedBayesianOracle(kt.oracles.BayesianOptimizationOracle):
-    """Bayesian optimization that starts no trial after `deadline` (a time.monotonic() value), but the first."""
+    """Bayesian optimization whose first trial is the search space's defaults (the configuration as given, so that
+    the best trial is at least as good on validation) and that starts no trial after `deadline` (a
+    time.monotonic() value), but the first."""
 
     def __init__(self, deadline: float, **kwargs: Any):
         super().__init__(**kwargs)
         self.deadline = deadline
 
     def populate_space(self, trial_id: str) -> dict:
-        if self.trials and time.monotonic() >= self.deadline:
+        if not self.trials:
+            return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": dict(self.hyperparameters.values)}
+        if time.monotonic() >= self.deadline:
             print("Tuning stopped: --tune-minutes is spent", flush=True)
             return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
         return super().populate_space(trial_id)

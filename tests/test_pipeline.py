@@ -183,8 +183,10 @@ def test_tune_runs_the_tuner_within_its_budget_and_the_trainer_trains_its_best_o
     line = (f"Tuned over {len(result.trials)} trial(s): the best, precision@10 on the validation split "
             f"{best['score']:.4f}")
     assert line in result.format()
+    page = writer.write(run_facts.read(path, run_copy.name, result),
+                        writer.report_dir(run_copy.output_dir, result.run_id))[0]
     with headless_chromium(run_copy.output_dir + "-chromium") as driver:  # the run's report lists the trials
-        driver.get("file://" + os.path.join(writer.report_dir(run_copy.output_dir, result.run_id), writer.PAGE_NAME))
+        driver.get("file://" + page)
         rows = [[cell.text for cell in row.find_elements("css selector", "td")]
                 for row in driver.find_elements("css selector", "table#trials tbody tr")]
         assert line in driver.find_element("tag name", "body").text

@@ -217,8 +217,9 @@ def test_validation_precision_is_leave_one_out_precision_at_10_of_the_embedding(
 
 
 def test_the_tuner_searches_the_models_space_on_validation_within_its_time_budget(tmp_path, capsys):
-    """KerasTuner's search with the Tuner's oracle and trials on real images: each trial is scored by its best
-    validation epoch; an option set in the config is not searched; a spent budget lets one one-epoch trial run."""
+    """KerasTuner's search with the Tuner's oracle and trials on real images: the configuration as given is tried
+    first; each trial is scored by its best validation epoch; an option set in the config is not searched; a spent
+    budget lets one one-epoch trial run."""
     (x, y), validation = scaled("train", 600), scaled("t10k", 300)
     config = training_config.TrainingConfig(model="lenet5", input_shape=(28, 28, 1), embedding_dim=0, epochs=3,
                                             class_names=tuple("abcdefghij"), model_options={"width": 0.5})
@@ -247,5 +248,8 @@ def test_the_tuner_searches_the_models_space_on_validation_within_its_time_budge
     best = config.tuned(trials[0].hyperparameters.values)
     assert best.learning_rate == trials[0].hyperparameters.values["learning_rate"]
     assert trainer.build_model(best).get_layer("conv1").filters == 3  # the set width, 0.5 of 6
+    given = {"learning_rate": config.learning_rate, "dropout": 0.0}  # the config's and the builder's
+    assert next(trial for trial in trials if trial.trial_id == "0").hyperparameters.values == given  # tried first
     spent, kept = search(0)
     assert len(spent) == 1 and kept[0].startswith("Kept epoch 1 of 1:")
+    assert spent[0].hyperparameters.values == given
