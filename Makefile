@@ -1,7 +1,7 @@
 # The two commands of README.md; each does its own set-up (scripts/setup.sh) first.
 .PHONY: setup run test test-fast lint bench
 
-BENCHES = ingestion trainer_throughput first_fit beam_workers robustness serving_load serving_memory tensor_protos pitfalls finetune seeds
+BENCHES = ingestion trainer_throughput first_fit beam_workers robustness attack_budget serving_load serving_memory tensor_protos pitfalls finetune seeds
 
 setup:
 	@scripts/setup.sh
