@@ -27,10 +27,16 @@ from cnnpipe.pipeline.output_dir import metadata_path
 from cnnpipe.runners.progress import ComponentProgress
 
 
+def pipeline_root(output_dir: str) -> str:
+    """Where the artifacts go, as an absolute path: the URIs ML Metadata records then hold from any directory
+    (`cnnpipe report`, `cnnpipe runs`)."""
+    return os.path.abspath(os.path.join(output_dir, "pipeline"))
+
+
 def build_pipeline(config: PipelineConfig) -> Pipeline:
     """The pipeline for `config`, with its state under `config.output_dir`."""
     metadata = sqlite_metadata_connection_config(metadata_path(config.output_dir))
-    return dag.pipeline_for(config, config.name, os.path.join(config.output_dir, "pipeline"), config.schema_file(),
+    return dag.pipeline_for(config, config.name, pipeline_root(config.output_dir), config.schema_file(),
                             metadata, served_state(config.serving_base))
 
 
@@ -44,7 +50,7 @@ def build_index_pipeline(config: PipelineConfig) -> Pipeline:
     if catalog is None:
         raise CnnpipeError("cnnpipe index needs --catalog PATH: the images the served model's search answers with.")
     return dag.create_index_pipeline(
-        index_pipeline_name(config), os.path.join(config.output_dir, "pipeline"), catalog, config.serving_base,
+        index_pipeline_name(config), pipeline_root(config.output_dir), catalog, config.serving_base,
         search_top_k=config.search_top_k, keep_versions=config.keep_versions,
         served_state=served_state(config.serving_base),
         metadata_connection_config=sqlite_metadata_connection_config(metadata_path(config.output_dir)),

@@ -218,6 +218,13 @@ def test_without_a_baseline_there_is_no_served_model_step_and_no_change_threshol
         kubeflow_runner.build_pipeline(config.with_options(warm_start="latest"), "gs://cnnpipe-test/root")
 
 
+def test_a_relative_output_directory_gives_the_local_pipeline_an_absolute_root(tmp_path, monkeypatch):
+    """The artifact URIs ML Metadata records then name the same files from any directory."""
+    monkeypatch.chdir(tmp_path)
+    pipeline = local_runner.build_pipeline(PipelineConfig.from_options(output_dir="relative-out"))
+    assert pipeline.pipeline_info.pipeline_root == str(tmp_path / "relative-out" / "pipeline")
+
+
 def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
     """Only where the pipeline runs differs: same components, inputs and properties but the schema's path.
 
