@@ -11,7 +11,7 @@ from cnnpipe.models import alexnet, autograph, lenet, resnet
 
 Builder = Callable[..., keras.Model]  # (input_shape, num_classes, **options) -> keras.Model
 # What the Tuner may choose of a model's builder options:
-# option -> (keras_tuner.HyperParameters, the builder's default, the first value tried) -> a value.
+# option -> (keras_tuner.HyperParameters, the builder's default: the first value tried) -> a value.
 SearchSpace = dict[str, Callable[[Any, Any], Any]]
 
 

@@ -2,11 +2,10 @@
 
 KerasTuner's Bayesian optimization searches the learning rate and the registry model's search space
 (`registry.ModelEntry.search_space`; options set with --model-option stay fixed), starting from the configuration as
-given. Each trial trains as the Trainer
-does: on the train split, scored every epoch on the validation split by `trainer.monitor`, the learning rate halved
-on a stall, stopped after --patience; its best epoch is its score. The search keeps to a time budget: each trial
-stops at its share of it, and no trial starts after it. The best values reach the Trainer as TFX's
-best_hyperparameters artifact (`TrainingConfig.tuned`).
+given. Each trial trains as the Trainer does: on the train split, scored every epoch on the validation split by
+`trainer.monitor`, the learning rate halved on a stall, stopped after --patience; its best epoch is its score. The
+search keeps to a time budget: each trial stops at its share of it, and no trial starts after it. The best values
+reach the Trainer as TFX's best_hyperparameters artifact (`TrainingConfig.tuned`).
 
 KerasTuner 1.3 works on `tf.keras`, which is tf_keras only with TF_USE_LEGACY_KERAS=1 (cnnpipe/__init__.py).
 """
@@ -56,9 +55,9 @@ class TrialDeadline(keras.callbacks.Callback):
 
 
 class BudgetedBayesianOracle(kt.oracles.BayesianOptimizationOracle):
-    """Bayesian optimization whose first trial is the search space's defaults (the configuration as given, so that
-    the best trial is at least as good on validation) and that starts no trial after `deadline` (a
-    time.monotonic() value), but the first."""
+    """Bayesian optimization whose first trial is the search space's defaults (the configuration as given: the best
+    trial scores at least what it scores) and that starts no trial after `deadline` (a time.monotonic() value), but
+    the first."""
 
     def __init__(self, deadline: float, **kwargs: Any):
         super().__init__(**kwargs)

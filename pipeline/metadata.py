@@ -77,11 +77,15 @@ def run_executions(mlmd: metadata_store.MetadataStore, run_id: str) -> list[Exec
 
 
 def outputs_of(mlmd: metadata_store.MetadataStore, executions: list[Execution]) -> dict[str, Artifact]:
-    """The output artifacts of `executions`, by output key ("examples", "model", ...)."""
+    """The output artifacts of `executions`, by output key ("examples", "model", ...). A key two components output
+    is the first one's: "examples" is ImageExampleGen's, not CatalogExampleGen's."""
     keys = {event.artifact_id: event.path.steps[0].key
             for event in mlmd.get_events_by_execution_ids([execution.id for execution in executions])
             if event.type == metadata_store_pb2.Event.OUTPUT}
-    return {keys[artifact.id]: artifact for artifact in mlmd.get_artifacts_by_id(list(keys))}
+    found: dict[str, Artifact] = {}
+    for artifact in sorted(mlmd.get_artifacts_by_id(list(keys)), key=lambda artifact: artifact.id):
+        found.setdefault(keys[artifact.id], artifact)
+    return found
 
 
 def run_outputs(metadata_file: str, pipeline_name: str,

@@ -266,7 +266,9 @@ def test_a_run_with_its_own_catalog_and_an_embedding_for_retrieval_serves_search
     embeddings = served["embed"](images=tf.constant([query.read_bytes()]))["embeddings"].numpy()
     assert embeddings.shape == (1, 16)
     np.testing.assert_allclose(np.linalg.norm(embeddings), 1.0, atol=1e-5)
-    model_run = metadata.run_outputs(local_runner.metadata_path(run_copy.output_dir), run_copy.name)[1]["model_run"]
+    outputs = metadata.run_outputs(local_runner.metadata_path(run_copy.output_dir), run_copy.name)[1]
+    assert "/ImageExampleGen/" in outputs["examples"].uri  # the run's examples, not the catalog's
+    model_run = outputs["model_run"]
     events = tf.io.gfile.glob(os.path.join(model_run.uri, "logs", "train", "events.*"))
     assert any(b"epoch_embedding_normalized_loss" in open(path, "rb").read() for path in events)  # TensorBoard's
 

@@ -48,8 +48,9 @@ def in_validation(record: bytes, validation_percent: float) -> bool:
 
 
 def image_folders(exec_properties: dict[str, Any], split_pattern: str) -> list[str]:
-    """The folders whose image files a split reads: each class folder, or the one folder of images without classes;
-    none for IDX and TFRecord files."""
+    """The folders whose image files a split reads: each class folder (one glob each: Beam does not descend into a
+    symlinked folder from a glob above it), or the one folder of images without classes; none for IDX and TFRecord
+    files."""
     data_format = _options(exec_properties)["format"]
     pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
     if data_format == "folder":

@@ -240,11 +240,6 @@ def class_folders(root: str) -> list[str]:
     return names
 
 
-def class_file_patterns(root: str) -> list[str]:
-    """One glob per class folder: Beam does not descend into a symlinked folder from a glob above it."""
-    return [os.path.join(root, name, "*") for name in class_folders(root)]
-
-
 def skipped_files(folders: Sequence[str]) -> list[str]:
     """The entries of `folders` that ingestion skips (is_ignored), by path."""
     return sorted(os.path.join(folder, name.rstrip("/")) for folder in folders
