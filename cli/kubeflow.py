@@ -9,6 +9,7 @@ from cnnpipe.core.options import option
 from cnnpipe.pipeline.config import KUBEFLOW_EXPERIMENT, KUBEFLOW_PACKAGE, KUBEFLOW_SPEC_VERSIONS
 
 GROUP = "Kubeflow"
+TARGETS = ("kfp", "vertex")  # runners/resources.py names GPUs as each does
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +21,13 @@ class CompileOptions:
     spec_version: str = option(KUBEFLOW_SPEC_VERSIONS[0], "the KFP pipeline spec schema (the default is the one "
                                "open-source Kubeflow Pipelines 2.x requires; Vertex AI Pipelines takes either)", GROUP,
                                choices=KUBEFLOW_SPEC_VERSIONS)
+    resources: tuple[str, ...] = option((), "what a step asks the cluster for, repeatable, e.g. "
+                                        "Trainer=cpu:8,memory:32Gi,gpu:1:nvidia-tesla-t4 (Transform, Tuner, "
+                                        "Evaluator, any step the same way)", GROUP, repeat=tuple,
+                                        metavar="STEP=RESOURCES",
+                                        default_help="per model, in kubeflow/README.md")
+    target: str = option("kfp", "the orchestrator, which names GPUs its own way: open-source Kubeflow Pipelines "
+                         "(nvidia.com/gpu) or Vertex AI Pipelines (NVIDIA_TESLA_T4)", GROUP, choices=TARGETS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,17 +72,19 @@ def add_commands(commands: argparse._SubParsersAction,
 
 def _compile(args: argparse.Namespace) -> int:
     from cnnpipe.pipeline.config import KUBEFLOW_BEAM_ARGS  # noqa: PLC0415
-    from cnnpipe.runners import kubeflow_runner  # noqa: PLC0415
+    from cnnpipe.runners import kubeflow_runner, resources  # noqa: PLC0415
 
     target = CompileOptions(**given(args, CompileOptions))
     config = pipeline_config(args, KUBEFLOW_BEAM_ARGS)
     spec = kubeflow_runner.compile_pipeline(config, target.pipeline_root, target.image, target.package,
-                                            target.spec_version)
+                                            target.spec_version, target.resources, target.target)
     serving = kubeflow_runner.for_kubeflow(config, target.pipeline_root).serving_base
     print(f"cnnpipe: pipeline '{spec.pipeline_info.name}', {len(spec.root.dag.tasks)} steps, written to "
           f"{target.package} (pipeline spec schema {spec.schema_version})")
     print(f"  image {target.image}\n  pipeline root {spec.default_pipeline_root}\n  serving {serving}")
     print(f"  Beam args {' '.join(config.beam_args)}")
+    for step, asked in resources.written(spec).items():
+        print(f"  {step}: {asked}")
     print(f"Run it with: cnnpipe submit --host URL --package {target.package}")
     return 0
 

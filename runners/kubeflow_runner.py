@@ -21,6 +21,7 @@ from tfx.orchestration.pipeline import Pipeline
 
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.pipeline import dag
+from cnnpipe.runners import resources
 from cnnpipe.pipeline.config import KUBEFLOW_EXPERIMENT, KUBEFLOW_PACKAGE, KUBEFLOW_SPEC_VERSIONS, PipelineConfig
 from cnnpipe.schemas import SCHEMA_DIR
 
@@ -67,18 +68,26 @@ def build_pipeline(config: PipelineConfig, pipeline_root: str) -> Pipeline:
 
 def compile_pipeline(
     config: PipelineConfig, pipeline_root: str, image: str, package_path: str = KUBEFLOW_PACKAGE,
-    spec_version: str = KUBEFLOW_SPEC_VERSIONS[0],
+    spec_version: str = KUBEFLOW_SPEC_VERSIONS[0], step_resources: tuple[str, ...] = (), target: str = "kfp",
 ) -> "pipeline_spec_pb2.PipelineSpec":
     """Writes the KFP v2 pipeline spec (YAML) of `config` to `package_path` in schema `spec_version` ("2.1", the
-    one open-source Kubeflow Pipelines 2.x accepts, or "2.0"); returns the PipelineSpec proto."""
+    one open-source Kubeflow Pipelines 2.x accepts, or "2.0"); returns the PipelineSpec proto.
+
+    Each step asks for the model's default resources with `step_resources` (`STEP=cpu:8,memory:32Gi,gpu:1`) over
+    them, its GPUs named as `target` ("kfp" or "vertex") names them."""
     require_kfp()
     from kfp.compiler import pipeline_spec_builder  # noqa: PLC0415
     from kfp.pipeline_spec import pipeline_spec_pb2  # noqa: PLC0415
 
     runner = KubeflowV2DagRunner(config=KubeflowV2DagRunnerConfig(
         default_image=image, use_pipeline_spec_2_1=spec_version == "2.1"))
+    pipeline = build_pipeline(config, pipeline_root)
+    chosen = resources.resolve(config.training.model, step_resources, [node.id for node in pipeline.components])
+    for node in pipeline.components:
+        if node.id in chosen:
+            node.with_platform_config(resources.resource_spec(chosen[node.id], target))
     try:
-        job = runner.run(build_pipeline(config, pipeline_root), write_out=False)  # a PipelineJob, as a dict
+        job = runner.run(pipeline, write_out=False)  # a PipelineJob, as a dict
     except TypeError as error:
         # TFX compiles the latest-artifact and latest-blessed-model resolvers only (span windows)
         if "resolver policy" not in str(error):
@@ -91,8 +100,9 @@ def compile_pipeline(
         if task in spec.root.dag.tasks:
             spec.root.dag.tasks[task].caching_options.enable_cache = False
     spec.default_pipeline_root = pipeline_root  # a PipelineJob's runtime config holds it; a spec file, here
+    platform = resources.platform_spec(spec, chosen, target)
     os.makedirs(os.path.dirname(os.path.abspath(package_path)), exist_ok=True)
-    pipeline_spec_builder.write_pipeline_spec_to_file(spec, DESCRIPTION, pipeline_spec_pb2.PlatformSpec(), package_path)
+    pipeline_spec_builder.write_pipeline_spec_to_file(spec, DESCRIPTION, platform, package_path)
     return spec
 
 

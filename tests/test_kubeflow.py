@@ -192,6 +192,72 @@ def test_user_beam_args_a_data_uri_and_a_serving_dir_reach_every_step(tmp_path):
     assert '"base_directory": "gs://models/serving/Shoes v2"' in constant(spec, "AtomicPusher", "push_destination")
 
 
+def kfp_sdk_resources(cpu: str, memory: str, accelerator: str, count: int) -> dict:
+    """A container's resources as the KFP SDK's own compiler writes them for a task given these."""
+    @kfp.dsl.container_component
+    def step():
+        return kfp.dsl.ContainerSpec(image=IMAGE, command=["true"])
+
+    @kfp.dsl.pipeline(name="resources")
+    def pipeline():
+        (step().set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
+         .set_accelerator_type(accelerator).set_accelerator_limit(count))
+
+    executor = json_format.MessageToDict(pipeline.pipeline_spec.deployment_spec)["executors"]["exec-step"]
+    return executor["container"]["resources"]
+
+
+def test_the_default_steps_resources_are_the_models_and_written_where_kfp_reads_them(spec):
+    """LeNet-5's steps ask for 4 CPUs and 8 GiB, no GPU; the fields are those the KFP SDK writes."""
+    for task in ("Transform", "Trainer", "AdversarialExamples", "Evaluator"):
+        assert container(spec, task)["resources"]["resourceCpuLimit"] == "4", task
+        assert container(spec, task)["resources"]["resourceMemoryRequest"] == "8Gi", task
+        assert "accelerator" not in container(spec, task)["resources"], task
+    assert "resources" not in container(spec, "ImageExampleGen")
+
+
+def test_resources_given_per_step_are_written_as_the_kfp_sdk_writes_them(tmp_path):
+    data = write_fashion_mnist_slice(str(tmp_path / "data"), 30, 10)
+    result = cnnpipe("compile", "--data", data, "--class-names", ",".join(FASHION_MNIST.class_names), "--schema",
+                     "fashion_mnist", "--model", "alexnet", "--pipeline-root", "gs://cnnpipe-test/root", "--image",
+                     IMAGE, "-o", "spec.yaml", "--resources", "Trainer=cpu:16,memory:64Gi,gpu:2:nvidia-tesla-t4",
+                     "--resources", "Transform=cpu:500m,memory:2Gi", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Trainer: cpu 16, memory 64Gi, 2 nvidia.com/gpu" in result.stdout
+    spec_file, platform = yaml.safe_load_all((tmp_path / "spec.yaml").read_text())
+    compiled = json_format.ParseDict(spec_file, pipeline_spec_pb2.PipelineSpec())
+    assert container(compiled, "Trainer")["resources"] == kfp_sdk_resources("16", "64Gi", "nvidia.com/gpu", 2)
+    assert container(compiled, "Transform")["resources"]["cpuLimit"] == 0.5
+    # AlexNet's defaults for the steps not given: a GPU where its gradients are computed
+    assert container(compiled, "AdversarialExamples")["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    selector = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["Trainer_executor"]["nodeSelector"]
+    assert selector == {"labels": {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}}
+
+    vertex = cnnpipe("compile", "--data", data, "--class-names", ",".join(FASHION_MNIST.class_names), "--schema",
+                     "fashion_mnist", "--pipeline-root", "gs://cnnpipe-test/root", "--image", IMAGE, "-o", "v.yaml",
+                     "--target", "vertex", "--resources", "Trainer=gpu:1:nvidia-tesla-t4", cwd=tmp_path)
+    assert vertex.returncode == 0, vertex.stderr
+    compiled = json_format.ParseDict(next(yaml.safe_load_all((tmp_path / "v.yaml").read_text())),
+                                     pipeline_spec_pb2.PipelineSpec())
+    assert container(compiled, "Trainer")["resources"]["accelerator"]["type"] == "NVIDIA_TESLA_T4"
+
+
+@pytest.mark.parametrize("given, error", [
+    ("Trainr=cpu:8", "no step 'Trainr'; its steps are AdversarialExamples, AtomicPusher"),
+    ("Trainer=cpu:eight", "cannot read 'cpu:eight'"),
+    ("Trainer=memory:32GB", "cannot read 'memory:32GB'; give cpu:N"),
+    ("Trainer", "expected STEP=cpu:N,memory:SIZE,gpu:N[:TYPE]"),
+])
+def test_resources_that_cannot_be_read_are_refused_before_anything_is_written(tmp_path, given, error):
+    data = write_fashion_mnist_slice(str(tmp_path / "data"), 30, 10)
+    result = cnnpipe("compile", "--data", data, "--class-names", ",".join(FASHION_MNIST.class_names), "--schema",
+                     "fashion_mnist", "--pipeline-root", "gs://cnnpipe-test/root", "--image", IMAGE, "-o", "spec.yaml",
+                     "--resources", given, cwd=tmp_path)
+    assert result.returncode != 0
+    assert error in result.stderr
+    assert not (tmp_path / "spec.yaml").exists()
+
+
 def test_a_span_window_kubeflow_cannot_resolve_is_refused_by_name(tmp_path):
     for span in (1, 2):
         write_fashion_mnist_slice(str(tmp_path / "data" / f"span-{span}"), 30, 10)
