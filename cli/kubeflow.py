@@ -38,6 +38,9 @@ class KubeflowTarget:
                        "ml-pipeline-ui)", GROUP, required=True)
     package: str = option(KUBEFLOW_PACKAGE, "the pipeline spec `cnnpipe compile` wrote", GROUP)
     experiment: str = option(KUBEFLOW_EXPERIMENT, "KFP experiment, created when missing", GROUP)
+    param: tuple[str, ...] = option((), "a pipeline parameter's value, repeatable, e.g. --param epochs=40 --param "
+                                    "min_accuracy=0.9 (the spec's parameters are the settings of the same name)",
+                                    GROUP, repeat=tuple, metavar="NAME=VALUE", default_help="as compiled")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +96,7 @@ def _submit(args: argparse.Namespace) -> int:
     from cnnpipe.runners import kubeflow_runner  # noqa: PLC0415
 
     target = SubmitOptions(**given(args, SubmitOptions))
-    run_id = kubeflow_runner.submit(target.host, target.package, target.experiment, target.run_name)
+    run_id = kubeflow_runner.submit(target.host, target.package, target.experiment, target.run_name, target.param)
     print(f"cnnpipe: run {run_id} of {target.package} created at {target.host}, experiment '{target.experiment}'")
     return 0
 
@@ -103,7 +106,7 @@ def _schedule(args: argparse.Namespace) -> int:
 
     target = ScheduleOptions(**given(args, ScheduleOptions))
     recurring_run_id = kubeflow_runner.schedule(target.host, target.cron, target.package, target.experiment,
-                                                target.name)
+                                                target.name, target.param)
     print(f"cnnpipe: recurring run {recurring_run_id} of {target.package} created at {target.host} on "
           f"'{target.cron}'")
     return 0

@@ -170,13 +170,13 @@ def _run(args: argparse.Namespace) -> int:
         from cnnpipe.runners import local_runner  # noqa: PLC0415
         from cnnpipe.report import summary  # noqa: PLC0415
 
-        with _reported_if_stopped(config.output_dir, config.name):
+        with _reported_if_stopped(config.output_dir, config.name, config.notify_url):
             seconds = local_runner.run(config)
     total = time.monotonic() - started
     print("\nComponent wall times: " + ", ".join(f"{name} {s:.1f}s" for name, s in seconds.items()))
     print(f"Total {total / 60:.1f} min\n")
     result = summary.summarize(local_runner.metadata_path(config.output_dir), config.name)
-    _print_summary(result, config.output_dir, config.name)
+    _print_summary(result, config.output_dir, config.name, config.notify_url)
     return 0 if result.pushed_to else EXIT_NOT_PUSHED
 
 
@@ -204,24 +204,34 @@ def _quiet_readers() -> None:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
-def _print_summary(result: "RunSummary", output_dir: str, pipeline_name: str) -> None:
-    """Prints a run's summary and writes its report (report/writer.py)."""
-    from cnnpipe.report import run_facts, writer  # noqa: PLC0415
-    from cnnpipe.pipeline.output_dir import metadata_path  # noqa: PLC0415
-
+def _print_summary(result: "RunSummary", output_dir: str, pipeline_name: str, notify_url: Optional[str]) -> None:
+    """Prints a run's summary, writes its report (report/writer.py) and its outcome (report/outcome.py)."""
     _quiet_readers()
     print(result.format())
-    facts = run_facts.read(metadata_path(output_dir), pipeline_name, result)
-    paths = writer.write(facts, writer.report_dir(output_dir, result.run_id))
+    _conclude(result, output_dir, pipeline_name, notify_url)
+
+
+def _conclude(result: "RunSummary", output_dir: str, pipeline_name: str, notify_url: Optional[str]) -> None:
+    """Writes the run's report and outcome.json beside it, and posts the outcome to `notify_url`, if given."""
+    from cnnpipe.pipeline.output_dir import metadata_path  # noqa: PLC0415
+    from cnnpipe.report import outcome, run_facts, writer  # noqa: PLC0415
+
+    store, directory = metadata_path(output_dir), writer.report_dir(output_dir, result.run_id)
+    paths = writer.write(run_facts.read(store, pipeline_name, result), directory)
     print(f"Report: {paths[0]}" + (f" (robustness: {', '.join(paths[1:])})" if paths[1:] else ""))
+    ended = outcome.of_run(store, pipeline_name, result.run_id, result.stopped_by, os.path.abspath(paths[0]))
+    print(f"Outcome: {ended.summary} ({outcome.write(ended, directory)})")
+    if notify_url:
+        print(outcome.notify(notify_url, ended))
 
 
 @contextlib.contextmanager
-def _reported_if_stopped(output_dir: str, pipeline_name: str) -> Iterator[None]:
-    """A run that started and then failed gets its report too, the error as its verdict (then the error goes on)."""
+def _reported_if_stopped(output_dir: str, pipeline_name: str, notify_url: Optional[str]) -> Iterator[None]:
+    """A run that started and then failed gets its report and outcome too, the error as its verdict (then the error
+    goes on)."""
     from cnnpipe.pipeline import metadata  # noqa: PLC0415
     from cnnpipe.pipeline.output_dir import metadata_path  # noqa: PLC0415
-    from cnnpipe.report import run_facts, summary, writer  # noqa: PLC0415
+    from cnnpipe.report import summary  # noqa: PLC0415
 
     store = metadata_path(output_dir)
     runs_before = metadata.run_ids(metadata.store(store)) if os.path.isfile(store) else set()
@@ -232,8 +242,7 @@ def _reported_if_stopped(output_dir: str, pipeline_name: str) -> Iterator[None]:
         result = summary.summarize(store, pipeline_name) if os.path.isfile(store) else None
         if result is not None and result.run_id not in runs_before:
             result.stopped_by = str(user_error(error) or error)
-            facts = run_facts.read(store, pipeline_name, result)
-            print(f"Report: {writer.write(facts, writer.report_dir(output_dir, result.run_id))[0]}")
+            _conclude(result, output_dir, pipeline_name, notify_url)
         raise
 
 
@@ -246,12 +255,12 @@ def _retrain(args: argparse.Namespace) -> int:
         check_metadata(config.output_dir)
         from cnnpipe.runners import retrain  # noqa: PLC0415
 
-        with _reported_if_stopped(config.output_dir, config.name):
+        with _reported_if_stopped(config.output_dir, config.name, config.notify_url):
             result = retrain.retrain(config)
     if result.run is None:
         return 0
     print()
-    _print_summary(result.run, config.output_dir, config.name)
+    _print_summary(result.run, config.output_dir, config.name, config.notify_url)
     return 0 if result.run.pushed_to else EXIT_NOT_PUSHED
 
 
@@ -330,7 +339,7 @@ def _report(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise CnnpipeError(f"{args.run_dir}: {error}.") from None
     print(f"Run {result.run_id} of {name}")
-    _print_summary(result, args.run_dir, name)
+    _print_summary(result, args.run_dir, name, notify_url=None)
     return 0
 
 

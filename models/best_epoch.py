@@ -29,7 +29,8 @@ SCORE_NAMES = {PRECISION_KEY: "precision@10", "val_accuracy": "accuracy", "pgd_a
 
 
 class ValidationPrecision(keras.callbacks.Callback):
-    """Logs PRECISION_KEY every epoch: leave-one-out precision@10 of `embedder`'s output over (`images`, `labels`)."""
+    """Logs PRECISION_KEY every epoch: leave-one-out precision@10 of `embedder`'s output over (`images`, `labels`)
+    (precision over all the other images when there are no more than ten)."""
 
     def __init__(self, embedder: keras.Model, images: tf.Tensor, labels: tf.Tensor):
         super().__init__()
@@ -39,7 +40,8 @@ class ValidationPrecision(keras.callbacks.Callback):
         embeddings = tf.math.l2_normalize(self._embedder.predict(self._images, batch_size=512, verbose=0), axis=-1)
         similarity = tf.linalg.set_diag(tf.matmul(embeddings, embeddings, transpose_b=True),
                                         tf.fill([tf.shape(embeddings)[0]], -2.0))  # an image is not its neighbour
-        neighbours = tf.math.top_k(similarity, k=PRECISION_AT).indices
+        # a validation split of fewer than PRECISION_AT + 1 images has fewer neighbours to rank
+        neighbours = tf.math.top_k(similarity, k=max(1, min(PRECISION_AT, int(tf.shape(similarity)[0]) - 1))).indices
         relevant = tf.gather(self._labels, neighbours) == self._labels[:, None]
         if logs is not None:
             logs[PRECISION_KEY] = float(tf.reduce_mean(tf.cast(relevant, tf.float32)))

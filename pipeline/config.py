@@ -74,6 +74,10 @@ class PipelineConfig:
     model_name: Optional[str] = option(None, "served model name", "outputs", default_help="the data set's name")
     keep_versions: Optional[int] = option(None, "keep only the newest K pushed versions", "outputs", metavar="K",
                                           default_help="keep all")
+    notify_url: Optional[str] = option(None, "POST each run's outcome (its outcome.json: pushed, not blessed and why, "
+                                       "or failed and where) to this URL, e.g. a chat channel's incoming webhook; "
+                                       "tried again on failure, never failing the run", "outputs", metavar="URL",
+                                       default_help="none")
     beam_args: tuple[str, ...] = option(DEFAULT_BEAM_ARGS, "Beam pipeline option, repeatable, e.g. "
                                         "--beam-arg=--runner=DataflowRunner (kubeflow/README.md has Dataflow's, "
                                         "Flink's and Spark's)", "outputs",

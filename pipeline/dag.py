@@ -8,7 +8,7 @@ from typing import Optional
 
 from google.protobuf import json_format
 from ml_metadata.proto import metadata_store_pb2
-from tfx.components import ExampleValidator, SchemaGen, StatisticsGen, Trainer, Transform, Tuner
+from tfx.components import ExampleValidator, SchemaGen, StatisticsGen, Transform, Tuner
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.span_range_strategy import SpanRangeStrategy
@@ -17,7 +17,7 @@ from tfx.proto import pusher_pb2, range_config_pb2, trainer_pb2
 from tfx.types import Channel, standard_artifacts
 
 from cnnpipe.components.adversarial import AdversarialExamples
-from cnnpipe.components.blessing.eval_config import eval_config
+from cnnpipe.components.blessing.eval_config import EVALUATED_THRESHOLDS, eval_config, gating
 from cnnpipe.components.blessing.evaluator import BlessingEvaluator
 from cnnpipe.components.blessing.thresholds import Thresholds
 from cnnpipe.components.embedding_index import EmbeddingIndex
@@ -26,11 +26,13 @@ from cnnpipe.components.ingestion.source import DataSource
 from cnnpipe.components.push_check import PushCheck
 from cnnpipe.components.pusher import AtomicPusher
 from cnnpipe.components.served_model import ServedModel
+from cnnpipe.components.trainer import Trainer
 from cnnpipe.components.validation_gate import ValidationGate
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.core.names import TRAIN, VALIDATION
 from cnnpipe.models.training_config import WARM_START_LATEST, TrainingConfig
 from cnnpipe.pipeline.config import PipelineConfig
+from cnnpipe.pipeline.run_parameters import RunParameters
 from cnnpipe.robustness.settings import AttackSettings
 
 PREPROCESSING_FN = "cnnpipe.models.preprocessing.preprocessing_fn"
@@ -68,6 +70,7 @@ def create_pipeline(
     catalog: Optional[DataSource] = None,
     tuning: Optional[tuple[int, float]] = None,
     served_state: str = "",
+    run_parameters: RunParameters = RunParameters(),
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: tuple[str, ...] = (),
 ) -> Pipeline:
@@ -81,9 +84,12 @@ def create_pipeline(
     the thresholds' lower bounds alone, and there is no drift check (the served model's training data's statistics
     are the reference; `accept_drift` goes on past a drift). With `search_top_k`, the candidate is the
     EmbeddingIndex's: the trained model with a `search` signature (that many neighbours) over the train and
-    validation splits (or all of `catalog`, which CatalogExampleGen ingests) and its index.
+    validation splits (or all of `catalog`, which CatalogExampleGen ingests) and its index. `run_parameters` makes
+    the settings a run may be given (run_parameters.py) RuntimeParameters, for a compiled spec.
     """
-    example_gen = ImageExampleGen(source, eval_percent=eval_percent, validation_percent=validation_percent)
+    parameter = run_parameters
+    example_gen = ImageExampleGen(source, eval_percent=eval_percent, validation_percent=validation_percent,
+                                  input_base=parameter("data", source.input_base))
     examples = example_gen.outputs["examples"]
     span_resolvers = []  # the newest `span_window` spans' examples, this run's included
     if source.has_spans and span_window > 1:
@@ -147,6 +153,8 @@ def create_pipeline(
         # fn_args.base_model: the served model, for --warm-start latest
         base_model=baseline if training.warm_start == WARM_START_LATEST else None,
         hyperparameters=tuners[0].outputs["best_hyperparameters"] if tuners else None,
+        epochs=parameter("epochs", training.epochs),
+        learning_rate=parameter("learning_rate", training.learning_rate),
     )
     gate = thresholds if compare_with_baseline else thresholds.without_baseline()
     catalog_gens = [ImageExampleGen(catalog).with_id(CATALOG_EXAMPLE_GEN)] if catalog and search_top_k else []
@@ -157,11 +165,13 @@ def create_pipeline(
         catalog=catalog_gens[0].outputs["examples"] if catalog_gens else None,
         baseline=baseline,
         top_k=search_top_k,
-        min_precision=gate.min_retrieval_precision,
-        max_precision_drop=gate.max_retrieval_precision_drop,
+        min_precision=parameter("min_retrieval_precision", gate.min_retrieval_precision),
+        max_precision_drop=parameter("max_retrieval_precision_drop", gate.max_retrieval_precision_drop),
     )] if search_top_k else []
     candidate = indexes[0].outputs["indexed_model"] if indexes else trainer.outputs["model"]
-    evaluation_config = eval_config(gate, attacks.attacks if attacks else ())
+    attacked = attacks.attacks if attacks else ()
+    evaluation_config = eval_config(gate, attacked)
+    run_thresholds = gating(attacked)
     adversarial = [AdversarialExamples(
         examples=examples,
         model=candidate,
@@ -173,7 +183,9 @@ def create_pipeline(
         examples=adversarial[0].outputs["adversarial_examples"] if adversarial else examples,
         model=candidate,
         baseline_model=baseline,
-        eval_config=evaluation_config,
+        thresholds={name: parameter(name, getattr(gate, name)) if name in run_thresholds else getattr(gate, name)
+                    for name in EVALUATED_THRESHOLDS},
+        attacks=attacked,
         retrieval_gate=indexes[0].outputs["indexed_model"] if indexes else None,  # failed search thresholds un-bless
     ).with_id(EVALUATOR)
     push_check = PushCheck(  # the candidate served from a fresh process answers as the Evaluator measured
@@ -187,7 +199,7 @@ def create_pipeline(
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=push_check.outputs["infra_blessing"],
         push_destination=_push_destination(serving_base),
-        keep_versions=keep_versions,
+        keep_versions=parameter("keep_versions", keep_versions or 0),  # 0 keeps all
         statistics=statistics_gen.outputs["statistics"],  # pushed with the model: the next run's drift reference
         evaluation=evaluator.outputs["evaluation"],  # pushed with the model: the next run's baseline metrics
     )
@@ -212,9 +224,10 @@ def pipeline_for(
     schema_file: Optional[str],
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     served_state: str = "",
+    run_parameters: RunParameters = RunParameters(),
 ) -> Pipeline:
     """`create_pipeline` with `config`'s settings; the runner chooses the name, root, schema path and metadata (and
-    the local runner the served state, ServedModel's cache key)."""
+    the local runner the served state, ServedModel's cache key; the Kubeflow runner the run parameters)."""
     source = config.data_source()
     return create_pipeline(
         name=name,
@@ -235,6 +248,7 @@ def pipeline_for(
         catalog=config.catalog_source(),
         tuning=config.tuning(),
         served_state=served_state,
+        run_parameters=run_parameters,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam_args,
     )

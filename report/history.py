@@ -10,6 +10,8 @@ from cnnpipe.pipeline import metadata
 from cnnpipe.report.summary import RunSummary, summarize
 
 COLUMNS = ("started", "took", "span", "accuracy", "P@10", "robust", "outcome")
+# how a run ended
+PUSHED, NOT_BLESSED, NOT_PUSHED, FAILED, STOPPED = "pushed", "not blessed", "not pushed", "failed", "stopped"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +25,9 @@ class RunRow:
     accuracy: Optional[float]
     precision_at_10: Optional[float]
     robust_accuracy: Optional[tuple[float, float]]  # (ε, the lowest accuracy under attack at it: the worst case)
-    outcome: str
+    status: str  # PUSHED, NOT_BLESSED, NOT_PUSHED, FAILED or STOPPED
+    outcome: str  # the status in a few words
+    failed_step: Optional[str] = None  # the step that failed or never finished
 
     def cells(self) -> list[str]:
         robust = f"{self.robust_accuracy[1]:.2%} at ε {self.robust_accuracy[0]:g}" if self.robust_accuracy else "-"
@@ -43,18 +47,19 @@ def robust_accuracy(result: RunSummary) -> Optional[tuple[float, float]]:
     return epsilon, min(point.candidate for point in attacked if point.epsilon == epsilon)
 
 
-def outcome(result: RunSummary, unfinished: list[tuple[str, int]]) -> str:
-    """How a run ended, in a few words: the step that failed or never finished, else its blessing and push."""
+def outcome(result: RunSummary, unfinished: list[tuple[str, int]]) -> tuple[str, str, Optional[str]]:
+    """How a run ended: its status, in a few words, and the step that failed or never finished (else its blessing
+    and push tell)."""
     failed = [component for component, state in unfinished if state == metadata.Execution.FAILED]
     if failed:
-        return f"failed in {failed[0]}"
+        return FAILED, f"failed in {failed[0]}", failed[0]
     if unfinished:
-        return f"stopped in {unfinished[0][0]} (killed, or still running)"
+        return STOPPED, f"stopped in {unfinished[0][0]} (killed, or still running)", unfinished[0][0]
     if result.pushed_to:
-        return f"pushed version {os.path.basename(result.pushed_to)}"
+        return PUSHED, f"pushed version {os.path.basename(result.pushed_to)}", None
     if result.accuracy is not None and not result.blessed:
-        return "not blessed: " + (result.failures[0] if result.failures else "below a threshold")
-    return f"not pushed: {result.push_check_failure}" if result.push_check_failure else "not pushed"
+        return NOT_BLESSED, "not blessed: " + (result.failures[0] if result.failures else "below a threshold"), None
+    return NOT_PUSHED, f"not pushed: {result.push_check_failure}" if result.push_check_failure else "not pushed", None
 
 
 def history(metadata_file: str, pipeline_name: str, last: int, until: Optional[str] = None) -> list[RunRow]:
@@ -70,6 +75,7 @@ def history(metadata_file: str, pipeline_name: str, last: int, until: Optional[s
                       if execution.last_known_state not in metadata.FINISHED]
         result = summarize(metadata_file, pipeline_name, run.name)
         examples = metadata.outputs_of(mlmd, executions).get("examples")
+        status, words, failed_step = outcome(result, unfinished)
         rows.append(RunRow(
             run_id=run.name,
             started=datetime.datetime.fromtimestamp(min(e.create_time_since_epoch for e in executions) / 1000),
@@ -80,7 +86,9 @@ def history(metadata_file: str, pipeline_name: str, last: int, until: Optional[s
             accuracy=result.accuracy,
             precision_at_10=result.retrieval.get("precision_at_10"),
             robust_accuracy=robust_accuracy(result),
-            outcome=outcome(result, unfinished),
+            status=status,
+            outcome=words,
+            failed_step=failed_step,
         ))
     return rows
 

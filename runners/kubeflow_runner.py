@@ -13,15 +13,18 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
-from google.protobuf import json_format
+import yaml
+from google.protobuf import json_format, struct_pb2
 from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import KubeflowV2DagRunner, KubeflowV2DagRunnerConfig
+from tfx.orchestration.data_types import RuntimeParameter
 from tfx.orchestration.pipeline import Pipeline
 
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.pipeline import dag
 from cnnpipe.runners import resources
+from cnnpipe.pipeline.run_parameters import RunParameters
 from cnnpipe.pipeline.config import KUBEFLOW_EXPERIMENT, KUBEFLOW_PACKAGE, KUBEFLOW_SPEC_VERSIONS, PipelineConfig
 from cnnpipe.schemas import SCHEMA_DIR
 
@@ -63,7 +66,8 @@ def for_kubeflow(config: PipelineConfig, pipeline_root: str) -> PipelineConfig:
 def build_pipeline(config: PipelineConfig, pipeline_root: str) -> Pipeline:
     """The pipeline for `config` with its artifacts under `pipeline_root` (no metadata config: the cluster's)."""
     config = for_kubeflow(config, pipeline_root)
-    return dag.pipeline_for(config, pipeline_name(config.name), pipeline_root, schema_in_image(config.schema_file()))
+    return dag.pipeline_for(config, pipeline_name(config.name), pipeline_root, schema_in_image(config.schema_file()),
+                            run_parameters=RunParameters(runtime=True))
 
 
 def compile_pipeline(
@@ -100,16 +104,74 @@ def compile_pipeline(
         if task in spec.root.dag.tasks:
             spec.root.dag.tasks[task].caching_options.enable_cache = False
     spec.default_pipeline_root = pipeline_root  # a PipelineJob's runtime config holds it; a spec file, here
+    set_parameter_defaults(spec, pipeline)
     platform = resources.platform_spec(spec, chosen, target)
     os.makedirs(os.path.dirname(os.path.abspath(package_path)), exist_ok=True)
-    pipeline_spec_builder.write_pipeline_spec_to_file(spec, DESCRIPTION, platform, package_path)
+    if spec.schema_version == "2.0.0":  # kfp's writer reads `parameterType`, which a 2.0 pipeline's inputs lack
+        with open(package_path, "w") as f:
+            yaml.dump_all([json_format.MessageToDict(message) for message in (spec, platform) if message.ListFields()],
+                          f, sort_keys=True)
+    else:
+        pipeline_spec_builder.write_pipeline_spec_to_file(spec, DESCRIPTION, platform, package_path)
     return spec
+
+
+def run_parameters(pipeline: Pipeline) -> dict[str, RuntimeParameter]:
+    """The pipeline's RuntimeParameters, by name."""
+    return {value.name: value for node in pipeline.components for value in node.exec_properties.values()
+            if isinstance(value, RuntimeParameter)}
+
+
+def set_parameter_defaults(spec: "pipeline_spec_pb2.PipelineSpec", pipeline: Pipeline) -> None:
+    """Writes each pipeline parameter's default and description into `spec`, which TFX's compiler leaves out (a run
+    given no value would be refused)."""
+    for name, parameter in run_parameters(pipeline).items():
+        definition = spec.root.input_definitions.parameters[name]
+        definition.default_value.CopyFrom(struct_pb2.Value(string_value=parameter.default) if parameter.ptype is str
+                                          else struct_pb2.Value(number_value=parameter.default))
+        definition.description = parameter.description
 
 
 def _require_package(package_path: str) -> None:
     if not os.path.isfile(package_path):
         raise CnnpipeError(f"{package_path}: no such pipeline spec; write it with `cnnpipe compile` "
                            "(or pass --package).")
+
+
+PARAMETER_TYPES = {"NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "STRING": str}  # as a 2.1 spec names them
+PRIMITIVE_TYPES = {"INT": int, "DOUBLE": float, "STRING": str}  # as a 2.0 spec does
+TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
+
+
+def spec_parameters(package_path: str) -> dict[str, tuple[type, Any]]:
+    """The pipeline parameters of the compiled spec at `package_path`: each one's type and default."""
+    _require_package(package_path)
+    with open(package_path) as f:
+        inputs = (next(yaml.safe_load_all(f)).get("root", {}).get("inputDefinitions") or {}).get("parameters", {})
+    typed = {name: PARAMETER_TYPES.get(spec.get("parameterType")) or PRIMITIVE_TYPES[spec.get("type")]
+             for name, spec in inputs.items()}
+    return {name: (kind, kind(inputs[name]["defaultValue"]) if "defaultValue" in inputs[name] else None)
+            for name, kind in typed.items()}
+
+
+def checked_parameters(package_path: str, given: tuple[str, ...]) -> dict[str, Any]:
+    """`--param NAME=VALUE`s as the spec at `package_path` types them; an unknown name or a value of the wrong type
+    is a CnnpipeError that lists the spec's parameters."""
+    parameters = spec_parameters(package_path)
+    listed = ", ".join(f"{name} (default {default})" for name, (_, default) in parameters.items())
+    values: dict[str, Any] = {}
+    for text in given:
+        name, equals, value = text.partition("=")
+        if not equals or name not in parameters:
+            raise CnnpipeError(f"--param {text!r}: {package_path} has no parameter {name!r}; give NAME=VALUE with "
+                               f"one of: {listed or 'none'}.")
+        kind = parameters[name][0]
+        try:
+            values[name] = kind(value)
+        except ValueError:
+            raise CnnpipeError(f"--param {text!r}: {name} takes {TYPE_NAMES[kind]}, e.g. "
+                               f"{name}={parameters[name][1]}.") from None
+    return values
 
 
 def _server_message(body: Optional[str]) -> str:
@@ -156,13 +218,14 @@ def _client(host: str) -> "kfp.Client":
 
 
 def submit(host: str, package_path: str = KUBEFLOW_PACKAGE, experiment: str = KUBEFLOW_EXPERIMENT,
-           run_name: Optional[str] = None) -> str:
-    """Creates a run of the compiled pipeline at the KFP API `host`; returns the run's id."""
-    _require_package(package_path)
+           run_name: Optional[str] = None, parameters: tuple[str, ...] = ()) -> str:
+    """Creates a run of the compiled pipeline at the KFP API `host`, given the pipeline `parameters` (NAME=VALUE;
+    the others at their defaults); returns the run's id."""
+    values = checked_parameters(package_path, parameters)
     require_kfp()
     with _kubeflow_at(host):
         result = _client(host).create_run_from_pipeline_package(
-            package_path, run_name=run_name, experiment_name=experiment
+            package_path, arguments=values, run_name=run_name, experiment_name=experiment
         )
     return result.run_id
 
@@ -177,12 +240,13 @@ def check_cron(cron: str) -> None:
 
 
 def schedule(host: str, cron: str, package_path: str = KUBEFLOW_PACKAGE, experiment: str = KUBEFLOW_EXPERIMENT,
-             name: Optional[str] = None) -> str:
-    """Creates a recurring run of the compiled pipeline at `host` on `cron`; returns its id.
+             name: Optional[str] = None, parameters: tuple[str, ...] = ()) -> str:
+    """Creates a recurring run of the compiled pipeline at `host` on `cron`, each run given the pipeline `parameters`
+    (NAME=VALUE); returns its id.
 
     At most one run at a time, and no catching up on the times missed while the schedule was paused.
     """
-    _require_package(package_path)
+    values = checked_parameters(package_path, parameters)
     check_cron(cron)
     require_kfp()
     with _kubeflow_at(host):
@@ -193,6 +257,7 @@ def schedule(host: str, cron: str, package_path: str = KUBEFLOW_PACKAGE, experim
             job_name=name or f"{Path(package_path).stem} {cron}",
             cron_expression=cron,
             pipeline_package_path=package_path,
+            params=values,
             max_concurrency=1,
             no_catchup=True,
         )

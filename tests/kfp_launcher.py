@@ -1,10 +1,10 @@
 """A local stand-in for a Kubeflow Pipelines v2 launcher: runs a compiled pipeline spec's tasks, in order.
 
 For each task, in topological order, it does what the orchestrator does for the task's pod: builds its
-ExecutorInput (constant parameters, the artifacts upstream tasks wrote, fresh output URIs under the pipeline root,
-the executor output file), resolves the container's placeholders with kfp.local's helpers, runs the container's
-command with this interpreter, checks its exit code, reads the ExecutorOutput it wrote and hands the output
-artifacts (URI and metadata as the executor wrote them) to the tasks downstream.
+ExecutorInput (constant parameters, the run's pipeline parameters, the artifacts upstream tasks wrote, fresh output
+URIs under the pipeline root, the executor output file), resolves the container's placeholders with kfp.local's
+helpers, runs the container's command with this interpreter, checks its exit code, reads the ExecutorOutput it wrote
+and hands the output artifacts (URI and metadata as the executor wrote them) to the tasks downstream.
 
 What the orchestrator supplies depends on which one runs the spec (CONTRACTS):
 
@@ -33,7 +33,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import yaml
 from google.protobuf import json_format, struct_pb2
@@ -43,6 +43,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2 as pb
 INTERPRETERS = ("python", "python3")  # the image's Python, replaced by this one
 STDERR_TAIL = 4000  # characters of a failed task's stderr to show
 ParameterType = pb.ParameterType.ParameterTypeEnum
+PRIMITIVE_TYPES = {"INT": "NUMBER_INTEGER", "DOUBLE": "NUMBER_DOUBLE", "STRING": "STRING"}  # a 2.0 spec's types
 
 
 class LaunchError(Exception):
@@ -115,9 +116,30 @@ def execution_order(spec: pb.PipelineSpec) -> list[str]:
     return graph_utils.topological_sort_tasks(dict(spec.root.dag.tasks))[::-1]
 
 
-def parameter_value(task: str, key: str, parameter: pb.TaskInputsSpec.InputParameterSpec) -> struct_pb2.Value:
-    """A constant input parameter as `parameterValues` holds it, from `runtimeValue.constant` (schema 2.1) or
-    `runtimeValue.constantValue` (2.0)."""
+def pipeline_parameters(spec: pb.PipelineSpec, given: dict[str, Any]) -> dict[str, struct_pb2.Value]:
+    """The run's pipeline parameters, as the orchestrator's runtime config holds them: `given` over the spec's
+    defaults; a parameter the spec lacks, or one with neither, refused as KFP refuses the run."""
+    definitions = spec.root.input_definitions.parameters
+    unknown = set(given) - set(definitions)
+    if unknown:
+        raise LaunchError(f"the spec has no pipeline parameter {', '.join(sorted(unknown))}")
+    values = {}
+    for name, definition in definitions.items():
+        if name in given:
+            values[name] = json_format.ParseDict(given[name], struct_pb2.Value())
+        elif definition.HasField("default_value"):
+            values[name] = definition.default_value
+        else:
+            raise LaunchError(f"pipeline parameter '{name}' has no value and no default")
+    return values
+
+
+def parameter_value(task: str, key: str, parameter: pb.TaskInputsSpec.InputParameterSpec,
+                    pipeline_values: dict[str, struct_pb2.Value]) -> struct_pb2.Value:
+    """An input parameter as `parameterValues` holds it: a pipeline parameter's value, or a constant from
+    `runtimeValue.constant` (schema 2.1) or `runtimeValue.constantValue` (2.0)."""
+    if parameter.component_input_parameter:
+        return pipeline_values[parameter.component_input_parameter]
     kind = parameter.runtime_value.WhichOneof("value")
     if kind == "constant":
         return parameter.runtime_value.constant
@@ -125,21 +147,25 @@ def parameter_value(task: str, key: str, parameter: pb.TaskInputsSpec.InputParam
         typed = parameter.runtime_value.constant_value
         value = getattr(typed, typed.WhichOneof("value"))
         return struct_pb2.Value(string_value=value) if isinstance(value, str) else struct_pb2.Value(number_value=value)
-    raise LaunchError(f"task '{task}': input parameter '{key}' is not a constant, which this harness cannot supply")
+    raise LaunchError(f"task '{task}': input parameter '{key}' is neither a constant nor a pipeline parameter, which "
+                      "this harness cannot supply")
 
 
 def typed_parameter(parameter: pb.TaskInputsSpec.InputParameterSpec, value: struct_pb2.Value,
                     definition: pb.ComponentInputsSpec.ParameterSpec) -> pb.Value:
-    """A constant input parameter as the deprecated, typed `inputs.parameters` holds it."""
+    """An input parameter as the deprecated, typed `inputs.parameters` holds it (its type from `parameterType`, or
+    from a 2.0 spec's `type`)."""
     if parameter.runtime_value.HasField("constant_value"):  # schema 2.0 writes it typed
         return parameter.runtime_value.constant_value
-    if definition.parameter_type == ParameterType.NUMBER_INTEGER:
+    kind = ParameterType.Name(definition.parameter_type) if definition.parameter_type else \
+        PRIMITIVE_TYPES[pb.PrimitiveType.PrimitiveTypeEnum.Name(definition.type)]
+    if kind == "NUMBER_INTEGER":
         return pb.Value(int_value=int(value.number_value))
-    if definition.parameter_type == ParameterType.NUMBER_DOUBLE:
+    if kind == "NUMBER_DOUBLE":
         return pb.Value(double_value=value.number_value)
-    if definition.parameter_type == ParameterType.STRING:
+    if kind == "STRING":
         return pb.Value(string_value=value.string_value)
-    raise LaunchError(f"a {ParameterType.Name(definition.parameter_type)} parameter has no typed `inputs.parameters`")
+    raise LaunchError(f"a {kind} parameter has no typed `inputs.parameters`")
 
 
 def mlmd_round_trip(metadata: struct_pb2.Struct) -> struct_pb2.Struct:
@@ -160,8 +186,9 @@ class Launcher:
     """Runs one compiled pipeline spec, task by task, under one contract; artifacts under `pipeline_root`."""
 
     def __init__(self, spec: pb.PipelineSpec, contract: Contract, pipeline_root: str, pythonpath: Sequence[str],
-                 timeout: float):
+                 timeout: float, parameters: Optional[dict[str, Any]] = None):
         self.spec, self.contract, self.timeout = spec, contract, timeout
+        self.parameters = pipeline_parameters(spec, parameters or {})
         self.executors = deployment(spec)
         self.pipeline_root = pipeline_root
         self.run_id = f"{spec.pipeline_info.name}-{uuid.uuid4().hex[:8]}"
@@ -188,11 +215,12 @@ class Launcher:
         return self.spec.components[self.spec.root.dag.tasks[task].component_ref.name]
 
     def executor_input(self, task: str) -> pb.ExecutorInput:
-        """The task's ExecutorInput: constant parameters, upstream outputs, fresh output URIs, the output file."""
+        """The task's ExecutorInput: constant and pipeline parameters, upstream outputs, fresh output URIs, the output
+        file."""
         spec, component = self.spec.root.dag.tasks[task], self.component(task)
         inputs = pb.ExecutorInput.Inputs()
         for key, parameter in spec.inputs.parameters.items():
-            value = parameter_value(task, key, parameter)
+            value = parameter_value(task, key, parameter, self.parameters)
             inputs.parameter_values[key].CopyFrom(value)
             if self.contract.typed_parameters:
                 inputs.parameters[key].CopyFrom(
@@ -265,8 +293,10 @@ class Launcher:
 
 
 def run_pipeline(spec_path: str, contract: str, pipeline_root: Optional[str] = None, pythonpath: Sequence[str] = (),
-                 timeout: float = 1800) -> dict[str, TaskRun]:
+                 timeout: float = 1800, parameters: Optional[dict[str, Any]] = None) -> dict[str, TaskRun]:
     """Runs every task of the compiled spec at `spec_path` under `contract` ("kfp" or "vertex"), with `pythonpath`
-    before the inherited PYTHONPATH; artifacts under `pipeline_root` (default the spec's). Returns the runs by task."""
+    before the inherited PYTHONPATH, given the pipeline `parameters` (the rest at their defaults); artifacts under
+    `pipeline_root` (default the spec's). Returns the runs by task."""
     spec = load_spec(spec_path)
-    return Launcher(spec, CONTRACTS[contract], pipeline_root or spec.default_pipeline_root, pythonpath, timeout).run()
+    return Launcher(spec, CONTRACTS[contract], pipeline_root or spec.default_pipeline_root, pythonpath, timeout,
+                    parameters).run()

@@ -2,18 +2,20 @@
 
 import dataclasses
 import importlib
-import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import kfp
 import pytest
 import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx.orchestration.data_types import RuntimeParameter
 
 from conftest import cnnpipe, free_ports, write_fashion_mnist_slice
+from kfp_api import kfp_api
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.cli import main as cli
 from cnnpipe.runners import kubeflow_runner, local_runner
@@ -65,6 +67,14 @@ def container(spec: pipeline_spec_pb2.PipelineSpec, task: str) -> dict:
 
 def constant(spec: pipeline_spec_pb2.PipelineSpec, task: str, parameter: str) -> str:
     return spec.root.dag.tasks[task].inputs.parameters[parameter].runtime_value.constant.string_value
+
+
+def run_default(spec: pipeline_spec_pb2.PipelineSpec, task: str, parameter: str) -> Any:
+    """What a task's input is given when a run sets no parameter: the pipeline parameter's default it is bound to."""
+    name = spec.root.dag.tasks[task].inputs.parameters[parameter].component_input_parameter
+    assert name, f"{task}'s {parameter} is not a pipeline parameter"
+    value = spec.root.input_definitions.parameters[name].default_value
+    return value.string_value if value.HasField("string_value") else value.number_value
 
 
 def constant_fields(spec: pipeline_spec_pb2.PipelineSpec) -> set[str]:
@@ -135,7 +145,7 @@ def test_every_step_runs_the_image_with_the_beam_args_and_importable_executors(s
 
 def test_pipeline_root_data_schema_and_serving_are_where_the_pods_find_them(spec):
     assert spec.default_pipeline_root == PIPELINE_ROOT
-    assert constant(spec, "ImageExampleGen", "input_base") == FASHION_MNIST.path  # installed in the image
+    assert run_default(spec, "ImageExampleGen", "input_base") == FASHION_MNIST.path  # installed in the image
     schema = constant(spec, "ImportSchemaGen", "schema_file")
     assert schema == f"{kubeflow_runner.IMAGE_PROJECT_DIR}/schemas/fashion_mnist.pbtxt"
     assert (REPO / Path(schema).relative_to(kubeflow_runner.IMAGE_PROJECT_DIR)).is_file()
@@ -188,7 +198,7 @@ def test_user_beam_args_a_data_uri_and_a_serving_dir_reach_every_step(tmp_path):
     assert spec.pipeline_info.name == "shoes-v2"
     for task in COMPONENTS:
         assert container(spec, task)["args"][-len(dataflow):] == list(dataflow), task
-    assert constant(spec, "ImageExampleGen", "input_base") == str(tmp_path / "data")
+    assert run_default(spec, "ImageExampleGen", "input_base") == str(tmp_path / "data")
     assert '"base_directory": "gs://models/serving/Shoes v2"' in constant(spec, "AtomicPusher", "push_destination")
 
 
@@ -277,9 +287,9 @@ def test_without_a_baseline_there_is_no_served_model_step_and_no_change_threshol
     spec = kubeflow_runner.compile_pipeline(config, "gs://cnnpipe-test/root", IMAGE, str(tmp_path / "spec.yaml"))
     assert set(spec.root.dag.tasks) == COMPONENTS
     assert "baseline_model" not in spec.root.dag.tasks["Evaluator"].inputs.artifacts
-    thresholds = json.loads(constant(spec, "Evaluator", "eval_config"))["metrics_specs"][0]["metrics"][0]
-    threshold = thresholds["per_slice_thresholds"][0]["threshold"]
-    assert threshold["value_threshold"]["lower_bound"] == 0.85 and "change_threshold" not in threshold
+    assert run_default(spec, "Evaluator", "min_accuracy") == 0.85
+    assert "max_accuracy_drop" not in spec.root.dag.tasks["Evaluator"].inputs.parameters  # no change threshold
+    assert "max_accuracy_drop" not in spec.root.input_definitions.parameters
     with pytest.raises(CnnpipeError, match="drop --no-baseline"):
         kubeflow_runner.build_pipeline(config.with_options(warm_start="latest"), "gs://cnnpipe-test/root")
 
@@ -311,7 +321,7 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
         output_dir=str(tmp_path / "out"), serving_dir=str(tmp_path / "serving"), model_name="shoes",
         keep_versions=3, span_window=2, accept_drift=True, allow_duplicates=True, beam_args=("--direct_num_workers=2",),
         search=True, search_top_k=5, min_retrieval_precision=0.5, max_retrieval_precision_drop=0.02,
-        catalog=FASHION_MNIST.path,
+        catalog=FASHION_MNIST.path, notify_url="http://127.0.0.1:9/hook",
     )
     assert set(settings) == set(flags()), f"give the new settings {set(flags()) - set(settings)} a value here"
     config = PipelineConfig.from_options(**settings)
@@ -323,8 +333,8 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
     def wiring(pipeline) -> dict:
         return {
             component.id: (
-                {key: value for key, value in component.exec_properties.items()
-                 if key not in ("schema_file", "schema_source")},
+                {key: value.default if isinstance(value, RuntimeParameter) else value  # what a run is given by default
+                 for key, value in component.exec_properties.items() if key not in ("schema_file", "schema_source")},
                 {key: (channel.type_name, getattr(channel, "producer_component_id", None),
                        getattr(channel, "output_key", None))
                  for key, channel in component.inputs.items()},
@@ -390,6 +400,47 @@ def test_schedule_checks_the_cron_and_the_host(capsys):
     host = f"http://127.0.0.1:{free_ports(1)[0]}"
     assert cli.main(["schedule", "--host", host, "--package", str(COMMITTED_SPEC), "--cron", "0 0 3 * * *"]) == 1
     assert capsys.readouterr().err.startswith(f"cnnpipe: cannot reach Kubeflow Pipelines at {host}")
+
+
+@pytest.mark.parametrize("given, error", [
+    ("epoch=40", "has no parameter 'epoch'; give NAME=VALUE with one of: data (default /usr/share/datasets/"),
+    ("epochs=forty", "--param 'epochs=forty': epochs takes an integer, e.g. epochs=30."),
+    ("min_accuracy", "has no parameter 'min_accuracy'"),
+])
+def test_a_parameter_the_spec_lacks_or_mistypes_is_refused_before_anything_is_sent(capsys, given, error):
+    """Nothing listens at the host: the error is about the parameter, so nothing was sent."""
+    for command in (["submit"], ["schedule", "--cron", "0 0 3 * * *"]):
+        assert cli.main([*command, "--host", f"http://127.0.0.1:{free_ports(1)[0]}", "--package", str(COMMITTED_SPEC),
+                         "--param", "epochs=40", "--param", given]) == 1
+        assert error in capsys.readouterr().err
+
+
+def test_submit_and_schedule_send_the_parameters_given_to_the_kfp_api(capsys):
+    """Through kfp's Client to a stand-in of KFP's API server: the run and the recurring run carry the spec and the
+    parameters given, typed as the spec types them."""
+    port = free_ports(1)[0]
+    host = f"http://127.0.0.1:{port}"
+    with kfp_api(port) as requests:
+        assert cli.main(["submit", "--host", host, "--package", str(COMMITTED_SPEC), "--param", "epochs=40",
+                         "--param", "min_accuracy=0.9", "--param", "data=gs://bucket/images"]) == 0
+        assert cli.main(["schedule", "--host", host, "--package", str(COMMITTED_SPEC), "--cron", "0 0 3 * * *",
+                         "--param", "keep_versions=5"]) == 0
+    assert "run run-1 of" in capsys.readouterr().out
+    created = {path: body for method, path, body in requests if method == "POST"}
+    run, recurring = created["/apis/v2beta1/runs"], created["/apis/v2beta1/recurringruns"]
+    assert run["runtime_config"]["parameters"] == {"epochs": 40, "min_accuracy": 0.9, "data": "gs://bucket/images"}
+    assert recurring["runtime_config"]["parameters"] == {"keep_versions": 5}
+    assert run["pipeline_spec"]["root"]["inputDefinitions"]["parameters"]["epochs"]["defaultValue"] == 30
+
+
+def test_the_spec_names_its_parameters_with_their_compiled_defaults(spec):
+    parameters = kubeflow_runner.spec_parameters(str(COMMITTED_SPEC))
+    assert parameters == {
+        "data": (str, FASHION_MNIST.path), "epochs": (int, 30), "learning_rate": (float, 0.002),
+        "min_accuracy": (float, 0.85), "max_accuracy_drop": (float, 0.0), "min_fgsm_accuracy": (float, 0.0),
+        "min_pgd_accuracy": (float, 0.0), "min_robust_accuracy": (float, 0.0), "min_retrieval_precision": (float, 0.0),
+        "keep_versions": (int, 0)}
+    assert spec.root.dag.tasks["Trainer"].inputs.parameters["epochs"].component_input_parameter == "epochs"
 
 
 def test_submit_without_a_compiled_spec_says_how_to_make_one(tmp_path, capsys):

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tensorflow as tf
@@ -17,6 +18,7 @@ from conftest import cnnpipe, encode, fashion_mnist, versions, write_fashion_mni
 from cnnpipe.components.blessing.evaluation_results import metrics_by_slice
 from cnnpipe.core.names import BASELINE
 from cnnpipe.pipeline.datasets import FASHION_MNIST
+from cnnpipe.runners import kubeflow_runner
 from cnnpipe.schemas import SCHEMA_DIR
 
 TRAIN, TEST = 200, 100
@@ -28,8 +30,11 @@ IN_MEMORY = ("--beam-arg=--direct_running_mode=in_memory", "--beam-arg=--direct_
 # docstring): parameterValues given an inputs spec (2.1), the typed `inputs.parameters` without one (2.0). The KFP run
 # keeps the Beam args `compile` writes (one DirectRunner worker process per core); the Vertex run's Beam runs in
 # memory, a minute faster: the contracts differ in what the launcher supplies, not in Beam. The KFP run tunes first
-# (TFX's Tuner, two trials in a few seconds).
-CONTRACTS = {"kfp": ("2.1", ("--tune", "2", "--tune-minutes", "0.1")), "vertex": ("2.0", IN_MEMORY)}
+# (TFX's Tuner, two trials in a few seconds). Each is given its own pipeline parameters (the others at the defaults
+# compiled in): the Vertex run two epochs, and to keep one version.
+CONTRACTS = {"kfp": ("2.1", ("--tune", "2", "--tune-minutes", "0.1"), ()),
+             "vertex": ("2.0", IN_MEMORY, ("epochs=2", "keep_versions=1"))}
+OTHER_TRAIN, OTHER_TEST = 120, 60  # the data a second run of the KFP spec is given
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +43,12 @@ class Launched:
     spec: pipeline_spec_pb2.PipelineSpec
     runs: dict[str, kfp_launcher.TaskRun]
     serving: Path
+    package: Path
+    parameters: dict[str, Any]
+
+    def log(self, task: str) -> str:
+        """What the task's executor printed."""
+        return Path(self.runs[task].executor_input.outputs.output_file).with_name("executor.out").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +82,11 @@ def launch(request, data, tmp_path_factory) -> Launched:
     if request.param == "vertex":
         served = request.getfixturevalue("pushed_run").serving_base
         shutil.copytree(Path(served) / versions(served)[-1], serving / SERVED_VERSION)
-    spec = compile_spec(directory, data, *CONTRACTS[request.param])
-    runs = kfp_launcher.run_pipeline(str(spec), request.param, pythonpath=[IMPORT_ROOT])
-    return Launched(request.param, kfp_launcher.load_spec(str(spec)), runs, serving)
+    spec_version, compile_args, given = CONTRACTS[request.param]
+    spec = compile_spec(directory, data, spec_version, compile_args)
+    parameters = kubeflow_runner.checked_parameters(str(spec), given)  # as `cnnpipe submit --param` checks them
+    runs = kfp_launcher.run_pipeline(str(spec), request.param, pythonpath=[IMPORT_ROOT], parameters=parameters)
+    return Launched(request.param, kfp_launcher.load_spec(str(spec)), runs, serving, spec, parameters)
 
 
 @pytest.fixture(scope="module", params=["kfp"])
@@ -92,6 +105,42 @@ def test_every_task_runs_and_the_blessing_names_the_model_it_blessed(launched):
     blessing = launched.runs["Evaluator"].outputs["blessing"].metadata.fields
     assert blessing["blessed"].number_value == 1
     assert blessing["current_model_id"].string_value == launched.runs["EmbeddingIndex"].outputs["indexed_model"].name
+
+
+@pytest.fixture(scope="module")
+def relaunched(launched, tmp_path_factory) -> Launched:
+    """The KFP run's spec run again under "kfp", given other data, two epochs and a bar no candidate reaches."""
+    other = write_fashion_mnist_slice(str(tmp_path_factory.mktemp("other") / "fashion"), OTHER_TRAIN, OTHER_TEST)
+    parameters = kubeflow_runner.checked_parameters(str(launched.package),
+                                                    (f"data={other}", "epochs=2", "min_accuracy=0.99"))
+    runs = kfp_launcher.run_pipeline(str(launched.package), "kfp", pythonpath=[IMPORT_ROOT], parameters=parameters)
+    return dataclasses.replace(launched, runs=runs, parameters=parameters)
+
+
+def eval_examples(run: Launched) -> int:
+    files = tf.io.gfile.glob(str(Path(run.runs["ImageExampleGen"].outputs["examples"].uri, "Split-eval", "*")))
+    return sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
+
+
+def test_the_run_parameters_take_effect(launched):
+    """Epochs reach the Trainer (1 compiled, 2 given under "vertex"); under "vertex" keep_versions=1 leaves the new
+    version alone, the served one removed (under "kfp" nothing was served)."""
+    assert f"for up to {launched.parameters.get('epochs', 1)} epochs" in launched.log("Trainer")
+    assert eval_examples(launched) == TEST
+    pushed = launched.runs["AtomicPusher"].outputs["pushed_model"].metadata.fields["pushed_version"].string_value
+    assert versions(launched.serving) == [pushed]
+
+
+def test_one_spec_runs_again_with_other_parameters(launched, relaunched):
+    """The same spec, given other data, epochs and bar: ImageExampleGen reads the other images, the Trainer trains
+    two epochs, and the candidate is not blessed under min_accuracy 0.99, so nothing is pushed."""
+    assert relaunched.runs["ImageExampleGen"].executor_input.inputs.parameter_values["input_base"].string_value == \
+        relaunched.parameters["data"]
+    assert eval_examples(relaunched) == OTHER_TEST
+    assert "for up to 2 epochs" in relaunched.log("Trainer")
+    assert relaunched.runs["Evaluator"].outputs["blessing"].metadata.fields["blessed"].number_value == 0
+    assert relaunched.runs["AtomicPusher"].outputs["pushed_model"].metadata.fields["pushed"].number_value == 0
+    assert len(versions(launched.serving)) == 1  # the first run's push only
 
 
 def test_the_tuners_best_hyperparameters_reach_the_trainer(launched):

@@ -199,8 +199,9 @@ def test_the_best_validation_epoch_is_kept_and_training_stops_after_the_patience
     assert model.evaluate(*validation, verbose=0)[1] == pytest.approx(scores[kept - 1], abs=1e-6)  # its weights
 
 
-def test_validation_precision_is_leave_one_out_precision_at_10_of_the_embedding():
-    images, labels = scaled("t10k", 400)
+@pytest.mark.parametrize("count, ranked", [(400, 10), (7, 6)])  # a split of 7 images: each has 6 neighbours
+def test_validation_precision_is_leave_one_out_precision_at_10_of_the_embedding(count, ranked):
+    images, labels = scaled("t10k", count)
     keras.utils.set_random_seed(0)
     config = training_config.TrainingConfig(model="lenet5", input_shape=(28, 28, 1), embedding_dim=16,
                                             class_names=tuple("abcdefghij"))
@@ -212,7 +213,7 @@ def test_validation_precision_is_leave_one_out_precision_at_10_of_the_embedding(
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
     similarity = embeddings @ embeddings.T
     np.fill_diagonal(similarity, -np.inf)
-    neighbours = np.argsort(-similarity, axis=1, kind="stable")[:, :10]
+    neighbours = np.argsort(-similarity, axis=1, kind="stable")[:, :ranked]
     assert logs[best_epoch.PRECISION_KEY] == pytest.approx((labels[neighbours] == labels[:, None]).mean(), abs=1e-3)
 
 

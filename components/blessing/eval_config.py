@@ -44,6 +44,19 @@ def _threshold(lower_bound: float, max_drop: Optional[float]) -> tfma.MetricThre
     return threshold
 
 
+# The Thresholds fields the EvalConfig is built from
+EVALUATED_THRESHOLDS = ("min_accuracy", "max_accuracy_drop", "robust_epsilon", "min_fgsm_accuracy", "min_pgd_accuracy",
+                        "min_robust_accuracy", "max_robust_accuracy_drop")
+
+
+def gating(attacks: Sequence[str]) -> tuple[str, ...]:
+    """The EVALUATED_THRESHOLDS that gate a slice of examples attacked by `attacks`: what a run may change."""
+    bounds = {"min_accuracy": True, "max_accuracy_drop": True, "min_fgsm_accuracy": names.FGSM in attacks,
+              "min_pgd_accuracy": names.PGD in attacks, "min_robust_accuracy": len(attacks) > 1,
+              "max_robust_accuracy_drop": bool(attacks)}
+    return tuple(name for name, gates in bounds.items() if gates)
+
+
 def _gates(thresholds: Thresholds, attacks: Sequence[str]) -> list[tfma.PerSliceMetricThreshold]:
     """The clean bound on the clean slice; each attack's bound on its slice at `robust_epsilon`, and with more than one
     attack their worst case's (`--min-robust-accuracy`)."""

@@ -13,8 +13,9 @@ retrieval gate.
   lists `failures`) is not blessed, whatever TFMA found.
 """
 
+import json
 import os
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import tensorflow_model_analysis as tfma
 from absl import logging
@@ -25,15 +26,18 @@ from tfx.components.evaluator import constants, executor as evaluator_executor
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts, standard_component_specs
-from tfx.types.component_spec import ChannelParameter
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.types.standard_component_specs import (BASELINE_MODEL_KEY, BLESSING_KEY, EVAL_CONFIG_KEY, EVALUATION_KEY,
                                                  EXAMPLES_KEY, MODEL_KEY)
 from tfx.utils import io_utils, json_utils, path_utils
 
 from cnnpipe.components.blessing import evaluation_key
+from cnnpipe.components.blessing.eval_config import EVALUATED_THRESHOLDS, eval_config
 from cnnpipe.components.blessing.evaluation_results import (REUSED_BASELINE, Metrics, ServedBound, metric_key,
                                                             metrics_by_slice, spec_slice, write_served_bounds)
+from cnnpipe.components.blessing.thresholds import Thresholds
 from cnnpipe.components.embedding_index import retrieval_failures
+from cnnpipe.components.parameters import json_parameter
 from cnnpipe.components.served_model import baseline_dir
 
 
@@ -66,15 +70,27 @@ def with_served_values(config: tfma.EvalConfig, served: Metrics) -> tuple[tfma.E
 
 
 RETRIEVAL_GATE_KEY = "retrieval_gate"  # the indexed model whose retrieval.json failures un-bless the candidate
+ATTACKS_KEY = "attacks"
 
 
 class BlessingEvaluatorSpec(standard_component_specs.EvaluatorSpec):
-    """TFX's Evaluator spec, plus the retrieval gate."""
+    """TFX's Evaluator spec, plus the retrieval gate, and the thresholds and attacks the EvalConfig is built from."""
 
     INPUTS = {
         **standard_component_specs.EvaluatorSpec.INPUTS,
         RETRIEVAL_GATE_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),
     }
+    PARAMETERS = {
+        **standard_component_specs.EvaluatorSpec.PARAMETERS,
+        **{name: ExecutionParameter(type=float, optional=True) for name in EVALUATED_THRESHOLDS},
+        ATTACKS_KEY: ExecutionParameter(type=str),
+    }
+
+
+def evaluation_config(exec_properties: dict) -> tfma.EvalConfig:
+    """The EvalConfig of the thresholds and attacks in `exec_properties` (a threshold left out gates nothing)."""
+    thresholds = Thresholds(**{name: exec_properties.get(name) for name in EVALUATED_THRESHOLDS})
+    return eval_config(thresholds, json_parameter(exec_properties[ATTACKS_KEY]))
 
 
 class BlessingExecutor(evaluator_executor.Executor):
@@ -84,7 +100,8 @@ class BlessingExecutor(evaluator_executor.Executor):
     def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict) -> None:
         data_key = evaluation_key.read_data_key(input_dict[EXAMPLES_KEY][0].uri)  # none without attacks
-        config = json_format.Parse(exec_properties[EVAL_CONFIG_KEY], tfma.EvalConfig())
+        config = evaluation_config(exec_properties)
+        exec_properties = {**exec_properties, EVAL_CONFIG_KEY: json_format.MessageToJson(config)}
         baselines = input_dict.get(BASELINE_MODEL_KEY) or []
         served = baseline_dir(baselines[0]) if baselines else None
         stored = evaluation_key.stored_metrics(served, data_key, config) if served else None
@@ -113,19 +130,20 @@ class BlessingExecutor(evaluator_executor.Executor):
 
 
 class BlessingEvaluator(base_beam_component.BaseBeamComponent):
-    """TFX's Evaluator with the executor above: the candidate `model` evaluated on `examples` under `eval_config`,
-    against `baseline_model` (ServedModel's, which may hold none), and gated by `retrieval_gate` (EmbeddingIndex's
-    indexed model, when there is one). Outputs `evaluation` and `blessing`, as TFX's Evaluator."""
+    """TFX's Evaluator with the executor above: the candidate `model` evaluated on `examples` under the EvalConfig of
+    `thresholds` (EVALUATED_THRESHOLDS by name; each may be a RuntimeParameter) and `attacks`, against `baseline_model`
+    (ServedModel's, which may hold none), and gated by `retrieval_gate` (EmbeddingIndex's indexed model, when there is
+    one). Outputs `evaluation` and `blessing`, as TFX's Evaluator."""
 
     SPEC_CLASS = BlessingEvaluatorSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(BlessingExecutor)
 
-    def __init__(self, examples: types.BaseChannel, model: types.BaseChannel, eval_config: tfma.EvalConfig,
-                 baseline_model: Optional[types.BaseChannel] = None,
+    def __init__(self, examples: types.BaseChannel, model: types.BaseChannel, thresholds: dict[str, Any],
+                 attacks: Sequence[str] = (), baseline_model: Optional[types.BaseChannel] = None,
                  retrieval_gate: Optional[types.BaseChannel] = None):
         super().__init__(spec=BlessingEvaluatorSpec(
             examples=examples, model=model, baseline_model=baseline_model, retrieval_gate=retrieval_gate,
-            eval_config=eval_config, example_splits=json_utils.dumps(None),
+            **thresholds, attacks=json.dumps(list(attacks)), example_splits=json_utils.dumps(None),
             fairness_indicator_thresholds=json_utils.dumps(None),
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing)))

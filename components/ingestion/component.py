@@ -1,7 +1,10 @@
 """ImageExampleGen: TFX's file-based ExampleGen for images, driven by a DataSource."""
 
+from typing import Union
+
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
+from tfx.orchestration.data_types import RuntimeParameter
 from tfx.proto import example_gen_pb2
 
 from cnnpipe.components.ingestion import executor
@@ -26,7 +29,10 @@ class ImageExampleGen(FileBasedExampleGen):
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(self, source: DataSource, eval_percent: int = 10, validation_percent: int = 10):
+    def __init__(self, source: DataSource, eval_percent: int = 10, validation_percent: int = 10,
+                 input_base: Union[str, RuntimeParameter, None] = None):
+        """`input_base`, where the files are, is the source's unless given (a RuntimeParameter on Kubeflow: data
+        laid out as the source's)."""
         if not 0 < eval_percent < 100:
             raise ValueError(f"eval_percent must be between 1 and 99, got {eval_percent}")
         if not 0 < validation_percent < 100:
@@ -40,7 +46,7 @@ class ImageExampleGen(FileBasedExampleGen):
         elif VALIDATION not in patterns:  # read from the training files: the executor carves it
             patterns = {TRAIN: patterns[TRAIN], VALIDATION: patterns[TRAIN], EVAL: patterns[EVAL]}
         super().__init__(
-            input_base=source.input_base,
+            input_base=input_base or source.input_base,
             input_config=example_gen_pb2.Input(
                 splits=[example_gen_pb2.Input.Split(name=name, pattern=p) for name, p in patterns.items()]),
             output_config=output_config,

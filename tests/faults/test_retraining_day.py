@@ -5,6 +5,7 @@ nothing: drift, stopped, then accepted and not pushed; then a retrain with no ne
 suite, in a module of its own so that it runs beside the others."""
 
 import dataclasses
+import json
 import os
 import re
 import signal
@@ -21,11 +22,12 @@ import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from conftest import (clients_calling, cnnpipe, encode, fashion_mnist, headless_chromium, running_server,
-                      version_runs, versions, wait_until, write_idx)
+from conftest import (clients_calling, cnnpipe, encode, fashion_mnist, free_ports, headless_chromium,
+                      running_server, version_runs, versions, wait_until, write_idx)
+from http_sink import http_sink
 from cnnpipe.runners import retrain
 from cnnpipe.pipeline import metadata
-from cnnpipe.report import history, summary
+from cnnpipe.report import history, outcome, summary, writer
 from cnnpipe.cli.main import EXIT_NOT_PUSHED
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 from cnnpipe.pipeline.output_dir import metadata_path
@@ -116,6 +118,8 @@ class RetrainingDay:
     drifted: Optional[subprocess.CompletedProcess] = None  # span 3: brightened images (and labels that mean nothing)
     accepted: Optional[subprocess.CompletedProcess] = None  # span 3 again, with --accept-drift (= span3)
     accepted_run: Optional[summary.RunSummary] = None
+    posts: list[dict] = dataclasses.field(default_factory=list)  # span 3's outcomes, as its runs posted them
+    output: str = ""
 
 
 def write_span(data, span: int, start: int, count: int, drop_eval_class: int = -1, shuffle_labels: bool = False,
@@ -153,7 +157,7 @@ def day(tmp_path_factory) -> RetrainingDay:
     of a production run: stopped by drift, then run with --accept-drift; then a retrain with no new span."""
     root = tmp_path_factory.mktemp("retraining_day")
     data, output = root / "data", root / "out"
-    seen = RetrainingDay(serving_base=str(output / "serving" / MODEL))
+    seen = RetrainingDay(serving_base=str(output / "serving" / MODEL), output=str(output))
     write_span(data, 1, 0, 600, drop_eval_class=ANKLE_BOOT)
     for component in KILLED_IN:
         seen.killed[component] = kill_in(component, retrain_args(data, output), root)
@@ -184,9 +188,13 @@ def day(tmp_path_factory) -> RetrainingDay:
     # Span 3 is both faults at once, one full retrain for the two: its brightness drifted, which stops the first
     # attempt before Transform; accepted, it trains, and its labels (which mean nothing) keep it from being pushed.
     write_span(data, 3, 1500, 600, shuffle_labels=True, brighten=40)
-    span3_args = retrain_args(data, output, min_accuracy=0.5, max_accuracy_drop=0.0)
-    seen.drifted = cnnpipe(*span3_args, cwd=root)
-    seen.span3 = seen.accepted = cnnpipe(*span3_args, "--accept-drift", cwd=root)
+    port = free_ports(1)[0]
+    span3_args = [*retrain_args(data, output, min_accuracy=0.5, max_accuracy_drop=0.0),
+                  "--notify-url", f"http://127.0.0.1:{port}/hook"]
+    with http_sink(port) as posts:  # a chat channel's webhook
+        seen.drifted = cnnpipe(*span3_args, cwd=root)
+        seen.span3 = seen.accepted = cnnpipe(*span3_args, "--accept-drift", cwd=root)
+    seen.posts = [body for _, _, body in posts]
     seen.accepted_run = summary.summarize(metadata_path(str(output)), MODEL)
     seen.span3_trained_on, seen.left_after_span3 = trainer_spans(output), versions(seen.serving_base)
     seen.again = cnnpipe(*retrain_args(data, output), cwd=root)
@@ -311,6 +319,28 @@ def test_a_drifted_span_stops_the_retrain_by_name_until_the_drift_is_accepted(da
     assert re.search(r'<tr class="fail"><td>brightness</td><td>Jensen-Shannon divergence</td><td>0\.\d{4}</td>'
                      r"<td>0\.1</td></tr>", html)
     observed(message[1].strip() + "; accepted: " + day.accepted_run.drift.split(":")[0])
+
+
+@pytest.mark.fault("orchestration", "a scheduled run stops (drift), then is not blessed, with --notify-url",
+                   "each posts its outcome to the webhook and writes outcome.json: failed in ValidationGate with the "
+                   "error; not blessed with each threshold missed and its margin")
+def test_each_run_posts_its_outcome_and_writes_it_beside_its_report(day):
+    """Span 3's runs, given --notify-url: the one the drift check stopped posts "failed" with the step and the error;
+    the one with the drift accepted, "not blessed" with each threshold it missed and by how much. Each post is the
+    outcome.json beside the run's report."""
+    failed, not_blessed = day.posts
+    assert (failed["status"], failed["failed_step"]) == (history.FAILED, "ValidationGate")
+    assert "drift" in failed["error"] and failed["accuracy"] is None
+    assert not_blessed["status"] == history.NOT_BLESSED and not_blessed["version"] is None
+    assert not_blessed["failures"] == day.accepted_run.failures and "(by 0." in not_blessed["failures"][0]
+    assert not_blessed["accuracy"] == pytest.approx(day.accepted_run.accuracy)
+    assert not_blessed["summary"] == f"not blessed: {day.accepted_run.failures[0]}"
+    for posted in day.posts:
+        directory = writer.report_dir(day.output, posted["run_id"])
+        with open(os.path.join(directory, outcome.FILE_NAME), encoding="utf-8") as f:
+            assert json.load(f) == posted
+        assert posted["report"] == os.path.abspath(os.path.join(directory, writer.PAGE_NAME))
+    assert "Outcome: not blessed: " in day.accepted.stdout
 
 
 def test_cnnpipe_runs_lists_the_day_with_how_each_run_ended(day, tmp_path):
