@@ -5,6 +5,9 @@ class. Prints, side by side in one run:
 - precision@10 and mAP@100 of exact cosine search over raw pixels, over the model's `embed` signature (and that of
   each `--beside` model, e.g. one trained with `--embedding-dim 0`), and of the pushed `search` signature itself
   (its catalog is the run's training split: the same 60,000 images), with each model's accuracy on the queries;
+  beside them, whether each finds the item itself: 1,000 catalog images photographed again (retrieval/rephotographs:
+  moved a pixel, a tenth brighter or darker) as queries, the item's recall@1 and @10 and median rank, and the median
+  number of catalog items within 0.001 of a test query's first score (EmbeddingIndex's figures);
 - the ScaNN index built as the pipeline builds it (`retrieval/index.py`) over the `embed` catalog, and ScaNN's
   set-up for large catalogs (anisotropic hashing, re-scoring) beside it: build time, bytes per item, recall@10
   against exact search, and the queries/s against exact search's for the 10,000 queries in one batch, and one
@@ -29,7 +32,8 @@ import report  # bench/report.py, beside this script
 from cnnpipe.models.catalog import normalized
 from cnnpipe.pipeline import metadata
 from cnnpipe.pipeline.output_dir import metadata_path
-from cnnpipe.retrieval import index, metrics
+from cnnpipe.components.embedding_index import INSTANCE_SAMPLE, TIE
+from cnnpipe.retrieval import index, metrics, rephotographs
 from cnnpipe.serving.model_config import versions
 
 TOP_K, PRECISION_AT = 100, 10
@@ -45,6 +49,19 @@ def batched(signature, images: np.ndarray, output: str) -> np.ndarray:
     """`output` of `signature` for uint8 images [N, 28, 28], sent as PNGs as clients send them."""
     return np.concatenate([signature(images=pngs(images[start:start + BATCH]))[output].numpy()
                            for start in range(0, len(images), BATCH)])
+
+
+def encode(pixels: np.ndarray) -> bytes:
+    return tf.io.encode_png(pixels[..., None]).numpy()
+
+
+def flat(images: np.ndarray) -> np.ndarray:
+    return images.reshape(len(images), -1).astype(np.float32)
+
+
+def item_columns(figures: dict) -> str:
+    return (f"{figures['instance_recall_at_1']:>8.3f} {figures['instance_recall_at_10']:>6.3f} "
+            f"{figures['instance_median_rank']:>6,.0f} {figures['ties_with_first']:>6,.0f}")
 
 
 def exact_top(queries: np.ndarray, catalog: np.ndarray, k: int) -> np.ndarray:
@@ -97,12 +114,16 @@ def main() -> None:
     for number, path in enumerate(args.beside, start=1):
         print(f"--beside {number}: {path}")
 
-    print(f"\n{'ranking':<28} {'dims':>5} {'P@10':>6} {'mAP@100':>8} {'accuracy':>9}")
-    pixels = normalized(catalog_images.reshape(len(catalog_images), -1).astype(np.float32))
-    pixel_queries = normalized(query_images.reshape(len(query_images), -1).astype(np.float32))
+    sample = np.random.default_rng(1).permutation(len(catalog_images))[:INSTANCE_SAMPLE]
+    photos = rephotographs.second_photos([encode(catalog_images[i]) for i in sample])
+    print(f"\n{'ranking':<28} {'dims':>5} {'P@10':>6} {'mAP@100':>8} {'accuracy':>9} {'item R@1':>8} {'R@10':>6} "
+          f"{'rank':>6} {'ties':>6}")
+    pixels = normalized(flat(catalog_images))
+    pixel_queries = normalized(flat(query_images))
     precision, average_precision = ranking(exact_top(pixel_queries, pixels, TOP_K), catalog_labels, query_labels)
-    print(f"{'raw pixels, exact':<28} {pixels.shape[1]:>5} {precision:>6.3f} {average_precision:>8.3f} {'-':>9}",
-          flush=True)
+    photo_pixels = normalized(flat(np.stack([tf.io.decode_png(photo).numpy()[..., 0] for photo in photos])))
+    print(f"{'raw pixels, exact':<28} {pixels.shape[1]:>5} {precision:>6.3f} {average_precision:>8.3f} {'-':>9} "
+          + item_columns(metrics.item_figures(pixels, photo_pixels, sample, pixel_queries, TIE)), flush=True)
     for name, signatures in ([(f"embed of --beside {number}", tf.saved_model.load(path).signatures)
                               for number, path in enumerate(args.beside, start=1)]
                              + [("embed signature, exact", loaded)]):
@@ -110,8 +131,10 @@ def main() -> None:
         queries = normalized(batched(signatures["embed"], query_images, "embeddings"))
         precision, average_precision = ranking(exact_top(queries, catalog, TOP_K), catalog_labels, query_labels)
         accuracy = float((batched(signatures["predict_image"], query_images, "class_ids") == query_labels).mean())
-        print(f"{name:<28} {catalog.shape[1]:>5} {precision:>6.3f} {average_precision:>8.3f} {accuracy:>9.2%}",
-              flush=True)
+        photo_vectors = normalized(np.concatenate([signatures["embed"](images=tf.constant(photos[s:s + BATCH]))
+                                                   ["embeddings"].numpy() for s in range(0, len(photos), BATCH)]))
+        print(f"{name:<28} {catalog.shape[1]:>5} {precision:>6.3f} {average_precision:>8.3f} {accuracy:>9.2%} "
+              + item_columns(metrics.item_figures(catalog, photo_vectors, sample, queries, TIE)), flush=True)
     item_labels = {source: label for source, label in zip(
         (f"train-images-idx3-ubyte.gz:{i}" for i in range(len(catalog_labels))), catalog_labels)}
     sources = batched(loaded["search"], query_images, "neighbor_sources")

@@ -8,13 +8,14 @@ item table (source, class, thumbnail) and a ScaNN index (`cnnpipe serve` answers
 index a pushed model anew over another catalog. The Evaluator, PushCheck and Pusher take this artifact as the
 candidate, so a pushed version never answers with another version's index.
 
-It measures the index with the eval split's images as queries (same class = relevant): precision@10 and
-mAP@100 of exact search, overall and per class; ScaNN's recall@10 against exact search and the queries/s of
-both; the build time and the index's bytes per item; and the served model's precision@10 through its own
-`search` signature, when it has one. Without query images (`cnnpipe index`), catalog items are the queries of
-the recall and speed figures. They are the artifact's custom properties and `retrieval.json` beside the
-model, with the thresholds applied (`thresholds`, for the run report) and those the precision failed (`failures`),
-which the project's Evaluator turns into no blessing.
+It measures the index with the eval split's images as queries (same class = relevant): precision@10 and mAP@100
+of exact search, overall and per class; whether it finds the item itself, with 1,000 catalog items photographed
+again as queries (instance recall@1 and @10, the item's median rank), and how many items tie with a query's first
+result; ScaNN's recall@10 against exact search and the queries/s of both; the build time and the index's bytes per
+item; and the served model's precision@10 through its own `search` signature, when it has one. Without query images
+(`cnnpipe index`), catalog items are the queries of the recall and speed figures. They are the artifact's custom
+properties and `retrieval.json` beside the model, with the thresholds applied (`thresholds`, for the run report) and
+those the figures failed (`failures`), which the project's Evaluator turns into no blessing.
 """
 
 import json
@@ -40,12 +41,15 @@ from cnnpipe.core.names import (CLASS_NAMES_ASSET, EMBED, EMBEDDINGS, EVAL, NEIG
 from cnnpipe.models import embedding, signatures  # noqa: F401 - embedding registers CosineClassifier for loading
 from cnnpipe.models.catalog import Catalog, normalized
 from cnnpipe.models.warm_start import holds_saved_model
-from cnnpipe.retrieval import index, items, metrics
+from cnnpipe.retrieval import index, items, metrics, rephotographs
 
 BATCH = 1024
 THUMBNAIL = 64  # pixels: larger images are shrunk to fit a square this size
 PRECISION_AT, AP_AT, RECALL_AT = 10, 100, 10
 RECALL_SAMPLE = 1000  # catalog items that are the queries of the recall and speed figures when there are no queries
+INSTANCE_SAMPLE = 1000  # catalog items photographed again (retrieval/rephotographs.py), the instance queries
+TIE = 0.001  # items scoring within this of a query's first tie with it
+EXAMPLES_PER_CLASS, EXAMPLES = 2, 20  # query images the search page offers: this many of each class, at most
 METRICS_FILE = "retrieval.json"  # beside the SavedModel in the artifact
 _SPEC = {features.IMAGE: tf.io.FixedLenFeature([], tf.string),
          features.CLASS_NAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
@@ -149,6 +153,42 @@ def _measure(searcher: index.Searcher, catalog: dict, queries: Optional[dict], b
     return figures
 
 
+def _images_at(files: list[str], positions: np.ndarray) -> list[bytes]:
+    """The encoded images of the records at `positions` in `files`, read in `_read`'s order."""
+    wanted = tf.constant(np.unique(positions), tf.int64)
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP").enumerate()
+    found = dict(records.filter(lambda position, _: tf.reduce_any(tf.equal(position, wanted))).map(
+        lambda position, record: (position, tf.io.parse_single_example(record, {features.IMAGE: _SPEC[features.IMAGE]})[
+            features.IMAGE])).as_numpy_iterator())
+    return [found[position] for position in positions]
+
+
+def _embedded(embed, images: list[bytes]) -> np.ndarray:
+    return normalized(np.concatenate([embed(images=tf.constant(images[start:start + BATCH]))[EMBEDDINGS].numpy()
+                                      for start in range(0, len(images), BATCH)]))
+
+
+def _instance_figures(embed, catalog_files: list[str], vectors: np.ndarray, queries: Optional[dict]) -> dict:
+    """Whether search finds the item itself: INSTANCE_SAMPLE catalog items photographed again as queries; and how many
+    items tie with a query's first result (over the query images, else those second photos)."""
+    sample = np.random.default_rng(1).permutation(len(vectors))[:INSTANCE_SAMPLE]
+    photos = _embedded(embed, rephotographs.second_photos(_images_at(catalog_files, sample)))
+    return metrics.item_figures(vectors, photos, sample, normalized(queries[EMBEDDINGS]) if queries else photos, TIE)
+
+
+def _examples(read: dict, chosen: int) -> items.Items:
+    """Up to `chosen` of the `read` images, as the search page's examples: the first of each class, then the second,
+    and so on (EXAMPLES_PER_CLASS of each, more when there are few classes)."""
+    classes = read[features.CLASS_NAME]
+    names = np.unique(classes)
+    per_class = max(EXAMPLES_PER_CLASS, chosen // len(names))
+    by_class = [np.flatnonzero(classes == name)[:per_class].tolist() for name in names]
+    picked = [indices[rank] for rank in range(per_class) for indices in by_class if rank < len(indices)][:chosen]
+    images = read["thumbnail"] if "thumbnail" in read else read[features.IMAGE]
+    return items.Items([read[features.SOURCE][i].decode() for i in picked], [classes[i].decode() for i in picked],
+                       [images[i] for i in picked])
+
+
 def _served_precision(baseline, queries: Optional[dict]) -> float | None:
     """Precision@10 of the served model's own `search` (its own catalog) for the queries; None without one."""
     served = baseline_dir(baseline) if baseline is not None and queries else None
@@ -160,13 +200,18 @@ def _served_precision(baseline, queries: Optional[dict]) -> float | None:
     return float(metrics.precision_at_k(found == queries[features.CLASS_NAME][:, None], PRECISION_AT).mean())
 
 
-def failures(figures: dict, min_precision: float, max_precision_drop: float | None) -> list[str]:
-    """The precision thresholds the figures fail, each in words with its margin."""
+def failures(figures: dict, min_precision: float, max_precision_drop: float | None,
+             min_instance_recall: float = 0.0) -> list[str]:
+    """The search thresholds the figures fail, each in words with its margin."""
     precision, served = figures.get("precision_at_10"), figures.get("served_precision_at_10")
     found = []
+    recall = figures.get("instance_recall_at_10")
+    if recall is not None and recall < min_instance_recall:
+        found.append(f"search instance recall@10 {recall:.4f} is below the lower bound {min_instance_recall:.4f} "
+                     f"(by {min_instance_recall - recall:.4f}).")
     if precision is None:
-        return ["search precision@10 is unknown (images without a class): drop --min-retrieval-precision."] \
-            if min_precision > 0 else []
+        return found + (["search precision@10 is unknown (images without a class): drop --min-retrieval-precision."]
+                        if min_precision > 0 else [])
     if precision < min_precision:
         found.append(f"search precision@10 {precision:.4f} is below the lower bound {min_precision:.4f} "
                      f"(by {min_precision - precision:.4f}).")
@@ -193,6 +238,7 @@ def EmbeddingIndex(
     query_split: Parameter[str] = EVAL,
     min_precision: Parameter[float] = 0.0,
     max_precision_drop: Parameter[float] = None,
+    min_instance_recall: Parameter[float] = 0.0,
 ) -> None:
     """`model` exported again with a `search` signature over the catalog's images, with their item table and ScaNN
     index, measured with `examples`' `query_split` images as queries against the thresholds and the served model
@@ -235,16 +281,19 @@ def EmbeddingIndex(
     os.makedirs(search_dir, exist_ok=True)
     items.write(items.Items(sources, class_names_of, items_read["thumbnail"].tolist()),
                 os.path.join(search_dir, items.FILE))
+    items.write(_examples(queries or items_read, EXAMPLES), os.path.join(search_dir, items.EXAMPLES_FILE))
     searcher, build_seconds = _timed(index.build, normalized(items_read[EMBEDDINGS]), top_k)
     checksum = tf.saved_model.experimental.read_fingerprint(export_dir).saved_model_checksum
     index.save(searcher, os.path.join(search_dir, index.INDEX_DIR), checksum)
     figures = _measure(searcher, items_read, queries, build_seconds,
                        _directory_bytes(os.path.join(search_dir, index.INDEX_DIR)))
+    figures.update(_instance_figures(embed, catalog_files, normalized(items_read[EMBEDDINGS]), queries))
     served = _served_precision(baseline, queries)
     if served is not None:
         figures["served_precision_at_10"] = served
-    figures["failures"] = failures(figures, min_precision, max_precision_drop)
-    figures["thresholds"] = {"min_precision": min_precision, "max_precision_drop": max_precision_drop}
+    figures["failures"] = failures(figures, min_precision, max_precision_drop, min_instance_recall)
+    figures["thresholds"] = {"min_precision": min_precision, "max_precision_drop": max_precision_drop,
+                             "min_instance_recall": min_instance_recall}
     with open(os.path.join(indexed_model.uri, METRICS_FILE), "w", encoding="utf-8") as f:
         json.dump(figures, f, indent=1)
     for key, value in figures.items():

@@ -164,9 +164,10 @@ class PipelineConfig:
     def checked_thresholds(self) -> Thresholds:
         """The blessing's bounds, once each gated ε is one the run attacks."""
         t = self.thresholds
-        if not self.search and (t.min_retrieval_precision > 0 or t.max_retrieval_precision_drop is not None):
-            raise CnnpipeError("--min-retrieval-precision and --max-retrieval-precision-drop gate visual search: "
-                               "drop --no-search, or drop them.")
+        if not self.search and (t.min_retrieval_precision > 0 or t.min_instance_recall > 0
+                                or t.max_retrieval_precision_drop is not None):
+            raise CnnpipeError("--min-retrieval-precision, --min-instance-recall and --max-retrieval-precision-drop "
+                               "gate visual search: drop --no-search, or drop them.")
         if t.min_robust_accuracy > 0 and len(self.robustness.attacks) < 2:
             raise CnnpipeError("--min-robust-accuracy gates the worst case of two or more --attacks (e.g. "
                                "fgsm,pgd,apgd-ce,apgd-dlr); with one, bound that attack's accuracy instead.")

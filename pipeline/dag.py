@@ -167,6 +167,7 @@ def create_pipeline(
         top_k=search_top_k,
         min_precision=parameter("min_retrieval_precision", gate.min_retrieval_precision),
         max_precision_drop=parameter("max_retrieval_precision_drop", gate.max_retrieval_precision_drop),
+        min_instance_recall=parameter("min_instance_recall", gate.min_instance_recall),
     )] if search_top_k else []
     candidate = indexes[0].outputs["indexed_model"] if indexes else trainer.outputs["model"]
     attacked = attacks.attacks if attacks else ()

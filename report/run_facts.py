@@ -200,6 +200,9 @@ def gates(evaluation_uri: str, metrics: Metrics, retrieval: dict) -> list[Gate]:
         if drop is not None and served is not None:
             found.append(Gate("search precision@10 against the served model's", precision, served - drop,
                               f"≥ served {served:.4f} − {drop:.4f}"))
+    if search.get("min_instance_recall") and "instance_recall_at_10" in retrieval:
+        found.append(Gate("search instance recall@10", retrieval["instance_recall_at_10"],
+                          search["min_instance_recall"], f"≥ {search['min_instance_recall']:.4f}"))
     return found
 
 

@@ -12,7 +12,7 @@ from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
-from cnnpipe.components.embedding_index import METRICS_FILE as RETRIEVAL_FILE, retrieval_failures
+from cnnpipe.components.embedding_index import METRICS_FILE as RETRIEVAL_FILE, TIE, retrieval_failures
 from cnnpipe.components.ingestion.executor import SKIPPED_FILES
 from cnnpipe.components.blessing.evaluation_results import (ACCURACY, LOSS, Metrics, ServedBound, Slice, clean_slice,
                                                    metrics_by_slice, served_bounds, slice_columns)
@@ -23,6 +23,7 @@ from cnnpipe.models import best_epoch, collapse_check
 from cnnpipe.models.class_names import read_class_names
 from cnnpipe.models.training_config import tuned_line
 from cnnpipe.pipeline.metadata import run_outputs
+from cnnpipe.retrieval.rephotographs import PROTOCOL
 
 TUNER_RESULTS_FILE = "tuner_results.json"  # TFX's Tuner's, in its tuner_results artifact
 
@@ -190,6 +191,12 @@ def retrieval_lines(figures: dict) -> list[str]:
             lines[-1] += f" (served model: precision@10 {figures['served_precision_at_10']:.3f})"
     elif figures["queries"]:
         lines.append("  precision@10 and mAP@100 unknown: images without a class among the catalog or the queries")
+    if "instance_recall_at_10" in figures:
+        lines.append(f"  the item itself ({figures['instance_queries']:,.0f} catalog items photographed again: "
+                     f"{PROTOCOL}): recall@1 {figures['instance_recall_at_1']:.3f}, recall@10 "
+                     f"{figures['instance_recall_at_10']:.3f}, median rank {figures['instance_median_rank']:,.0f}")
+        lines.append(f"  items tied with a query's first result (within {TIE}): {figures['ties_with_first']:,.0f} "
+                     "(median)")
     speed_up = figures["ann_queries_per_second"] / figures["exact_queries_per_second"]
     lines.append(f"  ScaNN index: recall@10 {figures['ann_recall_at_10']:.3f} against exact search, "
                  f"{figures['ann_queries_per_second']:,.0f} queries/s against "

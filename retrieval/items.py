@@ -1,4 +1,5 @@
-"""A catalog's item table: row i is item i, its source file, its class name ("" for none) and a thumbnail (PNG)."""
+"""A catalog's item table: row i is item i, its source file, its class name ("" for none) and a thumbnail (PNG). The
+same table holds a few example queries."""
 
 import dataclasses
 from typing import Sequence
@@ -7,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 FILE = "items.parquet"  # in the model's assets.extra/search/
+EXAMPLES_FILE = "examples.parquet"  # beside it: a few query images, for the search page to offer
 COLUMNS = ("source", "class_name", "thumbnail")
 
 

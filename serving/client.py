@@ -199,13 +199,24 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def score_digits(scores: np.ndarray, fewest: int = 3, most: int = 7) -> int:
+    """The fewest decimals (from `fewest` to `most`) at which each image's different scores print differently."""
+    for digits in range(fewest, most):
+        if all(len({f"{score:.{digits}f}" for score in row}) == len(set(row.tolist())) for row in scores):
+            return digits
+    return most
+
+
 def format_neighbours(paths: list[str], outputs: Outputs, k: int) -> str:
-    """Each image's `k` most similar catalog items: rank, score, class, item id and source."""
+    """Each image's `k` most similar catalog items: rank, score (with the decimals that tell them apart), class, item
+    id and source."""
+    scores = outputs[SCORES][:, :k].astype(np.float64)
+    digits = score_digits(scores)
     lines = []
     for row, path in enumerate(paths):
         lines.append(path)
-        for rank in range(min(k, outputs[SCORES].shape[1])):
-            lines.append(f"  {rank + 1:>3}. {float(outputs[SCORES][row, rank]):6.3f}  "
+        for rank in range(scores.shape[1]):
+            lines.append(f"  {rank + 1:>3}. {scores[row, rank]:{digits + 3}.{digits}f}  "
                          f"{_text(outputs[NEIGHBOR_CLASS_NAMES][row, rank]) or '-':<16} "
                          f"#{int(outputs[NEIGHBOR_IDS][row, rank]):<7} {_text(outputs[NEIGHBOR_SOURCES][row, rank])}")
     return "\n".join(lines)

@@ -7,6 +7,8 @@
     GET  /monitoring/prometheus/metrics                     the metrics, with a monitoring config enabling them
     GET  /                                                  the visual search page (serving/page.py)
     GET  /v1/models/NAME/versions/V/items/ID                a catalog item's thumbnail, for the page
+    GET  /v1/models/NAME/versions/V/examples                the example queries the page offers: id, class, source
+    GET  /v1/models/NAME/versions/V/examples/ID             an example query's image
 
 Paths are matched as TF Serving matches them (case-insensitive; any other /v1/ path is a malformed request).
 Errors are answered as {"error": "..."} with TF Serving's HTTP statuses (400 bad request, 404
@@ -45,7 +47,8 @@ PATHS = {"POST": re.compile(rf"/v1/models/(?P<name>[^/:]+){VERSION}:(?P<method>c
 API_NAMES = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}  # the metrics' names of the methods
 API_PREFIX = re.compile(r"/v1/", re.I)  # TF Serving's REST handler takes every path under it
 MAX_VERSION = (1 << 63) - 1  # a version is an int64
-ITEM = re.compile(r"^/v1/models/(?P<name>[^/:]+)/versions/(?P<version>\d+)/items/(?P<item>\d+)$")
+ITEM = re.compile(r"^/v1/models/(?P<name>[^/:]+)/versions/(?P<version>\d+)/(?P<table>items|examples)"
+                  r"(?:/(?P<item>\d+))?$")
 PAGE_PATHS = ("/", "/index.html")
 MAX_LINE = 65536  # of a chunk size or trailer line, as of a header line
 log = logging.getLogger("cnnpipe.serving")
@@ -263,25 +266,33 @@ class RestHandler(BaseHTTPRequestHandler):
             self._send(200, "text/html; charset=utf-8", page.page(self.server.manager.names()))
         elif path == self.server.metrics_path:
             self._send(200, CONTENT_TYPE, self.server.metrics.prometheus_text())
-        elif item:
-            try:
-                thumbnail = self._thumbnail(item["name"], int(item["version"]), int(item["item"]))
-            except ServingError as error:
-                self._answer(error.http_status, {"error": error.message})
-            else:
-                self._send(200, page.image_type(thumbnail), thumbnail)
+        elif item and (item["item"] or item["table"] == "examples"):
+            self._search_asset(item["name"], int(item["version"]), item["table"], item["item"])
         elif API_PREFIX.match(path):
             self._respond(self._get)
         else:
             self._answer(404, {"error": f"GET {path}: no such resource; the API is under /v1/models/"})
 
-    def _thumbnail(self, name: str, version: int, item: int) -> bytes:
-        catalog = self.server.manager.servable(name, version).items
-        if catalog is None:
-            raise not_found(f"{name} version {version} has no catalog (it was pushed without visual search)")
-        if item >= len(catalog):
-            raise not_found(f"{name} version {version} has no item {item}: its catalog holds {len(catalog)} items")
-        return catalog.thumbnails[item]
+    def _search_asset(self, name: str, version: int, table: str, item: Optional[str]) -> None:
+        """Answers with a catalog item's thumbnail ("items"), an example query's image ("examples"), or the list of
+        example queries (no item)."""
+        try:
+            servable = self.server.manager.servable(name, version)
+            rows = servable.items if table == "items" else servable.examples
+            if rows is None:
+                raise not_found(f"{name} version {version} has no catalog (it was pushed without visual search)"
+                                if table == "items" else f"{name} version {version} offers no example queries")
+            if item is None:
+                self._answer(200, {"examples": [{"id": i, "class_name": class_name, "source": source} for i, (
+                    class_name, source) in enumerate(zip(rows.class_names, rows.sources))]})
+                return
+            if int(item) >= len(rows):
+                raise not_found(f"{name} version {version} has no {table[:-1]} {item}: it holds {len(rows)} {table}")
+        except ServingError as error:
+            self._answer(error.http_status, {"error": error.message})
+        else:
+            image = rows.thumbnails[int(item)]
+            self._send(200, page.image_type(image), image)
 
     def do_POST(self) -> None:  # noqa: N802
         try:

@@ -150,9 +150,10 @@ def signature_def_runner(session: Session, key: str,
     return run
 
 
-def catalog_items(path: str) -> Optional[items.Items]:
-    """The item table of the version at `path` (in `assets.extra/search/`), or None without one."""
-    table = os.path.join(path, SEARCH_ASSETS, items.FILE)
+def catalog_items(path: str, name: str = items.FILE) -> Optional[items.Items]:
+    """The item table `name` (the catalog's, or its example queries') of the version at `path` (in
+    `assets.extra/search/`), or None without one."""
+    table = os.path.join(path, SEARCH_ASSETS, name)
     return items.read(table) if os.path.isfile(table) else None
 
 
@@ -189,7 +190,8 @@ class Servable:
     """A SavedModel version loaded for serving; `run` calls a signature (through the batcher when on).
 
     A version with a search index answers `search` with it (`search_index` says so), else with the signature's
-    own exact search; `items` is its catalog's item table (thumbnails for the page)."""
+    own exact search; `items` is its catalog's item table (thumbnails for the page), `examples` a few query images
+    the page offers."""
 
     def __init__(self, name: str, version: int, path: str, batching: Optional[BatchingOptions] = None):
         self.name, self.version, self.path = name, version, path
@@ -200,6 +202,7 @@ class Servable:
                                           signature_def_runner(self.session, key, signature_def))
                            for key, signature_def in self.signature_defs.items() if _runnable(signature_def)}
         self.items = catalog_items(path)
+        self.examples = catalog_items(path, items.EXAMPLES_FILE)
         indexed = indexed_search(self.signatures, path, self.items) if self.items else None
         if indexed:
             self.signatures[SEARCH] = indexed

@@ -321,7 +321,7 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
         output_dir=str(tmp_path / "out"), serving_dir=str(tmp_path / "serving"), model_name="shoes",
         keep_versions=3, span_window=2, accept_drift=True, allow_duplicates=True, beam_args=("--direct_num_workers=2",),
         search=True, search_top_k=5, min_retrieval_precision=0.5, max_retrieval_precision_drop=0.02,
-        catalog=FASHION_MNIST.path, notify_url="http://127.0.0.1:9/hook",
+        min_instance_recall=0.3, catalog=FASHION_MNIST.path, notify_url="http://127.0.0.1:9/hook",
     )
     assert set(settings) == set(flags()), f"give the new settings {set(flags()) - set(settings)} a value here"
     config = PipelineConfig.from_options(**settings)
@@ -349,6 +349,7 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
     assert wiring(local)["EmbeddingIndex"][1]["catalog"][1:] == ("CatalogExampleGen", "examples")
     assert wiring(local)["Trainer"][1]["hyperparameters"][1:] == ("Tuner", "best_hyperparameters")
     without_search = config.with_options(search=False, min_retrieval_precision=0.0, max_retrieval_precision_drop=None,
+                                         min_instance_recall=0.0,
                                          catalog=None)
     unindexed = wiring(local_runner.build_pipeline(without_search))
     assert wiring(kubeflow_runner.build_pipeline(without_search, "gs://cnnpipe-test/root")) == unindexed
@@ -439,6 +440,7 @@ def test_the_spec_names_its_parameters_with_their_compiled_defaults(spec):
         "data": (str, FASHION_MNIST.path), "epochs": (int, 30), "learning_rate": (float, 0.002),
         "min_accuracy": (float, 0.85), "max_accuracy_drop": (float, 0.0), "min_fgsm_accuracy": (float, 0.0),
         "min_pgd_accuracy": (float, 0.0), "min_robust_accuracy": (float, 0.0), "min_retrieval_precision": (float, 0.0),
+        "min_instance_recall": (float, 0.0),
         "keep_versions": (int, 0)}
     assert spec.root.dag.tasks["Trainer"].inputs.parameters["epochs"].component_input_parameter == "epochs"
 

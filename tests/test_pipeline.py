@@ -28,6 +28,8 @@ from cnnpipe.report import run_facts, summary, writer
 from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 from cnnpipe.components.blessing.thresholds import Thresholds
+from cnnpipe.core.names import SEARCH_ASSETS
+from cnnpipe.retrieval import items, rephotographs
 
 
 @pytest.fixture
@@ -83,6 +85,25 @@ def test_summary_reports_accuracy_blessing_and_push(pushed_run):
     assert search["ann_recall_at_10"] >= 0.9 and search["build_seconds"] > 0 and search["index_bytes_per_item"] > 0
     assert f"precision@10 {search['precision_at_10']:.3f}" in result.format()
 
+
+
+def test_the_search_figures_on_the_item_itself_agree_with_the_pushed_search_signature(pushed_run):
+    """EmbeddingIndex's instance recall (exact search over `embed`, its own sample) against the pushed model's
+    `search` signature, as a client calls it, on 200 other catalog items photographed again: the item among the ten
+    neighbours it returns."""
+    result = summary.summarize(local_runner.metadata_path(pushed_run.output_dir), pushed_run.name)
+    figures = result.retrieval
+    assert figures["instance_queries"] == 1000 and 1 <= figures["instance_median_rank"] <= TRAIN
+    assert 0 <= figures["instance_recall_at_1"] <= figures["instance_recall_at_10"] <= 1
+    assert figures["ties_with_first"] >= 1
+    assert f"recall@10 {figures['instance_recall_at_10']:.3f}" in result.format()
+    version = os.path.join(pushed_run.serving_base, served_versions(pushed_run)[0])
+    table = items.read(os.path.join(version, SEARCH_ASSETS, items.FILE))
+    chosen = np.random.default_rng(7).permutation(len(table))[:200]
+    photos = rephotographs.second_photos([table.thumbnails[i] for i in chosen], seed=7)  # 28x28: the originals
+    found = tf.saved_model.load(version).signatures["search"](images=tf.constant(photos))["neighbor_sources"].numpy()
+    recall = np.mean([table.sources[i].encode() in row for i, row in zip(chosen, found)])
+    assert recall == pytest.approx(figures["instance_recall_at_10"], abs=0.12)  # two samples: 3 standard errors
 
 
 def test_the_trainer_reads_every_example_once_per_epoch_and_mixes_examples_stored_by_class(pushed_outputs, tmp_path):
@@ -283,6 +304,8 @@ def test_the_search_thresholds_in_words():
         "search precision@10 is 0.0500 below the served model's (allowed: 0.0100; over by 0.0400)."]
     assert failures({}, 0.5, None) == [
         "search precision@10 is unknown (images without a class): drop --min-retrieval-precision."]
+    assert failures({**figures, "instance_recall_at_10": 0.25}, 0.0, None, min_instance_recall=0.3) == [
+        "search instance recall@10 0.2500 is below the lower bound 0.3000 (by 0.0500)."]
 
 
 def test_label_outside_the_schema_stops_the_run_before_transform(run_copy, tmp_path):

@@ -5,13 +5,16 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
+
+from conftest import encode, fashion_mnist
 
 from cnnpipe.components import embedding_index
 from cnnpipe.core import features
 from cnnpipe.core.names import EMBEDDINGS
 from cnnpipe.models.catalog import normalized
 from cnnpipe.report import summary
-from cnnpipe.retrieval import index, metrics
+from cnnpipe.retrieval import index, metrics, rephotographs
 
 
 def test_precision_and_average_precision_of_hand_worked_rankings():
@@ -21,6 +24,22 @@ def test_precision_and_average_precision_of_hand_worked_rankings():
     np.testing.assert_allclose(metrics.average_precision_at_k(relevant, 4, np.array([5, 0, 2])),
                                [(1 + 2 / 3) / 4, 0.0, 4 / 2])
     assert metrics.recall(np.array([[1, 2, 3], [4, 5, 6]]), np.array([[3, 2, 9], [4, 5, 6]])) == pytest.approx(5 / 6)
+
+
+def test_ranks_and_ties_of_hand_worked_scores():
+    similarity = np.array([[0.9, 0.95, 0.2, 0.9995], [0.1, 0.3, 0.5, 0.5], [0.7, 0.7, 0.7, 0.7]])
+    np.testing.assert_array_equal(metrics.ranks(similarity, np.array([0, 2, 3])), [3, 1, 1])  # ties are not above
+    np.testing.assert_array_equal(metrics.ties_with_first(similarity, 0.001), [1, 2, 4])
+
+
+def test_a_second_photo_is_the_image_moved_a_pixel_with_its_edge_repeated_and_a_tenth_brighter():
+    pixels = fashion_mnist("t10k", 1)[0][0]
+    photo = rephotographs.rephotographed(tf.constant(encode(pixels)), (1, -1), 0.1)
+    moved = np.pad(pixels, 1, mode="symmetric")[0:28, 2:30]  # down one row, left one column
+    expected = np.clip(np.round(moved.astype(np.float32) * 1.1), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(tf.io.decode_png(photo).numpy()[..., 0], expected)
+    photos = rephotographs.second_photos([encode(pixels)] * 50)
+    assert len(set(photos)) > 8 and all(photo != encode(pixels) for photo in photos)  # 8 shifts × 2 brightnesses
 
 
 @pytest.mark.parametrize("items", [300, 6000], ids=["brute force", "k-means tree"])

@@ -685,6 +685,19 @@ def test_search_prints_the_neighbours_locally_and_from_the_server(server, pipeli
     assert [line.split()[-1] for line in printed["rest"]] == [line.split()[-1] for line in printed["grpc"]]
 
 
+def test_search_prints_scores_with_the_decimals_that_tell_them_apart():
+    """Neighbours within 0.001 of each other print differently; scores that differ more keep three decimals."""
+    from cnnpipe.serving.client import format_neighbours  # noqa: PLC0415
+
+    outputs = {"scores": np.array([[0.99973, 0.99968, 0.8]], np.float32), "neighbor_ids": np.array([[4, 9, 2]]),
+               "neighbor_class_names": np.array([[b"Shirt", b"Shirt", b"Coat"]]),
+               "neighbor_sources": np.array([[b"a.png", b"b.png", b"c.png"]])}
+    printed = format_neighbours(["query.png"], outputs, 3).splitlines()
+    assert [line.split()[1] for line in printed[1:]] == ["0.99973", "0.99968", "0.80000"]
+    assert format_neighbours(["q"], {**outputs, "scores": np.array([[0.9, 0.8, 0.7]])}, 3).splitlines()[1].split()[1] \
+        == "0.900"
+
+
 def test_a_version_whose_index_was_built_for_another_model_is_refused_by_name(first_version, tmp_path):
     from cnnpipe.retrieval import index  # noqa: PLC0415
     from cnnpipe.serving.servable import Servable  # noqa: PLC0415
@@ -728,3 +741,38 @@ def test_the_search_page_shows_the_class_and_the_neighbours_search_returns(serve
     assert status == f"{pipeline.name} version {os.path.basename(first_version)}; search answered by scann."
     with Image.open(os.path.join(reports, "search-page.png")) as screenshot:
         assert screenshot.size[0] >= 1000
+
+
+def test_a_newcomer_searches_by_clicking_an_example_then_a_neighbour(server, pipeline, first_version, tmp_path):
+    """In headless Chromium, with no image at hand: the page offers the version's example queries (eval images, each
+    class); a click on one searches with it, a click on a neighbour searches with that item next, which comes back
+    first. Each time the neighbours shown are those `search` answers for the image clicked."""
+    from selenium.webdriver.common.by import By  # noqa: PLC0415 - only the page tests drive a browser
+    from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
+
+    base = f"{server.rest}/v1/models/{pipeline.name}/versions/{os.path.basename(first_version)}"
+    listed = requests.get(f"{base}/examples", timeout=30).json()["examples"]
+    assert {example["class_name"] for example in listed} == set(FASHION_MNIST.class_names)
+
+    def neighbours_of(image: bytes) -> list[int]:
+        answer = rest_predict(server, pipeline.name, {"signature_name": "search", "instances": [b64(image)]})
+        return answer.json()["predictions"][0]["neighbor_ids"]
+
+    def shown_after(driver, click) -> list[int]:
+        before = driver.find_elements(By.CSS_SELECTOR, "#neighbours li")
+        click.click()
+        WebDriverWait(driver, 60).until(lambda d: (not before or d.find_elements(By.CSS_SELECTOR, "#neighbours li")
+                                                   != before) and d.find_elements(By.CSS_SELECTOR, "#neighbours li"))
+        return [int(item.get_attribute("data-id")) for item in driver.find_elements(By.CSS_SELECTOR, "#neighbours li")]
+
+    with headless_chromium(tmp_path / "chromium") as driver:
+        driver.get(server.rest + "/")
+        WebDriverWait(driver, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#examples img")) == len(listed))
+        example = driver.find_elements(By.CSS_SELECTOR, "#examples img")[3]
+        from_example = shown_after(driver, example)
+        neighbour = driver.find_elements(By.CSS_SELECTOR, "#neighbours img")[1]
+        from_neighbour = shown_after(driver, neighbour)
+        status = driver.find_element(By.ID, "status").text
+    assert from_example == neighbours_of(requests.get(f"{base}/examples/3", timeout=30).content), status
+    assert from_neighbour == neighbours_of(requests.get(f"{base}/items/{from_example[1]}", timeout=30).content)
+    assert from_neighbour[0] == from_example[1]  # the item clicked finds itself first

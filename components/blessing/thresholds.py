@@ -32,6 +32,10 @@ class Thresholds:
         "be and still be blessed", "robustness", metavar="DROP", default_help="not compared")
     min_retrieval_precision: float = option(
         0.0, "lowest precision@10 of visual search (the eval images as queries) to bless", "visual search")
+    min_instance_recall: float = option(
+        0.0, "lowest instance recall@10 of visual search to bless: 1,000 catalog items photographed again (moved one "
+        "pixel, a tenth brighter or darker) as queries, each item among the first ten results of its second photo",
+        "visual search")
     max_retrieval_precision_drop: Optional[float] = option(
         None, "how far below the served model's search precision@10 a model may be and still be blessed",
         "visual search", metavar="DROP", default_help="not compared")
