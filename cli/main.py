@@ -205,22 +205,33 @@ def _quiet_readers() -> None:
 
 
 def _print_summary(result: "RunSummary", output_dir: str, pipeline_name: str, notify_url: Optional[str]) -> None:
-    """Prints a run's summary, writes its report (report/writer.py) and its outcome (report/outcome.py)."""
+    """Prints the summary of a run that has just ended, writes its report (report/writer.py) and its outcome
+    (report/outcome.py)."""
     _quiet_readers()
     print(result.format())
     _conclude(result, output_dir, pipeline_name, notify_url)
 
 
-def _conclude(result: "RunSummary", output_dir: str, pipeline_name: str, notify_url: Optional[str]) -> None:
-    """Writes the run's report and outcome.json beside it, and posts the outcome to `notify_url`, if given."""
+def _write_report(result: "RunSummary", output_dir: str, pipeline_name: str) -> str:
+    """Writes the run's report and says where; returns its page's path."""
     from cnnpipe.pipeline.output_dir import metadata_path  # noqa: PLC0415
-    from cnnpipe.report import outcome, run_facts, writer  # noqa: PLC0415
+    from cnnpipe.report import run_facts, writer  # noqa: PLC0415
 
-    store, directory = metadata_path(output_dir), writer.report_dir(output_dir, result.run_id)
-    paths = writer.write(run_facts.read(store, pipeline_name, result), directory)
+    facts = run_facts.read(metadata_path(output_dir), pipeline_name, result)
+    paths = writer.write(facts, writer.report_dir(output_dir, result.run_id))
     print(f"Report: {paths[0]}" + (f" (robustness: {', '.join(paths[1:])})" if paths[1:] else ""))
-    ended = outcome.of_run(store, pipeline_name, result.run_id, result.stopped_by, os.path.abspath(paths[0]))
-    print(f"Outcome: {ended.summary} ({outcome.write(ended, directory)})")
+    return paths[0]
+
+
+def _conclude(result: "RunSummary", output_dir: str, pipeline_name: str, notify_url: Optional[str]) -> None:
+    """Writes the report of a run that has just ended and its outcome.json beside it, and posts the outcome to
+    `notify_url`, if given."""
+    from cnnpipe.pipeline.output_dir import metadata_path  # noqa: PLC0415
+    from cnnpipe.report import outcome  # noqa: PLC0415
+
+    page = _write_report(result, output_dir, pipeline_name)
+    ended = outcome.of_run(metadata_path(output_dir), pipeline_name, result, os.path.abspath(page))
+    print(f"Outcome: {ended.summary} ({outcome.write(ended, os.path.dirname(page))})")
     if notify_url:
         print(outcome.notify(notify_url, ended))
 
@@ -339,7 +350,8 @@ def _report(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise CnnpipeError(f"{args.run_dir}: {error}.") from None
     print(f"Run {result.run_id} of {name}")
-    _print_summary(result, args.run_dir, name, notify_url=None)
+    print(result.format())
+    _write_report(result, args.run_dir, name)  # outcome.json stays as the run wrote it (a failed run's error in it)
     return 0
 
 

@@ -282,12 +282,13 @@ def EmbeddingIndex(
     items.write(items.Items(sources, class_names_of, items_read["thumbnail"].tolist()),
                 os.path.join(search_dir, items.FILE))
     items.write(_examples(queries or items_read, EXAMPLES), os.path.join(search_dir, items.EXAMPLES_FILE))
-    searcher, build_seconds = _timed(index.build, normalized(items_read[EMBEDDINGS]), top_k)
+    vectors = normalized(items_read[EMBEDDINGS])
+    searcher, build_seconds = _timed(index.build, vectors, top_k)
     checksum = tf.saved_model.experimental.read_fingerprint(export_dir).saved_model_checksum
     index.save(searcher, os.path.join(search_dir, index.INDEX_DIR), checksum)
     figures = _measure(searcher, items_read, queries, build_seconds,
                        _directory_bytes(os.path.join(search_dir, index.INDEX_DIR)))
-    figures.update(_instance_figures(embed, catalog_files, normalized(items_read[EMBEDDINGS]), queries))
+    figures.update(_instance_figures(embed, catalog_files, vectors, queries))
     served = _served_precision(baseline, queries)
     if served is not None:
         figures["served_precision_at_10"] = served

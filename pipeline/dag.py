@@ -172,7 +172,7 @@ def create_pipeline(
     candidate = indexes[0].outputs["indexed_model"] if indexes else trainer.outputs["model"]
     attacked = attacks.attacks if attacks else ()
     evaluation_config = eval_config(gate, attacked)
-    run_thresholds = gating(attacked)
+    run_thresholds = gating(attacked if attacks and gate.robust_epsilon in attacks.epsilons else ())
     adversarial = [AdversarialExamples(
         examples=examples,
         model=candidate,

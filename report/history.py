@@ -62,8 +62,10 @@ def outcome(result: RunSummary, unfinished: list[tuple[str, int]]) -> tuple[str,
     return NOT_PUSHED, f"not pushed: {result.push_check_failure}" if result.push_check_failure else "not pushed", None
 
 
-def history(metadata_file: str, pipeline_name: str, last: int, until: Optional[str] = None) -> list[RunRow]:
-    """The newest `last` runs of `pipeline_name` (up to run `until`, when given), oldest first."""
+def history(metadata_file: str, pipeline_name: str, last: int, until: Optional[str] = None,
+            known: Optional[RunSummary] = None) -> list[RunRow]:
+    """The newest `last` runs of `pipeline_name` (up to run `until`, when given), oldest first; `known` is a run's
+    summary the caller has already (not read again)."""
     mlmd = metadata.store(metadata_file)
     runs = metadata.runs(mlmd, pipeline_name)
     ids = [run.name for run in runs]
@@ -73,7 +75,7 @@ def history(metadata_file: str, pipeline_name: str, last: int, until: Optional[s
         unfinished = [(metadata.component_of(mlmd, execution.id, pipeline_name), execution.last_known_state)
                       for execution in sorted(executions, key=lambda e: e.id)
                       if execution.last_known_state not in metadata.FINISHED]
-        result = summarize(metadata_file, pipeline_name, run.name)
+        result = known if known and known.run_id == run.name else summarize(metadata_file, pipeline_name, run.name)
         examples = metadata.outputs_of(mlmd, executions).get("examples")
         status, words, failed_step = outcome(result, unfinished)
         rows.append(RunRow(

@@ -15,7 +15,7 @@ import urllib.request
 from typing import Optional
 
 from cnnpipe.report import history
-from cnnpipe.report.summary import summarize
+from cnnpipe.report.summary import RunSummary
 
 FILE_NAME = "outcome.json"
 ATTEMPTS = 3  # a webhook that fails (no answer, or a 5xx or 429) is tried again, this many times in all
@@ -25,7 +25,8 @@ BACKOFF = 2.0  # seconds before the second attempt, doubling
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """A run's outcome; `status` is one of history.STATUSES, `summary` the outcome in words (as `cnnpipe runs`)."""
+    """A run's outcome; `status` is history's PUSHED, NOT_BLESSED, NOT_PUSHED, FAILED or STOPPED, `summary` the outcome
+    in words (as `cnnpipe runs`)."""
 
     pipeline: str
     run_id: str
@@ -48,14 +49,14 @@ class Outcome:
         return json.dumps(dataclasses.asdict(self), indent=1)
 
 
-def of_run(metadata_file: str, pipeline_name: str, run_id: str, error: Optional[str] = None,
-           report: Optional[str] = None) -> Outcome:
-    """The outcome of run `run_id`, as ML Metadata recorded it; `error` is what stopped it, if anything did."""
-    (row,) = history.history(metadata_file, pipeline_name, last=1, until=run_id)
-    result = summarize(metadata_file, pipeline_name, run_id)
+def of_run(metadata_file: str, pipeline_name: str, result: RunSummary, report: Optional[str] = None) -> Outcome:
+    """The outcome of the run `result` summarizes, as ML Metadata recorded it; its `stopped_by` is the error that
+    stopped it, if one did."""
+    (row,) = history.history(metadata_file, pipeline_name, last=1, until=result.run_id, known=result)
+    error = result.stopped_by
     status = history.FAILED if error and row.status not in (history.FAILED, history.STOPPED) else row.status
     return Outcome(
-        pipeline=pipeline_name, run_id=run_id, status=status,
+        pipeline=pipeline_name, run_id=result.run_id, status=status,
         summary=row.outcome if status == row.status else f"failed: {error}",
         started=row.started.isoformat(timespec="seconds"), seconds=round(row.seconds, 1), span=row.span,
         version=os.path.basename(result.pushed_to) if result.pushed_to else None,

@@ -261,7 +261,8 @@ def read(metadata_file: str, pipeline_name: str, result: run_summary.RunSummary)
     """The facts of the run of `pipeline_name` that `result` summarizes."""
     _, outputs = run_outputs(metadata_file, pipeline_name, result.run_id)
     facts = RunFacts(pipeline_name, result,
-                     trend=history.history(metadata_file, pipeline_name, TREND_RUNS, until=result.run_id))
+                     trend=history.history(metadata_file, pipeline_name, TREND_RUNS, until=result.run_id,
+                                           known=result))
     if "statistics" in outputs:
         statistics = _statistics(outputs["statistics"])
         facts.class_balance = {split: class_counts(statistics, split) for split in splits(statistics)}

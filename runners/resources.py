@@ -37,11 +37,6 @@ class StepResources:
     gpus: int = 0
     gpu_type: Optional[str] = None
 
-    def __str__(self) -> str:
-        parts = [f"cpu:{self.cpu}" if self.cpu else "", f"memory:{self.memory}" if self.memory else "",
-                 f"gpu:{self.gpus}" + (f":{self.gpu_type}" if self.gpu_type else "") if self.gpus else ""]
-        return ",".join(part for part in parts if part)
-
 
 SMALL_MODEL = {"Transform": "cpu:4,memory:8Gi", "Tuner": "cpu:4,memory:8Gi", "Trainer": "cpu:4,memory:8Gi",
                "AdversarialExamples": "cpu:4,memory:8Gi", "Evaluator": "cpu:4,memory:8Gi"}

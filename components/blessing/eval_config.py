@@ -47,22 +47,23 @@ def _threshold(lower_bound: float, max_drop: Optional[float]) -> tfma.MetricThre
 # The Thresholds fields the EvalConfig is built from
 EVALUATED_THRESHOLDS = ("min_accuracy", "max_accuracy_drop", "robust_epsilon", "min_fgsm_accuracy", "min_pgd_accuracy",
                         "min_robust_accuracy", "max_robust_accuracy_drop")
+ATTACK_BOUNDS = {names.FGSM: "min_fgsm_accuracy", names.PGD: "min_pgd_accuracy",
+                 names.WORST_CASE: "min_robust_accuracy"}  # the Thresholds field that bounds each attacked slice
 
 
 def gating(attacks: Sequence[str]) -> tuple[str, ...]:
-    """The EVALUATED_THRESHOLDS that gate a slice of examples attacked by `attacks`: what a run may change."""
-    bounds = {"min_accuracy": True, "max_accuracy_drop": True, "min_fgsm_accuracy": names.FGSM in attacks,
-              "min_pgd_accuracy": names.PGD in attacks, "min_robust_accuracy": len(attacks) > 1,
-              "max_robust_accuracy_drop": bool(attacks)}
-    return tuple(name for name, gates in bounds.items() if gates)
+    """The EVALUATED_THRESHOLDS that gate a slice when the eval images are attacked by `attacks` at the gated ε
+    (none: not attacked there): what a run may change."""
+    attacked = with_worst_case(attacks)
+    bounds = [ATTACK_BOUNDS[attack] for attack in attacked if attack in ATTACK_BOUNDS]
+    return ("min_accuracy", "max_accuracy_drop", *bounds, *(["max_robust_accuracy_drop"] if attacked else []))
 
 
 def _gates(thresholds: Thresholds, attacks: Sequence[str]) -> list[tfma.PerSliceMetricThreshold]:
     """The clean bound on the clean slice; each attack's bound on its slice at `robust_epsilon`, and with more than one
     attack their worst case's (`--min-robust-accuracy`)."""
     gates = [(CLEAN if attacks else OVERALL, thresholds.min_accuracy, thresholds.max_accuracy_drop)]
-    bounds = {names.FGSM: thresholds.min_fgsm_accuracy, names.PGD: thresholds.min_pgd_accuracy,
-              names.WORST_CASE: thresholds.min_robust_accuracy}
+    bounds = {attack: getattr(thresholds, name) for attack, name in ATTACK_BOUNDS.items()}
     for attack in with_worst_case(attacks):
         if bounds.get(attack, 0.0) > 0 or thresholds.max_robust_accuracy_drop is not None:
             gates.append((attack_slice(attack, thresholds.robust_epsilon), bounds.get(attack, 0.0),

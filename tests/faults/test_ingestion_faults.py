@@ -382,8 +382,7 @@ def test_transform_runs_on_a_folder_of_odd_images(tmp_path, observed):
         name = CLASSES[index % len(CLASSES)]
         (root / name / odd.name).write_bytes(odd.make(images[labels == CLASSES.index(name)][:3]))
     count = 6 * len(CLASSES) + len(ODD_FILES)
-    # 30% each to eval and validation: 10% of 31 images may hash to an empty validation split (the likely cause of
-    # a KeyError in Transform in the CI run of 9449ce7)
+    # 30% each to eval and validation: 10% of 31 images may hash to an empty validation split
     example_gen = ImageExampleGen(source.detect(str(root)), eval_percent=30, validation_percent=30)
     statistics = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema = tfx.components.SchemaGen(statistics=statistics.outputs["statistics"], infer_feature_shape=True)
