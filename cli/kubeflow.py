@@ -75,14 +75,15 @@ def add_commands(commands: argparse._SubParsersAction,
 
 def _compile(args: argparse.Namespace) -> int:
     from cnnpipe.pipeline.config import KUBEFLOW_BEAM_ARGS  # noqa: PLC0415
-    from cnnpipe.runners import kubeflow_runner, resources  # noqa: PLC0415
+    from cnnpipe.runners import exit_step, kubeflow_runner, resources  # noqa: PLC0415
 
     target = CompileOptions(**given(args, CompileOptions))
     config = pipeline_config(args, KUBEFLOW_BEAM_ARGS)
     spec = kubeflow_runner.compile_pipeline(config, target.pipeline_root, target.image, target.package,
                                             target.spec_version, target.resources, target.target)
     serving = kubeflow_runner.for_kubeflow(config, target.pipeline_root).serving_base
-    print(f"cnnpipe: pipeline '{spec.pipeline_info.name}', {len(spec.root.dag.tasks)} steps, written to "
+    print(f"cnnpipe: pipeline '{spec.pipeline_info.name}', {len(exit_step.pipeline_tasks(spec))} steps and "
+          f"the exit step {exit_step.ID}, written to "
           f"{target.package} (pipeline spec schema {spec.schema_version})")
     print(f"  image {target.image}\n  pipeline root {spec.default_pipeline_root}\n  serving {serving}")
     print(f"  Beam args {' '.join(config.beam_args)}")

@@ -23,6 +23,7 @@ from cnnpipe.components.blessing.thresholds import Thresholds
 from cnnpipe.components.embedding_index import EmbeddingIndex
 from cnnpipe.components.ingestion.component import ImageExampleGen
 from cnnpipe.components.ingestion.source import DataSource
+from cnnpipe.components import run_record
 from cnnpipe.components.push_check import PushCheck
 from cnnpipe.components.pusher import AtomicPusher
 from cnnpipe.components.served_model import ServedModel
@@ -71,10 +72,12 @@ def create_pipeline(
     tuning: Optional[tuple[int, float]] = None,
     served_state: str = "",
     run_parameters: RunParameters = RunParameters(),
+    record_run: bool = False,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: tuple[str, ...] = (),
 ) -> Pipeline:
-    """The TFX pipeline: ingest, validate, transform, train, index, attack, evaluate, push.
+    """The TFX pipeline: ingest, validate, transform, train, index, attack, evaluate, push (and, with `record_run`,
+    RunRecord: the run's artifacts written down for a Kubeflow run's exit step).
 
     With data in spans, ExampleGen ingests the newest span, which is validated and evaluated on;
     Transform and the Trainer see the newest `span_window` spans. With `attacks`, the Evaluator
@@ -204,14 +207,15 @@ def create_pipeline(
         statistics=statistics_gen.outputs["statistics"],  # pushed with the model: the next run's drift reference
         evaluation=evaluator.outputs["evaluation"],  # pushed with the model: the next run's baseline metrics
     )
+    components = [
+        example_gen, statistics_gen, schema_gen, example_validator, validation_gate,
+        *span_resolvers, transform, *served_models, *tuners, trainer, *catalog_gens, *indexes, *adversarial,
+        evaluator, push_check, pusher,
+    ]
     return Pipeline(
         pipeline_name=name,
         pipeline_root=pipeline_root,
-        components=[
-            example_gen, statistics_gen, schema_gen, example_validator, validation_gate,
-            *span_resolvers, transform, *served_models, *tuners, trainer, *catalog_gens, *indexes, *adversarial,
-            evaluator, push_check, pusher,
-        ],
+        components=[*components, run_record.record_of(components)] if record_run else components,
         enable_cache=True,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args),
@@ -226,9 +230,11 @@ def pipeline_for(
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     served_state: str = "",
     run_parameters: RunParameters = RunParameters(),
+    record_run: bool = False,
 ) -> Pipeline:
     """`create_pipeline` with `config`'s settings; the runner chooses the name, root, schema path and metadata (and
-    the local runner the served state, ServedModel's cache key; the Kubeflow runner the run parameters)."""
+    the local runner the served state, ServedModel's cache key; the Kubeflow runner the run parameters and the run's
+    record)."""
     source = config.data_source()
     return create_pipeline(
         name=name,
@@ -250,6 +256,7 @@ def pipeline_for(
         tuning=config.tuning(),
         served_state=served_state,
         run_parameters=run_parameters,
+        record_run=record_run,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam_args,
     )

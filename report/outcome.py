@@ -32,8 +32,8 @@ class Outcome:
     run_id: str
     status: str
     summary: str
-    started: str  # ISO 8601, local time
-    seconds: float
+    started: Optional[str] = None  # ISO 8601, local time (a local run's; on Kubeflow the orchestrator has it)
+    seconds: Optional[float] = None
     span: Optional[int] = None
     version: Optional[str] = None  # the version pushed
     accuracy: Optional[float] = None
@@ -50,21 +50,37 @@ class Outcome:
 
 
 def of_run(metadata_file: str, pipeline_name: str, result: RunSummary, report: Optional[str] = None) -> Outcome:
-    """The outcome of the run `result` summarizes, as ML Metadata recorded it; its `stopped_by` is the error that
-    stopped it, if one did."""
+    """The outcome of the local run `result` summarizes, as ML Metadata recorded it; its `stopped_by` is the error
+    that stopped it, if one did."""
     (row,) = history.history(metadata_file, pipeline_name, last=1, until=result.run_id, known=result)
     error = result.stopped_by
     status = history.FAILED if error and row.status not in (history.FAILED, history.STOPPED) else row.status
+    return _outcome(pipeline_name, result, status, row.outcome if status == row.status else f"failed: {error}",
+                    started=row.started.isoformat(timespec="seconds"), seconds=round(row.seconds, 1), span=row.span,
+                    failed_step=row.failed_step, report=report)
+
+
+def of_summary(pipeline_name: str, result: RunSummary, failed_step: Optional[str] = None,
+               report: Optional[str] = None) -> Outcome:
+    """The outcome of a run known by its summary alone (a Kubeflow run's, whose times the orchestrator keeps); a run
+    that failed has the error in `result.stopped_by` and, where known, the step that failed."""
+    if result.stopped_by:
+        where = f"failed in {failed_step}" if failed_step else "failed"
+        return _outcome(pipeline_name, result, history.FAILED, f"{where}: {result.stopped_by}",
+                        failed_step=failed_step, report=report)
+    status, words, _ = history.outcome(result, unfinished=[])
+    return _outcome(pipeline_name, result, status, words, report=report)
+
+
+def _outcome(pipeline_name: str, result: RunSummary, status: str, summary: str, **known) -> Outcome:
+    robust = history.robust_accuracy(result)
     return Outcome(
-        pipeline=pipeline_name, run_id=result.run_id, status=status,
-        summary=row.outcome if status == row.status else f"failed: {error}",
-        started=row.started.isoformat(timespec="seconds"), seconds=round(row.seconds, 1), span=row.span,
+        pipeline=pipeline_name, run_id=result.run_id, status=status, summary=summary,
         version=os.path.basename(result.pushed_to) if result.pushed_to else None,
-        accuracy=_rounded(row.accuracy), precision_at_10=_rounded(row.precision_at_10),
-        robust_accuracy={"epsilon": row.robust_accuracy[0], "accuracy": _rounded(row.robust_accuracy[1])}
-        if row.robust_accuracy else None,
+        accuracy=_rounded(result.accuracy), precision_at_10=_rounded(result.retrieval.get("precision_at_10")),
+        robust_accuracy={"epsilon": robust[0], "accuracy": _rounded(robust[1])} if robust else None,
         failures=result.failures if result.accuracy is not None and not result.blessed else [],
-        drift=result.drift, failed_step=row.failed_step, error=error, report=report)
+        drift=result.drift, error=result.stopped_by, **known)
 
 
 def _rounded(value: Optional[float]) -> Optional[float]:

@@ -260,9 +260,14 @@ TREND_RUNS = 10  # the runs the report's trend shows, this one the last
 def read(metadata_file: str, pipeline_name: str, result: run_summary.RunSummary) -> RunFacts:
     """The facts of the run of `pipeline_name` that `result` summarizes."""
     _, outputs = run_outputs(metadata_file, pipeline_name, result.run_id)
-    facts = RunFacts(pipeline_name, result,
-                     trend=history.history(metadata_file, pipeline_name, TREND_RUNS, until=result.run_id,
-                                           known=result))
+    return facts_of(pipeline_name, result, outputs,
+                    trend=history.history(metadata_file, pipeline_name, TREND_RUNS, until=result.run_id, known=result))
+
+
+def facts_of(pipeline_name: str, result: run_summary.RunSummary, outputs: dict[str, metadata_store_pb2.Artifact],
+             trend: Optional[list[history.RunRow]] = None) -> RunFacts:
+    """The facts of the run `result` summarizes, given its output artifacts by output key and the runs up to it."""
+    facts = RunFacts(pipeline_name, result, trend=trend or [])
     if "statistics" in outputs:
         statistics = _statistics(outputs["statistics"])
         facts.class_balance = {split: class_counts(statistics, split) for split in splits(statistics)}

@@ -311,7 +311,11 @@ def unevaluated_classes(outputs: dict[str, metadata_store_pb2.Artifact]) -> list
 
 def summarize(metadata_file: str, pipeline_name: str, run_id: Optional[str] = None) -> RunSummary:
     """The summary of run `run_id` of `pipeline_name` (default: its newest run)."""
-    run_id, outputs = run_outputs(metadata_file, pipeline_name, run_id)
+    return summary_of(*run_outputs(metadata_file, pipeline_name, run_id))
+
+
+def summary_of(run_id: str, outputs: dict[str, metadata_store_pb2.Artifact]) -> RunSummary:
+    """The summary of run `run_id`, given its output artifacts by output key."""
     summary = RunSummary(run_id)
     evaluation = outputs.get("evaluation")
     if evaluation is None:

@@ -42,12 +42,20 @@ def _write(path: str, content: bytes) -> str:
     return path
 
 
+def _robustness_png(facts: RunFacts, rows: list[figures.Row]) -> bytes:
+    return figures.png(figures.robustness(rows, f"{facts.pipeline_name}, run {facts.summary.run_id}")) if rows else b""
+
+
+def page(facts: RunFacts) -> str:
+    """The run's report as one self-contained page."""
+    return run_page.render(facts, _robustness_png(facts, report_rows(facts.summary.robustness)))
+
+
 def write(facts: RunFacts, directory: str) -> list[str]:
     """Writes the run's report files to `directory`; returns their paths, the page's first."""
     os.makedirs(directory, exist_ok=True)
-    title = f"{facts.pipeline_name}, run {facts.summary.run_id}"
     rows = report_rows(facts.summary.robustness)
-    robustness_png = figures.png(figures.robustness(rows, title)) if rows else b""
+    robustness_png = _robustness_png(facts, rows)
     paths = [_write(os.path.join(directory, PAGE_NAME), run_page.render(facts, robustness_png).encode())]
     if rows:
         paths += [_write(os.path.join(directory, CSV_NAME), _csv(rows)),

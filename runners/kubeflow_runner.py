@@ -19,11 +19,13 @@ import yaml
 from google.protobuf import json_format, struct_pb2
 from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import KubeflowV2DagRunner, KubeflowV2DagRunnerConfig
 from tfx.orchestration.data_types import RuntimeParameter
+from tfx.orchestration.kubeflow.decorators import FinalStatusStr
 from tfx.orchestration.pipeline import Pipeline
 
+from cnnpipe.components import run_record
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.pipeline import dag
-from cnnpipe.runners import resources
+from cnnpipe.runners import exit_step, resources
 from cnnpipe.pipeline.run_parameters import RunParameters
 from cnnpipe.pipeline.config import KUBEFLOW_EXPERIMENT, KUBEFLOW_PACKAGE, KUBEFLOW_SPEC_VERSIONS, PipelineConfig
 from cnnpipe.schemas import SCHEMA_DIR
@@ -64,10 +66,30 @@ def for_kubeflow(config: PipelineConfig, pipeline_root: str) -> PipelineConfig:
 
 
 def build_pipeline(config: PipelineConfig, pipeline_root: str) -> Pipeline:
-    """The pipeline for `config` with its artifacts under `pipeline_root` (no metadata config: the cluster's)."""
+    """The pipeline for `config` with its artifacts under `pipeline_root` (no metadata config: the cluster's), and
+    RunRecord last, which writes down for the exit step the artifacts the run's report reads."""
     config = for_kubeflow(config, pipeline_root)
     return dag.pipeline_for(config, pipeline_name(config.name), pipeline_root, schema_in_image(config.schema_file()),
-                            run_parameters=RunParameters(runtime=True))
+                            run_parameters=RunParameters(runtime=True), record_run=True)
+
+
+def wire_exit_step(spec: "pipeline_spec_pb2.PipelineSpec") -> None:
+    """Completes the exit step TFX compiles: the pipeline parameters passed on to the steps' sub-DAG (TFX gives it
+    none, yet its tasks read them), the exit step run by runners/exit_step.py, its outputs typed for KFP's UI."""
+    sub_dag, task = spec.components[exit_step.TFX_DAG], spec.root.dag.tasks[exit_step.TFX_DAG]
+    for name, definition in spec.root.input_definitions.parameters.items():
+        sub_dag.input_definitions.parameters[name].CopyFrom(definition)
+        task.inputs.parameters[name].component_input_parameter = name
+    component = spec.components[spec.root.dag.tasks[exit_step.ID].component_ref.name]
+    for key, title in exit_step.OUTPUT_TYPES.items():
+        component.output_definitions.artifacts[key].artifact_type.Clear()
+        component.output_definitions.artifacts[key].artifact_type.schema_title = title
+        component.output_definitions.artifacts[key].artifact_type.schema_version = "0.0.1"
+    deployment = json_format.MessageToDict(spec.deployment_spec)
+    deployment["executors"][component.executor_label]["container"].update(command=exit_step.COMMAND,
+                                                                           args=exit_step.ARGS)
+    spec.deployment_spec.Clear()
+    spec.deployment_spec.update(deployment)
 
 
 def compile_pipeline(
@@ -86,6 +108,9 @@ def compile_pipeline(
     runner = KubeflowV2DagRunner(config=KubeflowV2DagRunnerConfig(
         default_image=image, use_pipeline_spec_2_1=spec_version == "2.1"))
     pipeline = build_pipeline(config, pipeline_root)
+    runner.set_exit_handler(exit_step.RunOutcome(
+        final_status=FinalStatusStr(), pipeline=pipeline.pipeline_info.pipeline_name,
+        notify_url=config.notify_url or "").with_id(exit_step.ID))
     chosen = resources.resolve(config.training.model, step_resources, [node.id for node in pipeline.components])
     for node in pipeline.components:
         if node.id in chosen:
@@ -100,11 +125,12 @@ def compile_pipeline(
             f"cannot compile for Kubeflow: {error} With data in spans, compile with --span-window 1 (the newest span)."
         ) from None
     spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
-    for task in dag.UNCACHED:
-        if task in spec.root.dag.tasks:
-            spec.root.dag.tasks[task].caching_options.enable_cache = False
+    for task in (*dag.UNCACHED, run_record.ID):
+        if task in exit_step.pipeline_tasks(spec):
+            exit_step.pipeline_tasks(spec)[task].caching_options.enable_cache = False
     spec.default_pipeline_root = pipeline_root  # a PipelineJob's runtime config holds it; a spec file, here
     set_parameter_defaults(spec, pipeline)
+    wire_exit_step(spec)
     platform = resources.platform_spec(spec, chosen, target)
     os.makedirs(os.path.dirname(os.path.abspath(package_path)), exist_ok=True)
     if spec.schema_version == "2.0.0":  # kfp's writer reads `parameterType`, which a 2.0 pipeline's inputs lack

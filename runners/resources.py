@@ -14,6 +14,7 @@ from google.protobuf import json_format
 
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.models import registry
+from cnnpipe.runners import exit_step
 
 if TYPE_CHECKING:
     from kfp.pipeline_spec import pipeline_spec_pb2
@@ -127,7 +128,7 @@ def platform_spec(spec: "pipeline_spec_pb2.PipelineSpec", chosen: dict[str, Step
     platform = pipeline_spec_pb2.PlatformSpec()
     for step, resources in chosen.items():
         if target == "kfp" and resources.gpus and resources.gpu_type:
-            label = spec.components[spec.root.dag.tasks[step].component_ref.name].executor_label
+            label = spec.components[exit_step.pipeline_tasks(spec)[step].component_ref.name].executor_label
             platform.platforms["kubernetes"].deployment_spec.executors[label].update(
                 {"nodeSelector": {"labels": {GKE_ACCELERATOR_LABEL: resources.gpu_type}}})
     return platform
@@ -137,7 +138,7 @@ def written(spec: "pipeline_spec_pb2.PipelineSpec") -> dict[str, str]:
     """Each step's resources as the spec holds them, in words ("cpu 8, memory 32Gi, 1 nvidia.com/gpu")."""
     deployment = json_format.MessageToDict(spec.deployment_spec)["executors"]
     described = {}
-    for step, task in spec.root.dag.tasks.items():
+    for step, task in exit_step.pipeline_tasks(spec).items():
         fields = deployment[spec.components[task.component_ref.name].executor_label]["container"].get("resources")
         if fields:
             accelerator = fields.get("accelerator", {})

@@ -403,3 +403,13 @@ def test_read_images_stops_at_a_corrupt_png_and_names_it(tmp_path):
     with pytest.raises(Exception, match=re.escape(path)):
         with test_pipeline.TestPipeline() as pipeline:
             _ = pipeline | executor.ReadImages(folder_properties(tmp_path), "*/*")
+
+
+@pytest.mark.parametrize("data_format", ["idx", "tfrecord"])
+def test_data_that_is_not_there_stops_ingestion_naming_the_pattern(tmp_path, data_format):
+    """A run given a data root without the compiled layout (a Kubeflow run's `data` parameter) stops in ImageExampleGen,
+    not later with every split empty."""
+    properties = {"input_base": str(tmp_path / "missing"),
+                  "custom_config": json_format.MessageToJson(executor.custom_config(data_format, NAMES))}
+    with pytest.raises(IngestionError, match=f"no {data_format} file matches {re.escape(str(tmp_path))}/missing/train"):
+        beam.Pipeline() | executor.ReadImages(properties, "train*")

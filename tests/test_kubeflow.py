@@ -18,7 +18,8 @@ from conftest import cnnpipe, free_ports, write_fashion_mnist_slice
 from kfp_api import kfp_api
 from cnnpipe.core.errors import CnnpipeError
 from cnnpipe.cli import main as cli
-from cnnpipe.runners import kubeflow_runner, local_runner
+from cnnpipe.components import run_record
+from cnnpipe.runners import exit_step, kubeflow_runner, local_runner
 from cnnpipe.pipeline.config import KUBEFLOW_BEAM_ARGS, PipelineConfig, flags
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 
@@ -31,7 +32,7 @@ IMAGE = "REGISTRY/cnnpipe:0.1.0"
 SERVED_MODEL = "ServedModel"
 COMPONENTS = {
     "ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "ValidationGate", "Transform",
-    "Trainer", "EmbeddingIndex", "AdversarialExamples", "Evaluator", "PushCheck", "AtomicPusher",
+    "Trainer", "EmbeddingIndex", "AdversarialExamples", "Evaluator", "PushCheck", "AtomicPusher", run_record.ID,
 }
 TFX_EXECUTOR_COMMAND = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 
@@ -47,7 +48,8 @@ def compiled(tmp_path_factory) -> Path:
     result = cnnpipe("compile", "--pipeline-root", PIPELINE_ROOT, "--image", IMAGE, "-o", "pipeline.yaml",
                      cwd=directory)
     assert result.returncode == 0, result.stderr
-    assert "13 steps, written to pipeline.yaml (pipeline spec schema 2.1.0)" in result.stdout
+    assert "14 steps and the exit step RunOutcome, written to pipeline.yaml (pipeline spec schema 2.1.0)" in \
+        result.stdout
     return directory / "pipeline.yaml"
 
 
@@ -61,17 +63,18 @@ def executors(spec: pipeline_spec_pb2.PipelineSpec) -> dict:
 
 
 def container(spec: pipeline_spec_pb2.PipelineSpec, task: str) -> dict:
-    label = spec.components[spec.root.dag.tasks[task].component_ref.name].executor_label
+    tasks = {**spec.root.dag.tasks, **exit_step.pipeline_tasks(spec)}
+    label = spec.components[tasks[task].component_ref.name].executor_label
     return executors(spec)[label]["container"]
 
 
 def constant(spec: pipeline_spec_pb2.PipelineSpec, task: str, parameter: str) -> str:
-    return spec.root.dag.tasks[task].inputs.parameters[parameter].runtime_value.constant.string_value
+    return exit_step.pipeline_tasks(spec)[task].inputs.parameters[parameter].runtime_value.constant.string_value
 
 
 def run_default(spec: pipeline_spec_pb2.PipelineSpec, task: str, parameter: str) -> Any:
     """What a task's input is given when a run sets no parameter: the pipeline parameter's default it is bound to."""
-    name = spec.root.dag.tasks[task].inputs.parameters[parameter].component_input_parameter
+    name = exit_step.pipeline_tasks(spec)[task].inputs.parameters[parameter].component_input_parameter
     assert name, f"{task}'s {parameter} is not a pipeline parameter"
     value = spec.root.input_definitions.parameters[name].default_value
     return value.string_value if value.HasField("string_value") else value.number_value
@@ -79,23 +82,41 @@ def run_default(spec: pipeline_spec_pb2.PipelineSpec, task: str, parameter: str)
 
 def constant_fields(spec: pipeline_spec_pb2.PipelineSpec) -> set[str]:
     """How the tasks' constant parameters are written: `constant` (schema 2.1) or `constant_value` (2.0)."""
-    return {parameter.runtime_value.WhichOneof("value") for task in spec.root.dag.tasks.values()
+    return {parameter.runtime_value.WhichOneof("value") for task in exit_step.pipeline_tasks(spec).values()
             for parameter in task.inputs.parameters.values() if parameter.HasField("runtime_value")}
 
 
 def test_every_component_is_a_step_and_the_baseline_is_the_served_model(spec):
     """No resolver (on Kubeflow only Vertex AI runs one): the baseline is read from the serving base path by a step
     of its own, which is never cached, since what is served changes between runs."""
-    tasks = spec.root.dag.tasks
+    tasks = exit_step.pipeline_tasks(spec)
     assert set(tasks) == COMPONENTS | {SERVED_MODEL}
     assert spec.pipeline_info.name == "fashion-mnist"
     assert all("container" in executor for executor in executors(spec).values())
     assert constant(spec, SERVED_MODEL, "serving_base") == f"{PIPELINE_ROOT}/serving/fashion_mnist"
-    assert {task for task in tasks if not tasks[task].caching_options.enable_cache} == {SERVED_MODEL}
+    assert {task for task in tasks if not tasks[task].caching_options.enable_cache} == {SERVED_MODEL, run_record.ID}
+
+
+def test_the_exit_step_runs_after_the_steps_whatever_happened(spec):
+    """TFX's exit handler as KFP runs one: the steps in a sub-DAG, given the pipeline's parameters (TFX gives it none),
+    and after it the exit step, run when the sub-DAG has ended, failed or not, given its final status; its report an
+    HTML artifact for KFP's UI, and its container this project's entry point."""
+    root = spec.root.dag.tasks
+    assert set(root) == {exit_step.TFX_DAG, exit_step.ID}
+    parameters = set(spec.root.input_definitions.parameters)
+    assert set(spec.components[exit_step.TFX_DAG].input_definitions.parameters) == parameters
+    assert {name: value.component_input_parameter for name, value in root[exit_step.TFX_DAG].inputs.parameters.items()
+            } == {name: name for name in parameters}
+    exit_task = root[exit_step.ID]
+    assert exit_task.trigger_policy.strategy == exit_task.TriggerPolicy.ALL_UPSTREAM_TASKS_COMPLETED
+    assert exit_task.inputs.parameters["final_status"].task_final_status.producer_task == exit_step.TFX_DAG
+    outputs = spec.components[exit_task.component_ref.name].output_definitions.artifacts
+    assert {key: outputs[key].artifact_type.schema_title for key in outputs} == exit_step.OUTPUT_TYPES
+    assert container(spec, exit_step.ID)["command"] == exit_step.COMMAND
 
 
 def test_the_dag_edges_follow_the_artifacts(spec):
-    tasks = spec.root.dag.tasks
+    tasks = exit_step.pipeline_tasks(spec)
     assert set(tasks["StatisticsGen"].dependent_tasks) == {"ImageExampleGen"}
     assert set(tasks["ValidationGate"].dependent_tasks) == {"ExampleValidator", "ImageExampleGen", "ImportSchemaGen",
                                                             "StatisticsGen", SERVED_MODEL}
@@ -285,10 +306,11 @@ def test_without_a_baseline_there_is_no_served_model_step_and_no_change_threshol
     config = PipelineConfig.from_options(data=write_fashion_mnist_slice(str(tmp_path / "data"), 30, 10),
                             class_names=FASHION_MNIST.class_names, schema="fashion_mnist", compare_with_baseline=False)
     spec = kubeflow_runner.compile_pipeline(config, "gs://cnnpipe-test/root", IMAGE, str(tmp_path / "spec.yaml"))
-    assert set(spec.root.dag.tasks) == COMPONENTS
-    assert "baseline_model" not in spec.root.dag.tasks["Evaluator"].inputs.artifacts
+    assert set(exit_step.pipeline_tasks(spec)) == COMPONENTS
+    assert "baseline_model" not in exit_step.pipeline_tasks(spec)["Evaluator"].inputs.artifacts
     assert run_default(spec, "Evaluator", "min_accuracy") == 0.85
-    assert "max_accuracy_drop" not in spec.root.dag.tasks["Evaluator"].inputs.parameters  # no change threshold
+    # no change threshold
+    assert "max_accuracy_drop" not in exit_step.pipeline_tasks(spec)["Evaluator"].inputs.parameters
     assert "max_accuracy_drop" not in spec.root.input_definitions.parameters
     with pytest.raises(CnnpipeError, match="drop --no-baseline"):
         kubeflow_runner.build_pipeline(config.with_options(warm_start="latest"), "gs://cnnpipe-test/root")
@@ -343,7 +365,11 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
             for component in pipeline.components
         }
 
-    assert wiring(kubeflow) == wiring(local)
+    on_kubeflow = wiring(kubeflow)
+    recorded = on_kubeflow.pop(run_record.ID)  # the Kubeflow run's record for its exit step: every artifact it reads
+    assert on_kubeflow == wiring(local)
+    assert set(recorded[1]) == set(run_record.RECORDED)
+    assert recorded[1]["examples"][1:] == ("ImageExampleGen", "examples")  # the run's data, not the catalog
     assert kubeflow.beam_pipeline_args == local.beam_pipeline_args
     assert kubeflow.metadata_connection_config is None
     assert wiring(local)["EmbeddingIndex"][1]["catalog"][1:] == ("CatalogExampleGen", "examples")
@@ -352,7 +378,9 @@ def test_kubeflow_and_local_runners_build_the_same_dag(tmp_path):
                                          min_instance_recall=0.0,
                                          catalog=None)
     unindexed = wiring(local_runner.build_pipeline(without_search))
-    assert wiring(kubeflow_runner.build_pipeline(without_search, "gs://cnnpipe-test/root")) == unindexed
+    unindexed_on_kubeflow = wiring(kubeflow_runner.build_pipeline(without_search, "gs://cnnpipe-test/root"))
+    assert "indexed_model" not in unindexed_on_kubeflow.pop(run_record.ID)[1]
+    assert unindexed_on_kubeflow == unindexed
     assert set(unindexed) == set(wiring(local)) - {"EmbeddingIndex", "CatalogExampleGen"}
     assert unindexed["Evaluator"][1]["model"][1:] == ("Trainer", "model")
 
@@ -442,7 +470,7 @@ def test_the_spec_names_its_parameters_with_their_compiled_defaults(spec):
         "min_pgd_accuracy": (float, 0.0), "min_robust_accuracy": (float, 0.0), "min_retrieval_precision": (float, 0.0),
         "min_instance_recall": (float, 0.0),
         "keep_versions": (int, 0)}
-    assert spec.root.dag.tasks["Trainer"].inputs.parameters["epochs"].component_input_parameter == "epochs"
+    assert exit_step.pipeline_tasks(spec)["Trainer"].inputs.parameters["epochs"].component_input_parameter == "epochs"
 
 
 def test_submit_without_a_compiled_spec_says_how_to_make_one(tmp_path, capsys):

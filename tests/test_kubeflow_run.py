@@ -14,11 +14,12 @@ import yaml
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 import kfp_launcher
-from conftest import cnnpipe, encode, fashion_mnist, versions, write_fashion_mnist_slice
-from cnnpipe.components.blessing.evaluation_results import metrics_by_slice
+from conftest import cnnpipe, encode, fashion_mnist, free_ports, headless_chromium, versions, write_fashion_mnist_slice
+from http_sink import Request, http_sink
+from cnnpipe.components.blessing.evaluation_results import ACCURACY, clean_slice, metrics_by_slice
 from cnnpipe.core.names import BASELINE
 from cnnpipe.pipeline.datasets import FASHION_MNIST
-from cnnpipe.runners import kubeflow_runner
+from cnnpipe.runners import exit_step, kubeflow_runner
 from cnnpipe.schemas import SCHEMA_DIR
 
 TRAIN, TEST = 200, 100
@@ -35,6 +36,7 @@ IN_MEMORY = ("--beam-arg=--direct_running_mode=in_memory", "--beam-arg=--direct_
 CONTRACTS = {"kfp": ("2.1", ("--tune", "2", "--tune-minutes", "0.1"), ()),
              "vertex": ("2.0", IN_MEMORY, ("epochs=2", "keep_versions=1"))}
 OTHER_TRAIN, OTHER_TEST = 120, 60  # the data a second run of the KFP spec is given
+HOOK = "/hooks/cnnpipe"  # the webhook's path on a local HTTP sink
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,10 +47,31 @@ class Launched:
     serving: Path
     package: Path
     parameters: dict[str, Any]
+    notify_port: int  # the webhook's, given to `compile` as --notify-url
+    posted: list[Request]  # what the webhook received during the run
 
     def log(self, task: str) -> str:
         """What the task's executor printed."""
         return Path(self.runs[task].executor_input.outputs.output_file).with_name("executor.out").read_text()
+
+    def written(self, output: str) -> Path:
+        """The exit step's output artifact `output` (outcome or report), a file."""
+        return Path(self.runs[exit_step.ID].outputs[output].uri)
+
+    def outcome(self) -> dict:
+        return json.loads(self.written(exit_step.OUTCOME).read_text())
+
+    def run_again(self, parameters: dict[str, Any], contract: str = "") -> "Launched":
+        """The same spec run again, under `contract` (default the same), given `parameters`; a failed run's tasks are
+        those that ran."""
+        contract = contract or self.contract
+        with http_sink(self.notify_port) as posted:
+            try:
+                runs = kfp_launcher.run_pipeline(str(self.package), contract, pythonpath=[IMPORT_ROOT],
+                                                 parameters=parameters)
+            except kfp_launcher.TaskFailed as failure:
+                runs = failure.runs
+        return dataclasses.replace(self, contract=contract, runs=runs, parameters=parameters, posted=posted)
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +106,12 @@ def launch(request, data, tmp_path_factory) -> Launched:
         served = request.getfixturevalue("pushed_run").serving_base
         shutil.copytree(Path(served) / versions(served)[-1], serving / SERVED_VERSION)
     spec_version, compile_args, given = CONTRACTS[request.param]
-    spec = compile_spec(directory, data, spec_version, compile_args)
+    (port,) = free_ports(1)
+    spec = compile_spec(directory, data, spec_version, (*compile_args, "--notify-url", f"http://127.0.0.1:{port}{HOOK}"))
     parameters = kubeflow_runner.checked_parameters(str(spec), given)  # as `cnnpipe submit --param` checks them
-    runs = kfp_launcher.run_pipeline(str(spec), request.param, pythonpath=[IMPORT_ROOT], parameters=parameters)
-    return Launched(request.param, kfp_launcher.load_spec(str(spec)), runs, serving, spec, parameters)
+    with http_sink(port) as posted:
+        runs = kfp_launcher.run_pipeline(str(spec), request.param, pythonpath=[IMPORT_ROOT], parameters=parameters)
+    return Launched(request.param, kfp_launcher.load_spec(str(spec)), runs, serving, spec, parameters, port, posted)
 
 
 @pytest.fixture(scope="module", params=["kfp"])
@@ -99,7 +124,7 @@ def launched(request, data, tmp_path_factory) -> Launched:
 def test_every_task_runs_and_the_blessing_names_the_model_it_blessed(launched):
     """Each task exited 0 (the launcher raises otherwise); TFX's entrypoint turned the Evaluator's model id back
     into the name the launcher gave the candidate, EmbeddingIndex's model."""
-    assert set(launched.runs) == set(launched.spec.root.dag.tasks)
+    assert set(launched.runs) == set(kfp_launcher.tasks_of(launched.spec)) - {exit_step.TFX_DAG}
     assert {"ImageExampleGen", "Transform", "Trainer", "EmbeddingIndex", "AdversarialExamples", "Evaluator",
             "AtomicPusher"} <= set(launched.runs)
     blessing = launched.runs["Evaluator"].outputs["blessing"].metadata.fields
@@ -111,10 +136,16 @@ def test_every_task_runs_and_the_blessing_names_the_model_it_blessed(launched):
 def relaunched(launched, tmp_path_factory) -> Launched:
     """The KFP run's spec run again under "kfp", given other data, two epochs and a bar no candidate reaches."""
     other = write_fashion_mnist_slice(str(tmp_path_factory.mktemp("other") / "fashion"), OTHER_TRAIN, OTHER_TEST)
-    parameters = kubeflow_runner.checked_parameters(str(launched.package),
-                                                    (f"data={other}", "epochs=2", "min_accuracy=0.99"))
-    runs = kfp_launcher.run_pipeline(str(launched.package), "kfp", pythonpath=[IMPORT_ROOT], parameters=parameters)
-    return dataclasses.replace(launched, runs=runs, parameters=parameters)
+    return launched.run_again(kubeflow_runner.checked_parameters(str(launched.package),
+                                                                 (f"data={other}", "epochs=2", "min_accuracy=0.99")))
+
+
+@pytest.fixture(scope="module", params=["kfp", "vertex"])
+def failed(request, launched, tmp_path_factory) -> Launched:
+    """The KFP run's spec (schema 2.1, which both take) run again under each contract, given data that is not there:
+    its first step fails."""
+    missing = str(tmp_path_factory.mktemp("empty") / "missing")
+    return launched.run_again({**launched.parameters, "data": missing}, request.param)
 
 
 def eval_examples(run: Launched) -> int:
@@ -141,6 +172,47 @@ def test_one_spec_runs_again_with_other_parameters(launched, relaunched):
     assert relaunched.runs["Evaluator"].outputs["blessing"].metadata.fields["blessed"].number_value == 0
     assert relaunched.runs["AtomicPusher"].outputs["pushed_model"].metadata.fields["pushed"].number_value == 0
     assert len(versions(launched.serving)) == 1  # the first run's push only
+    ended = relaunched.outcome()
+    assert ended["status"] == "not blessed" and ended["version"] is None
+    assert any("below the lower bound 0.9900" in failure for failure in ended["failures"]), ended["failures"]
+    assert relaunched.posted == [("POST", HOOK, ended)]
+
+
+def test_the_exit_step_tells_what_the_run_did(launched):
+    """After the steps' sub-DAG, the exit step wrote outcome.json as an output artifact in the run's directory under
+    the pipeline root, saying what the steps' own outputs say, and posted the same JSON to the webhook."""
+    ended = launched.outcome()
+    pushed = launched.runs["AtomicPusher"].outputs["pushed_model"].metadata.fields["pushed_version"].string_value
+    assert (ended["status"], ended["version"]) == ("pushed", pushed)
+    measured = metrics_by_slice(launched.runs["Evaluator"].outputs["evaluation"].uri)
+    assert ended["accuracy"] == pytest.approx(measured[("", clean_slice(measured))][ACCURACY], abs=1e-4)
+    assert ended["robust_accuracy"]["epsilon"] == pytest.approx(0.1)
+    assert ended["precision_at_10"] is not None and ended["failures"] == []
+    assert launched.written(exit_step.OUTCOME).is_relative_to(launched.spec.default_pipeline_root)
+    assert launched.posted == [("POST", HOOK, ended)]
+
+
+def test_the_exit_steps_report_opens_in_a_browser(launched, tmp_path):
+    """The report artifact, typed system.HTML for KFP's UI, is the run's page: its verdict names the pushed version."""
+    component = launched.spec.components[launched.spec.root.dag.tasks[exit_step.ID].component_ref.name]
+    assert component.output_definitions.artifacts[exit_step.REPORT].artifact_type.schema_title == "system.HTML"
+    page = tmp_path / "report.html"  # as KFP's UI serves the artifact: as HTML (a file's name tells Chromium)
+    shutil.copy(launched.written(exit_step.REPORT), page)
+    with headless_chromium(tmp_path / "profile") as browser:
+        browser.get(page.as_uri())
+        verdict = browser.find_element("tag name", "b").text
+    assert verdict == f"Blessed and pushed as version {launched.outcome()['version']}."
+
+
+def test_a_failed_run_has_an_outcome_too(failed):
+    """ImageExampleGen stopped, naming the missing files, so no step after it ran, yet the exit step did: outcome.json
+    and the webhook say the run failed, and, where the orchestrator names it (Vertex AI), in which step."""
+    assert {"ImageExampleGen", "StatisticsGen", "RunRecord"}.isdisjoint(failed.runs) and exit_step.ID in failed.runs
+    ended = failed.outcome()
+    assert ended["status"] == "failed" and ended["version"] is None
+    assert ended["failed_step"] == {"kfp": None, "vertex": "ImageExampleGen"}[failed.contract]
+    assert failed.posted == [("POST", HOOK, ended)]
+    assert "Stopped by an error" in failed.written(exit_step.REPORT).read_text()
 
 
 def test_the_tuners_best_hyperparameters_reach_the_trainer(launched):
@@ -158,7 +230,8 @@ def test_each_contract_takes_its_own_path_into_the_executors(launched):
     executors = kfp_launcher.deployment(launched.spec)
     for task, run in launched.runs.items():
         args = kfp_launcher.executor_of(launched.spec, executors, task).container.args
-        assert ("--json_serialized_inputs_spec_args" in args) == (launched.contract == "kfp"), task
+        if task != exit_step.ID:  # TFX's entrypoint; the exit step reads its ExecutorInput itself, as it is
+            assert ("--json_serialized_inputs_spec_args" in args) == (launched.contract == "kfp"), task
         assert bool(run.executor_input.inputs.parameters) == (
             launched.contract == "vertex" and bool(run.executor_input.inputs.parameter_values)), task
     example_gen = {"kfp": ("executor",), "vertex": ("preCacheCheck", "executor")}[launched.contract]

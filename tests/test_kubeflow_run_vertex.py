@@ -5,6 +5,7 @@ import pytest
 
 from test_kubeflow_run import (Launched, data, launch,  # noqa: F401 - fixtures and tests pytest collects here too
                                test_each_contract_takes_its_own_path_into_the_executors,
+                               test_the_exit_step_tells_what_the_run_did,
                                test_every_task_runs_and_the_blessing_names_the_model_it_blessed,
                                test_the_baseline_is_the_model_being_served, test_the_pushed_version_answers_a_real_png,
                                test_the_run_parameters_take_effect)

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import apache_beam as beam
+import tensorflow as tf
 from apache_beam.io import fileio
 from google.protobuf import struct_pb2
 from tfx.components.example_gen import base_example_gen_executor
@@ -93,6 +94,9 @@ def ReadImages(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_p
     reader = {"idx": formats.read_idx, "tfrecord": formats.read_tfrecord}.get(data_format)
     if reader is None:
         raise IngestionError(f"unknown data format '{data_format}'.")
+    if not tf.io.gfile.glob(pattern):  # Beam would read no file at all, and every split would be empty
+        raise IngestionError(f"no {data_format} file matches {pattern}: the data is not there, or not laid out as the "
+                             "pipeline was compiled or run for (its format and split files).")
     return (
         pipeline
         | "MatchFiles" >> fileio.MatchFiles(pattern)
