@@ -11,8 +11,13 @@ A model trained on randomly mirrored images (`--flip`) learned that an image and
 
 Training adds a supervised contrastive term on the embeddings of each batch (Khosla et al., 2020), which ranks an
 image's same-class batch mates above the others directly: `with_contrastive_output` gives the trained model the
-embedding as a second output, and the term is that output's loss.
+embedding as a second output, and the term is that output's loss. Alone, these terms pull a class towards one point,
+and search returns its items in near-arbitrary order. An instance term keeps items apart (NT-Xent, as SimCLR, Chen et
+al., 2020): each batch holds two views of every image (`two_views`: shifted, brighter or darker, mirrored, as a second
+photo of an item is), and each view must find its twin among all the batch's views, beside the class term.
 """
+
+from typing import Callable
 
 import tensorflow as tf
 import tf_keras as keras
@@ -23,7 +28,9 @@ from cnnpipe.models import blocks
 EMBEDDING = "embedding"
 NORMALIZED = f"{EMBEDDING}_normalized"
 SCALE = 16.0  # the cosines' scale: softmax over values in [-1, 1] alone cannot approach one-hot
-TEMPERATURE = 0.1  # of the contrastive term's softmax over cosines
+TEMPERATURE = 0.1  # of the contrastive terms' softmax over cosines
+VIEW_SHIFT = 0.036  # a view's random shift, a fraction of the image's size (one pixel of 28)
+VIEW_BRIGHTNESS = 0.15  # a view's random brightness: pixels times 1 ± up to this
 
 
 @keras.utils.register_keras_serializable(package="cnnpipe")
@@ -75,9 +82,56 @@ class SupervisedContrastiveLoss(keras.losses.Loss):
         return {**super().get_config(), "temperature": self.temperature}
 
 
+class ContrastiveLoss(keras.losses.Loss):
+    """The supervised contrastive term on the labels' classes and, `instance_weight` times, the instance term: the
+    same over the labels' second column, each image's id in the batch ([N, 2] labels from `two_views`; [N] labels
+    have no instance term)."""
+
+    def __init__(self, instance_weight: float = 0.0, temperature: float = TEMPERATURE, **kwargs):
+        super().__init__(**kwargs)
+        self.instance_weight, self.temperature = instance_weight, temperature
+        self.term = SupervisedContrastiveLoss(temperature)
+
+    def call(self, labels: tf.Tensor, embeddings: tf.Tensor) -> tf.Tensor:
+        if labels.shape.rank == 1 or labels.shape[-1] == 1:
+            return self.term.call(labels, embeddings)
+        labels = tf.cast(labels, tf.int32)
+        return (self.term.call(labels[:, 0], embeddings)
+                + self.instance_weight * self.term.call(labels[:, 1], embeddings))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "instance_weight": self.instance_weight, "temperature": self.temperature}
+
+
+def two_views(flip: bool) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, dict[str, tf.Tensor]]]:
+    """What makes a batch of normalized images two random views of each, with the targets of the two outputs of
+    `with_contrastive_output`: the class for the classifier, the class and the image's id for ContrastiveLoss. A view
+    is moved, mirrored with `flip`, and brighter or darker as a photo is: its pixels scaled from black (the image's
+    darkest), clipped at its brightest. (Its random layers are made once, here: a tf.data map cannot make them.)"""
+    steps = [keras.layers.RandomTranslation(VIEW_SHIFT, VIEW_SHIFT, fill_mode="nearest")]
+    if flip:
+        steps.append(keras.layers.RandomFlip("horizontal"))
+    moved = keras.Sequential(steps, name="view")
+
+    def views(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        black = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
+        white = tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
+
+        def view() -> tf.Tensor:
+            lit = tf.random.uniform([tf.shape(images)[0], 1, 1, 1], 1 - VIEW_BRIGHTNESS, 1 + VIEW_BRIGHTNESS)
+            return tf.minimum(black + (moved(images, training=True) - black) * lit, white)
+
+        classes = tf.tile(tf.reshape(tf.cast(labels, tf.int32), [-1]), [2])
+        ids = tf.tile(tf.range(tf.shape(images)[0]), [2])
+        return tf.concat([view(), view()], axis=0), {blocks.HEAD: classes,
+                                                     NORMALIZED: tf.stack([classes, ids], axis=1)}
+
+    return views
+
+
 def with_contrastive_output(model: keras.Model) -> keras.Model:
     """`model` (from `with_embedding`) with its normalized embedding as a second output, for training only: compiled
-    with `SupervisedContrastiveLoss` on it, each label trains both outputs. The exported model is `model` itself."""
+    with `ContrastiveLoss` on it. The exported model is `model` itself."""
     return keras.Model(model.inputs, {blocks.HEAD: model.output, NORMALIZED: model.get_layer(NORMALIZED).output},
                        name=model.name)
 

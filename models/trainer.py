@@ -8,7 +8,7 @@ scores every epoch on the `validation` split (the Trainer's eval split), keeping
 import functools
 import os
 import tempfile
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -82,12 +82,14 @@ def input_fn(
     batch_size: int,
     shuffle: bool = False,
     augment: Optional[keras.Sequential] = None,
+    two_views_flipped: Optional[bool] = None,
 ) -> tf.data.Dataset:
     """Transformed examples as ({image_xf}, label) batches, read by TFX's TFXIO, cached and prefetched.
 
     `shuffle` reshuffles the whole split every epoch (no buffer size to tune: examples stored by class would
     otherwise reach the model one class at a time); without it the file order is kept, for evaluation.
-    `augment` transforms each batch.
+    `augment` transforms each batch; `two_views_flipped` (True, or False for data without mirror images) makes each
+    batch two views of every image instead, with the targets of the instance term (`embedding.two_views`).
     """
     dataset = data_accessor.tf_dataset_factory(
         file_patterns,
@@ -100,14 +102,16 @@ def input_fn(
     if shuffle:  # counting fills the cache that the epochs then read
         dataset = dataset.shuffle(int(dataset.reduce(0, lambda count, _: count + 1)), reshuffle_each_iteration=True)
     augment = augment or (lambda images, training: images)
-    return (
-        dataset.batch(batch_size)
-        .map(
-            lambda x, y: ({features.IMAGE_XF: augment(require_normalized(x[features.IMAGE_XF]), training=True)}, y),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    views = embedding.two_views(two_views_flipped) if two_views_flipped is not None else None
+
+    def prepared(x: dict[str, tf.Tensor], y: tf.Tensor) -> tuple[dict[str, tf.Tensor], Any]:
+        images = require_normalized(x[features.IMAGE_XF])
+        if views is not None:
+            pair, targets = views(images, y)
+            return {features.IMAGE_XF: pair}, targets
+        return {features.IMAGE_XF: augment(images, training=True)}, y
+
+    return dataset.batch(batch_size).map(prepared, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def tf_example_files() -> DataAccessor:
@@ -126,7 +130,8 @@ def datasets(fn_args: FnArgs, tft_output: tft.TFTransformOutput, config: Trainin
     `config.batch_size` per replica."""
     batch_size = config.batch_size * replicas
     train = input_fn(fn_args.data_accessor, fn_args.train_files, tft_output, batch_size, shuffle=True,
-                     augment=augmentation(config.translate, config.flip))
+                     augment=augmentation(config.translate, config.flip),
+                     two_views_flipped=config.flip if config.two_views else None)
     return train, input_fn(fn_args.data_accessor, fn_args.eval_files, tft_output, batch_size)
 
 
@@ -165,13 +170,13 @@ def selection(model: keras.Model, fitted: keras.Model, config: TrainingConfig,
                                             report_dir)]
 
 
-def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
-    """`model` compiled with Adam, cross-entropy and accuracy, and the contrastive term on an embedding output
-    (`embedding.with_contrastive_output`)."""
+def compile_model(model: keras.Model, learning_rate: float, instance_weight: float = 0.0) -> keras.Model:
+    """`model` compiled with Adam, cross-entropy and accuracy, and the contrastive terms on an embedding output
+    (`embedding.with_contrastive_output`), the instance term `instance_weight` times."""
     loss = keras.losses.SparseCategoricalCrossentropy()
     metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     if embedding.NORMALIZED in (model.output_names or []):  # a subclassed model (adversarial training) has none
-        loss = {blocks.HEAD: loss, embedding.NORMALIZED: embedding.SupervisedContrastiveLoss()}
+        loss = {blocks.HEAD: loss, embedding.NORMALIZED: embedding.ContrastiveLoss(instance_weight)}
         metrics = {blocks.HEAD: metrics}
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
     return model
@@ -198,7 +203,7 @@ def trainable(config: TrainingConfig, tft_output: tft.TFTransformOutput, base_mo
                                            config.adversarial_steps, tft_output, config.input_shape)
     elif config.embedding_dim:
         fitted = embedding.with_contrastive_output(model)
-    return model, compile_model(fitted, config.learning_rate)
+    return model, compile_model(fitted, config.learning_rate, config.instance_weight if config.two_views else 0.0)
 
 
 def run_fn(fn_args: FnArgs) -> None:

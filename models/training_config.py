@@ -49,6 +49,10 @@ class TrainingConfig:
     embedding_dim: int = option(
         64, "end the model in an L2-normalized embedding of this size and a cosine classifier, so that the embed "
         "signature ranks similar images (visual search); 0: the model's features, as built", GROUP, metavar="D")
+    instance_weight: float = option(
+        1.0, "with an embedding: the weight of the instance term, which trains two views of each image (shifted, "
+        "brighter or darker, mirrored) to find each other among the batch's, so that search finds the item itself, "
+        "not only its class; 0: off", GROUP, metavar="W")
     seed: int = option(0, "random seed for initialization, shuffling and the attacks' random starts", GROUP)
     adversarial: Optional[str] = option(
         None, "adversarial training: fit on FGSM-from-a-random-start, PGD or APGD-CE copies of each batch", GROUP,
@@ -64,9 +68,10 @@ class TrainingConfig:
                 f"epochs ({self.epochs}), batch size ({self.batch_size}) and learning rate ({self.learning_rate}) "
                 f"must be positive, and patience ({self.patience}) not negative."
             )
-        if self.embedding_dim < 0:
+        if self.embedding_dim < 0 or self.instance_weight < 0:
             raise TrainingError(f"--embedding-dim must be positive (or 0 for the model's features), not "
-                                f"{self.embedding_dim}.")
+                                f"{self.embedding_dim}, and --instance-weight not negative, not "
+                                f"{self.instance_weight}.")
         if self.strategy not in STRATEGIES:
             raise TrainingError(f"unknown strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}.")
         if self.adversarial not in (None, *ADVERSARIAL_METHODS):
@@ -75,6 +80,12 @@ class TrainingConfig:
         if not 0 < self.adversarial_epsilon <= 1 or self.adversarial_steps < 1:
             raise TrainingError(f"adversarial training needs ε in (0, 1] on the [0, 1] pixel scale (got "
                                 f"{self.adversarial_epsilon}) and at least one step (got {self.adversarial_steps}).")
+
+    @property
+    def two_views(self) -> bool:
+        """Whether training batches hold two views of each image, for the instance term (not with adversarial
+        training, which fits its own copies of each batch)."""
+        return bool(self.embedding_dim and self.instance_weight and not self.adversarial)
 
     def tuned(self, values: dict[str, Any]) -> "TrainingConfig":
         """This config with the Tuner's values: `learning_rate`, the rest model options (models/tuning.py)."""

@@ -6,7 +6,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from conftest import fashion_mnist
-from cnnpipe.models import embedding, registry, signatures, trainer, warm_start
+from cnnpipe.models import blocks, embedding, registry, signatures, trainer, warm_start
 
 SMALL = (28, 28, 1)
 
@@ -92,6 +92,35 @@ def test_the_contrastive_term_of_hand_worked_embeddings():
     embeddings = tf.constant([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
     per_image = embedding.SupervisedContrastiveLoss(temperature=1.0).call(tf.constant([0, 0, 1]), embeddings)
     np.testing.assert_allclose(per_image, [np.log(1 + np.e), np.log(2), 0.0], rtol=1e-6)
+
+
+def test_the_instance_term_makes_each_views_twin_its_one_positive():
+    """Two images, two views each, all of one class; the views of image 0 are `a`, of image 1 `b`, a ⟂ b. At
+    temperature 1 each view's three mates sit at cosines 1, 0, 0: the class term is log(2 + e) - 1/3 (the mean over
+    them); the instance term counts the twin alone, log(2 + e) - 1. Labels without ids have the class term only."""
+    a, b = [1.0, 0.0], [0.0, 1.0]
+    embeddings = tf.constant([a, b, a, b])
+    loss = embedding.ContrastiveLoss(instance_weight=1.0, temperature=1.0)
+    class_term = np.log(2 + np.e) - 1 / 3
+    np.testing.assert_allclose(loss.call(tf.constant([[0, 0], [0, 1], [0, 0], [0, 1]]), embeddings),
+                               [class_term + np.log(2 + np.e) - 1] * 4, rtol=1e-6)
+    np.testing.assert_allclose(loss.call(tf.constant([0, 0, 0, 0]), embeddings), [class_term] * 4, rtol=1e-6)
+
+
+def test_two_views_of_real_images_are_moved_and_lit_and_name_their_twins():
+    images, labels = fashion_mnist("train", 16)
+    images = images[..., None].astype("float32") / 127.5 - 1
+    keras.utils.set_random_seed(0)
+    batches = tf.data.Dataset.from_tensors((images, labels)).map(embedding.two_views(flip=True))  # as the Trainer
+    views, targets = next(iter(batches))
+    assert views.shape == (32, 28, 28, 1)
+    np.testing.assert_array_equal(targets[blocks.HEAD], np.tile(labels, 2))
+    np.testing.assert_array_equal(targets[embedding.NORMALIZED],
+                                  np.stack([np.tile(labels, 2), np.tile(range(16), 2)], axis=1))
+    first, second = views[:16].numpy(), views[16:].numpy()
+    assert np.all(np.abs(first - images).reshape(16, -1).max(axis=1) > 0.1)  # every view differs from its image
+    assert np.all(np.abs(first - second).reshape(16, -1).max(axis=1) > 0.1)  # and the twins from each other
+    assert first.min() >= images.min() - 1e-6 and first.max() <= images.max() + 1e-6  # lit within black and white
 
 
 def test_an_embedding_head_learns_a_normalized_embedding_that_warm_starts_whole(tmp_path):
