@@ -65,8 +65,11 @@ def train(variant: str, config: TrainingConfig, images: np.ndarray, labels: np.n
     fitted = embedding.with_contrastive_output(model) if variant in VARIANTS[2:] else model
     instance = variant == VARIANTS[3]
     trainer.compile_model(fitted, config.learning_rate, config.instance_weight if instance else 0.0)
-    augment = trainer.augmentation(config.translate, config.flip) or (lambda batch, training: batch)
-    prepared = embedding.two_views(config.flip) if instance else lambda x, y: (augment(x, training=True), y)
+    if instance:
+        prepared = embedding.two_views(trainer.augmentation(max(config.translate, embedding.VIEW_SHIFT), config.flip))
+    else:
+        augment = trainer.augmentation(config.translate, config.flip) or (lambda batch, training: batch)
+        prepared = lambda x, y: (augment(x, training=True), y)  # noqa: E731
     batches = (tf.data.Dataset.from_tensor_slices((images[~held_out], labels[~held_out]))
                .shuffle(int((~held_out).sum()), seed=config.seed).batch(config.batch_size)
                .map(prepared, tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))

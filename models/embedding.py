@@ -103,16 +103,12 @@ class ContrastiveLoss(keras.losses.Loss):
         return {**super().get_config(), "instance_weight": self.instance_weight, "temperature": self.temperature}
 
 
-def two_views(flip: bool) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, dict[str, tf.Tensor]]]:
+def two_views(moved: keras.Sequential) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, dict[str, tf.Tensor]]]:
     """What makes a batch of normalized images two random views of each, with the targets of the two outputs of
     `with_contrastive_output`: the class for the classifier, the class and the image's id for ContrastiveLoss. A view
-    is moved, mirrored with `flip`, and brighter or darker as a photo is: its pixels scaled from black (the image's
-    darkest), clipped at its brightest. (Its random layers are made once, here: a tf.data map cannot make them.)"""
-    steps = [keras.layers.RandomTranslation(VIEW_SHIFT, VIEW_SHIFT, fill_mode="nearest")]
-    if flip:
-        steps.append(keras.layers.RandomFlip("horizontal"))
-    moved = keras.Sequential(steps, name="view")
-
+    is the batch through `moved` (random shifts of at least VIEW_SHIFT, flips: the Trainer's augmentation), then
+    brighter or darker as a photo is: its pixels scaled from black (the image's darkest), clipped at its brightest.
+    (`moved` is made once, outside: a tf.data map cannot make random layers.)"""
     def views(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         black = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
         white = tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)

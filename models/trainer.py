@@ -82,14 +82,14 @@ def input_fn(
     batch_size: int,
     shuffle: bool = False,
     augment: Optional[keras.Sequential] = None,
-    two_views_flipped: Optional[bool] = None,
+    two_views: bool = False,
 ) -> tf.data.Dataset:
     """Transformed examples as ({image_xf}, label) batches, read by TFX's TFXIO, cached and prefetched.
 
     `shuffle` reshuffles the whole split every epoch (no buffer size to tune: examples stored by class would
     otherwise reach the model one class at a time); without it the file order is kept, for evaluation.
-    `augment` transforms each batch; `two_views_flipped` (True, or False for data without mirror images) makes each
-    batch two views of every image instead, with the targets of the instance term (`embedding.two_views`).
+    `augment` transforms each batch, or, with `two_views`, makes two views of every image of it, with the targets of
+    the instance term (`embedding.two_views`).
     """
     dataset = data_accessor.tf_dataset_factory(
         file_patterns,
@@ -101,8 +101,8 @@ def input_fn(
     dataset = dataset.with_options(options)
     if shuffle:  # counting fills the cache that the epochs then read
         dataset = dataset.shuffle(int(dataset.reduce(0, lambda count, _: count + 1)), reshuffle_each_iteration=True)
+    views = embedding.two_views(augment) if two_views else None
     augment = augment or (lambda images, training: images)
-    views = embedding.two_views(two_views_flipped) if two_views_flipped is not None else None
 
     def prepared(x: dict[str, tf.Tensor], y: tf.Tensor) -> tuple[dict[str, tf.Tensor], Any]:
         images = require_normalized(x[features.IMAGE_XF])
@@ -129,9 +129,9 @@ def datasets(fn_args: FnArgs, tft_output: tft.TFTransformOutput, config: Trainin
     """The shuffled, augmented training batches and the validation batches (the Trainer's eval split), of
     `config.batch_size` per replica."""
     batch_size = config.batch_size * replicas
+    translate = max(config.translate, embedding.VIEW_SHIFT) if config.two_views else config.translate
     train = input_fn(fn_args.data_accessor, fn_args.train_files, tft_output, batch_size, shuffle=True,
-                     augment=augmentation(config.translate, config.flip),
-                     two_views_flipped=config.flip if config.two_views else None)
+                     augment=augmentation(translate, config.flip), two_views=config.two_views)
     return train, input_fn(fn_args.data_accessor, fn_args.eval_files, tft_output, batch_size)
 
 

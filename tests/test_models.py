@@ -111,7 +111,8 @@ def test_two_views_of_real_images_are_moved_and_lit_and_name_their_twins():
     images, labels = fashion_mnist("train", 16)
     images = images[..., None].astype("float32") / 127.5 - 1
     keras.utils.set_random_seed(0)
-    batches = tf.data.Dataset.from_tensors((images, labels)).map(embedding.two_views(flip=True))  # as the Trainer
+    views = embedding.two_views(trainer.augmentation(embedding.VIEW_SHIFT, flip=True))
+    batches = tf.data.Dataset.from_tensors((images, labels)).map(views)  # as the Trainer makes them
     views, targets = next(iter(batches))
     assert views.shape == (32, 28, 28, 1)
     np.testing.assert_array_equal(targets[blocks.HEAD], np.tile(labels, 2))
