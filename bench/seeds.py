@@ -1,5 +1,7 @@
-"""The default configuration trained with several seeds through the pipeline: test accuracy and precision@10 as
-mean ± sd, beside the validation score the Trainer chose its epoch by, the epochs it ran and its time.
+"""The default configuration trained with several seeds through the pipeline: test accuracy, precision@10 and whether
+search finds the item itself (recall@1 and @10 of catalog items photographed again, and the items tied with a query's
+first result) as mean ± sd, beside the validation score the Trainer chose its epoch by, the epochs it ran and its
+time.
 
 Each seed is a whole `cnnpipe run` in its own process, on the default data (or `--data`), with `--seed N`,
 `--attacks none` (attacks measure a model, they do not change it) and an output directory of its own; the other
@@ -38,10 +40,14 @@ def run(seed: int, output: str, options: list[str]) -> None:
 
 
 def figures(output: str) -> dict[str, float]:
-    """What the seed's run measured: test accuracy and precision@10, the kept validation score, epochs, seconds."""
+    """What the seed's run measured: test accuracy, precision@10 and the item figures, the kept validation score,
+    epochs, seconds."""
     measured = summary.summarize(metadata_path(output), PIPELINE)
     kept = best_epoch.read_report(run_outputs(metadata_path(output), PIPELINE)[1]["model_run"].uri)
-    return {"test accuracy": measured.accuracy, "test P@10": measured.retrieval.get("precision_at_10", float("nan")),
+    search = {name: measured.retrieval.get(key, float("nan")) for name, key in (
+        ("test P@10", "precision_at_10"), ("item R@1", "instance_recall_at_1"), ("item R@10", "instance_recall_at_10"),
+        ("ties", "ties_with_first"))}
+    return {"test accuracy": measured.accuracy, **search,
             "validation score": kept["scores"][kept["kept_epoch"] - 1], "kept epoch": kept["kept_epoch"],
             "epochs run": kept["epochs_run"], "Trainer s": wall_times(metadata_path(output), PIPELINE)["Trainer"]}
 

@@ -1,8 +1,9 @@
 """EmbeddingIndex: the trained model with its catalog, ready for visual search, as one Model artifact.
 
 After the Trainer: embeds the catalog (the run's training and validation splits, or every image of a `catalog` of its
-own) with the model's `embed` signature, exports the model again with a `search` signature over those embeddings
-(exact, in the graph: stock TF Serving answers it), and writes beside it, in `assets.extra/search/`, the catalog's
+own) with the model's `embed` signature, exports the model again with a `search` signature over those embeddings and
+the items' classes (`models/catalog.py`'s search vectors; exact, in the graph: stock TF Serving answers it), and
+writes beside it, in `assets.extra/search/`, the catalog's
 item table (source, class, thumbnail) and a ScaNN index (`cnnpipe serve` answers `search` with it), and in
 `assets.extra/transform_graph/` the Transform output the model was exported with, so that `cnnpipe index` can
 index a pushed model anew over another catalog. The Evaluator, PushCheck and Pusher take this artifact as the
@@ -36,10 +37,10 @@ from tfx.utils import io_utils, path_utils
 from cnnpipe.components.served_model import baseline_dir
 from cnnpipe.core import features
 from cnnpipe.core.errors import CnnpipeError
-from cnnpipe.core.names import (CLASS_NAMES_ASSET, EMBED, EMBEDDINGS, EVAL, NEIGHBOR_CLASS_NAMES, SEARCH, SEARCH_ASSETS,
-                                TRAIN, TRANSFORM_ASSETS, VALIDATION)
+from cnnpipe.core.names import (CLASS_NAMES_ASSET, EMBED, EMBEDDINGS, EVAL, NEIGHBOR_CLASS_NAMES, PREDICT_IMAGE,
+                                PROBABILITIES, SEARCH, SEARCH_ASSETS, TRAIN, TRANSFORM_ASSETS, VALIDATION)
 from cnnpipe.models import embedding, signatures  # noqa: F401 - embedding registers CosineClassifier for loading
-from cnnpipe.models.catalog import Catalog, normalized
+from cnnpipe.models.catalog import CLASS_WEIGHT, Catalog, query_vectors
 from cnnpipe.models.warm_start import holds_saved_model
 from cnnpipe.retrieval import index, items, metrics, rephotographs
 
@@ -79,15 +80,16 @@ def _split_files(examples: standard_artifacts.Examples, splits: list[str]) -> li
             tf.io.gfile.glob(io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], split)))]
 
 
-def _read(files: list[str], name: str, embed, thumbnails: bool) -> dict[str, np.ndarray]:
-    """The embeddings, class names and sources (and thumbnails, or the images) of the tf.Examples in `files`,
-    batch by batch through tf.data; `name` says which images they are in errors and progress."""
+def _read(files: list[str], name: str, signatures, thumbnails: bool) -> dict[str, np.ndarray]:
+    """The embeddings, class probabilities, class names and sources (and thumbnails, or the images) of the tf.Examples
+    in `files`, batch by batch through tf.data; `name` says which images they are in errors and progress."""
     records = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(BATCH)
-    columns: dict[str, list] = {EMBEDDINGS: [], features.CLASS_NAME: [], features.SOURCE: [], "thumbnail": [],
-                                features.IMAGE: []}
+    columns: dict[str, list] = {EMBEDDINGS: [], PROBABILITIES: [], features.CLASS_NAME: [], features.SOURCE: [],
+                                "thumbnail": [], features.IMAGE: []}
     started = time.monotonic()
     for batch in records.map(lambda r: tf.io.parse_example(r, _SPEC)):
-        columns[EMBEDDINGS].append(embed(images=batch[features.IMAGE])[EMBEDDINGS].numpy())
+        columns[EMBEDDINGS].append(signatures[EMBED](images=batch[features.IMAGE])[EMBEDDINGS].numpy())
+        columns[PROBABILITIES].append(signatures[PREDICT_IMAGE](images=batch[features.IMAGE])[PROBABILITIES].numpy())
         columns[features.CLASS_NAME].append(batch[features.CLASS_NAME].numpy())
         columns[features.SOURCE].append(batch[features.SOURCE].numpy())
         if thumbnails:
@@ -103,7 +105,7 @@ def _read(files: list[str], name: str, embed, thumbnails: bool) -> dict[str, np.
 
 
 def _exact_neighbours(queries: np.ndarray, catalog: np.ndarray, k: int) -> np.ndarray:
-    """The ids of each query's k most similar catalog items by cosine (unit rows), best first."""
+    """The ids of each query's k best-scoring catalog items (search vectors), best first."""
     found = [tf.math.top_k(tf.matmul(queries[start:start + BATCH], catalog, transpose_b=True), k=k).indices.numpy()
              for start in range(0, len(queries), BATCH)]
     return np.concatenate(found)
@@ -115,23 +117,22 @@ def _timed(function, *args):
     return result, time.perf_counter() - started
 
 
-def _measure(searcher: index.Searcher, catalog: dict, queries: Optional[dict], build_seconds: float,
-             index_bytes: int) -> dict:
-    """The retrieval figures of exact search and of the ScaNN index for the query images; without them, the
-    recall and speed of a sample of catalog items as queries."""
-    vectors = normalized(catalog[EMBEDDINGS])
+def _measure(searcher: index.Searcher, vectors: np.ndarray, catalog: dict, queries: Optional[dict],
+             searched: Optional[np.ndarray], build_seconds: float, index_bytes: int) -> dict:
+    """The retrieval figures of exact search over the items' search `vectors` and of the ScaNN index for the query
+    images (`searched`: their search vectors); without them, the recall and speed of a sample of items as queries."""
     sample = np.random.default_rng(0).permutation(len(vectors))[:RECALL_SAMPLE]
-    query_vectors = normalized(queries[EMBEDDINGS]) if queries else vectors[sample]
+    searched = searched if queries else vectors[sample]
     k = min(AP_AT, len(vectors))
-    exact, _ = _timed(_exact_neighbours, query_vectors, vectors, k)
-    exact_top, exact_seconds = _timed(_exact_neighbours, query_vectors, vectors, min(RECALL_AT, k))
-    (ann_top, _), ann_seconds = _timed(searcher.search_batched, query_vectors, min(RECALL_AT, k))
+    exact, _ = _timed(_exact_neighbours, searched, vectors, k)
+    exact_top, exact_seconds = _timed(_exact_neighbours, searched, vectors, min(RECALL_AT, k))
+    (ann_top, _), ann_seconds = _timed(searcher.search_batched, searched, min(RECALL_AT, k))
     figures = {
         "catalog_items": len(vectors),
         "queries": len(queries[EMBEDDINGS]) if queries else 0,
         "ann_recall_at_10": metrics.recall(ann_top, exact_top),
-        "exact_queries_per_second": len(query_vectors) / exact_seconds,
-        "ann_queries_per_second": len(query_vectors) / ann_seconds,
+        "exact_queries_per_second": len(searched) / exact_seconds,
+        "ann_queries_per_second": len(searched) / ann_seconds,
         "build_seconds": build_seconds,
         "index_bytes_per_item": index_bytes / len(vectors),
     }
@@ -163,17 +164,21 @@ def _images_at(files: list[str], positions: np.ndarray) -> list[bytes]:
     return [found[position] for position in positions]
 
 
-def _embedded(embed, images: list[bytes]) -> np.ndarray:
-    return normalized(np.concatenate([embed(images=tf.constant(images[start:start + BATCH]))[EMBEDDINGS].numpy()
-                                      for start in range(0, len(images), BATCH)]))
+def _searched(read: dict, class_weight: float) -> np.ndarray:
+    """The search vectors of `_read`'s images as queries."""
+    return query_vectors(read[EMBEDDINGS], read[PROBABILITIES], class_weight).numpy()
 
 
-def _instance_figures(embed, catalog_files: list[str], vectors: np.ndarray, queries: Optional[dict]) -> dict:
+def _instance_figures(signatures, catalog_files: list[str], vectors: np.ndarray, searched: Optional[np.ndarray],
+                      class_weight: float) -> dict:
     """Whether search finds the item itself: INSTANCE_SAMPLE catalog items photographed again as queries; and how many
-    items tie with a query's first result (over the query images, else those second photos)."""
+    items tie with a query's first result (over the query images' search vectors, `searched`, else those photos)."""
     sample = np.random.default_rng(1).permutation(len(vectors))[:INSTANCE_SAMPLE]
-    photos = _embedded(embed, rephotographs.second_photos(_images_at(catalog_files, sample)))
-    return metrics.item_figures(vectors, photos, sample, normalized(queries[EMBEDDINGS]) if queries else photos, TIE)
+    photos = rephotographs.second_photos(_images_at(catalog_files, sample))
+    outputs = [(signatures[EMBED](images=batch)[EMBEDDINGS], signatures[PREDICT_IMAGE](images=batch)[PROBABILITIES])
+               for batch in (tf.constant(photos[start:start + BATCH]) for start in range(0, len(photos), BATCH))]
+    photo_vectors = query_vectors(*(tf.concat(column, 0) for column in zip(*outputs)), class_weight).numpy()
+    return metrics.item_figures(vectors, photo_vectors, sample, photo_vectors if searched is None else searched, TIE)
 
 
 def _examples(read: dict, chosen: int) -> items.Items:
@@ -248,16 +253,16 @@ def EmbeddingIndex(
     if not holds_saved_model(model_dir):
         raise CnnpipeError(f"{model_dir} holds no model to index: nothing is served yet. Push one with `cnnpipe run`, "
                            "then index it.")
-    embed = tf.saved_model.load(model_dir).signatures[EMBED]
+    model_signatures = tf.saved_model.load(model_dir).signatures
     if catalog is not None:
         catalog_name = f"catalog ({catalog.uri})"
         catalog_files = _split_files(catalog, artifact_utils.decode_split_names(catalog.split_names))
     else:
         splits = catalog_splits.split(",")
         catalog_name, catalog_files = f"{' and '.join(splits)} splits", _split_files(examples, splits)
-    items_read = _read(catalog_files, catalog_name, embed, thumbnails=True)
-    queries = _read(_split_files(examples, [query_split]), f"{query_split} split", embed, thumbnails=False) \
-        if examples is not None else None
+    items_read = _read(catalog_files, catalog_name, model_signatures, thumbnails=True)
+    queries = _read(_split_files(examples, [query_split]), f"{query_split} split", model_signatures,
+                    thumbnails=False) if examples is not None else None
     logging.info("EmbeddingIndex: %d catalog images and %d queries embedded", len(items_read[EMBEDDINGS]),
                  len(queries[EMBEDDINGS]) if queries else 0)
     class_names_of = np.char.decode(items_read[features.CLASS_NAME].astype(bytes)).tolist()
@@ -270,11 +275,13 @@ def EmbeddingIndex(
     export_dir = path_utils.serving_model_path(indexed_model.uri)
     with open(os.path.join(model_dir, "assets", CLASS_NAMES_ASSET), encoding="utf-8") as f:
         model_classes = f.read().splitlines()
+    class_weight = CLASS_WEIGHT if set(class_names_of) & set(model_classes) else 0.0  # no classes: by look alone
+    catalog_items = Catalog(items_read[EMBEDDINGS], class_names_of, sources, model_classes, top_k, class_weight)
     loaded = keras.models.load_model(model_dir, compile=False)
     # The model alone, as the Trainer built it: the loaded one also holds the layers `export` tracked on it.
     model_only = keras.Model(loaded.inputs, loaded.outputs, name=loaded.name)
-    signatures.export(model_only, tft.TFTransformOutput(transform_dir), model_classes, export_dir,
-                      Catalog(items_read[EMBEDDINGS], class_names_of, sources, top_k), embedder=loaded.embedder)
+    signatures.export(model_only, tft.TFTransformOutput(transform_dir), model_classes, export_dir, catalog_items,
+                      embedder=loaded.embedder)
     io_utils.copy_dir(transform_dir, os.path.join(export_dir, TRANSFORM_ASSETS))
 
     search_dir = os.path.join(export_dir, SEARCH_ASSETS)
@@ -282,13 +289,15 @@ def EmbeddingIndex(
     items.write(items.Items(sources, class_names_of, items_read["thumbnail"].tolist()),
                 os.path.join(search_dir, items.FILE))
     items.write(_examples(queries or items_read, EXAMPLES), os.path.join(search_dir, items.EXAMPLES_FILE))
-    vectors = normalized(items_read[EMBEDDINGS])
+    vectors = catalog_items.vectors()
     searcher, build_seconds = _timed(index.build, vectors, top_k)
     checksum = tf.saved_model.experimental.read_fingerprint(export_dir).saved_model_checksum
     index.save(searcher, os.path.join(search_dir, index.INDEX_DIR), checksum)
-    figures = _measure(searcher, items_read, queries, build_seconds,
+    searched = _searched(queries, class_weight) if queries else None
+    figures = _measure(searcher, vectors, items_read, queries, searched, build_seconds,
                        _directory_bytes(os.path.join(search_dir, index.INDEX_DIR)))
-    figures.update(_instance_figures(embed, catalog_files, vectors, queries))
+    figures.update(_instance_figures(model_signatures, catalog_files, vectors, searched, class_weight))
+    figures["class_weight"] = class_weight
     served = _served_precision(baseline, queries)
     if served is not None:
         figures["served_precision_at_10"] = served

@@ -52,13 +52,16 @@ def _classify_problems(outputs: dict, expected: dict) -> list[str]:
     return problems
 
 
-def _search_problems(found: dict, queries: int) -> list[str]:
-    """What is wrong with `search`'s answer for `queries` images: each row's neighbours, best first."""
+def _search_problems(found: dict, vectors: np.ndarray, queries: int) -> list[str]:
+    """What is wrong with `search`'s answer for `queries` images (each row's neighbours, best first) and with
+    `search_vector`'s (`vectors`: one unit vector per image)."""
     scores, ids = found[names.SCORES].numpy(), found[names.NEIGHBOR_IDS].numpy()
     if scores.ndim != 2 or len(scores) != queries or ids.shape != scores.shape:
         return [f"search returned {scores.shape} scores and {ids.shape} ids, not k per image"]
     if not (np.isfinite(scores).all() and (np.diff(scores, axis=1) <= 1e-6).all() and (scores <= 1 + 1e-5).all()):
-        return ["search's scores are not cosines in descending order"]
+        return ["search's scores are not scores of at most 1 in descending order"]
+    if vectors.ndim != 2 or len(vectors) != queries or not np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4):
+        return [f"search_vector returned {vectors.shape} vectors, not one unit vector per image"]
     return []
 
 
@@ -67,7 +70,7 @@ def run_checks(model_dir: str, eval_files: str, warmup_dir: Optional[str] = None
     of `serving_default` on them and the signatures' names; writes the warmup requests to `warmup_dir`, if given,
     when there are no problems."""
     served = tf.saved_model.load(model_dir).signatures
-    missing = sorted(set(names.INPUTS) - {names.SEARCH} - set(served))
+    missing = sorted(set(names.INPUTS) - {names.SEARCH, names.SEARCH_VECTOR} - set(served))
     if missing:
         return {"problems": [f"signatures {', '.join(missing)} are missing"], "count": 0, "accuracy": 0.0,
                 "signatures": sorted(served)}
@@ -99,7 +102,8 @@ def run_checks(model_dir: str, eval_files: str, warmup_dir: Optional[str] = None
     if embeddings.ndim != 2 or len(embeddings) != len(images) or not np.isfinite(embeddings).all():
         problems.append(f"embed returned {embeddings.shape} features, not one finite vector per image")
     if names.SEARCH in served:
-        problems += _search_problems(served[names.SEARCH](images=images), len(images))
+        vectors = served[names.SEARCH_VECTOR](images=images)[names.SEARCH_VECTORS].numpy()
+        problems += _search_problems(served[names.SEARCH](images=images), vectors, len(images))
     if warmup_dir and not problems:
         pixels = tf.cast(tf.io.decode_image(images[0])[tf.newaxis], tf.float32)
         warmup.write(warmup_dir, warmup_logs(sorted(served), records, images, pixels))

@@ -34,7 +34,8 @@ def warmup_logs(signatures: Sequence[str], records: tf.Tensor, images: tf.Tensor
     """Requests for each signature in `signatures` (those the model exports), one per batch size in BATCH_SIZES:
     serialized tf.Examples (`records`), their encoded `images`; `predict_pixels` takes one image's `pixels`
     ([1, H, W, C] float32) alone."""
-    batched = {names.SERVING_DEFAULT: records, names.PREDICT_IMAGE: images, names.EMBED: images, names.SEARCH: images}
+    batched = {names.SERVING_DEFAULT: records, names.PREDICT_IMAGE: images, names.EMBED: images, names.SEARCH: images,
+               names.SEARCH_VECTOR: images}
     logs = [_predict(names.PREDICT_PIXELS, pixels)] if names.PREDICT_PIXELS in signatures else []
     for size in BATCH_SIZES:
         logs += [_predict(signature, inputs[:size]) for signature, inputs in batched.items() if signature in signatures]

@@ -23,9 +23,10 @@ PREDICT_IMAGE = "predict_image"
 PREDICT_PIXELS = "predict_pixels"
 EMBED = "embed"
 SEARCH = "search"  # only in a model with a catalog (components/embedding_index.py)
+SEARCH_VECTOR = "search_vector"  # as search: what a nearest-neighbour index over the catalog is queried with
 CLASSIFY = "classify"  # for TF Serving's Classify API: its input and outputs have the names TF Serving reads
 INPUTS = {SERVING_DEFAULT: "examples", PREDICT_IMAGE: "images", PREDICT_PIXELS: "pixels", EMBED: "images",
-          SEARCH: "images", CLASSIFY: "inputs"}
+          SEARCH: "images", SEARCH_VECTOR: "images", CLASSIFY: "inputs"}
 # The predict signatures' outputs, and embed's.
 PROBABILITIES = "probabilities"  # [N, classes]
 CLASS_IDS = "class_ids"  # [N], the most probable class
@@ -37,9 +38,10 @@ CLASSIFY_CLASSES = "classes"
 CLASSIFY_SCORES = "scores"
 # search's outputs, [N, k] each: the k catalog items most similar to each image, best first.
 NEIGHBOR_IDS = "neighbor_ids"  # the items' row numbers in the catalog's item table
-SCORES = "scores"  # cosine similarity
+SCORES = "scores"  # the search score (models/catalog.py): mostly the cosine of the two embeddings
 NEIGHBOR_CLASS_NAMES = "neighbor_class_names"
 NEIGHBOR_SOURCES = "neighbor_sources"  # the file (and index) each item was read from
+SEARCH_VECTORS = "search_vectors"  # search_vector's output [N, D]: search's scores are their dot products with items'
 SEARCH_ASSETS = "assets.extra/search"  # in a model with a catalog: its item table and its ScaNN index
 TRANSFORM_ASSETS = "assets.extra/transform_graph"  # in a model with a catalog: its Transform's output, to index anew
 CLASS_NAMES_ASSET = "class_names.txt"  # in the SavedModel's assets/

@@ -10,7 +10,10 @@ Every signature runs the Transform graph (the training preprocessing) and the mo
 - `embed`: encoded images to the penultimate layer's features (`embeddings` [N, D]), averaged with their mirror
   images' for a model trained with flips.
 - `search` (a model exported with a catalog): encoded images to the catalog's k most similar items, best first
-  (`neighbor_ids`, `scores` (cosine), `neighbor_class_names`, `neighbor_sources`, [N, k] each; `models/catalog.py`).
+  (`neighbor_ids`, `scores` (mostly the cosine of the embeddings), `neighbor_class_names`, `neighbor_sources`,
+  [N, k] each; `models/catalog.py`).
+- `search_vector` (the same models): encoded images to the vectors `search` scores items' by (`search_vectors`): what
+  a nearest-neighbour index over the catalog (`cnnpipe serve`'s ScaNN) is queried with.
 - `classify`: TF Serving's Classify API. `serving_default`'s tf.Examples (`inputs`) to `classes` [N, classes] (each
   column's class name) and `scores` [N, classes] (the probabilities): the one input and two outputs TF Serving's
   classifier reads, with the method name `tensorflow/serving/classify` (`classify_method_name`), so TF Serving's
@@ -33,9 +36,9 @@ from tensorflow.python.saved_model import fingerprinting_utils  # no public API 
 from cnnpipe.core import features
 from cnnpipe.core.names import (ALL_CLASS_NAMES, CLASS_IDS, CLASS_NAMES, CLASS_NAMES_ASSET, CLASSIFY, CLASSIFY_CLASSES,
                                CLASSIFY_SCORES, EMBED, EMBEDDINGS, INPUTS, PREDICT_IMAGE, PREDICT_PIXELS, PROBABILITIES,
-                               SEARCH, SERVING_DEFAULT)
+                               SEARCH, SEARCH_VECTOR, SEARCH_VECTORS, SERVING_DEFAULT)
 from cnnpipe.models import blocks, embedding, preprocessing
-from cnnpipe.models.catalog import Catalog, CatalogTable
+from cnnpipe.models.catalog import Catalog, CatalogTable, query_vectors
 
 
 def _column_names(probabilities: tf.Tensor, class_names: tf.Tensor) -> tf.Tensor:
@@ -112,11 +115,19 @@ def _signatures(model: keras.Model, image_spec: dict) -> dict[str, Callable]:
     functions = {SERVING_DEFAULT: serve_examples, PREDICT_IMAGE: predict_image, PREDICT_PIXELS: predict_pixels,
                  EMBED: embed, CLASSIFY: classify}
     if getattr(model, "catalog", None) is not None:
+        def search_vectors(images: tf.Tensor) -> tf.Tensor:
+            inputs = model_input(images)
+            return query_vectors(model.embedder(inputs), model(inputs), model.catalog.class_weight)
+
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUTS[SEARCH])])
         def search(images: tf.Tensor) -> dict[str, tf.Tensor]:
-            return model.catalog.nearest(model.embedder(model_input(images)))
+            return model.catalog.nearest(search_vectors(images))
 
-        functions[SEARCH] = search
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUTS[SEARCH_VECTOR])])
+        def search_vector(images: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {SEARCH_VECTORS: search_vectors(images)}
+
+        functions[SEARCH], functions[SEARCH_VECTOR] = search, search_vector
     return functions
 
 

@@ -1,6 +1,6 @@
-"""A catalog's ScaNN index: built over its normalized embeddings, saved beside the model, loaded and queried.
+"""A catalog's ScaNN index: built over its items' search vectors, saved beside the model, loaded and queried.
 
-The searcher scores by dot product, which on unit vectors is the cosine the exact `search` signature ranks by.
+The searcher scores by dot product, the score the exact `search` signature ranks by (`models/catalog.py`).
 Small catalogs are searched by brute force; larger ones through a k-means tree of about √n leaves, a tenth of
 which each query searches, scoring their items exactly. On Fashion-MNIST's 60,000 items that is faster than 4-bit
 anisotropic hashing with exact re-scoring of the best 200, and finds what exact search finds, where hashing misses
@@ -18,7 +18,7 @@ Searcher = scann_ops_pybind.ScannSearcher
 BRUTE_FORCE_BELOW = 5000  # items: below this the partitioned index is not worth its training
 INDEX_DIR = "scann"  # in the model's assets.extra/search/
 ASSETS = "scann_assets.pbtxt"
-BUILT_FOR = "built_for.json"  # the SavedModel checksum of the model whose embeddings the index holds
+BUILT_FOR = "built_for.json"  # the SavedModel checksum of the model whose search vectors the index holds
 
 
 class IndexMismatch(ValueError):
@@ -26,7 +26,7 @@ class IndexMismatch(ValueError):
 
 
 def build(embeddings: np.ndarray, top_k: int) -> Searcher:
-    """A searcher over `embeddings` (unit rows, float32 [items, D]) returning `top_k` neighbours by default."""
+    """A searcher over `embeddings` (search vectors, float32 [items, D]) returning `top_k` neighbours by default."""
     items = len(embeddings)
     builder = scann_ops_pybind.builder(embeddings, min(top_k, items), "dot_product")
     if items >= BRUTE_FORCE_BELOW:
@@ -36,7 +36,7 @@ def build(embeddings: np.ndarray, top_k: int) -> Searcher:
 
 
 def save(searcher: Searcher, directory: str, model_checksum: int) -> None:
-    """Saves the searcher, and the checksum of the SavedModel (fingerprint.pb) whose embeddings it holds."""
+    """Saves the searcher, and the checksum of the SavedModel (fingerprint.pb) whose search vectors it holds."""
     os.makedirs(directory, exist_ok=True)
     searcher.serialize(directory)
     with open(os.path.join(directory, BUILT_FOR), "w", encoding="utf-8") as f:

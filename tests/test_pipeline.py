@@ -29,6 +29,7 @@ from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.datasets import FASHION_MNIST
 from cnnpipe.components.blessing.thresholds import Thresholds
 from cnnpipe.core.names import SEARCH_ASSETS
+from cnnpipe.models.catalog import CLASS_WEIGHT
 from cnnpipe.retrieval import items, rephotographs
 
 
@@ -88,7 +89,7 @@ def test_summary_reports_accuracy_blessing_and_push(pushed_run):
 
 
 def test_the_search_figures_on_the_item_itself_agree_with_the_pushed_search_signature(pushed_run):
-    """EmbeddingIndex's instance recall (exact search over `embed`, its own sample) against the pushed model's
+    """EmbeddingIndex's instance recall (exact search, its own sample) against the pushed model's
     `search` signature, as a client calls it, on 200 other catalog items photographed again: the item among the ten
     neighbours it returns."""
     result = summary.summarize(local_runner.metadata_path(pushed_run.output_dir), pushed_run.name)
@@ -281,9 +282,13 @@ def test_a_run_with_its_own_catalog_and_an_embedding_for_retrieval_serves_search
     assert served_versions(run_copy)[:-1] == before
     query = tmp_path / "catalog" / FASHION_MNIST.class_names[labels[TEST]].replace("/", "_") / f"item-{TEST}.png"
     served = tf.saved_model.load(result.pushed_to).signatures
-    found = served["search"](images=tf.constant([query.read_bytes(), encode(images[TEST][:, ::-1])]))
+    queries = tf.constant([query.read_bytes(), encode(images[TEST][:, ::-1])])
+    found = served["search"](images=queries)
     assert [sources[0].decode() for sources in found["neighbor_sources"].numpy()] == [str(query)] * 2
-    np.testing.assert_allclose(found["scores"].numpy()[:, 0], 1.0, atol=1e-5)
+    # the same look (the mirror too: `embed` averages both), and the class term: the query's unit probabilities
+    probabilities = served["predict_image"](images=queries)["probabilities"].numpy()
+    class_term = probabilities[:, labels[TEST]] / np.linalg.norm(probabilities, axis=1)
+    np.testing.assert_allclose(found["scores"].numpy()[:, 0], 1 - CLASS_WEIGHT + CLASS_WEIGHT * class_term, atol=1e-5)
     embeddings = served["embed"](images=tf.constant([query.read_bytes()]))["embeddings"].numpy()
     assert embeddings.shape == (1, 16)
     np.testing.assert_allclose(np.linalg.norm(embeddings), 1.0, atol=1e-5)

@@ -11,8 +11,8 @@ from conftest import encode, fashion_mnist
 
 from cnnpipe.components import embedding_index
 from cnnpipe.core import features
-from cnnpipe.core.names import EMBEDDINGS
-from cnnpipe.models.catalog import normalized
+from cnnpipe.core.names import EMBEDDINGS, PROBABILITIES
+from cnnpipe.models.catalog import Catalog, normalized, query_vectors
 from cnnpipe.report import summary
 from cnnpipe.retrieval import index, metrics, rephotographs
 
@@ -30,6 +30,18 @@ def test_ranks_and_ties_of_hand_worked_scores():
     similarity = np.array([[0.9, 0.95, 0.2, 0.9995], [0.1, 0.3, 0.5, 0.5], [0.7, 0.7, 0.7, 0.7]])
     np.testing.assert_array_equal(metrics.ranks(similarity, np.array([0, 2, 3])), [3, 1, 1])  # ties are not above
     np.testing.assert_array_equal(metrics.ties_with_first(similarity, 0.001), [1, 2, 4])
+
+
+def test_a_search_score_is_mostly_the_cosine_and_partly_the_query_s_probability_of_the_item_s_class():
+    looks = np.array([[3.0, 4.0], [4.0, 3.0], [0.0, 2.0]])  # unit: (0.6, 0.8), (0.8, 0.6), (0, 1)
+    catalog = Catalog(looks, ["Coat", "Bag", "Hat"], ["a", "b", "c"], classes=["Bag", "Coat"], class_weight=0.2)
+    query = query_vectors(np.array([[6.0, 8.0]]), np.array([[0.3, 0.4]]), 0.2).numpy()  # probabilities: (0.6, 0.8)
+    scores = query @ catalog.vectors().T
+    # 0.8 x the cosine + 0.2 x the unit probabilities at the item's class (none for a class the model does not know)
+    np.testing.assert_allclose(scores, [[0.8 * 1.0 + 0.2 * 0.8, 0.8 * 0.96 + 0.2 * 0.6, 0.8 * 0.8]], rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(query, axis=1), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="share of the score"):
+        Catalog(looks, ["Coat"] * 3, ["a", "b", "c"], ["Coat"], class_weight=1.0)
 
 
 def test_a_second_photo_is_the_image_moved_a_pixel_with_its_edge_repeated_and_a_tenth_brighter():
@@ -59,9 +71,13 @@ def test_an_index_copied_elsewhere_loads_and_finds_each_item_itself(tmp_path, it
 
 def test_a_catalog_without_classes_is_measured_for_speed_and_recall_and_its_precision_is_unknown():
     rng = np.random.default_rng(0)
-    catalog = {EMBEDDINGS: normalized(rng.normal(size=(300, 16))), features.CLASS_NAME: np.full(300, b"")}
-    queries = {EMBEDDINGS: normalized(rng.normal(size=(20, 16))), features.CLASS_NAME: np.full(20, b"Bag")}
-    figures = embedding_index._measure(index.build(catalog[EMBEDDINGS], 10), catalog, queries, 0.5, 30_000)
+    catalog = Catalog(rng.normal(size=(300, 16)), [""] * 300, [f"item {i}" for i in range(300)], ["Bag", "Coat"])
+    read = {EMBEDDINGS: catalog.embeddings, features.CLASS_NAME: np.full(300, b"")}
+    queries = {EMBEDDINGS: rng.normal(size=(20, 16)), PROBABILITIES: rng.uniform(size=(20, 2)),
+               features.CLASS_NAME: np.full(20, b"Bag")}
+    vectors = catalog.vectors()
+    figures = embedding_index._measure(index.build(vectors, 10), vectors, read, queries,
+                                       embedding_index._searched(queries, catalog.class_weight), 0.5, 30_000)
     assert "precision_at_10" not in figures and figures["queries"] == 20 and figures["ann_recall_at_10"] == 1.0
     assert embedding_index.failures(figures, 0.0, 0.01) == []
     assert "unknown" in embedding_index.failures(figures, 0.5, None)[0]

@@ -36,6 +36,7 @@ from cnnpipe.components import push_check
 from cnnpipe.components.ingestion.formats import make_example
 from cnnpipe.components.pusher import existing_versions, publish
 from cnnpipe.models import trainer
+from cnnpipe.models.catalog import CLASS_WEIGHT
 from cnnpipe.cli import main as cli
 from cnnpipe.pipeline.config import PipelineConfig
 from cnnpipe.pipeline.datasets import FASHION_MNIST
@@ -45,7 +46,7 @@ from cnnpipe.serving.options import ServerOptions
 from cnnpipe.serving.server import model_server_command
 
 MAX_REQUEST_BYTES = 1_000_000
-SIGNATURES = ("serving_default", "predict_image", "predict_pixels", "embed", "search", "classify")
+SIGNATURES = ("serving_default", "predict_image", "predict_pixels", "embed", "search", "search_vector", "classify")
 
 
 @pytest.fixture(scope="module")
@@ -636,7 +637,12 @@ def test_a_catalog_image_finds_itself_first_in_the_exact_search_signature(first_
     found = in_process(first_version, "search", images=[encode(pixels) for pixels in images])
     assert found["scores"].shape == found["neighbor_ids"].shape == (len(images), 10)
     assert [s.decode() for s in found["neighbor_sources"][:, 0]] == sources
-    np.testing.assert_allclose(found["scores"][:, 0], 1.0, atol=1e-5)
+    # a score: search_vector's vector times the item's (the catalog's vectors are a variable of the SavedModel)
+    queries = in_process(first_version, "search_vector", images=[encode(pixels) for pixels in images])
+    items = tf.saved_model.load(first_version).catalog.vectors.numpy()
+    np.testing.assert_allclose(found["scores"], np.take_along_axis(queries["search_vectors"] @ items.T,
+                                                                   found["neighbor_ids"], axis=1), atol=1e-5)
+    assert (found["scores"][:, 0] >= 1 - CLASS_WEIGHT - 1e-5).all()  # the look alone: the same image
     assert (np.diff(found["scores"], axis=1) <= 1e-6).all()
     class_names = in_process(first_version, "predict_image", images=[encode(pixels) for pixels in images])
     assert found["neighbor_class_names"].shape == (len(images), 10) and class_names["class_names"].shape == (5,)

@@ -152,14 +152,14 @@ def served_version(pushed_run, serving_dir) -> str:
     return shutil.copytree(os.path.join(pushed_run.serving_base, version), os.path.join(serving_dir, MODEL, version))
 
 
-@pytest.mark.fault("push", "the serving directory's disk is full (a 4 MB tmpfs)",
+@pytest.mark.fault("push", "the serving directory's disk is full (an 8 MB tmpfs)",
                    "the push fails naming the disk; no version or staging left; the served version keeps serving")
 def test_a_push_to_a_full_disk_fails_cleanly_and_the_old_version_serves(pushed_run, tmp_path, observed):
     from tensorflow.core.protobuf import fingerprint_pb2  # noqa: PLC0415
 
     from cnnpipe.components.pusher import PushError, publish  # noqa: PLC0415
 
-    with small_disk(tmp_path, "4m") as disk:
+    with small_disk(tmp_path, "8m") as disk:
         served = served_version(pushed_run, disk / "serving")
         candidate = shutil.copytree(served, str(tmp_path / "candidate"))
         fingerprint_file = os.path.join(candidate, "fingerprint.pb")
