@@ -80,6 +80,12 @@ def _split_files(examples: standard_artifacts.Examples, splits: list[str]) -> li
             tf.io.gfile.glob(io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], split)))]
 
 
+def _seen(signatures, images: tf.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The embeddings and class probabilities of a batch of encoded `images`."""
+    return (signatures[EMBED](images=images)[EMBEDDINGS].numpy(),
+            signatures[PREDICT_IMAGE](images=images)[PROBABILITIES].numpy())
+
+
 def _read(files: list[str], name: str, signatures, thumbnails: bool) -> dict[str, np.ndarray]:
     """The embeddings, class probabilities, class names and sources (and thumbnails, or the images) of the tf.Examples
     in `files`, batch by batch through tf.data; `name` says which images they are in errors and progress."""
@@ -88,8 +94,9 @@ def _read(files: list[str], name: str, signatures, thumbnails: bool) -> dict[str
                                 "thumbnail": [], features.IMAGE: []}
     started = time.monotonic()
     for batch in records.map(lambda r: tf.io.parse_example(r, _SPEC)):
-        columns[EMBEDDINGS].append(signatures[EMBED](images=batch[features.IMAGE])[EMBEDDINGS].numpy())
-        columns[PROBABILITIES].append(signatures[PREDICT_IMAGE](images=batch[features.IMAGE])[PROBABILITIES].numpy())
+        embeddings, probabilities = _seen(signatures, batch[features.IMAGE])
+        columns[EMBEDDINGS].append(embeddings)
+        columns[PROBABILITIES].append(probabilities)
         columns[features.CLASS_NAME].append(batch[features.CLASS_NAME].numpy())
         columns[features.SOURCE].append(batch[features.SOURCE].numpy())
         if thumbnails:
@@ -175,9 +182,8 @@ def _instance_figures(signatures, catalog_files: list[str], vectors: np.ndarray,
     items tie with a query's first result (over the query images' search vectors, `searched`, else those photos)."""
     sample = np.random.default_rng(1).permutation(len(vectors))[:INSTANCE_SAMPLE]
     photos = rephotographs.second_photos(_images_at(catalog_files, sample))
-    outputs = [(signatures[EMBED](images=batch)[EMBEDDINGS], signatures[PREDICT_IMAGE](images=batch)[PROBABILITIES])
-               for batch in (tf.constant(photos[start:start + BATCH]) for start in range(0, len(photos), BATCH))]
-    photo_vectors = query_vectors(*(tf.concat(column, 0) for column in zip(*outputs)), class_weight).numpy()
+    seen = [_seen(signatures, tf.constant(photos[start:start + BATCH])) for start in range(0, len(photos), BATCH)]
+    photo_vectors = query_vectors(*(np.concatenate(column) for column in zip(*seen)), class_weight).numpy()
     return metrics.item_figures(vectors, photo_vectors, sample, photo_vectors if searched is None else searched, TIE)
 
 
