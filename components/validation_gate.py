@@ -110,6 +110,20 @@ def class_counts(statistics: standard_artifacts.ExampleStatistics, split: str) -
     return {bucket.label: int(bucket.sample_count) for bucket in buckets}
 
 
+def empty_splits(statistics: standard_artifacts.ExampleStatistics) -> Optional[str]:
+    """An error message naming the splits that got no examples, or None when every split has some."""
+    views = {split: stats_artifact_utils.load_statistics(statistics, split).get_default_slice()
+             for split in artifact_utils.decode_split_names(statistics.split_names)}
+    counts = {split: view.proto().num_examples if view else 0 for split, view in views.items()}
+    empty = [split for split, count in counts.items() if not count]
+    if not empty:
+        return None
+    return (f"No images in the {' and '.join(repr(split) for split in empty)} split{'s' if len(empty) > 1 else ''} "
+            f"({', '.join(f'{split} {count:,}' for split, count in counts.items())}): each image goes to a split by "
+            "a hash of its bytes, and too few images leave a split empty. The run stopped before Transform. Add images "
+            "(a few dozen of each class at least), or raise --eval-percent or --validation-percent.")
+
+
 def classes_without_training_images(statistics: standard_artifacts.ExampleStatistics,
                                     class_names: list[str]) -> Optional[str]:
     """An error message naming the classes that have no training examples, or None when all have some."""
@@ -171,9 +185,9 @@ def ValidationGate(
     allow_duplicates: Parameter[bool] = False,
 ) -> None:
     """Raises DataValidationError, naming the bad records, when any split has anomalies, a label is no
-    class id, or a class has no training examples; when an image appears in two splits or under two classes, unless
-    `allow_duplicates`; and, with `served_statistics` (ServedModel's), when the training split drifted from them,
-    unless `accept_drift`. `drift_found` holds the drift measured and the duplicates found."""
+    class id, a split has no examples or a class no training examples; when an image appears in two splits or under
+    two classes, unless `allow_duplicates`; and, with `served_statistics` (ServedModel's), when the training split
+    drifted from them, unless `accept_drift`. `drift_found` holds the drift measured and the duplicates found."""
     class_names = json_parameter(class_names)
     schema_proto = with_label_domain(io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri)),
                                      len(class_names))
@@ -182,7 +196,7 @@ def ValidationGate(
                  schema_source, len(class_names))
         for split, result in split_anomalies(anomalies, statistics, schema_proto).items()
     ]
-    untrained = classes_without_training_images(statistics, class_names)
+    untrained = empty_splits(statistics) or classes_without_training_images(statistics, class_names)
     copies = duplicates.duplicates(examples)
     copied = duplicates.describe(copies) if copies else ""
     drift_found.set_string_custom_property(DUPLICATES, copied)

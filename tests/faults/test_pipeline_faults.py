@@ -4,6 +4,7 @@ store, and pushes that fail (a full disk, a push killed mid-copy, a model that f
 import base64
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -81,6 +82,25 @@ def test_a_class_without_training_images_stops_the_run(tmp_path, observed):
     config = small_run_config(data, str(tmp_path / "out"))
     message = stopped_before_transform(config)
     assert "Classes without training images: 'Ankle boot'." in message
+    observed(message)
+
+
+@pytest.mark.fault("validation", "too few images for the splits: 3 images in two class folders, so the hash "
+                   "leaves a split empty", "stops before Transform, naming the empty split and the fix")
+def test_too_few_images_to_fill_every_split_stops_the_run_naming_the_splits(tmp_path, observed):
+    images, labels = fashion_mnist("t10k", 40)
+    for number in [*np.flatnonzero(labels == 0)[:1], *np.flatnonzero(labels == 1)[:2]]:
+        folder = tmp_path / "data" / FASHION_MNIST.class_names[labels[number]].replace("/", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{number}.png").write_bytes(encode(images[number]))
+    config = small_run_config(str(tmp_path / "data"), str(tmp_path / "out"), schema=None, class_names=None)
+    message = stopped_before_transform(config)
+    counts = dict(re.search(r"\((train \d+), (validation \d+), (eval \d+)\)", message).groups()[i].split()
+                  for i in range(3))
+    assert sum(map(int, counts.values())) == 3 and "0" in counts.values()
+    empty = [split for split, count in counts.items() if count == "0"]
+    assert message.startswith(f"No images in the {' and '.join(repr(split) for split in empty)} split")
+    assert "--eval-percent" in message
     observed(message)
 
 
