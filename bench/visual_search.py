@@ -7,7 +7,8 @@ one run:
   split, for each of `--class-weights`, precision@10 and mAP@100 (relevant: an item of the query's class), and
   whether search finds the item itself: 1,000 catalog images photographed again (retrieval/rephotographs: moved a
   pixel, a tenth brighter or darker) as queries, the item's recall@1 and @10 and median rank; the median number of
-  catalog items within 0.001 of a query's first score;
+  catalog items within 0.001 of a query's first score; on the test split also from harder photos (as well 5% larger
+  or smaller, 10% more or less contrast);
 - on the test split (queries: the 10,000 Fashion-MNIST test images; catalog: the 60,000 training images), the same
   figures for raw pixels, for the pushed model's look alone (w = 0, and each `--beside` model's, e.g. one trained
   with `--instance-weight 0`) and for its search as pushed (its w), with each model's accuracy; and the pushed
@@ -92,6 +93,12 @@ def columns(figures: dict) -> str:
     return f"{figures['precision_at_10']:>6.3f} {figures['map_at_100']:>8.3f} " + item_columns(figures)
 
 
+def hard_columns(catalog: np.ndarray, photos: np.ndarray, sample: np.ndarray) -> str:
+    """The item's recall@1 and @10 from the harder photos (`photos`: their search vectors)."""
+    figures = metrics.item_figures(catalog, photos, sample, photos[:1], TIE)
+    return f" {figures['instance_recall_at_1']:>8.3f} {figures['instance_recall_at_10']:>6.3f}"
+
+
 def split_of(output: str, model: str, split: str, classes: list[str]) -> tuple[tf.Tensor, np.ndarray]:
     """The encoded images and labels of the newest run's `split` (ImageExampleGen's examples under --output)."""
     examples = metadata.run_outputs(metadata_path(output), model)[1]["examples"].uri
@@ -103,10 +110,13 @@ def split_of(output: str, model: str, split: str, classes: list[str]) -> tuple[t
     return tf.concat(images, 0), np.array([classes.index(name.decode()) for name in np.concatenate(names)])
 
 
-def photographed(images: tf.Tensor) -> tuple[np.ndarray, tf.Tensor]:
-    """The ids of INSTANCE_SAMPLE of the catalog's encoded `images`, and those images photographed again."""
+def photographed(images: tf.Tensor, harder: bool = False) -> tuple[np.ndarray, tf.Tensor]:
+    """The ids of INSTANCE_SAMPLE of the catalog's encoded `images`, and those images photographed again (`harder`:
+    also rescaled and given another contrast)."""
     sample = np.random.default_rng(1).permutation(len(images))[:INSTANCE_SAMPLE]
-    return sample, tf.constant(rephotographs.second_photos([images[i].numpy() for i in sample]))
+    photos = (rephotographs.harder_photos if harder else rephotographs.second_photos)([images[i].numpy()
+                                                                                       for i in sample])
+    return sample, tf.constant(photos)
 
 
 def flat(images: np.ndarray) -> np.ndarray:
@@ -195,25 +205,30 @@ def main() -> None:
     train_images, train_labels = report.fashion_mnist_arrays("train")
     train_pngs = pngs(train_images)
     sample, photos = photographed(train_pngs)
+    _, hard = photographed(train_pngs, harder=True)
     print(f"\n{'ranking':<34} {'dims':>5} {'P@10':>6} {'mAP@100':>8} {'item R@1':>8} {'R@10':>6} {'rank':>6} "
-          f"{'ties':>6} {'accuracy':>9}")
+          f"{'ties':>6} {'accuracy':>9} {'hard R@1':>8} {'R@10':>6}")
     pixels = normalized(flat(train_images))
     pixel_queries = normalized(flat(test_images))
     precision, average_precision = ranking(exact_top(pixel_queries, pixels, TOP_K), train_labels, test_labels)
-    photo_pixels = normalized(flat(np.stack([tf.io.decode_png(photo).numpy()[..., 0] for photo in photos.numpy()])))
+    photo_pixels, hard_pixels = (normalized(flat(np.stack([tf.io.decode_png(photo).numpy()[..., 0]
+                                                           for photo in taken.numpy()]))) for taken in (photos, hard))
     print(f"{'raw pixels':<34} {pixels.shape[1]:>5} {precision:>6.3f} {average_precision:>8.3f} "
-          + item_columns(metrics.item_figures(pixels, photo_pixels, sample, pixel_queries, TIE)), flush=True)
+          + item_columns(metrics.item_figures(pixels, photo_pixels, sample, pixel_queries, TIE)) + f" {'-':>9}"
+          + hard_columns(pixels, hard_pixels, sample), flush=True)
     for name, signatures, weights in ([(f"--beside {n}", tf.saved_model.load(path).signatures, (0.0,))
                                        for n, path in enumerate(args.beside, start=1)]
                                       + [("pushed", loaded, (0.0, class_weight))]):
         catalog, queries = Seen.of(signatures, train_pngs, train_labels), Seen.of(signatures, test_queries, test_labels)
         seen_photos = Seen.of(signatures, photos, train_labels[sample])
+        seen_hard = Seen.of(signatures, hard, train_labels[sample])
         accuracy = float((queries.probabilities.argmax(axis=1) == test_labels).mean())
         for weight in weights:
             label = f"{name}, look alone" if weight == 0 else f"{name}, class weight {weight}"
             dims = catalog.looks.shape[1] + (catalog.probabilities.shape[1] if weight else 0)
             print(f"{label:<34} {dims:>5} "
-                  + columns(searched(catalog, queries, seen_photos, sample, weight)) + f" {accuracy:>9.2%}", flush=True)
+                  + columns(searched(catalog, queries, seen_photos, sample, weight)) + f" {accuracy:>9.2%}"
+                  + hard_columns(catalog.items(weight), seen_hard.queries(weight), sample), flush=True)
     item_labels = {f"train-images-idx3-ubyte.gz:{i}": label for i, label in enumerate(train_labels)}
     sources = np.concatenate([loaded["search"](images=test_queries[start:start + BATCH])["neighbor_sources"].numpy()
                               for start in range(0, len(test_labels), BATCH)])

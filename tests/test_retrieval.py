@@ -54,6 +54,19 @@ def test_a_second_photo_is_the_image_moved_a_pixel_with_its_edge_repeated_and_a_
     assert len(set(photos)) > 8 and all(photo != encode(pixels) for photo in photos)  # 8 shifts × 2 brightnesses
 
 
+def test_a_harder_photo_is_also_rescaled_about_its_centre_and_given_more_or_less_contrast():
+    pixels = fashion_mnist("t10k", 1)[0][0]
+    same = rephotographs.restyled(tf.constant(encode(pixels)), 0.0, 0.0)
+    np.testing.assert_array_equal(tf.io.decode_png(same).numpy()[..., 0], pixels)
+    contrasted = tf.io.decode_png(rephotographs.restyled(tf.constant(encode(pixels)), 0.0, 0.1)).numpy()[..., 0]
+    mean = pixels.astype(np.float32).mean()
+    np.testing.assert_allclose(contrasted, np.clip(np.round(mean + (pixels - mean) * 1.1), 0, 255), atol=1)
+    larger = tf.io.decode_png(rephotographs.restyled(tf.constant(encode(pixels)), 0.05, 0.0)).numpy()[..., 0]
+    assert larger.shape == pixels.shape and (larger != pixels).any()
+    photos = rephotographs.harder_photos([encode(pixels)] * 20)
+    assert len(set(photos)) > 8 and encode(pixels) not in photos
+
+
 @pytest.mark.parametrize("items", [300, 6000], ids=["brute force", "k-means tree"])
 def test_an_index_copied_elsewhere_loads_and_finds_each_item_itself(tmp_path, items):
     rng = np.random.default_rng(0)
