@@ -196,7 +196,7 @@ def ValidationGate(
                  schema_source, len(class_names))
         for split, result in split_anomalies(anomalies, statistics, schema_proto).items()
     ]
-    untrained = empty_splits(statistics) or classes_without_training_images(statistics, class_names)
+    too_few = empty_splits(statistics) or classes_without_training_images(statistics, class_names)
     copies = duplicates.duplicates(examples)
     copied = duplicates.describe(copies) if copies else ""
     drift_found.set_string_custom_property(DUPLICATES, copied)
@@ -210,7 +210,7 @@ def ValidationGate(
                                   measured.SerializeToString())
     drift_found.set_string_custom_property(DRIFTED, "; ".join(found))
     drift_found.set_int_custom_property(ACCEPTED, int(bool(found and accept_drift)))
-    stops = reports + ([untrained] if untrained else []) + ([describe_drift(found, schema_source)]
+    stops = reports + ([too_few] if too_few else []) + ([describe_drift(found, schema_source)]
                                                             if found and not accept_drift else [])
     if copied and not allow_duplicates:
         stops.append(f"{copied}. The run stopped before Transform: remove the copies (a folder "

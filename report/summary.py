@@ -182,12 +182,12 @@ def collapse_line(check: dict) -> str:
 
 def retrieval_lines(figures: dict) -> list[str]:
     """The visual search figures in words: how well it ranks, and the ScaNN index against exact search."""
+    weight = figures.get("class_weight")
+    scored = f"; scored {1 - weight:g} × look + {weight:g} × class" if weight else ""
     lines = [f"Visual search ({figures['queries']:,.0f} eval images as queries, {figures['catalog_items']:,.0f} "
-             "catalog items):" if figures["queries"] else f"Visual search ({figures['catalog_items']:,.0f} catalog "
-             f"items, {min(figures['catalog_items'], 1000):,.0f} of them the queries of the figures below):"]
-    if figures.get("class_weight"):
-        weight = figures["class_weight"]
-        lines[0] = lines[0][:-2] + f"; scored {1 - weight:g} × look + {weight:g} × class):"
+             f"catalog items{scored}):" if figures["queries"] else f"Visual search ({figures['catalog_items']:,.0f} "
+             f"catalog items, {min(figures['catalog_items'], 1000):,.0f} of them the queries of the figures below"
+             f"{scored}):"]
     if "precision_at_10" in figures:
         lines.append(f"  precision@10 {figures['precision_at_10']:.3f}, mAP@100 {figures['map_at_100']:.3f}")
         if "served_precision_at_10" in figures:

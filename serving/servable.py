@@ -20,7 +20,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 from tensorflow.python.saved_model import loader_impl
 
-from cnnpipe.core.names import (EMBED, EMBEDDINGS, NEIGHBOR_CLASS_NAMES, NEIGHBOR_IDS, NEIGHBOR_SOURCES, SCORES, SEARCH,
+from cnnpipe.core.names import (NEIGHBOR_CLASS_NAMES, NEIGHBOR_IDS, NEIGHBOR_SOURCES, SCORES, SEARCH,
                                 SEARCH_ASSETS, SEARCH_VECTOR, SEARCH_VECTORS, SERVING_DEFAULT)
 from cnnpipe.retrieval import index, items
 from cnnpipe.serving.batching import Batcher, BatchingOptions
@@ -159,15 +159,13 @@ def catalog_items(path: str, name: str = items.FILE) -> Optional[items.Items]:
 
 def indexed_search(signatures: dict[str, Signature], path: str, table: items.Items) -> Optional[Signature]:
     """The `search` signature answered by the ScaNN index of the version at `path` (in `assets.extra/search/`), or
-    None without one: the signature's own specs, the query's vector from the `search_vector` signature (a version
-    pushed before it had one: the unit `embed` embedding), the neighbours looked up in the index and the item table.
-    An index built for another model is refused (FAILED_PRECONDITION, naming it)."""
+    None without one (or without the `search_vector` signature it is queried with: a version pushed before it answers
+    from its `search` signature): the signature's own specs, the query's search vector, the neighbours looked up in the
+    index and the item table. An index built for another model is refused (FAILED_PRECONDITION, naming it)."""
     search_dir = os.path.join(path, SEARCH_ASSETS)
-    if SEARCH not in signatures or not os.path.isdir(os.path.join(search_dir, index.INDEX_DIR)):
+    if SEARCH_VECTOR not in signatures or not os.path.isdir(os.path.join(search_dir, index.INDEX_DIR)):
         return None
-    exact = signatures[SEARCH]
-    query, output = (signatures[SEARCH_VECTOR], SEARCH_VECTORS) if SEARCH_VECTOR in signatures else \
-        (signatures[EMBED], EMBEDDINGS)
+    exact, query = signatures[SEARCH], signatures[SEARCH_VECTOR]
     checksum = tf.saved_model.experimental.read_fingerprint(path).saved_model_checksum
     try:
         searcher = index.load(os.path.join(search_dir, index.INDEX_DIR), checksum)
@@ -178,9 +176,7 @@ def indexed_search(signatures: dict[str, Signature], path: str, table: items.Ite
     top_k = exact.outputs[SCORES].shape[1]
 
     def search(inputs: Arrays, outputs: tuple[str, ...]) -> Arrays:
-        vectors = query.run(inputs, (output,))[output]
-        if output == EMBEDDINGS:
-            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = query.run(inputs, (SEARCH_VECTORS,))[SEARCH_VECTORS]
         ids, scores = searcher.search_batched(vectors, final_num_neighbors=top_k)
         found = {NEIGHBOR_IDS: ids.astype(np.int64), SCORES: scores, NEIGHBOR_CLASS_NAMES: class_names[ids],
                  NEIGHBOR_SOURCES: sources[ids]}
